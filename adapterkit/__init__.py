@@ -1,0 +1,26 @@
+"""adapterkit: fine-tune a query adapter on top of any frozen, black-box embedding model."""
+
+from adapterkit.adapter_embedding import AdapterEmbeddingModel, LinearAdapterEmbeddingModel
+from adapterkit.adapters import BaseAdapter, LinearLayer, TwoLayerNN
+from adapterkit.cache import EmbeddingCache, embed_texts
+from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset
+from adapterkit.embeddings import OnnxBGEEmbedding, resolve_embed_model
+from adapterkit.eval_utils import display_results, evaluate
+from adapterkit.trainer import EmbeddingAdapterFinetuneEngine
+
+__all__ = [
+    "AdapterEmbeddingModel",
+    "BaseAdapter",
+    "DatasetError",
+    "EmbeddingAdapterFinetuneEngine",
+    "EmbeddingCache",
+    "EmbeddingQAFinetuneDataset",
+    "LinearAdapterEmbeddingModel",
+    "LinearLayer",
+    "OnnxBGEEmbedding",
+    "TwoLayerNN",
+    "display_results",
+    "embed_texts",
+    "evaluate",
+    "resolve_embed_model",
+]

@@ -1,0 +1,185 @@
+"""``AdapterEmbeddingModel``: a base model plus a query adapter, as one LlamaIndex ``BaseEmbedding``.
+
+Documents pass through unchanged (so an index built with the base model stays valid); queries are
+embedded by the base model and then transformed by the adapter, in batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Type, Union
+
+import numpy as np
+import torch
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.callbacks import CallbackManager
+
+from adapterkit.adapters import BaseAdapter, LinearLayer, TwoLayerNN, AdapterLoadError, CONFIG_NAME, check_adapter_dim
+from adapterkit.cache import EmbeddingCache, embed_texts
+from adapterkit.embeddings import resolve_embed_model
+
+
+def infer_device(device: Optional[str] = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else Apple MPS, else CPU."""
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def infer_adapter_cls(adapter_path: Union[str, os.PathLike]) -> Type[BaseAdapter]:
+    """LinearLayer or TwoLayerNN, read off ``config.json``; other classes must be passed explicitly."""
+    config_file = Path(adapter_path) / CONFIG_NAME
+    try:
+        keys = set(json.loads(config_file.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return LinearLayer  # BaseAdapter.load reports what is wrong with the folder
+    if "hidden_features" in keys:
+        return TwoLayerNN
+    if keys <= {"in_features", "out_features", "bias"}:
+        return LinearLayer
+    raise AdapterLoadError(
+        f"{config_file} has keys {sorted(keys)}, which belong to a custom adapter: pass adapter_cls=YourAdapter."
+    )
+
+
+def apply_adapter(adapter: torch.nn.Module, embeddings: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Run ``adapter`` over rows of ``embeddings`` in batches, without gradients."""
+    param = next(adapter.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = adapter.training
+    adapter.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(embeddings), batch_size):
+            chunk = torch.as_tensor(embeddings[start : start + batch_size], dtype=torch.float32, device=device)
+            out.append(adapter(chunk).float().cpu().numpy())
+    adapter.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, embeddings.shape[-1]), dtype=np.float32)
+
+
+class AdapterEmbeddingModel(BaseEmbedding):
+    """A frozen base embedding model with a trained query adapter on top.
+
+    Args:
+        base_embed_model: any LlamaIndex ``BaseEmbedding``, or a spec for ``resolve_embed_model``.
+        adapter_path: folder written by ``BaseAdapter.save`` (or LlamaIndex's engine).
+        adapter_cls: the adapter's class; default: read off ``config.json`` (LinearLayer / TwoLayerNN).
+        transform_query: apply the adapter to queries (False gives the base model back).
+        device: torch device for the adapter; default: CUDA when present, else CPU.
+        embed_batch_size: texts per base-model call.
+        cache: base embeddings go through adapterkit's disk cache (an ``EmbeddingCache``, a folder,
+            None for the default folder, or False to call the base model directly).
+
+    Example::
+
+        model = AdapterEmbeddingModel(resolve_embed_model("default"), "model_output")
+        index = VectorStoreIndex(nodes, embed_model=model)  # documents: base embeddings
+    """
+
+    _base_embed_model: BaseEmbedding = PrivateAttr()
+    _adapter: BaseAdapter = PrivateAttr()
+    _transform_query: bool = PrivateAttr()
+    _target_device: Any = PrivateAttr()
+    _cache: Any = PrivateAttr()
+
+    def __init__(
+        self,
+        base_embed_model: Union[BaseEmbedding, str],
+        adapter_path: Union[str, os.PathLike],
+        adapter_cls: Optional[Type[BaseAdapter]] = None,
+        transform_query: bool = True,
+        device: Optional[str] = None,
+        embed_batch_size: int = 10,
+        callback_manager: Optional[CallbackManager] = None,
+        cache: Union[EmbeddingCache, str, os.PathLike, None, bool] = None,
+    ) -> None:
+        base = resolve_embed_model(base_embed_model)
+        super().__init__(
+            embed_batch_size=embed_batch_size,
+            callback_manager=callback_manager,
+            model_name=f"Adapter for {base.model_name}",
+        )
+        self._base_embed_model = base
+        self._target_device = infer_device(device)
+        cls = adapter_cls or infer_adapter_cls(adapter_path)
+        self._adapter = cls.load(adapter_path).to(self._target_device).eval()
+        self._transform_query = transform_query
+        self._cache = cache
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "AdapterEmbeddingModel"
+
+    @property
+    def base_embed_model(self) -> BaseEmbedding:
+        return self._base_embed_model
+
+    @property
+    def adapter(self) -> BaseAdapter:
+        return self._adapter
+
+    def embed(self, texts: Sequence[str], kind: str = "text", show_progress: bool = False) -> np.ndarray:
+        """Embed many texts at once: base embeddings (cached), then the adapter on queries."""
+        if self._cache is False:
+            from adapterkit.cache import _call_model
+
+            base = np.asarray(_call_model(self._base_embed_model, list(texts), kind), dtype=np.float32)
+        else:
+            base = embed_texts(self._base_embed_model, texts, kind, cache=self._cache, show_progress=show_progress)
+        if kind == "query" and self._transform_query and len(base):
+            check_adapter_dim(self._adapter, base.shape[1])
+            return apply_adapter(self._adapter, base)
+        return base
+
+    def _get_query_embeddings(self, queries: List[str]) -> List[List[float]]:
+        return self.embed(queries, "query").tolist()
+
+    def _get_text_embeddings(self, texts: List[str]) -> List[List[float]]:
+        return self.embed(texts, "text").tolist()
+
+    def _get_query_embedding(self, query: str) -> List[float]:
+        return self._get_query_embeddings([query])[0]
+
+    def _get_text_embedding(self, text: str) -> List[float]:
+        return self._get_text_embeddings([text])[0]
+
+    async def _aget_query_embedding(self, query: str) -> List[float]:
+        return self._get_query_embedding(query)
+
+    async def _aget_text_embedding(self, text: str) -> List[float]:
+        return self._get_text_embedding(text)
+
+
+# LlamaIndex's old name, kept for the walkthrough's imports.
+LinearAdapterEmbeddingModel = AdapterEmbeddingModel
+
+
+def encode(
+    model: BaseEmbedding,
+    texts: Sequence[str],
+    kind: str = "text",
+    cache: Union[EmbeddingCache, str, os.PathLike, None] = None,
+    show_progress: bool = False,
+) -> np.ndarray:
+    """Embeddings for ``texts`` from any model, through the cache wherever a base model is called.
+
+    Adapter models (adapterkit's or LlamaIndex's ``AdapterEmbeddingModel``) are split into their
+    base model, whose vectors are cached, and the adapter, applied in batches.
+    """
+    if isinstance(model, AdapterEmbeddingModel):
+        return model.embed(texts, kind, show_progress=show_progress)
+    adapter = getattr(model, "_adapter", None)
+    base = getattr(model, "_base_embed_model", None)
+    if isinstance(adapter, torch.nn.Module) and isinstance(base, BaseEmbedding):  # LlamaIndex's class
+        vecs = embed_texts(base, texts, kind, cache=cache, show_progress=show_progress)
+        if kind == "query" and getattr(model, "_transform_query", True):
+            vecs = apply_adapter(adapter, vecs)
+        return vecs
+    return embed_texts(model, texts, kind, cache=cache, show_progress=show_progress)

@@ -1,0 +1,240 @@
+"""Query adapters: small torch modules that map a frozen query embedding to a better one.
+
+The saved format is LlamaIndex's: a folder with ``config.json`` (the constructor's keyword
+arguments, from ``get_config_dict``) and the weights. adapterkit writes ``model.safetensors``
+and, for LlamaIndex's ``AdapterEmbeddingModel``, the same tensors as ``pytorch_model.bin``.
+Loading never unpickles arbitrary objects: safetensors first, else ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, Callable, Dict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CONFIG_NAME = "config.json"
+SAFETENSORS_NAME = "model.safetensors"
+TORCH_NAME = "pytorch_model.bin"  # LlamaIndex's weights file
+
+
+class AdapterLoadError(ValueError):
+    """An adapter folder is missing, incomplete or does not match its class."""
+
+
+class BaseAdapter(nn.Module):
+    """Base class for query adapters.
+
+    Subclass it and implement ``forward`` and ``get_config_dict``; ``save`` and ``load`` then work,
+    provided ``cls(**get_config_dict())`` rebuilds the module.
+
+    Example::
+
+        class Scale(BaseAdapter):
+            def __init__(self, dim: int):
+                super().__init__()
+                self.dim = dim
+                self.scale = nn.Parameter(torch.ones(dim))
+
+            def forward(self, embed):
+                return embed * self.scale
+
+            def get_config_dict(self):
+                return {"dim": self.dim}
+    """
+
+    @abstractmethod
+    def forward(self, embed: Tensor) -> Tensor:
+        """Map query embeddings ``(..., in_features)`` to ``(..., out_features)``."""
+
+    @abstractmethod
+    def get_config_dict(self) -> Dict[str, Any]:
+        """The constructor's keyword arguments, JSON-serialisable."""
+
+    def save(self, output_path: str | os.PathLike) -> None:
+        """Write ``config.json``, ``model.safetensors`` and ``pytorch_model.bin`` into ``output_path``."""
+        from safetensors.torch import save_file
+
+        out = Path(output_path)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        # Write to temporary names, then rename: a crash never leaves a half-written adapter.
+        for name, write in (
+            (SAFETENSORS_NAME, lambda p: save_file(state, p)),
+            (TORCH_NAME, lambda p: torch.save(state, p)),
+            (CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(self.get_config_dict(), indent=2))),
+        ):
+            tmp = out / f".{name}.tmp"
+            write(str(tmp))
+            os.replace(tmp, out / name)
+
+    @classmethod
+    def load(cls, input_path: str | os.PathLike) -> "BaseAdapter":
+        """Rebuild an adapter saved by adapterkit or by LlamaIndex."""
+        folder = Path(input_path)
+        config_file = folder / CONFIG_NAME
+        if not folder.is_dir():
+            raise AdapterLoadError(
+                f"Adapter folder {folder} does not exist. Pass the model_output_path used for training "
+                "(it holds config.json and the weights)."
+            )
+        if not config_file.is_file():
+            raise AdapterLoadError(
+                f"{config_file} is missing: {folder} is not a saved adapter. "
+                "Save one with adapter.save(path) or train with EmbeddingAdapterFinetuneEngine."
+            )
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise AdapterLoadError(f"{config_file} is not valid JSON ({exc}); re-save the adapter.") from exc
+        if not isinstance(config, dict):
+            raise AdapterLoadError(f"{config_file} must hold a JSON object of constructor arguments.")
+        try:
+            model = cls(**config)
+        except TypeError as exc:
+            raise AdapterLoadError(
+                f"{config_file} does not fit {cls.__name__}: {exc}. "
+                "Pass the adapter class it was saved with (adapter_cls=...)."
+            ) from exc
+        _load_into(model, folder)
+        return model
+
+
+def _read_state_dict(folder: Path) -> Dict[str, Tensor]:
+    safetensors_file, torch_file = folder / SAFETENSORS_NAME, folder / TORCH_NAME
+    try:
+        if safetensors_file.is_file():
+            from safetensors.torch import load_file
+
+            return load_file(str(safetensors_file), device="cpu")
+        if torch_file.is_file():
+            return torch.load(str(torch_file), map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or truncated file: say which
+        raise AdapterLoadError(f"Could not read adapter weights in {folder}: {exc}. Re-save the adapter.") from exc
+    raise AdapterLoadError(
+        f"No weights in {folder}: expected {SAFETENSORS_NAME} or {TORCH_NAME} beside {CONFIG_NAME}."
+    )
+
+
+def _load_into(model: nn.Module, folder: Path) -> None:
+    try:
+        model.load_state_dict(_read_state_dict(folder), strict=True)
+    except RuntimeError as exc:
+        raise AdapterLoadError(
+            f"Weights in {folder} do not match {type(model).__name__}{tuple(model.get_config_dict().values())}: "
+            f"{exc}. Pass the adapter class it was saved with (adapter_cls=...)."
+        ) from exc
+
+
+def check_adapter_dim(adapter: nn.Module, dim: int) -> int:
+    """Run the adapter on one ``dim``-vector; return its output dimension or say what does not fit."""
+    param = next(adapter.parameters(), None)
+    probe = torch.zeros(1, dim, device=param.device if param is not None else "cpu")
+    try:
+        with torch.no_grad():
+            out = adapter(probe)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"The adapter does not accept {dim}-dimensional embeddings ({exc}). Build it for the base "
+            f"model's dimension, e.g. LinearLayer({dim}, {dim}), or leave adapter_model=None."
+        ) from exc
+    if out.shape[-1] != dim:
+        raise ValueError(
+            f"The adapter maps {dim}-dimensional queries to {out.shape[-1]} dimensions, but the documents "
+            f"stay {dim}-dimensional; set out_features={dim}."
+        )
+    return int(out.shape[-1])
+
+
+class LinearLayer(BaseAdapter):
+    """A linear map ``W q (+ b)``, initialised to the identity so training starts from the base model.
+
+    Args:
+        in_features: query embedding dimension.
+        out_features: output dimension (equal to ``in_features`` for the identity start).
+        bias: learn a bias ``b`` as well.
+
+    Example::
+
+        adapter = LinearLayer(384, 384)
+        adapter(torch.randn(2, 384)).shape  # (2, 384)
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.bias = in_features, out_features, bias
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.eye(out_features, in_features))
+            if bias:
+                self.linear.bias.zero_()
+
+    def forward(self, embed: Tensor) -> Tensor:
+        return self.linear(embed)
+
+    def get_config_dict(self) -> Dict[str, Any]:
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias}
+
+
+_ACTIVATIONS: Dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "leaky_relu": F.leaky_relu,
+}
+
+
+class TwoLayerNN(BaseAdapter):
+    """Two-layer MLP ``linear2(act(linear1(q)))``, optionally added to ``q`` with a learned weight.
+
+    With ``add_residual=True`` the output is ``residual_weight * mlp(q) + q`` and ``residual_weight``
+    starts at 0, so training starts from the base model. Layout and config keys match LlamaIndex's
+    ``TwoLayerNN`` (both layers always carry a bias there; ``bias`` is kept for config compatibility).
+
+    Args:
+        in_features: query embedding dimension.
+        hidden_features: width of the hidden layer.
+        out_features: output dimension (must equal ``in_features`` with the residual).
+        bias: kept for LlamaIndex config compatibility.
+        activation_fn_str: one of ``relu``, ``sigmoid``, ``tanh``, ``leaky_relu``.
+        add_residual: add the input back, scaled MLP output on top.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        out_features: int,
+        bias: bool = False,
+        activation_fn_str: str = "relu",
+        add_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        if activation_fn_str not in _ACTIVATIONS:
+            raise ValueError(f"Unknown activation {activation_fn_str!r}; choose one of {sorted(_ACTIVATIONS)}.")
+        if add_residual and in_features != out_features:
+            raise ValueError(f"add_residual needs in_features == out_features, got {in_features} and {out_features}.")
+        self.in_features, self.hidden_features, self.out_features = in_features, hidden_features, out_features
+        self.bias, self.activation_fn_str, self.add_residual = bias, activation_fn_str, add_residual
+        self.linear1 = nn.Linear(in_features, hidden_features, bias=True)
+        self.linear2 = nn.Linear(hidden_features, out_features, bias=True)
+        self.residual_weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, embed: Tensor) -> Tensor:
+        out = self.linear2(_ACTIVATIONS[self.activation_fn_str](self.linear1(embed)))
+        return self.residual_weight * out + embed if self.add_residual else out
+
+    def get_config_dict(self) -> Dict[str, Any]:
+        return {
+            "in_features": self.in_features,
+            "hidden_features": self.hidden_features,
+            "out_features": self.out_features,
+            "bias": self.bias,
+            "activation_fn_str": self.activation_fn_str,
+            "add_residual": self.add_residual,
+        }

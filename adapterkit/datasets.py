@@ -1,0 +1,131 @@
+"""(query, relevant chunks) datasets in LlamaIndex's format, checked before anything is embedded."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from llama_index.core.bridge.pydantic import BaseModel
+
+__all__ = ["EmbeddingQAFinetuneDataset", "DatasetError"]
+
+
+class DatasetError(ValueError):
+    """A dataset is empty, malformed or refers to chunks it does not hold."""
+
+
+def _no_duplicate_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    seen: Dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DatasetError(f"Duplicate id {key!r} in the dataset JSON: ids must be unique; rename or drop one.")
+        seen[key] = value
+    return seen
+
+
+class EmbeddingQAFinetuneDataset(BaseModel):
+    """LlamaIndex's ``EmbeddingQAFinetuneDataset`` (same fields, JSON and methods) plus checks.
+
+    LlamaIndex keeps this class in ``llama-index-finetuning``; adapterkit does not need that package,
+    and ``model_dump()`` of either class builds the other.
+
+    Args:
+        queries: ``{query_id: query text}``.
+        corpus: ``{node_id: chunk text}``.
+        relevant_docs: ``{query_id: [node_id, ...]}``; every id must be in ``corpus``.
+        mode: ``"text"`` (LlamaIndex's default; files without the key read as text).
+
+    Example::
+
+        ds = EmbeddingQAFinetuneDataset.from_json("val_dataset.json")
+        ds.validate()
+        ds.save_json("copy.json")
+    """
+
+    queries: Dict[str, str]
+    corpus: Dict[str, str]
+    relevant_docs: Dict[str, List[str]]
+    mode: str = "text"
+
+    @property
+    def query_docid_pairs(self) -> List[Tuple[str, List[str]]]:
+        """``[(query text, relevant node ids)]``, as in LlamaIndex."""
+        return [(query, self.relevant_docs[qid]) for qid, query in self.queries.items()]
+
+    def save_json(self, path: str | os.PathLike) -> None:
+        """Write LlamaIndex's JSON format (atomically: a crash leaves the old file)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.model_dump(), indent=4), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "EmbeddingQAFinetuneDataset":
+        """Read LlamaIndex's JSON (with or without ``"mode"``) and validate it."""
+        path = Path(path)
+        if not path.is_file():
+            raise DatasetError(
+                f"Dataset file {path} not found. Get the walkthrough's files with "
+                "adapterkit.data.get_file('train_dataset.json'), or pass the path of your own dataset."
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path} is not valid JSON ({exc}).") from exc
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "the dataset") -> "EmbeddingQAFinetuneDataset":
+        """Build from ``{"queries", "corpus", "relevant_docs"[, "mode"]}`` and validate."""
+        expected = {"queries", "corpus", "relevant_docs"}
+        if not isinstance(data, dict) or not expected <= set(data):
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise DatasetError(
+                f"{source} is not an EmbeddingQAFinetuneDataset: expected an object with keys "
+                f"{sorted(expected)} (and optionally 'mode'), got {got}."
+            )
+        for key in expected:
+            if not isinstance(data[key], dict):
+                raise DatasetError(f"{source}: '{key}' must be an object of id -> value, got {type(data[key]).__name__}.")
+        relevant = {}
+        for qid, docs in data["relevant_docs"].items():
+            if isinstance(docs, str):  # a single id written without a list
+                docs = [docs]
+            if not isinstance(docs, list):
+                raise DatasetError(f"{source}: relevant_docs[{qid!r}] must be a list of corpus ids.")
+            relevant[qid] = docs
+        extra = {k: data[k] for k in ("mode",) if k in data}
+        dataset = cls(queries=data["queries"], corpus=data["corpus"], relevant_docs=relevant, **extra)
+        return dataset.validate(source)
+
+    def validate(self, source: str = "the dataset") -> "EmbeddingQAFinetuneDataset":
+        """Raise a ``DatasetError`` that names the problem; return ``self`` when all is well."""
+        if not self.queries:
+            raise DatasetError(f"{source} has no queries: add (query, relevant chunk) pairs or generate them.")
+        if not self.corpus:
+            raise DatasetError(f"{source} has an empty corpus: it needs the chunks the queries refer to.")
+        for qid in self.queries:
+            docs = self.relevant_docs.get(qid)
+            if not docs:
+                raise DatasetError(
+                    f"Query {qid!r} ({self.queries[qid][:60]!r}) has no relevant doc in relevant_docs; "
+                    "give it at least one corpus id or drop it."
+                )
+            missing = [d for d in docs if d not in self.corpus]
+            if missing:
+                raise DatasetError(
+                    f"Query {qid!r} names relevant doc {missing[0]!r}, which is not in the corpus; "
+                    "add that chunk to the corpus or drop the query."
+                )
+        for name, table in (("queries", self.queries), ("corpus", self.corpus)):
+            bad = next((k for k, v in table.items() if not isinstance(v, str)), None)
+            if bad is not None:
+                raise DatasetError(f"{source}: {name}[{bad!r}] must be text.")
+        return self
+
+    @property
+    def first_relevant(self) -> Dict[str, str]:
+        """``{query_id: first relevant node_id}``: the positive a training pair uses."""
+        return {qid: self.relevant_docs[qid][0] for qid in self.queries}

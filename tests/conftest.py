@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny slices of the real walkthrough data and the real offline model."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+# One embedding cache per test session, away from the user's own cache.
+os.environ.setdefault("ADAPTERKIT_CACHE_DIR", tempfile.mkdtemp(prefix="adapterkit-test-cache-"))
+
+from adapterkit import EmbeddingQAFinetuneDataset, resolve_embed_model  # noqa: E402
+from adapterkit.data import get_file  # noqa: E402
+
+
+def take(dataset: EmbeddingQAFinetuneDataset, n_chunks: int, min_chars: int = 200) -> EmbeddingQAFinetuneDataset:
+    """The first ``n_chunks`` chunks of at least ``min_chars`` characters, with all their queries."""
+    chunks = [d for d, text in dataset.corpus.items() if len(text) >= min_chars][:n_chunks]
+    keep = set(chunks)
+    qids = [q for q, docs in dataset.relevant_docs.items() if docs[0] in keep]
+    return EmbeddingQAFinetuneDataset(
+        queries={q: dataset.queries[q] for q in qids},
+        corpus={d: dataset.corpus[d] for d in chunks},
+        relevant_docs={q: dataset.relevant_docs[q] for q in qids},
+    )
+
+
+@pytest.fixture(scope="session")
+def train_full() -> EmbeddingQAFinetuneDataset:
+    return EmbeddingQAFinetuneDataset.from_json(get_file("train_dataset.json"))
+
+
+@pytest.fixture(scope="session")
+def val_full() -> EmbeddingQAFinetuneDataset:
+    return EmbeddingQAFinetuneDataset.from_json(get_file("val_dataset.json"))
+
+
+@pytest.fixture(scope="session")
+def train_small(train_full) -> EmbeddingQAFinetuneDataset:
+    return take(train_full, 30)
+
+
+@pytest.fixture(scope="session")
+def val_small(val_full) -> EmbeddingQAFinetuneDataset:
+    return take(val_full, 20)
+
+
+@pytest.fixture(scope="session")
+def bge():
+    """The real offline default model (bge-small-en-v1.5, int8 ONNX)."""
+    return resolve_embed_model("default")

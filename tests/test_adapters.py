@@ -1,0 +1,114 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from adapterkit.adapters import AdapterLoadError, BaseAdapter, LinearLayer, TwoLayerNN, check_adapter_dim
+
+
+class Scale(BaseAdapter):
+    """A user adapter with only forward and get_config_dict."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.scale = nn.Parameter(torch.ones(dim))
+
+    def forward(self, embed):
+        return embed * self.scale
+
+    def get_config_dict(self):
+        return {"dim": self.dim}
+
+
+def test_linear_starts_at_identity():
+    x = torch.randn(4, 8)
+    assert torch.allclose(LinearLayer(8, 8)(x), x)
+    assert torch.allclose(LinearLayer(8, 8, bias=True)(x), x)
+
+
+def test_two_layer_residual_starts_at_identity():
+    x = torch.randn(3, 8)
+    assert torch.allclose(TwoLayerNN(8, 16, 8, add_residual=True)(x), x)
+    assert not torch.allclose(TwoLayerNN(8, 16, 8)(x), x)
+
+
+@pytest.mark.parametrize("make", [lambda: LinearLayer(8, 8, bias=True), lambda: TwoLayerNN(8, 16, 8, add_residual=True), lambda: Scale(8)])
+def test_save_load_roundtrip(tmp_path, make):
+    torch.manual_seed(0)
+    adapter = make()
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.add_(torch.randn_like(p))
+    adapter.save(tmp_path / "a")
+    assert {"config.json", "model.safetensors", "pytorch_model.bin"} <= {p.name for p in (tmp_path / "a").iterdir()}
+    loaded = type(adapter).load(tmp_path / "a")
+    x = torch.randn(5, 8)
+    assert torch.equal(adapter(x), loaded(x))
+
+
+def test_llamaindex_loads_ours_and_we_load_llamaindex(tmp_path):
+    from llama_index.embeddings.adapter.utils import LinearLayer as LILinear
+    from llama_index.embeddings.adapter.utils import TwoLayerNN as LITwoLayer
+
+    ours = LinearLayer(8, 8)
+    with torch.no_grad():
+        ours.linear.weight.add_(0.1)
+    ours.save(tmp_path / "ours")
+    theirs = LILinear.load(str(tmp_path / "ours"))
+    x = torch.randn(2, 8)
+    assert torch.allclose(theirs(x), ours(x))
+
+    li = LITwoLayer(8, 16, 8, add_residual=True)
+    with torch.no_grad():
+        li.residual_weight.fill_(0.5)
+    li.save(str(tmp_path / "theirs"))  # LlamaIndex writes only config.json + pytorch_model.bin
+    assert not (tmp_path / "theirs" / "model.safetensors").exists()
+    loaded = TwoLayerNN.load(tmp_path / "theirs")
+    assert torch.allclose(loaded(x), li(x))
+
+
+def test_load_errors_name_the_problem(tmp_path):
+    with pytest.raises(AdapterLoadError, match="does not exist"):
+        LinearLayer.load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AdapterLoadError, match="config.json is missing"):
+        LinearLayer.load(tmp_path / "empty")
+    LinearLayer(4, 4).save(tmp_path / "ok")
+    (tmp_path / "ok" / "config.json").write_text("{not json")
+    with pytest.raises(AdapterLoadError, match="not valid JSON"):
+        LinearLayer.load(tmp_path / "ok")
+    LinearLayer(4, 4).save(tmp_path / "trunc")
+    (tmp_path / "trunc" / "model.safetensors").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(AdapterLoadError, match="Could not read adapter weights"):
+        LinearLayer.load(tmp_path / "trunc")
+    TwoLayerNN(4, 8, 4).save(tmp_path / "two")
+    with pytest.raises(AdapterLoadError, match="adapter_cls"):
+        LinearLayer.load(tmp_path / "two")
+    LinearLayer(4, 4).save(tmp_path / "noweights")
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        (tmp_path / "noweights" / name).unlink()
+    with pytest.raises(AdapterLoadError, match="No weights"):
+        LinearLayer.load(tmp_path / "noweights")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_load_never_unpickles_objects(tmp_path):
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"in_features": 2, "out_features": 2}))
+    torch.save({"linear.weight": torch.eye(2), "x": _Evil()}, folder / "pytorch_model.bin")
+    with pytest.raises(AdapterLoadError, match="Could not read"):
+        LinearLayer.load(folder)
+
+
+def test_dimension_mismatch_is_explained():
+    with pytest.raises(ValueError, match="does not accept 384-dimensional"):
+        check_adapter_dim(LinearLayer(768, 768), 384)
+    with pytest.raises(ValueError, match="out_features=8"):
+        check_adapter_dim(TwoLayerNN(8, 4, 6), 8)

@@ -1,0 +1,53 @@
+import json
+
+import pytest
+
+from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset
+
+
+def test_published_files_load(train_full, val_full):
+    assert (len(train_full.queries), len(train_full.corpus)) == (668, 334)
+    assert (len(val_full.queries), len(val_full.corpus)) == (790, 395)
+    assert val_full.mode == "text"
+    assert min(len(t) for t in train_full.corpus.values()) < 5  # real data keeps its tiny chunks
+
+
+def test_roundtrip_and_llamaindex_mode(tmp_path, val_small):
+    path = tmp_path / "ds.json"
+    val_small.save_json(path)
+    data = json.loads(path.read_text())
+    assert data["mode"] == "text"
+    again = EmbeddingQAFinetuneDataset.from_json(path)
+    assert again.queries == val_small.queries and again.relevant_docs == val_small.relevant_docs
+    del data["mode"]
+    path.write_text(json.dumps(data))
+    assert EmbeddingQAFinetuneDataset.from_json(path).corpus == val_small.corpus
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ('{"queries": {}, "corpus": {"d": "x"}, "relevant_docs": {}}', "no queries"),
+        ('{"queries": {"q": "a?"}, "corpus": {}, "relevant_docs": {"q": ["d"]}}', "empty corpus"),
+        ('{"queries": {"q": "a?"}, "corpus": {"d": "x"}, "relevant_docs": {"q": ["zz"]}}', "not in the corpus"),
+        ('{"queries": {"q": "a?"}, "corpus": {"d": "x"}, "relevant_docs": {}}', "no relevant doc"),
+        ('{"queries": {"q": "a?", "q": "b?"}, "corpus": {"d": "x"}, "relevant_docs": {"q": ["d"]}}', "Duplicate id 'q'"),
+        ('[1, 2]', "expected an object with keys"),
+        ('{"queries": [], "corpus": {}, "relevant_docs": {}}', "must be an object"),
+        ('{"queries": ', "not valid JSON"),
+    ],
+)
+def test_bad_datasets_are_explained(tmp_path, payload, message):
+    with pytest.raises(DatasetError, match=message):
+        EmbeddingQAFinetuneDataset.from_json(_write(tmp_path, payload))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        EmbeddingQAFinetuneDataset.from_json(tmp_path / "nope.json")

@@ -1,0 +1,61 @@
+import math
+
+import numpy as np
+import pytest
+
+from adapterkit import AdapterEmbeddingModel, LinearLayer, display_results, evaluate
+from adapterkit.eval_utils import exact_search, hit_rate_curve, rank_metrics, win_loss
+
+
+def test_rank_metrics_by_hand():
+    m = rank_metrics(np.array([3]), k=5)
+    assert m == {"is_hit": True, "mrr": pytest.approx(1 / 3), "recall": 1.0, "ndcg": pytest.approx(1 / math.log2(4)), "ap": pytest.approx(1 / 3)}
+    miss = rank_metrics(np.array([6]), k=5)
+    assert (miss["is_hit"], miss["mrr"], miss["ndcg"], miss["ap"]) == (False, 0.0, 0.0, 0.0)
+    # Two relevant docs at ranks 1 and 4: AP = (1/1 + 2/4) / 2; nDCG = (1 + 1/log2(5)) / (1 + 1/log2(3)).
+    two = rank_metrics(np.array([4, 1]), k=5)
+    assert two["mrr"] == 1.0 and two["recall"] == 1.0
+    assert two["ap"] == pytest.approx((1 + 0.5) / 2)
+    assert two["ndcg"] == pytest.approx((1 + 1 / math.log2(5)) / (1 + 1 / math.log2(3)))
+    assert rank_metrics(np.array([2, 9]), k=5)["recall"] == 0.5
+    # Graded: gains 3 (rank 2) and 1 (rank 1): DCG = 7/log2(3) + 1; IDCG = 7 + 1/log2(3).
+    graded = rank_metrics(np.array([2, 1]), k=5, gains=np.array([3.0, 1.0]))
+    assert graded["ndcg"] == pytest.approx((7 / math.log2(3) + 1) / (7 + 1 / math.log2(3)))
+
+
+def test_exact_search_matches_brute_force_in_chunks():
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(500, 16)).astype(np.float32)
+    queries = rng.normal(size=(37, 16)).astype(np.float32)
+    relevant = [[int(i) % 500, (int(i) * 7) % 500] for i in range(37)]
+    top, _, ranks = exact_search(queries, docs, 10, relevant, query_chunk=8, doc_chunk=64)
+    qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    dn = docs / np.linalg.norm(docs, axis=1, keepdims=True)
+    scores = qn @ dn.T
+    order = np.argsort(-scores, axis=1)
+    np.testing.assert_array_equal(top, order[:, :10])
+    for i, rel in enumerate(relevant):
+        expected = [int(np.where(order[i] == r)[0][0]) + 1 for r in rel]
+        assert list(ranks[i]) == expected
+
+
+def test_evaluate_base_and_identity_adapter_agree(tmp_path, val_small, bge):
+    base = evaluate(val_small, bge, top_k=5)
+    assert list(base.columns[:5]) == ["query_id", "query", "expected", "retrieved", "rank"]
+    assert len(base) == len(val_small.queries)
+    assert base["is_hit"].mean() > 0.7  # a real model on real questions
+    LinearLayer(384, 384).save(tmp_path / "identity")
+    ident = evaluate(val_small, AdapterEmbeddingModel(bge, tmp_path / "identity"), top_k=5)
+    np.testing.assert_allclose(ident["mrr"], base["mrr"], atol=1e-6)
+    assert win_loss(base, ident)["ties"] == len(base)
+    curve = hit_rate_curve(base)
+    assert curve.is_monotonic_increasing and curve[5] == pytest.approx(base["is_hit"].mean())
+    table = display_results(["base", "identity"], [base, ident], show=False)
+    assert list(table.columns[:3]) == ["retrievers", "hit_rate", "mrr"]
+    assert evaluate(val_small, "default", top_k=5)["mrr"].equals(base["mrr"])
+
+
+def test_evaluate_rejects_wrong_dimension(tmp_path, val_small, bge):
+    LinearLayer(768, 768).save(tmp_path / "big")
+    with pytest.raises(ValueError, match="384-dimensional"):
+        evaluate(val_small, AdapterEmbeddingModel(bge, tmp_path / "big"))

@@ -1,0 +1,82 @@
+import pytest
+import torch
+from llama_index.core import VectorStoreIndex
+from llama_index.core.schema import TextNode
+
+from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine, LinearLayer, TwoLayerNN, evaluate
+from adapterkit.trainer import no_duplicate_batches
+from test_adapters import Scale
+
+
+def test_no_duplicate_batches():
+    positives = [0, 0, 1, 1, 2, 2, 3]
+    batches = no_duplicate_batches(positives, 3, range(7))
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    for b in batches:
+        assert len({positives[i] for i in b}) == len(b) <= 3
+
+
+def test_finetune_trains_saves_checkpoints_and_reloads(tmp_path, train_small, val_small, bge):
+    engine = EmbeddingAdapterFinetuneEngine(
+        train_small, bge, epochs=4, batch_size=8, optimizer_params={"lr": 1e-3},
+        model_output_path=tmp_path / "out", model_checkpoint_path=tmp_path / "ckpt", checkpoint_save_steps=5,
+        show_progress=False,
+    )
+    engine.finetune()
+    steps = len(engine.loss_history)
+    assert steps >= 8 and len(engine.epoch_loss) == 4
+    assert engine.epoch_loss[-1] < engine.epoch_loss[0]  # it learns the training pairs
+    assert (tmp_path / "ckpt" / "step_5" / "config.json").is_file()
+    assert not torch.allclose(engine.model.linear.weight, torch.eye(384))
+    model = engine.get_finetuned_model()
+    reloaded = AdapterEmbeddingModel(bge, tmp_path / "out")
+    a, b = evaluate(val_small, model), evaluate(val_small, reloaded)
+    assert a["mrr"].equals(b["mrr"])
+
+    from llama_index.embeddings.adapter import AdapterEmbeddingModel as LlamaIndexAdapterModel
+
+    theirs = LlamaIndexAdapterModel(bge, str(tmp_path / "out"), device="cpu")
+    q = "What was Uber's revenue in 2021?"
+    assert theirs.get_query_embedding(q) == pytest.approx(model.get_query_embedding(q), abs=1e-5)
+
+
+def test_seeded_runs_are_reproducible(tmp_path, train_small, bge):
+    weights = []
+    for run in range(2):
+        engine = EmbeddingAdapterFinetuneEngine(
+            train_small, bge, epochs=2, optimizer_params={"lr": 1e-3}, seed=7,
+            model_output_path=tmp_path / f"r{run}", show_progress=False,
+        )
+        engine.finetune()
+        weights.append(engine.model.linear.weight.detach().clone())
+    assert torch.equal(weights[0], weights[1])
+
+
+@pytest.mark.parametrize("make", [lambda: TwoLayerNN(384, 64, 384, add_residual=True), lambda: Scale(384)])
+def test_other_adapters_train_save_load(tmp_path, train_small, bge, make):
+    torch.manual_seed(0)
+    engine = EmbeddingAdapterFinetuneEngine(
+        train_small, bge, adapter_model=make(), epochs=3, optimizer_params={"lr": 1e-3},
+        model_output_path=tmp_path / "out", negatives="corpus", show_progress=False,
+    )
+    engine.finetune()
+    assert engine.epoch_loss[-1] < engine.epoch_loss[0]
+    model = engine.get_finetuned_model()  # the class is known from the engine
+    assert type(model.adapter) is type(engine.model)
+
+
+def test_wrong_dimension_adapter_is_refused(train_small, bge):
+    with pytest.raises(ValueError, match="LinearLayer\\(384, 384\\)"):
+        EmbeddingAdapterFinetuneEngine(train_small, bge, adapter_model=LinearLayer(768, 768), show_progress=False)
+    with pytest.raises(ValueError, match="dim=768"):
+        EmbeddingAdapterFinetuneEngine(train_small, bge, dim=768, show_progress=False)
+
+
+def test_adapter_model_in_vector_store_index(tmp_path, val_small, bge):
+    LinearLayer(384, 384).save(tmp_path / "identity")
+    model = AdapterEmbeddingModel(bge, tmp_path / "identity")
+    nodes = [TextNode(id_=d, text=t) for d, t in list(val_small.corpus.items())[:10]]
+    retriever = VectorStoreIndex(nodes, embed_model=model).as_retriever(similarity_top_k=3)
+    qid = next(q for q, docs in val_small.relevant_docs.items() if docs[0] == nodes[0].node_id)
+    hits = [n.node.node_id for n in retriever.retrieve(val_small.queries[qid])]
+    assert nodes[0].node_id in hits
