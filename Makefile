@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	else \
 		$(BIN)/pip install -q --retries 0 "$(TORCH_SPEC)" --extra-index-url $(TORCH_CPU_INDEX) 2>&1 $(QUIET); \
 	fi
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]" 2>&1 $(QUIET)
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]" --config-settings editable_mode=compat 2>&1 $(QUIET)
 	$(BIN)/python -c "import adapterkit"
 	touch $@
 

@@ -1,12 +1,12 @@
 """adapterkit: fine-tune a query adapter on top of any frozen, black-box embedding model."""
 
 from adapterkit.adapter_embedding import AdapterEmbeddingModel, LinearAdapterEmbeddingModel
-from adapterkit.adapters import BaseAdapter, LinearLayer, TwoLayerNN
+from adapterkit.adapters import BaseAdapter, LinearLayer, LowRankLinear, OrthogonalLinear, TwoLayerNN
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import OnnxBGEEmbedding, resolve_embed_model
 from adapterkit.eval_utils import display_results, evaluate
-from adapterkit.trainer import EmbeddingAdapterFinetuneEngine
+from adapterkit.trainer import LLAMAINDEX_RECIPE, EmbeddingAdapterFinetuneEngine
 
 __all__ = [
     "AdapterEmbeddingModel",
@@ -15,8 +15,11 @@ __all__ = [
     "EmbeddingAdapterFinetuneEngine",
     "EmbeddingCache",
     "EmbeddingQAFinetuneDataset",
+    "LLAMAINDEX_RECIPE",
     "LinearAdapterEmbeddingModel",
     "LinearLayer",
+    "LowRankLinear",
+    "OrthogonalLinear",
     "OnnxBGEEmbedding",
     "TwoLayerNN",
     "display_results",

@@ -238,3 +238,50 @@ class TwoLayerNN(BaseAdapter):
             "activation_fn_str": self.activation_fn_str,
             "add_residual": self.add_residual,
         }
+
+
+class LowRankLinear(BaseAdapter):
+    """``q + U (V q)`` with ``U`` starting at 0: an identity-start linear map of rank ``rank``.
+
+    Fewer parameters than a full ``LinearLayer`` (``2 * rank * dim`` against ``dim**2``), so it
+    overfits less on small training sets.
+
+    Args:
+        in_features: embedding dimension (input and output).
+        rank: rank of the learned correction.
+    """
+
+    def __init__(self, in_features: int, rank: int = 16) -> None:
+        super().__init__()
+        self.in_features, self.rank = in_features, rank
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, in_features, bias=False)
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, embed: Tensor) -> Tensor:
+        return embed + self.up(self.down(embed))
+
+    def get_config_dict(self) -> Dict[str, Any]:
+        return {"in_features": self.in_features, "rank": self.rank}
+
+
+class OrthogonalLinear(BaseAdapter):
+    """A rotation ``Q q`` (``Q`` orthogonal, starting at the identity): it keeps the geometry of the
+    query space and cannot collapse it, only turn it toward the documents.
+
+    Args:
+        in_features: embedding dimension (input and output).
+    """
+
+    def __init__(self, in_features: int) -> None:
+        super().__init__()
+        self.in_features = in_features
+        # Q = matrix_exp(A - A^T) is orthogonal for any A; A = 0 gives the identity.
+        self.skew = nn.Parameter(torch.zeros(in_features, in_features))
+
+    def forward(self, embed: Tensor) -> Tensor:
+        a = torch.triu(self.skew, diagonal=1)
+        return embed @ torch.linalg.matrix_exp(a - a.T).T
+
+    def get_config_dict(self) -> Dict[str, Any]:
+        return {"in_features": self.in_features}

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from adapterkit.adapters import AdapterLoadError, BaseAdapter, LinearLayer, TwoLayerNN, check_adapter_dim
+from adapterkit.adapters import AdapterLoadError, BaseAdapter, LinearLayer, LowRankLinear, OrthogonalLinear, TwoLayerNN, check_adapter_dim
 
 
 class Scale(BaseAdapter):
@@ -28,13 +28,24 @@ def test_linear_starts_at_identity():
     assert torch.allclose(LinearLayer(8, 8, bias=True)(x), x)
 
 
+def test_low_rank_and_orthogonal_start_at_identity_and_stay_in_shape():
+    x = torch.randn(3, 8)
+    low, rot = LowRankLinear(8, rank=2), OrthogonalLinear(8)
+    assert torch.allclose(low(x), x) and torch.allclose(rot(x), x, atol=1e-6)
+    with torch.no_grad():
+        rot.skew.normal_()
+        low.up.weight.normal_()
+    assert torch.allclose(rot(x).norm(dim=1), x.norm(dim=1), atol=1e-4)  # a rotation keeps lengths
+    assert torch.linalg.matrix_rank(low(x) - x) <= 2
+
+
 def test_two_layer_residual_starts_at_identity():
     x = torch.randn(3, 8)
     assert torch.allclose(TwoLayerNN(8, 16, 8, add_residual=True)(x), x)
     assert not torch.allclose(TwoLayerNN(8, 16, 8)(x), x)
 
 
-@pytest.mark.parametrize("make", [lambda: LinearLayer(8, 8, bias=True), lambda: TwoLayerNN(8, 16, 8, add_residual=True), lambda: Scale(8)])
+@pytest.mark.parametrize("make", [lambda: LinearLayer(8, 8, bias=True), lambda: TwoLayerNN(8, 16, 8, add_residual=True), lambda: Scale(8), lambda: LowRankLinear(8, 2), lambda: OrthogonalLinear(8)])
 def test_save_load_roundtrip(tmp_path, make):
     torch.manual_seed(0)
     adapter = make()

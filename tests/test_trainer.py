@@ -8,6 +8,11 @@ from adapterkit.trainer import no_duplicate_batches
 from test_adapters import Scale
 
 
+UBER = ("Uber Technologies operates a platform that connects riders with drivers in many cities. "
+        "Gross bookings grew substantially in 2021 as mobility trips recovered from the pandemic. "
+        "Delivery revenue increased because of higher demand for food delivery from restaurants.")
+
+
 def test_no_duplicate_batches():
     positives = [0, 0, 1, 1, 2, 2, 3]
     batches = no_duplicate_batches(positives, 3, range(7))
@@ -18,7 +23,7 @@ def test_no_duplicate_batches():
 
 def test_finetune_trains_saves_checkpoints_and_reloads(tmp_path, train_small, val_small, bge):
     engine = EmbeddingAdapterFinetuneEngine(
-        train_small, bge, epochs=4, batch_size=8, optimizer_params={"lr": 1e-3},
+        train_small, bge, epochs=4, batch_size=8, optimizer_params={"lr": 1e-3}, val_fraction=0.0,
         model_output_path=tmp_path / "out", model_checkpoint_path=tmp_path / "ckpt", checkpoint_save_steps=5,
         show_progress=False,
     )
@@ -44,7 +49,7 @@ def test_seeded_runs_are_reproducible(tmp_path, train_small, bge):
     weights = []
     for run in range(2):
         engine = EmbeddingAdapterFinetuneEngine(
-            train_small, bge, epochs=2, optimizer_params={"lr": 1e-3}, seed=7,
+            train_small, bge, epochs=2, optimizer_params={"lr": 1e-3}, seed=7, unlabeled_corpus={"u1": UBER},
             model_output_path=tmp_path / f"r{run}", show_progress=False,
         )
         engine.finetune()
@@ -56,7 +61,7 @@ def test_seeded_runs_are_reproducible(tmp_path, train_small, bge):
 def test_other_adapters_train_save_load(tmp_path, train_small, bge, make):
     torch.manual_seed(0)
     engine = EmbeddingAdapterFinetuneEngine(
-        train_small, bge, adapter_model=make(), epochs=3, optimizer_params={"lr": 1e-3},
+        train_small, bge, adapter_model=make(), epochs=3, optimizer_params={"lr": 1e-3}, val_fraction=0.0,
         model_output_path=tmp_path / "out", negatives="corpus", show_progress=False,
     )
     engine.finetune()
@@ -80,3 +85,24 @@ def test_adapter_model_in_vector_store_index(tmp_path, val_small, bge):
     qid = next(q for q, docs in val_small.relevant_docs.items() if docs[0] == nodes[0].node_id)
     hits = [n.node.node_id for n in retriever.retrieve(val_small.queries[qid])]
     assert nodes[0].node_id in hits
+
+
+def test_pseudo_queries_come_from_the_chunk():
+    from adapterkit.trainer import pseudo_queries
+
+    pairs = pseudo_queries({"u1": UBER, "tiny": "x"}, per_chunk=2, seed=0)
+    assert len(pairs) == 2 and all(d == "u1" and q in UBER for q, d in pairs)
+
+
+def test_heldout_selection_never_ends_worse_than_identity(tmp_path, train_small, bge):
+    """A run that overfits (huge lr, many epochs) keeps its best held-out epoch, or the identity."""
+    engine = EmbeddingAdapterFinetuneEngine(
+        train_small, bge, epochs=6, optimizer_params={"lr": 0.3}, identity_reg=0.0, val_fraction=0.3,
+        model_output_path=tmp_path / "out", show_progress=False,
+    )
+    engine.finetune()
+    assert len(engine.val_mrr) == 7
+    assert min(engine.val_mrr[1:]) < engine.val_mrr[0]  # training alone would have made it worse
+    assert engine.validation_mrr() == max(engine.val_mrr)
+    if engine.best_epoch == 0:
+        assert torch.allclose(engine.model.linear.weight, torch.eye(384))
