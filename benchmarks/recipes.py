@@ -26,8 +26,9 @@ RECIPES = {
     "llamaindex walkthrough recipe (4 epochs)": dict(epochs=4, **LLAMAINDEX_RECIPE),
     "engine defaults, Lyft only": dict(),
     "engine defaults + Uber chunks unlabelled": dict(unlabeled="val"),
-    "defaults without held-out selection, 30 epochs lr 3e-3 (overfits)": dict(epochs=30, optimizer_params={"lr": 3e-3}, val_fraction=0.0),
-    "same overfitting run with held-out selection": dict(epochs=30, optimizer_params={"lr": 3e-3}),
+    "engine defaults + Uber chunks unlabelled, 4 pseudo-queries per chunk": dict(unlabeled="val", pseudo_queries_per_chunk=4),
+    "no selection, no identity pull, lr 3e-2, 30 epochs (overfits)": dict(epochs=30, optimizer_params={"lr": 3e-2}, identity_reg=0.0, val_fraction=0.0),
+    "same overfitting run with held-out selection": dict(epochs=30, optimizer_params={"lr": 3e-2}, identity_reg=0.0),
 }
 
 
