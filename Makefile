@@ -11,32 +11,51 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= dev,local,openai
 
-.PHONY: install test walkthrough report bench clean
+.PHONY: install test walkthrough report notebooks bench clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# $(call venv,DIR,EXTRAS): a virtualenv with the right torch build and adapterkit[EXTRAS].
+define venv
+	$(PYTHON) -m venv $(1)
 	@if nvidia-smi -L >/dev/null 2>&1; then \
-		$(BIN)/pip install -q torch; \
+		$(1)/bin/pip install -q torch; \
 	else \
-		$(BIN)/pip install -q --retries 0 "$(TORCH_SPEC)" --extra-index-url $(TORCH_CPU_INDEX) 2>&1 $(QUIET); \
+		$(1)/bin/pip install -q --retries 0 "$(TORCH_SPEC)" --extra-index-url $(TORCH_CPU_INDEX) 2>&1 $(QUIET); \
 	fi
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]" --config-settings editable_mode=compat 2>&1 $(QUIET)
-	$(BIN)/python -c "import adapterkit"
-	touch $@
+	$(1)/bin/pip install -q -e ".[$(2)]" --config-settings editable_mode=compat 2>&1 $(QUIET)
+	$(1)/bin/python -c "import adapterkit"
+	touch $(1)/.installed
+endef
+
+$(VENV)/.installed: pyproject.toml
+	$(call venv,$(VENV),$(EXTRAS))
+
+# LlamaIndex's engine pins older packages, so the side-by-side benchmark gets its own environment.
+.venv-bench/.installed: pyproject.toml
+	$(call venv,.venv-bench,bench)
 
 install: $(VENV)/.installed
 
+# The notebooks are committed with their outputs; nbval re-executes them (kernel: this .venv's python)
+# and compares outputs, volatile text sanitized (notebooks/nbval_sanitize.cfg).
+NBVAL := --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-current-env
+
 test: install
 	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest $(NBVAL)
 
 walkthrough: install
 	$(BIN)/python -m adapterkit.walkthrough --output-dir reports/walkthrough
 
-bench: install
-	$(BIN)/pip install -q -e ".[bench]" 2>&1 $(QUIET)
-	$(BIN)/python benchmarks/bench_engines.py
+# Run every notebook headless (papermill) into reports/ and write reports/summary.md with tables and plots.
+report: install
+	$(BIN)/python -m adapterkit.report --output-dir reports
+
+# Re-execute the notebooks in place: refresh the committed outputs that `make test` compares against.
+notebooks: install
+	$(BIN)/python -m adapterkit.report --in-place
+
+bench: .venv-bench/.installed
+	.venv-bench/bin/python benchmarks/bench_engines.py --epochs 4
 
 clean:
-	rm -rf $(VENV) reports
+	rm -rf $(VENV) .venv-bench reports

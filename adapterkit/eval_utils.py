@@ -87,30 +87,50 @@ def exact_search(
     return top_idx, top_scores, ranks
 
 
-def rank_metrics(ranks: np.ndarray, k: int, gains: Optional[np.ndarray] = None) -> Dict[str, float]:
-    """Metrics at ``k`` for one query from the 1-based ranks of its relevant docs.
+def metrics_at_k(ranks: Sequence[np.ndarray], k: int, gains: Optional[Sequence[Optional[np.ndarray]]] = None) -> Dict[str, np.ndarray]:
+    """Hit, MRR, recall, nDCG and AP at ``k`` for many queries at once.
 
     Args:
-        ranks: rank of each relevant doc.
+        ranks: per query, the 1-based ranks of its relevant docs.
         k: cut-off.
-        gains: graded relevance of each relevant doc (default 1 each), used by nDCG.
+        gains: per query, the graded relevance of each relevant doc (None: 1 each), used by nDCG.
+
+    Returns:
+        ``{"is_hit", "mrr", "recall", "ndcg", "ap"}``, each an array with one value per query.
     """
-    ranks = np.asarray(ranks)
-    gains = np.ones(len(ranks)) if gains is None else np.asarray(gains, dtype=float)
-    in_k = ranks <= k
-    first = ranks.min()
-    hits_sorted = np.sort(ranks[in_k])
-    precisions = np.arange(1, len(hits_sorted) + 1) / hits_sorted  # precision at each relevant hit
-    dcg = float(((2**gains[in_k] - 1) / np.log2(ranks[in_k] + 1)).sum())
-    ideal = np.sort(gains)[::-1][:k]
-    idcg = float(((2**ideal - 1) / np.log2(np.arange(2, len(ideal) + 2))).sum())
+    n = len(ranks)
+    width = max((len(r) for r in ranks), default=1)
+    R = np.full((n, width), np.inf)
+    G = np.zeros((n, width))
+    for i, r in enumerate(ranks):
+        R[i, : len(r)] = r
+        g = None if gains is None else gains[i]
+        G[i, : len(r)] = 1.0 if g is None else g
+    n_rel = np.isfinite(R).sum(1)
+    first = R.min(1)
+    in_k = R <= k
+    # AP: precision at each relevant doc inside the top k, averaged over min(#relevant, k).
+    order = np.argsort(R, axis=1)
+    Rs = np.take_along_axis(R, order, 1)
+    hits = Rs <= k
+    precision = np.where(hits, np.cumsum(hits, 1) / np.where(hits, Rs, 1), 0.0)
+    discount = np.log2(np.where(in_k, R, 1) + 1)
+    dcg = np.where(in_k, (2**G - 1) / discount, 0.0).sum(1)
+    ideal = -np.sort(-G, axis=1)[:, :k]
+    idcg = ((2**ideal - 1) / np.log2(np.arange(2, ideal.shape[1] + 2))).sum(1)
     return {
-        "is_hit": bool(first <= k),
-        "mrr": float(1.0 / first) if first <= k else 0.0,
-        "recall": float(in_k.sum() / len(ranks)),
-        "ndcg": dcg / idcg if idcg > 0 else 0.0,
-        "ap": float(precisions.sum() / min(len(ranks), k)),
+        "is_hit": first <= k,
+        "mrr": np.where(first <= k, 1.0 / first, 0.0),
+        "recall": in_k.sum(1) / n_rel,
+        "ndcg": np.divide(dcg, idcg, out=np.zeros(n), where=idcg > 0),
+        "ap": precision.sum(1) / np.minimum(n_rel, k),
     }
+
+
+def rank_metrics(ranks: np.ndarray, k: int, gains: Optional[np.ndarray] = None) -> Dict[str, float]:
+    """``metrics_at_k`` for one query, as plain Python values."""
+    m = metrics_at_k([np.asarray(ranks)], k, None if gains is None else [np.asarray(gains, dtype=float)])
+    return {"is_hit": bool(m["is_hit"][0]), **{key: float(v[0]) for key, v in m.items() if key != "is_hit"}}
 
 
 def evaluate(
@@ -155,23 +175,23 @@ def evaluate(
         )
     relevant = [[doc_pos[d] for d in dataset.relevant_docs[q]] for q in qids]
     top_idx, _, ranks = exact_search(q_vecs, doc_vecs, top_k, relevant)
-    rows = []
-    for i, qid in enumerate(qids):
-        rel_ids = dataset.relevant_docs[qid]
-        grades = None
-        if graded_relevance and qid in graded_relevance:
-            grades = np.array([graded_relevance[qid].get(d, 1.0) for d in rel_ids])
-        rows.append(
-            {
-                "query_id": qid,
-                "query": dataset.queries[qid],
-                "expected": rel_ids,
-                "retrieved": [doc_ids[j] for j in top_idx[i]],
-                "rank": int(ranks[i].min()),
-                **rank_metrics(ranks[i], top_k, grades),
-            }
-        )
-    return pd.DataFrame(rows)
+    gains = None
+    if graded_relevance:
+        gains = [
+            np.array([graded_relevance[q].get(d, 1.0) for d in dataset.relevant_docs[q]]) if q in graded_relevance else None
+            for q in qids
+        ]
+    metrics = metrics_at_k(ranks, top_k, gains)
+    return pd.DataFrame(
+        {
+            "query_id": qids,
+            "query": [dataset.queries[q] for q in qids],
+            "expected": [dataset.relevant_docs[q] for q in qids],
+            "retrieved": [[doc_ids[j] for j in row] for row in top_idx],
+            "rank": [int(r.min()) for r in ranks],
+            **metrics,
+        }
+    )
 
 
 def hit_rate_curve(results: pd.DataFrame, ks: Sequence[int] = range(1, 11)) -> pd.Series:

@@ -59,3 +59,13 @@ def test_evaluate_rejects_wrong_dimension(tmp_path, val_small, bge):
     LinearLayer(768, 768).save(tmp_path / "big")
     with pytest.raises(ValueError, match="384-dimensional"):
         evaluate(val_small, AdapterEmbeddingModel(bge, tmp_path / "big"))
+
+
+def test_metrics_for_many_queries_of_different_widths_match_hand_values():
+    from adapterkit.eval_utils import metrics_at_k
+
+    m = metrics_at_k([np.array([3]), np.array([4, 1]), np.array([6]), np.array([2, 9, 30])], k=5)
+    np.testing.assert_allclose(m["mrr"], [1 / 3, 1.0, 0.0, 0.5])
+    np.testing.assert_allclose(m["recall"], [1.0, 1.0, 0.0, 1 / 3])
+    np.testing.assert_allclose(m["ap"], [1 / 3, 0.75, 0.0, 0.5 / 3])
+    assert m["is_hit"].tolist() == [True, True, False, True]
