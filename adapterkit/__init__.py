@@ -6,6 +6,8 @@ from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import OnnxBGEEmbedding, resolve_embed_model
 from adapterkit.eval_utils import display_results, evaluate
+from adapterkit.llms import resolve_llm
+from adapterkit.questions import generate_qa_embedding_pairs
 from adapterkit.trainer import LLAMAINDEX_RECIPE, EmbeddingAdapterFinetuneEngine
 
 __all__ = [
@@ -25,5 +27,7 @@ __all__ = [
     "display_results",
     "embed_texts",
     "evaluate",
+    "generate_qa_embedding_pairs",
+    "resolve_llm",
     "resolve_embed_model",
 ]

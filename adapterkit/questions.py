@@ -1,0 +1,380 @@
+"""Generate (question, chunk) pairs with any LlamaIndex LLM, including the offline default on a CPU.
+
+``generate_qa_embedding_pairs`` has LlamaIndex's call shape and returns an ``EmbeddingQAFinetuneDataset``.
+Unlike LlamaIndex's, it runs chunks concurrently where the LLM allows, backs off between retries,
+saves every finished chunk as it goes (a killed run resumes where it stopped), cleans up small models'
+untidy answers, and reports how many chunks gave how many usable questions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.llms import LLM
+from llama_index.core.schema import BaseNode, MetadataMode
+from tqdm.auto import tqdm
+
+from adapterkit.datasets import EmbeddingQAFinetuneDataset
+from adapterkit.llms import resolve_llm
+
+__all__ = [
+    "DEFAULT_QA_GENERATE_PROMPT_TMPL",
+    "LLAMAINDEX_QA_GENERATE_PROMPT_TMPL",
+    "GeneratedQADataset",
+    "QAGenerationStats",
+    "generate_qa_embedding_pairs",
+    "parse_questions",
+]
+
+logger = logging.getLogger(__name__)
+
+# Text first, one short plain instruction last. Measured with SmolLM2-135M on Lyft chunks, 2 questions
+# asked per chunk: "Write 2 questions about the text above." gave 2 usable questions out of 12 (mostly
+# "What is the text about?"); an instruction placed before a long chunk is forgotten (the model copies
+# the chunk); this wording gave 10 of 12 on the same 6 chunks and 10 of 12 on 6 others, naming things
+# in the chunk. Large LLMs follow it as well.
+DEFAULT_QA_GENERATE_PROMPT_TMPL = "{context_str}\n\nWrite {num_questions_per_chunk} specific questions about the details above."
+
+# LlamaIndex's own template, for large LLMs; too long for a 135M model to follow.
+LLAMAINDEX_QA_GENERATE_PROMPT_TMPL = """\
+Context information is below.
+
+---------------------
+{context_str}
+---------------------
+
+Given the context information and no prior knowledge.
+generate only questions based on the below query.
+
+You are a Teacher/ Professor. Your task is to setup \
+{num_questions_per_chunk} questions for an upcoming \
+quiz/examination. The questions should be diverse in nature \
+across the document. Restrict the questions to the \
+context information provided."
+"""
+
+# Leading list markers and labels: "1.", "1)", "(1)", "- ", "* ", "• ", "> ", "Q1:", "Question 1:", "Q:".
+_PREFIX = re.compile(r"^\s*(?:[-*•+>#]+\s*|\(?\d{1,3}[.):\]](?!\d)\s*|q(?:uestion)?\s*\d*\s*[.:)\-]\s*)", re.I)
+_QUESTION_START = re.compile(
+    r"^(?:what|which|who|whom|whose|when|where|why|how|is|are|was|were|do|does|did|can|could|should|would"
+    r"|will|has|have|had|may|might|(?:in|to|for|by|on|at|from|of|with|under|during) (?:what|which|whom|how)"
+    r"|according to)\b",
+    re.I,
+)
+# A question about "the text" (or about the questions asked for) cannot pick out its chunk from any
+# other: useless as a retrieval query.
+_GENERIC = re.compile(r"\b(?:(?:the|this|above|given) (?:text|passage|excerpt|article)|questions?)\b", re.I)
+_NUMBER_RUN = re.compile(r"(?:\b\d[\d,.]*\s+){4}")
+_QUOTES = "\"'“”‘’`"
+
+
+def _clean(piece: str) -> str:
+    piece = " ".join(piece.replace("**", "").replace("__", "").split())  # also turns no-break spaces into spaces
+    while True:
+        stripped = _PREFIX.sub("", piece, count=1).strip().strip(_QUOTES).strip()
+        if stripped == piece:
+            return piece
+        piece = stripped
+
+
+def _candidates(text: str) -> List[str]:
+    """Every non-empty piece of an answer: one per line, and one per question on a line with several."""
+    pieces = []
+    for line in text.splitlines():
+        for piece in re.split(r"(?<=\?)\s+", _clean(line)):
+            piece = _clean(piece)
+            if piece:
+                pieces.append(piece)
+    return pieces
+
+
+def _degenerate(piece: str) -> bool:
+    """Greedy decoding of a small model can loop: "of the 2nd section of the 2nd section", "2030 2031 2032 2033"."""
+    words = piece.lower().split()
+    pairs = Counter(zip(words, words[1:]))
+    return (bool(pairs) and max(pairs.values()) >= 3) or bool(_NUMBER_RUN.search(piece))
+
+
+def _as_question(piece: str) -> Optional[str]:
+    if len(piece.split()) < 3 or _GENERIC.search(piece) or _degenerate(piece):
+        return None
+    if piece.endswith("?"):
+        return piece
+    if _QUESTION_START.match(piece):  # a question whose "?" the model forgot
+        return piece.rstrip(" .:;,") + "?"
+    return None
+
+
+def parse_questions(text: str) -> List[str]:
+    """Usable questions in an LLM's answer, in order, without duplicates.
+
+    Handles numbered and bulleted lists ("1.", "1)", "- ", "* ", "Q1:", "Question 1:"), markdown
+    bold, quotes, and several questions on one line. Keeps a piece that ends with "?" or starts with
+    a question word (adding the "?"); drops preambles, answers, duplicates, questions of fewer than
+    three words, looping ones, a last line cut short by the token limit, and questions about "the
+    text" or "the questions" (they match every chunk equally).
+
+    Example::
+
+        >>> parse_questions('Here are 2 questions:\\n1. **What is Lyft?**\\n2) "When did it launch?"')
+        ['What is Lyft?', 'When did it launch?']
+    """
+    pieces = _candidates(text)
+    if len(pieces) > 1 and not pieces[-1].endswith("?") and any(p.endswith("?") for p in pieces):
+        pieces.pop()  # the model ends its questions with "?": a last one without is cut by max_new_tokens
+    questions: List[str] = []
+    seen: List[str] = []
+    for piece in pieces:
+        question = _as_question(piece)
+        key = re.sub(r"\W+", " ", question.lower()).strip() if question else ""
+        # a question that starts another one (or the reverse) is the same one, once cut short
+        if question and not any(k.startswith(key) or key.startswith(k) for k in seen):
+            seen.append(key)
+            questions.append(question)
+    return questions
+
+
+@dataclass
+class QAGenerationStats:
+    """What one ``generate_qa_embedding_pairs`` run did.
+
+    ``per_chunk`` maps a number of usable questions to how many chunks gave that many (all runs);
+    the rates count only this run's work.
+    """
+
+    chunks: int = 0
+    skipped_short: int = 0
+    resumed: int = 0
+    generated: int = 0
+    failed: int = 0
+    questions: int = 0
+    new_questions: int = 0
+    dropped_lines: int = 0
+    seconds: float = 0.0
+    per_chunk: Counter = field(default_factory=Counter)
+
+    @property
+    def questions_per_second(self) -> float:
+        return self.new_questions / self.seconds if self.seconds else 0.0
+
+    @property
+    def seconds_per_chunk(self) -> float:
+        return self.seconds / self.generated if self.generated else 0.0
+
+    def summary(self) -> str:
+        spread = ", ".join(f"{n} chunks with {q}" for q, n in sorted(self.per_chunk.items()))
+        return (
+            f"{self.questions} questions from {self.chunks} chunks ({spread or 'none'}); "
+            f"{self.skipped_short} skipped as too short, {self.resumed} done in an earlier run, "
+            f"{self.failed} failed; this run: {self.generated} chunks, {self.new_questions} questions, "
+            f"{self.dropped_lines} unusable lines dropped, {self.seconds_per_chunk:.2f} s/chunk, "
+            f"{self.questions_per_second:.2f} questions/s"
+        )
+
+
+class GeneratedQADataset(EmbeddingQAFinetuneDataset):
+    """An ``EmbeddingQAFinetuneDataset`` that also carries the run's ``stats`` (not saved to JSON)."""
+
+    _stats: QAGenerationStats = PrivateAttr(default_factory=QAGenerationStats)
+
+    @property
+    def stats(self) -> QAGenerationStats:
+        return self._stats
+
+
+def _node_texts(nodes: Union[Sequence[BaseNode], Mapping[str, str]]) -> Dict[str, str]:
+    if isinstance(nodes, Mapping):
+        return {str(k): str(v) for k, v in nodes.items()}
+    return {node.node_id: node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes}
+
+
+def _progress_path(output_path: Union[str, Path]) -> Path:
+    return Path(str(output_path) + ".progress.jsonl")
+
+
+def _read_progress(path: Path) -> Dict[str, Dict[str, str]]:
+    """``{node_id: {query_id: question}}`` of the chunks a previous run finished."""
+    done: Dict[str, Dict[str, str]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+                done[record["node_id"]] = record["queries"]
+            except (ValueError, KeyError, TypeError):  # the line a kill cut short
+                continue
+    return done
+
+
+def _complete(llm: LLM, prompt: str, retry_limit: int, retry_delay: float) -> str:
+    """The LLM's answer; ``retry_limit`` attempts in all, waiting ``retry_delay`` * 1, 2, 4, ... between."""
+    for attempt in range(retry_limit):
+        try:
+            return llm.complete(prompt).text
+        except Exception as exc:  # network errors, rate limits, 5xx: worth another try
+            if attempt + 1 >= retry_limit:
+                raise
+            delay = retry_delay * 2**attempt
+            logger.warning(
+                "LLM call failed (%s: %s); retry %d/%d in %.1f s", type(exc).__name__, exc, attempt + 1, retry_limit - 1, delay
+            )
+            time.sleep(delay)
+    raise ValueError("retry_limit must be at least 1")
+
+
+def _workers(llm: LLM, max_workers: int) -> int:
+    # LLMs that declare a limit (the local CPU model says 1) get no more threads than that.
+    limit = getattr(llm, "max_concurrency", None)
+    return max(1, min(max_workers, limit) if isinstance(limit, int) and limit > 0 else max_workers)
+
+
+def _answers(
+    llm: LLM, prompts: Iterable[Tuple[str, str]], workers: int, retry_limit: int, retry_delay: float
+) -> Iterator[Tuple[str, Union[str, Exception]]]:
+    """``(node_id, answer or the exception of its last attempt)`` as chunks finish."""
+    if workers == 1:  # inline: Ctrl-C stops at once and tracebacks stay plain
+        for node_id, prompt in prompts:
+            try:
+                yield node_id, _complete(llm, prompt, retry_limit, retry_delay)
+            except Exception as exc:
+                yield node_id, exc
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qa-gen")
+    futures = {pool.submit(_complete, llm, prompt, retry_limit, retry_delay): node_id for node_id, prompt in prompts}
+    pending = set(futures)
+    try:
+        for future in as_completed(futures):
+            pending.discard(future)
+            try:
+                yield futures[future], future.result()  # a KeyboardInterrupt in a worker is re-raised here
+            except Exception as exc:
+                yield futures[future], exc
+    except GeneratorExit:  # the caller stopped reading (it raised): nothing more to hand over
+        raise
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # start no queued chunk after a stop...
+        for future in [f for f in pending if f.done() and not f.cancelled() and f.exception() is None]:
+            yield futures[future], future.result()  # ...but save the ones already answered
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def generate_qa_embedding_pairs(
+    nodes: Union[Sequence[BaseNode], Mapping[str, str]],
+    llm: Union[LLM, str, None] = None,
+    qa_generate_prompt_tmpl: str = DEFAULT_QA_GENERATE_PROMPT_TMPL,
+    num_questions_per_chunk: int = 2,
+    retry_limit: int = 3,
+    on_failure: str = "continue",
+    output_path: Union[str, Path, None] = None,
+    max_workers: int = 4,
+    min_chunk_chars: int = 100,
+    retry_delay: float = 1.0,
+    verbose: bool = True,
+) -> GeneratedQADataset:
+    """Ask an LLM for questions about each chunk; return them as a (query, relevant chunk) dataset.
+
+    Args:
+        nodes: LlamaIndex nodes (text via ``get_content(metadata_mode=MetadataMode.NONE)``) or a
+            ``{node_id: text}`` dict.
+        llm: a LlamaIndex ``LLM`` or a ``resolve_llm`` spec; None: the offline default (SmolLM2-135M).
+        qa_generate_prompt_tmpl: prompt with ``{context_str}`` and ``{num_questions_per_chunk}``.
+        num_questions_per_chunk: questions asked for, and the most kept, per chunk.
+        retry_limit: attempts per chunk when the LLM call raises (exponential backoff between).
+        on_failure: ``"continue"`` (count the chunk as failed; a rerun tries it again) or ``"fail"``.
+        output_path: dataset JSON written at the end. Each finished chunk is appended at once to
+            ``<output_path>.progress.jsonl``, so a killed run loses only the chunks in flight, and a
+            rerun with the same path skips finished chunks. Delete that file to start over.
+        max_workers: concurrent LLM calls, capped by the LLM's ``max_concurrency`` (1 for local models).
+        min_chunk_chars: chunks shorter than this (stripped) are not asked about, but stay in the corpus.
+        retry_delay: seconds before the first retry; doubled for each next one.
+        verbose: show a progress bar and print the summary.
+
+    Returns:
+        a ``GeneratedQADataset`` (an ``EmbeddingQAFinetuneDataset``): queries ``{uuid: question}``,
+        corpus ``{node_id: text}`` of every node given, relevant_docs ``{uuid: [node_id]}``, and
+        ``.stats`` (a ``QAGenerationStats``).
+
+    Example::
+
+        from llama_index.core.node_parser import SentenceSplitter
+        nodes = SentenceSplitter().get_nodes_from_documents(documents)
+        ds = generate_qa_embedding_pairs(nodes, output_path="train_dataset.json")  # offline, CPU
+        ds = generate_qa_embedding_pairs(nodes, llm="openai:gpt-4o-mini", max_workers=8)
+        print(ds.stats.summary())
+    """
+    if on_failure not in ("continue", "fail"):
+        raise ValueError(f"on_failure must be 'continue' or 'fail', got {on_failure!r}.")
+    if retry_limit < 1:
+        raise ValueError(f"retry_limit must be at least 1, got {retry_limit}.")
+    texts = _node_texts(nodes)
+    progress = _progress_path(output_path) if output_path else None
+    done = {k: v for k, v in _read_progress(progress).items() if k in texts} if progress else {}
+    stats = QAGenerationStats(chunks=len(texts), resumed=len(done))
+    todo = []
+    for node_id, text in texts.items():
+        if len(text.strip()) < min_chunk_chars:
+            stats.skipped_short += 1
+        elif node_id not in done:
+            prompt = qa_generate_prompt_tmpl.format(context_str=text, num_questions_per_chunk=num_questions_per_chunk)
+            todo.append((node_id, prompt))
+    if todo:
+        llm = resolve_llm(llm)  # only now: loading the local model takes seconds
+    workers = _workers(llm, max_workers) if todo else 1
+
+    journal = None
+    if progress:
+        progress.parent.mkdir(parents=True, exist_ok=True)
+        journal = open(progress, "a", encoding="utf-8")
+        if progress.stat().st_size and not progress.read_bytes().endswith(b"\n"):
+            journal.write("\n")  # a kill mid-line: start the next record on a line of its own
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), desc="Generating questions", unit="chunk", disable=not verbose or not todo)
+    try:
+        for node_id, answer in _answers(llm, todo, workers, retry_limit, retry_delay):
+            bar.update()
+            if isinstance(answer, Exception):
+                stats.failed += 1
+                if on_failure == "fail":
+                    raise RuntimeError(f"LLM failed on chunk {node_id} after {retry_limit} attempts: {answer}") from answer
+                logger.warning("Skipping chunk %s after %d attempts: %s", node_id, retry_limit, answer)
+                continue
+            questions = parse_questions(answer)
+            stats.dropped_lines += len(_candidates(answer)) - len(questions)
+            done[node_id] = {str(uuid.uuid4()): q for q in questions[:num_questions_per_chunk]}
+            stats.generated += 1
+            stats.new_questions += len(done[node_id])
+            if journal:
+                journal.write(json.dumps({"node_id": node_id, "queries": done[node_id]}) + "\n")
+                journal.flush()  # a killed process keeps what is flushed
+            bar.set_postfix(questions=stats.new_questions, refresh=False)
+    finally:
+        bar.close()
+        if journal:
+            journal.close()
+        stats.seconds = time.perf_counter() - start
+
+    queries, relevant_docs = {}, {}
+    for node_id in texts:  # node order, whatever order the chunks finished in
+        for qid, question in done.get(node_id, {}).items():
+            queries[qid], relevant_docs[qid] = question, [node_id]
+        if node_id in done:
+            stats.per_chunk[len(done[node_id])] += 1
+    stats.questions = len(queries)
+    dataset = GeneratedQADataset(queries=queries, corpus=texts, relevant_docs=relevant_docs)
+    dataset._stats = stats
+    if output_path:
+        dataset.save_json(output_path)
+    if verbose:
+        print(stats.summary())
+    return dataset
