@@ -259,6 +259,9 @@ def write_summary(output_dir: PathLike, runs: Sequence[NotebookRun], command: st
         "",
         f"Total: {sum(r.seconds for r in runs):.1f} s.",
     ]
+    combined = combined_results(runs)
+    if combined:
+        lines += ["", "## All models on the Uber questions", "", markdown_table(["notebook", "retrievers", "hit_rate", "mrr", "source"], combined)]
     for run in runs:
         results = run.output_dir / RESULTS_NAME
         if not results.is_file():
@@ -279,6 +282,25 @@ def write_summary(output_dir: PathLike, runs: Sequence[NotebookRun], command: st
     target = out / "summary.md"
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return target
+
+
+def combined_results(runs: Sequence[NotebookRun]) -> List[List[Any]]:
+    """One row per model across all notebooks' metric tables (a model shown twice is listed once)."""
+    rows, seen = [], set()
+    for run in runs:
+        results = run.output_dir / RESULTS_NAME
+        if not results.is_file():
+            continue
+        for table in json.loads(results.read_text(encoding="utf-8")).get("tables", {}).values():
+            cols = table["columns"]
+            if not {"retrievers", "hit_rate", "mrr"} <= set(cols):
+                continue
+            for row in table["rows"]:
+                record = dict(zip(cols, row))
+                if record["retrievers"] not in seen:
+                    seen.add(record["retrievers"])
+                    rows.append([run.name, record["retrievers"], record["hit_rate"], record["mrr"], record.get("source", "measured")])
+    return rows
 
 
 def _parse_value(text: str) -> Any:

@@ -240,6 +240,8 @@ def test_save_results_and_summary(tmp_path, results):
     assert f"| base | {table.loc[0, 'hit_rate']:g} |" in summary
     assert "![hit-rate@k](02_x/hit_rate_k.png)" in summary and "> a note" in summary
     assert "_No results" in summary
+    assert "## All models on the Uber questions" in summary
+    assert f"| 02_x | adapter | {table.loc[1, 'hit_rate']:g} | {table.loc[1, 'mrr']:g} | {table.loc[1, 'source']} |" in summary
     assert markdown_table(["a", "b"], [["x|y", 0.5]]) == "| a | b |\n|---|---|\n| x\\|y | 0.5 |"
 
 
