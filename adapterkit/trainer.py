@@ -66,6 +66,7 @@ class _Group:
     positives: np.ndarray  # (n,) row of each query's positive in docs
     docs: np.ndarray  # (m, d) base chunk embeddings
     other_relevant: List[List[int]]  # further relevant rows per query (kept out of the negatives)
+    hard: Optional[np.ndarray] = None  # (n, h) mined hard-negative rows per query, for in-batch training
     train_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     val_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
 
@@ -76,6 +77,24 @@ class _Group:
         held = set(rng.permutation(chunks)[:n_val].tolist())
         is_val = np.array([p in held for p in self.positives], dtype=bool)
         self.train_idx, self.val_idx = np.where(~is_val)[0], np.where(is_val)[0]
+
+
+def mine_hard_negatives(group: "_Group", k: int, margin: float = 0.05) -> np.ndarray:
+    """The ``k`` chunks the base model ranks highest for each query, its relevant chunks excluded.
+
+    False-negative guard: a chunk scoring within ``margin`` of the query's positive (cosine) is
+    skipped, since a chunk that close is as likely an unlabelled answer as a wrong one.
+    """
+    q = torch.nn.functional.normalize(torch.as_tensor(group.queries), dim=-1)
+    d = torch.nn.functional.normalize(torch.as_tensor(group.docs), dim=-1)
+    scores = q @ d.T
+    rows = torch.arange(len(q))
+    pos = scores[rows, torch.as_tensor(group.positives)]
+    scores[rows, torch.as_tensor(group.positives)] = -math.inf
+    for i, extra in enumerate(group.other_relevant):
+        scores[i, extra] = -math.inf
+    scores[scores >= (pos - margin)[:, None]] = -math.inf
+    return scores.topk(min(k, scores.shape[1]), dim=1).indices.numpy()
 
 
 def no_duplicate_batches(positives: Union[Sequence[int], Dict[int, int]], batch_size: int, order: Sequence[int]) -> List[List[int]]:
@@ -151,6 +170,9 @@ class EmbeddingAdapterFinetuneEngine:
         scale: inverse temperature on cosine similarities in the loss.
         negatives: ``"corpus"`` (every chunk of the query's corpus, other relevant chunks excluded)
             or ``"in_batch"`` (the other positives in the batch, as LlamaIndex).
+        hard_negatives: with ``"in_batch"``, add this many mined hard negatives per query: the
+            chunks the base model ranks highest, minus relevant ones and any within 0.05 cosine of
+            the positive (``mine_hard_negatives``). ``"corpus"`` already has every chunk in the softmax.
         identity_reg: weight of ``||W - I||^2`` (linear adapters) or ``mean ||f(q) - q||^2`` (others).
         val_fraction: share of training chunks held out to pick the best epoch (0: keep the last). An
             epoch replaces the identity only if its held-out gain exceeds one standard error.
@@ -194,6 +216,7 @@ class EmbeddingAdapterFinetuneEngine:
         optimizer_params: Optional[Dict[str, Any]] = None,
         scale: float = 30.0,
         negatives: str = "corpus",
+        hard_negatives: int = 0,
         identity_reg: float = 0.03,
         val_fraction: float = 0.2,
         unlabeled_corpus: Union[Dict[str, str], Sequence[BaseNode], None] = None,
@@ -219,6 +242,7 @@ class EmbeddingAdapterFinetuneEngine:
         self.optimizer_class = optimizer_class
         self.optimizer_params = dict(optimizer_params or {"lr": 3e-3})
         self.scale, self.negatives, self.identity_reg = scale, negatives, identity_reg
+        self.hard_negatives = hard_negatives
         self.val_fraction = val_fraction
         self.warmup_ratio, self.max_grad_norm = warmup_ratio, max_grad_norm
         self.shuffle, self.no_duplicates, self.seed = shuffle, no_duplicates, seed
@@ -245,6 +269,8 @@ class EmbeddingAdapterFinetuneEngine:
         rng = np.random.default_rng(seed)
         for group in self.groups:
             group.split(val_fraction, rng)
+            if hard_negatives and negatives == "in_batch":
+                group.hard = mine_hard_negatives(group, hard_negatives)
 
         d = self.groups[0].docs.shape[1]
         self.dim = dim or d
@@ -297,8 +323,16 @@ class EmbeddingAdapterFinetuneEngine:
         queries, docs = tensors
         q = queries[rows]
         if self.negatives == "in_batch":
-            cand = docs[torch.as_tensor(group.positives[rows], device=docs.device)]
-            loss = loss_model(q, cand, torch.arange(len(rows), device=docs.device))
+            cand_rows = list(group.positives[rows])
+            if group.hard is not None:
+                cand_rows += group.hard[rows].ravel().tolist()
+            mask = None
+            if len(cand_rows) > len(rows) or any(group.other_relevant[i] for i in rows):
+                # A candidate relevant to a query must not count as its negative (only its own column is the label).
+                relevant = [{group.positives[i], *group.other_relevant[i]} for i in rows]
+                mask = torch.tensor([[c in relevant[r] and c != cand_rows[r] for c in cand_rows] for r in range(len(rows))], device=docs.device)
+            cand = docs[torch.as_tensor(cand_rows, device=docs.device)]
+            loss = loss_model(q, cand, torch.arange(len(rows), device=docs.device), mask)
         else:
             labels = torch.as_tensor(group.positives[rows], device=docs.device)
             mask = None

@@ -25,6 +25,7 @@ from adapterkit.trainer import LLAMAINDEX_RECIPE
 RECIPES = {
     "llamaindex walkthrough recipe (4 epochs)": dict(epochs=4, **LLAMAINDEX_RECIPE),
     "engine defaults, Lyft only": dict(),
+    "defaults but in-batch negatives + 5 mined hard negatives, Lyft only": dict(negatives="in_batch", hard_negatives=5),
     "engine defaults + Uber chunks unlabelled": dict(unlabeled="val"),
     "engine defaults + Uber chunks unlabelled, 4 pseudo-queries per chunk": dict(unlabeled="val", pseudo_queries_per_chunk=4),
     "no selection, no identity pull, lr 3e-2, 30 epochs (overfits)": dict(epochs=30, optimizer_params={"lr": 3e-2}, identity_reg=0.0, val_fraction=0.0),

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from llama_index.core import VectorStoreIndex
@@ -106,3 +107,25 @@ def test_heldout_selection_never_ends_worse_than_identity(tmp_path, train_small,
     assert engine.validation_mrr() == max(engine.val_mrr)
     if engine.best_epoch == 0:
         assert torch.allclose(engine.model.linear.weight, torch.eye(384))
+
+
+def test_mined_hard_negatives_exclude_relevant_and_near_positive_chunks(tmp_path, train_small, bge):
+    from adapterkit.trainer import mine_hard_negatives
+
+    engine = EmbeddingAdapterFinetuneEngine(
+        train_small, bge, negatives="in_batch", hard_negatives=3, epochs=2, optimizer_params={"lr": 1e-3},
+        val_fraction=0.0, model_output_path=tmp_path / "out", show_progress=False,
+    )
+    group = engine.groups[0]
+    assert group.hard.shape == (len(group.positives), 3)
+    q = group.queries / np.linalg.norm(group.queries, axis=1, keepdims=True)
+    d = group.docs / np.linalg.norm(group.docs, axis=1, keepdims=True)
+    for i, negs in enumerate(group.hard):
+        pos_score = q[i] @ d[group.positives[i]]
+        assert group.positives[i] not in negs
+        assert all(q[i] @ d[n] < pos_score - 0.05 + 1e-6 for n in negs)
+    # Without the guard's margin the closest non-relevant chunks come back.
+    loose = mine_hard_negatives(group, 3, margin=-1.0)
+    assert (loose != group.hard).any()
+    engine.finetune()
+    assert engine.epoch_loss[-1] < engine.epoch_loss[0]
