@@ -18,7 +18,7 @@ from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 
 from adapterkit.adapters import BaseAdapter, LinearLayer, TwoLayerNN, AdapterLoadError, CONFIG_NAME, check_adapter_dim
-from adapterkit.cache import EmbeddingCache, embed_texts
+from adapterkit.cache import EmbeddingCache, call_model, embed_texts
 from adapterkit.embeddings import resolve_embed_model
 
 
@@ -128,9 +128,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
     def embed(self, texts: Sequence[str], kind: str = "text", show_progress: bool = False) -> np.ndarray:
         """Embed many texts at once: base embeddings (cached), then the adapter on queries."""
         if self._cache is False:
-            from adapterkit.cache import _call_model
-
-            base = np.asarray(_call_model(self._base_embed_model, list(texts), kind), dtype=np.float32)
+            base = np.asarray(call_model(self._base_embed_model, list(texts), kind), dtype=np.float32)
         else:
             base = embed_texts(self._base_embed_model, texts, kind, cache=self._cache, show_progress=show_progress)
         if kind == "query" and self._transform_query and len(base):

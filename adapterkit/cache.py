@@ -92,7 +92,8 @@ def get_cache(cache: Optional[EmbeddingCache | os.PathLike | str] = None) -> Emb
     return _DEFAULT_CACHES[folder]
 
 
-def _call_model(model: BaseEmbedding, texts: List[str], kind: str) -> List[List[float]]:
+def call_model(model: BaseEmbedding, texts: List[str], kind: str) -> List[List[float]]:
+    """One uncached batch call: documents through ``_get_text_embeddings``, queries batched when the model can."""
     if kind == "text":
         return model._get_text_embeddings(texts)
     batched = getattr(model, "_get_query_embeddings", None)
@@ -130,7 +131,7 @@ def embed_texts(
     with tqdm(total=len(todo), desc=f"Embedding {kind}s", unit=kind, disable=not show_progress or not todo) as bar:
         for start in range(0, len(todo), step):
             batch = todo[start : start + step]
-            vecs = np.asarray(_call_model(model, [t for _, t in batch], kind), dtype=np.float32)
+            vecs = np.asarray(call_model(model, [t for _, t in batch], kind), dtype=np.float32)
             if vecs.ndim != 2 or len(vecs) != len(batch):
                 raise ValueError(f"{model.class_name()} returned {vecs.shape} for {len(batch)} texts; expected one vector each.")
             bad = np.where(~np.isfinite(vecs).all(axis=1))[0]

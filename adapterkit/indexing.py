@@ -99,9 +99,9 @@ class CountingEmbedding(BaseEmbedding):
     def _embed(self, texts: List[str], kind: str) -> List[List[float]]:
         self._counts[kind] += len(texts)
         if self._cache is False:
-            from adapterkit.cache import _call_model
+            from adapterkit.cache import call_model
 
-            return [list(map(float, v)) for v in _call_model(self._inner, list(texts), kind)]
+            return [list(map(float, v)) for v in call_model(self._inner, list(texts), kind)]
         return embed_texts(self._inner, texts, kind, cache=self._cache).tolist()
 
     def _get_query_embeddings(self, queries: List[str]) -> List[List[float]]:

@@ -24,7 +24,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode, MetadataMode
 from tqdm.auto import tqdm
 
-from adapterkit.adapter_embedding import AdapterEmbeddingModel, infer_device
+from adapterkit.adapter_embedding import AdapterEmbeddingModel, apply_adapter, infer_device
 from adapterkit.adapters import BaseAdapter, LinearLayer, check_adapter_dim
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset
@@ -360,8 +360,6 @@ class EmbeddingAdapterFinetuneEngine:
         the chunks it was trained on, which would punish it on held-out queries for a reason that
         does not exist on a new corpus (where no chunk was seen in training).
         """
-        from adapterkit.adapter_embedding import apply_adapter
-
         rr = []
         for group in self.groups:
             if not len(group.val_idx):
