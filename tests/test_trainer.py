@@ -95,7 +95,7 @@ def test_pseudo_queries_come_from_the_chunk():
     assert len(pairs) == 2 and all(d == "u1" and q in UBER for q, d in pairs)
 
 
-def test_heldout_selection_never_ends_worse_than_identity(tmp_path, train_small, bge):
+def test_held_out_selection_never_ends_worse_than_identity(tmp_path, train_small, bge):
     """A run that overfits (huge lr, many epochs) keeps its best held-out epoch, or the identity."""
     engine = EmbeddingAdapterFinetuneEngine(
         train_small, bge, epochs=6, optimizer_params={"lr": 0.3}, identity_reg=0.0, val_fraction=0.3,
