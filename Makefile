@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= dev,local,openai,llm
 
-.PHONY: install test walkthrough report notebooks bench clean
+.PHONY: install test walkthrough report notebooks bench colab-check clean
 
 # $(call venv,DIR,EXTRAS): a virtualenv with the right torch build and adapterkit[EXTRAS].
 define venv
@@ -60,6 +60,11 @@ notebooks: install
 
 bench: .venv-bench/.installed
 	.venv-bench/bin/python benchmarks/bench_engines.py --epochs 4
+
+# Colab, simulated offline: a fresh venv with torch + kernel, a stand-in google.colab, the install cell
+# pip-installing the committed HEAD from git, then 01 and 02 run by papermill (tools/colab.py).
+colab-check:
+	$(PYTHON) tools/colab.py simulate
 
 clean:
 	rm -rf $(VENV) .venv-bench reports

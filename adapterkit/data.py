@@ -1,6 +1,7 @@
 """The walkthrough's files by name: download from the origin, verify sha256, cache; offline, use a mirror.
 
-Order for ``get_file(name)``: the local cache (``data/`` at the repo root, or ``$ADAPTERKIT_DATA_DIR``),
+Order for ``get_file(name)``: the local cache (``$ADAPTERKIT_DATA_DIR``, else ``data/`` in a checkout of
+the repository, else ``~/.cache/adapterkit/data`` for a pip-installed kit, e.g. on Colab),
 then the origin URL, then the mirror folder (``$ADAPTERKIT_DATA_MIRROR``, default ``../shared/data``
 beside the checkout). Every file is checked against its published sha256 before it is used.
 """
@@ -53,8 +54,13 @@ FILES: Dict[str, RemoteFile] = {
 
 
 def data_dir() -> Path:
-    """Where verified files are kept: ``$ADAPTERKIT_DATA_DIR`` or ``data/`` at the repo root."""
-    return Path(os.environ.get("ADAPTERKIT_DATA_DIR", REPO_ROOT / "data"))
+    """Where verified files are kept: ``$ADAPTERKIT_DATA_DIR``, ``data/`` in a checkout, else the user cache."""
+    if os.environ.get("ADAPTERKIT_DATA_DIR"):
+        return Path(os.environ["ADAPTERKIT_DATA_DIR"])
+    if (REPO_ROOT / "pyproject.toml").is_file():  # a checkout (editable install)
+        return REPO_ROOT / "data"
+    # Installed into site-packages (pip install from git, Colab): keep data out of the environment.
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "adapterkit" / "data"
 
 
 def mirror_dirs() -> List[Path]:

@@ -68,3 +68,11 @@ def test_download_verified_then_mirror_fallback(isolated, origin, monkeypatch):
     monkeypatch.setenv("ADAPTERKIT_DATA_MIRROR", str(mirror))
     monkeypatch.setitem(data.FILES, "changed.txt", data.RemoteFile("x/changed.txt", f"{base}/changed.txt", hashlib.sha256(body).hexdigest()))
     assert data.get_file("changed.txt", download=True).read_bytes() == body
+
+
+def test_data_dir_outside_a_checkout_is_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("ADAPTERKIT_DATA_DIR", raising=False)
+    assert data.data_dir() == data.REPO_ROOT / "data"  # this checkout
+    monkeypatch.setattr(data, "REPO_ROOT", tmp_path / "site-packages")  # as after `pip install git+...`
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data.data_dir() == tmp_path / "xdg" / "adapterkit" / "data"
