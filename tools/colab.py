@@ -10,7 +10,7 @@ pyproject.toml, the install cell of every notebook, and the Colab badges in READ
 
 ``simulate`` is as close to Colab as this offline machine gets: a fresh virtualenv holding only torch
 and a Jupyter kernel (Colab preinstalls both), a stand-in ``google.colab`` module imported at kernel
-start, a working folder without the repository, and ``ADAPTERKIT_REPO=file://<this checkout>`` so
+start, a working folder without the repository, and ``ADAPTERKIT_REPO=file://localhost/<this checkout>`` (pip wants a host in a git URL) so
 the install cell's ``pip install git+...`` installs the committed HEAD. The data come from the
 mirror folder, where Colab would download them from the origin.
 """
@@ -123,7 +123,7 @@ def simulate(workdir: Path, python: str) -> int:
     prepared = time.perf_counter() - t0
 
     env = dict(os.environ, IPYTHONDIR=str(workdir / "ipython"), PYTHONPATH=str(fake), COLAB_SIM_LOG=str(workdir / "colab.log"),
-               ADAPTERKIT_REPO=f"file://{ROOT}", ADAPTERKIT_DATA_MIRROR=str(ROOT.parent / "shared" / "data"),
+               ADAPTERKIT_REPO=f"file://localhost{ROOT}", ADAPTERKIT_DATA_MIRROR=str(ROOT.parent / "shared" / "data"),
                ADAPTERKIT_CACHE_DIR=str(workdir / "cache"), XDG_CACHE_HOME=str(workdir / "xdg"), JUPYTER_PATH=str(venv / "share" / "jupyter"))
     env.pop("VIRTUAL_ENV", None)
     runs = [("01_dataset.ipynb", ["-p", "max_pages", "5"]), ("02_linear_adapter.ipynb", ["-p", "epochs", "1"])]
