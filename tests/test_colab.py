@@ -44,8 +44,8 @@ def run_install_cell(monkeypatch, in_colab: bool, repo: str | None) -> list:
     source = "".join(colab.install_cell(json.loads(colab.NOTEBOOKS[0].read_text()))["source"])
     calls: list = []
     namespace: dict = {}
-    # IPython's system() expands {name} from the user namespace before running the command.
-    shell = types.SimpleNamespace(system=lambda cmd: calls.append(("system", cmd.format(**namespace))))
+    # IPython expands {name} in a magic's line from the user namespace before running it.
+    shell = types.SimpleNamespace(run_line_magic=lambda name, line, *_: calls.append((name, line.format(**namespace))))
     namespace["get_ipython"] = lambda: shell
     google = types.ModuleType("google")
     google.colab = types.ModuleType("google.colab")
@@ -69,7 +69,7 @@ def test_install_cell_does_nothing_outside_colab(monkeypatch):
 
 def test_install_cell_installs_from_the_repository_url(monkeypatch):
     calls = run_install_cell(monkeypatch, in_colab=True, repo="https://github.com/alice/adapterkit")
-    assert calls == [("system", 'pip install -q "adapterkit[notebooks] @ git+https://github.com/alice/adapterkit"'), ("widgets",)]
+    assert calls == [("pip", 'install -q "adapterkit[notebooks] @ git+https://github.com/alice/adapterkit"'), ("widgets",)]
 
 
 def test_install_cell_refuses_the_placeholder(monkeypatch):

@@ -125,6 +125,7 @@ def simulate(workdir: Path, python: str) -> int:
     env = dict(os.environ, IPYTHONDIR=str(workdir / "ipython"), PYTHONPATH=str(fake), COLAB_SIM_LOG=str(workdir / "colab.log"),
                ADAPTERKIT_REPO=f"file://localhost{ROOT}", ADAPTERKIT_DATA_MIRROR=str(ROOT.parent / "shared" / "data"),
                ADAPTERKIT_CACHE_DIR=str(workdir / "cache"), XDG_CACHE_HOME=str(workdir / "xdg"), JUPYTER_PATH=str(venv / "share" / "jupyter"))
+    env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"  # as on Colab, the kernel's python comes first
     env.pop("VIRTUAL_ENV", None)
     runs = [("01_dataset.ipynb", ["-p", "max_pages", "5"]), ("02_linear_adapter.ipynb", ["-p", "epochs", "1"])]
     times = {}
