@@ -134,13 +134,16 @@ def simulate(workdir: Path, python: str) -> int:
         t1 = time.perf_counter()
         run(venv / "bin" / "papermill", name, f"out_{name}", "-k", "colab-sim", "--cwd", content, *params, cwd=content, env=env)
         times[name] = time.perf_counter() - t1
-    where = subprocess.run([venv / "bin" / "python", "-c", "import adapterkit; print(adapterkit.__file__)"], capture_output=True, text=True, env=env).stdout.strip()
+    where = subprocess.run([venv / "bin" / "python", "-c", "import adapterkit; print(adapterkit.__file__)"], capture_output=True, text=True, env=env, cwd=content).stdout.strip()
     print(f"fresh venv with torch + kernel: {prepared:.0f} s")
     for name, secs in times.items():
-        print(f"{name}: {secs:.0f} s (the first includes the install cell's pip install)")
+        print(f"{name}: {secs:.0f} s" + (" (with the install cell's pip install)" if name == runs[0][0] else ""))
     print(f"adapterkit imported from {where}")
     print(f"widget manager enabled {(workdir / 'colab.log').read_text().count('enable')} times (once per notebook)")
     print(f"data cached in {sorted(p.name for p in (workdir / 'xdg' / 'adapterkit' / 'data').iterdir())}")
+    result = json.loads((content / "out_02_linear_adapter.ipynb").read_text())
+    tables = [o["data"]["text/plain"] for c in result["cells"] for o in c.get("outputs", []) if "retrievers" in "".join(o.get("data", {}).get("text/plain", ""))]
+    print("02's results table:\n" + "".join(tables[-1]))
     ok = "site-packages" in where and str(ROOT) not in where
     print("Colab simulation passed" if ok else "adapterkit was not installed by the Colab cell")
     return 0 if ok else 1
