@@ -22,12 +22,16 @@ from adapterkit.data import get_file
 from adapterkit.eval_utils import win_loss
 from adapterkit.trainer import LLAMAINDEX_RECIPE
 
+OLD = dict(optimizer_params={"lr": 3e-3}, identity_reg=0.03, pseudo_queries_per_chunk=2, refit=False)  # defaults before refit
 RECIPES = {
     "llamaindex walkthrough recipe (4 epochs)": dict(epochs=4, **LLAMAINDEX_RECIPE),
     "engine defaults, Lyft only": dict(),
-    "defaults but in-batch negatives + 5 mined hard negatives, Lyft only": dict(negatives="in_batch", hard_negatives=5),
     "engine defaults + Uber chunks unlabelled": dict(unlabeled="val"),
-    "engine defaults + Uber chunks unlabelled, 4 pseudo-queries per chunk": dict(unlabeled="val", pseudo_queries_per_chunk=4),
+    "defaults without refit, Lyft only": dict(refit=False),
+    "defaults without refit + Uber chunks unlabelled": dict(unlabeled="val", refit=False),
+    "earlier defaults (lr 3e-3, identity 0.03, no refit), Lyft only": dict(OLD),
+    "earlier defaults (+ 2 pseudo-queries per chunk) + Uber chunks unlabelled": dict(unlabeled="val", **OLD),
+    "defaults but in-batch negatives + 5 mined hard negatives, Lyft only": dict(negatives="in_batch", hard_negatives=5),
     "no selection, no identity pull, lr 3e-2, 30 epochs (overfits)": dict(epochs=30, optimizer_params={"lr": 3e-2}, identity_reg=0.0, val_fraction=0.0),
     "same overfitting run with held-out selection": dict(epochs=30, optimizer_params={"lr": 3e-2}, identity_reg=0.0),
 }
