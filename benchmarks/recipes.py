@@ -22,15 +22,15 @@ from adapterkit.data import get_file
 from adapterkit.eval_utils import win_loss
 from adapterkit.trainer import LLAMAINDEX_RECIPE
 
-OLD = dict(optimizer_params={"lr": 3e-3}, identity_reg=0.03, pseudo_queries_per_chunk=2, refit=False)  # defaults before refit
+OLD = dict(optimizer_params={"lr": 3e-3}, pseudo_queries_per_chunk=2, refit=False)  # target-corpus defaults before refit
 RECIPES = {
     "llamaindex walkthrough recipe (4 epochs)": dict(epochs=4, **LLAMAINDEX_RECIPE),
     "engine defaults, Lyft only": dict(),
     "engine defaults + Uber chunks unlabelled": dict(unlabeled="val"),
     "defaults without refit, Lyft only": dict(refit=False),
+    "defaults but identity 0.01 (the Lyft-halves pick without a target corpus), Lyft only": dict(identity_reg=0.01),
     "defaults without refit + Uber chunks unlabelled": dict(unlabeled="val", refit=False),
-    "earlier defaults (lr 3e-3, identity 0.03, no refit), Lyft only": dict(OLD),
-    "earlier defaults (+ 2 pseudo-queries per chunk) + Uber chunks unlabelled": dict(unlabeled="val", **OLD),
+    "earlier defaults (lr 3e-3, 2 pseudo-queries per chunk, no refit) + Uber chunks unlabelled": dict(unlabeled="val", **OLD),
     "defaults but in-batch negatives + 5 mined hard negatives, Lyft only": dict(negatives="in_batch", hard_negatives=5),
     "no selection, no identity pull, lr 3e-2, 30 epochs (overfits)": dict(epochs=30, optimizer_params={"lr": 3e-2}, identity_reg=0.0, val_fraction=0.0),
     "same overfitting run with held-out selection": dict(epochs=30, optimizer_params={"lr": 3e-2}, identity_reg=0.0),

@@ -4,9 +4,10 @@ import torch
 from llama_index.core import VectorStoreIndex
 from llama_index.core.schema import TextNode
 
-from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine, LinearLayer, TwoLayerNN, evaluate
+from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine, EmbeddingQAFinetuneDataset, LinearLayer, TwoLayerNN, evaluate
 from adapterkit.trainer import no_duplicate_batches
 from test_adapters import Scale
+from test_questions import fake_openai, marked_chunks, openai_llm  # noqa: F401 (fake_openai is a fixture)
 
 
 UBER = ("Uber Technologies operates a platform that connects riders with drivers in many cities. "
@@ -129,3 +130,52 @@ def test_mined_hard_negatives_exclude_relevant_and_near_positive_chunks(tmp_path
     assert (loose != group.hard).any()
     engine.finetune()
     assert engine.epoch_loss[-1] < engine.epoch_loss[0]
+
+
+def test_refit_trains_every_pair_and_keeps_the_chosen_epoch(tmp_path, train_small, bge):
+    """After selection, the adapter is the chosen epoch of a run on all pairs, held-out chunks included."""
+    args = dict(epochs=4, batch_size=8, optimizer_params={"lr": 1e-3}, seed=3, show_progress=False)
+    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, val_fraction=0.3, refit=True, model_output_path=tmp_path / "refit",
+                                            model_checkpoint_path=tmp_path / "ckpt", checkpoint_save_steps=1, **args)
+    held_out = engine.groups[0].val_idx.copy()
+    engine.finetune()
+    assert engine.best_epoch and engine.best_epoch > 0, engine.val_mrr  # this setting learns something
+    assert np.array_equal(engine.groups[0].val_idx, held_out)  # the split is back for validation_mrr()
+    # The same run on every pair (no hold-out), seen through its per-step checkpoints.
+    full = EmbeddingAdapterFinetuneEngine(train_small, bge, val_fraction=0.0, refit=False, model_output_path=tmp_path / "full",
+                                          model_checkpoint_path=tmp_path / "full_ckpt", checkpoint_save_steps=1, **args)
+    full.finetune()
+    steps_per_epoch = len(full.loss_history) // 4
+    assert len(engine.loss_history) == len(full.loss_history)  # loss curve of the refit run
+    chosen = LinearLayer.load(tmp_path / "full_ckpt" / f"step_{engine.best_epoch * steps_per_epoch}")
+    assert torch.equal(LinearLayer.load(tmp_path / "refit").linear.weight, chosen.linear.weight)
+    # Checkpoints are the refit run's: the same steps, the same weights.
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == sorted(p.name for p in (tmp_path / "full_ckpt").iterdir())
+    assert torch.equal(LinearLayer.load(tmp_path / "ckpt" / "step_3").linear.weight, LinearLayer.load(tmp_path / "full_ckpt" / "step_3").linear.weight)
+
+
+def test_no_refit_when_the_identity_is_kept(tmp_path, train_small, bge):
+    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, epochs=3, optimizer_params={"lr": 0.3}, identity_reg=0.0,
+                                            val_fraction=0.3, seed=1, model_output_path=tmp_path / "out", show_progress=False)
+    engine.finetune()
+    assert engine.best_epoch == 0, engine.val_mrr  # lr 0.3 only hurts on this split
+    assert len(engine.loss_history) == 3 * len(engine._epoch_batches(torch.Generator()))  # one run, no refit
+    assert torch.equal(LinearLayer.load(tmp_path / "out").linear.weight, torch.eye(384))
+
+
+def test_pseudo_queries_asked_of_an_llm_are_kept_and_resumed(tmp_path, train_small, bge, fake_openai):
+    """An LLM behind an HTTP API (faked at the HTTP boundary) writes the target corpus's pseudo-queries."""
+    corpus = marked_chunks(3)
+    args = dict(unlabeled_corpus=corpus, pseudo_query_llm=openai_llm(fake_openai), pseudo_queries_per_chunk=2,
+                epochs=1, model_output_path=tmp_path / "out", show_progress=False)
+    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, **args)
+    group = engine.groups[1]
+    assert group.name == "unlabeled" and len(group.positives) == 6 and fake_openai.requests == 3
+    saved = EmbeddingQAFinetuneDataset.from_json(tmp_path / "out" / "pseudo_queries.json")
+    assert len(saved.queries) == 6
+    for qid, question in saved.queries.items():  # each question is about (echoes the marker of) its own chunk
+        assert saved.relevant_docs[qid] == ["node-" + question.split("CHUNK-")[1][0]], question
+    engine.finetune()  # the adapter is saved beside the questions
+    assert (tmp_path / "out" / "config.json").is_file() and (tmp_path / "out" / "pseudo_queries.json").is_file()
+    again = EmbeddingAdapterFinetuneEngine(train_small, bge, **args)  # a rerun asks nothing again
+    assert fake_openai.requests == 3 and len(again.groups[1].positives) == 6
