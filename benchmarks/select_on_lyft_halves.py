@@ -1,12 +1,17 @@
-"""Choose refit and the target-corpus recipe on Lyft alone: half the chunks labelled, half as the target.
+"""Choose refit and the target-corpus recipe on Lyft alone: some chunks labelled, the rest as the target.
 
 The real task is "train on Lyft's questions (and, optionally, Uber's unlabelled chunks), search Uber".
-This benchmark rebuilds that shape inside the *training* set, so no Uber question is used: for each
-seed, Lyft's chunks are split in two halves, A and B. The engine trains on A's questions (optionally
-with B's chunks as ``unlabeled_corpus``) and is scored on B's real questions, ranked among B's chunks
-(top 5). The grid was fixed before any run; the defaults are the best mean over three splits.
+This benchmark rebuilds that shape inside the *training* set, so no Uber question is used: Lyft's
+chunks are split in two parts, A and B. The engine trains on A's questions (optionally with B's
+chunks as ``unlabeled_corpus``) and is scored on B's real questions, ranked among B's chunks (top 5).
 
-    python benchmarks/select_on_lyft_halves.py [--seeds 0 1 2] [--output benchmarks/results/select_on_lyft_halves.md]
+Splits (``--split``): ``random`` halves (one per seed), or ``blocks``: the filing cut into three
+contiguous thirds in document order, each third in turn the target (B) and the other two the
+labelled part (A). Blocks carry a shift of topic (business and risks, then the financial notes, then
+exhibits), as a new filing does; random halves share every section. Grids were fixed before the runs.
+
+    python benchmarks/select_on_lyft_halves.py --split random --output benchmarks/results/select_on_lyft_halves.md
+    python benchmarks/select_on_lyft_halves.py --split blocks --output benchmarks/results/select_on_lyft_blocks.md
 """
 
 from __future__ import annotations
@@ -26,15 +31,28 @@ GRID = {
     "refit": [False, True],
     "lr": [1e-3, 3e-3],
     "identity_reg": [0.01, 0.03],
-    "pseudo_queries_per_chunk": [2, 4],  # only with the unlabelled half
+    "pseudo_queries_per_chunk": [2, 4],  # only with the unlabelled part
+}
+WIDE = {
+    "refit": [False, True],
+    "lr": [1e-3, 3e-3],
+    "identity_reg": [0.01, 0.03, 0.1],
+    "epochs": [8, 16],
+    "pseudo_queries_per_chunk": [2, 4, 8],  # only with the unlabelled part
 }
 
 
-def halves(train: EmbeddingQAFinetuneDataset, seed: int) -> tuple:
-    """(A, B): each chunk in one half, each question with the half of its first relevant chunk."""
-    chunks = np.random.default_rng(seed).permutation(list(train.corpus))
+def halves(train: EmbeddingQAFinetuneDataset, seed: int, split: str = "random") -> tuple:
+    """(A, B): each chunk in one part, each question with the part of its first relevant chunk."""
+    if split == "random":
+        chunks = list(np.random.default_rng(seed).permutation(list(train.corpus)))
+        cut = [chunks[: len(chunks) // 2], chunks[len(chunks) // 2 :]]
+    else:  # blocks: third number `seed` (document order) is B
+        ordered = list(train.corpus)
+        third = [ordered[i * len(ordered) // 3 : (i + 1) * len(ordered) // 3] for i in range(3)]
+        cut = [[c for i, t in enumerate(third) if i != seed % 3 for c in t], third[seed % 3]]
     parts = []
-    for ids in (set(chunks[: len(chunks) // 2]), set(chunks[len(chunks) // 2 :])):
+    for ids in (set(cut[0]), set(cut[1])):
         qids = [q for q, docs in train.relevant_docs.items() if docs[0] in ids]
         parts.append(EmbeddingQAFinetuneDataset(
             queries={q: train.queries[q] for q in qids},
@@ -47,24 +65,28 @@ def halves(train: EmbeddingQAFinetuneDataset, seed: int) -> tuple:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--split", choices=["random", "blocks"], default="random")
+    parser.add_argument("--grid", choices=["first", "wide"], default="first", help="first: the grid of the first run; wide: more values")
     parser.add_argument("--output", default="benchmarks/results/select_on_lyft_halves.md")
     args = parser.parse_args()
     train = EmbeddingQAFinetuneDataset.from_json(get_file("train_dataset.json"))
     model = resolve_embed_model("default")
-    splits = {seed: halves(train, seed) for seed in args.seeds}
+    grid = GRID if args.grid == "first" else WIDE
+    splits = {seed: halves(train, seed, args.split) for seed in args.seeds}
     base = {seed: evaluate(b, model, top_k=5) for seed, (_, b) in splits.items()}
     rows = [{"mode": "base model", "hit_rate": np.mean([d["is_hit"].mean() for d in base.values()]),
              "mrr": np.mean([d["mrr"].mean() for d in base.values()])}]
-    for mode in ("labelled half only", "labelled half + unlabelled half"):
-        for values in itertools.product(*GRID.values()):
-            cfg = dict(zip(GRID, values))
-            if mode == "labelled half only" and cfg["pseudo_queries_per_chunk"] != GRID["pseudo_queries_per_chunk"][0]:
+    for mode in ("labelled part only", "labelled part + unlabelled part"):
+        for values in itertools.product(*grid.values()):
+            cfg = dict(zip(grid, values))
+            if mode == "labelled part only" and cfg["pseudo_queries_per_chunk"] != grid["pseudo_queries_per_chunk"][0]:
                 continue
             hits, mrrs, epochs, secs = [], [], [], []
             for seed, (a, b) in splits.items():
                 t0 = time.perf_counter()
                 engine = EmbeddingAdapterFinetuneEngine(
                     a, model, optimizer_params={"lr": cfg["lr"]}, identity_reg=cfg["identity_reg"], refit=cfg["refit"],
+                    epochs=cfg.get("epochs", 8),
                     unlabeled_corpus=b.corpus if "unlabelled" in mode else None,
                     pseudo_queries_per_chunk=cfg["pseudo_queries_per_chunk"], seed=seed,
                     model_output_path="/tmp/adapterkit-halves", show_progress=False,
@@ -75,7 +97,7 @@ def main() -> None:
                 hits.append(df["is_hit"].mean())
                 mrrs.append(df["mrr"].mean())
                 epochs.append(engine.best_epoch)
-            if mode == "labelled half only":
+            if mode == "labelled part only":
                 cfg["pseudo_queries_per_chunk"] = "-"
             row = {"mode": mode, **cfg, "hit_rate": np.mean(hits), "mrr": np.mean(mrrs),
                    "best epochs": " ".join(map(str, epochs)), "train s": np.mean(secs)}
@@ -85,7 +107,7 @@ def main() -> None:
     table = pd.concat([table.iloc[:1], table.iloc[1:].sort_values(["mode", "mrr"], ascending=[True, False])])
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = (f"Lyft halves (A labelled, B searched), top 5, mean of seeds {args.seeds}; "
+    text = (f"Lyft split `{args.split}` (A labelled, B searched), grid `{args.grid}`, top 5, mean of splits {args.seeds}; "
             f"B has {np.mean([len(b.queries) for _, b in splits.values()]):.0f} questions on average.\n\n"
             + table.to_markdown(index=False, floatfmt=".4f") + "\n")
     out.write_text(text)
