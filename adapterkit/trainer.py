@@ -156,20 +156,20 @@ class EmbeddingAdapterFinetuneEngine:
     """Fine-tune a query adapter over a frozen embedding model (LlamaIndex's call shape).
 
     Defaults were chosen on the Lyft training set only, never on Uber questions: shuffled batches of
-    32 without duplicate positives, softmax over the whole frozen corpus, 8 epochs, scale 30
-    (``benchmarks/select_defaults.py``, held-out Lyft chunks); 20% of the training chunks held out,
-    the best epoch kept only if it beats the identity by a standard error, then a refit on every
-    pair; a 0.03 pull toward the identity; AdamW lr 3e-3, or lr 1e-3 and 4 pseudo-queries per chunk
-    when an ``unlabeled_corpus`` is given (``benchmarks/select_on_lyft_halves.py``: half of Lyft
-    labelled, the other half searched). That benchmark preferred an identity weight of 0.01 without
-    a target corpus; on the Uber val set it scored below 0.03, so 0.03 stays (a choice informed by
-    val, see README). ``**LLAMAINDEX_RECIPE`` gives the walkthrough's recipe.
+    32 without duplicate positives, softmax over the whole frozen corpus, scale 30, a 0.03 pull
+    toward the identity, AdamW lr 3e-3, 8 epochs (``benchmarks/select_defaults.py``, held-out Lyft
+    chunks); 20% of the training chunks held out, the best epoch kept only if it beats the identity
+    by a standard error, then a refit on every pair. With an ``unlabeled_corpus``: lr 1e-3, 16
+    epochs, 4 pseudo-queries per chunk (``benchmarks/select_on_lyft_halves.py``: part of Lyft
+    labelled, the rest searched). See the README for which choices the Uber val set informed.
+    ``**LLAMAINDEX_RECIPE`` gives the walkthrough's recipe.
 
     Args:
         dataset: training pairs (the first relevant doc of each query is its positive).
         embed_model: any LlamaIndex ``BaseEmbedding`` or a spec (``"default"``); never fine-tuned itself.
         batch_size: queries per step.
-        epochs: passes over the training pairs (the best one on held-out chunks is kept).
+        epochs: passes over the training pairs (the best one on held-out chunks is kept); default 8,
+            or 16 with an ``unlabeled_corpus``.
         adapter_model: a ``BaseAdapter`` to train; default ``LinearLayer(dim, dim, bias)`` (identity).
         dim: embedding dimension; default: read off the embeddings.
         device: torch device; default CUDA when present, else CPU.
@@ -224,7 +224,7 @@ class EmbeddingAdapterFinetuneEngine:
         dataset: EmbeddingQAFinetuneDataset,
         embed_model: Union[BaseEmbedding, str],
         batch_size: int = 32,
-        epochs: int = 8,
+        epochs: Optional[int] = None,
         adapter_model: Optional[BaseAdapter] = None,
         dim: Optional[int] = None,
         device: Optional[str] = None,
@@ -255,6 +255,8 @@ class EmbeddingAdapterFinetuneEngine:
     ) -> None:
         if negatives not in ("in_batch", "corpus"):
             raise ValueError(f"negatives must be 'in_batch' or 'corpus', got {negatives!r}.")
+        if epochs is None:
+            epochs = 16 if unlabeled_corpus is not None else 8
         if batch_size < 1 or epochs < 0:
             raise ValueError(f"batch_size must be >= 1 and epochs >= 0, got {batch_size} and {epochs}.")
         if not 0 <= val_fraction < 1:
