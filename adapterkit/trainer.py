@@ -16,7 +16,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 import torch
@@ -42,17 +42,35 @@ LLAMAINDEX_RECIPE: Dict[str, Any] = dict(
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
-def pseudo_queries(corpus: Dict[str, str], per_chunk: int = 2, min_words: int = 6, max_sentences: int = 2, seed: int = 0) -> List[tuple]:
-    """Label-free training pairs from a target corpus: a few sentences of a chunk as the query, the chunk as positive.
+def pseudo_queries(
+    corpus: Dict[str, str], per_chunk: int = 4, words: Optional[Tuple[int, int]] = (8, 24), min_words: int = 6,
+    max_sentences: int = 2, seed: int = 0,
+) -> List[tuple]:
+    """Label-free training pairs from a target corpus: a piece of a chunk as the query, the chunk as positive.
 
-    Returns ``[(query text, chunk id)]``; chunks with no sentence of ``min_words`` words give none.
+    Args:
+        corpus: ``{chunk id: text}``.
+        per_chunk: pairs drawn from each chunk.
+        words: ``(shortest, longest)``: the query is a window of that many consecutive words
+            (question-sized), at a random place. None: one to ``max_sentences`` whole sentences of at
+            least ``min_words`` words instead.
+        seed: the same seed gives the same pairs.
+
+    Returns ``[(query text, chunk id)]``; chunks too short for one query give none.
     """
     rng = random.Random(seed)
     pairs = []
     for doc_id, text in corpus.items():
-        sentences = [x.strip() for x in _SENTENCE.split(" ".join(text.split())) if len(x.split()) >= min_words]
-        if not sentences:
+        if words is not None:
+            tokens = text.split()
+            if len(tokens) < words[0]:
+                continue
+            for _ in range(per_chunk):
+                n = min(rng.randint(*words), len(tokens))
+                start = rng.randrange(len(tokens) - n + 1)
+                pairs.append((" ".join(tokens[start : start + n]), doc_id))
             continue
+        sentences = [x.strip() for x in _SENTENCE.split(" ".join(text.split())) if len(x.split()) >= min_words]
         for start in rng.sample(range(len(sentences)), min(per_chunk, len(sentences))):
             pairs.append((" ".join(sentences[start : start + rng.randint(1, max_sentences)]), doc_id))
     return pairs
@@ -160,8 +178,8 @@ class EmbeddingAdapterFinetuneEngine:
     toward the identity, AdamW lr 3e-3, 8 epochs (``benchmarks/select_defaults.py``, held-out Lyft
     chunks); 20% of the training chunks held out, the best epoch kept only if it beats the identity
     by a standard error, then a refit on every pair. With an ``unlabeled_corpus``: lr 1e-3, 16
-    epochs, 4 pseudo-queries per chunk (``benchmarks/select_on_lyft_halves.py``: part of Lyft
-    labelled, the rest searched). See the README for which choices the Uber val set informed.
+    epochs, 4 pseudo-queries per chunk of 8-24 words each (``benchmarks/select_on_lyft_halves.py``:
+    part of Lyft labelled, the rest searched). See the README for which choices the Uber val set informed.
     ``**LLAMAINDEX_RECIPE`` gives the walkthrough's recipe.
 
     Args:
@@ -196,6 +214,8 @@ class EmbeddingAdapterFinetuneEngine:
         unlabeled_corpus: ``{id: text}`` or LlamaIndex nodes of the corpus you will search; label-free
             pseudo-queries (sentences of each chunk) are trained on beside ``dataset``.
         pseudo_queries_per_chunk: pseudo-queries drawn from each unlabeled chunk.
+        pseudo_query_words: each pseudo-query is a window of this many consecutive words of its
+            chunk (question-sized); None: one or two whole sentences (``pseudo_queries``).
         pseudo_query_llm: None: pseudo-queries are sentences of the chunk. An LLM (a LlamaIndex
             ``LLM`` or a ``resolve_llm`` spec such as ``"openai:gpt-4o-mini"``) asks it for that many
             questions per chunk instead (``generate_qa_embedding_pairs``), kept in
@@ -243,6 +263,7 @@ class EmbeddingAdapterFinetuneEngine:
         refit: bool = True,
         unlabeled_corpus: Union[Dict[str, str], Sequence[BaseNode], None] = None,
         pseudo_queries_per_chunk: int = 4,
+        pseudo_query_words: Optional[Tuple[int, int]] = (8, 24),
         pseudo_query_llm: Any = None,
         warmup_ratio: float = 0.1,
         max_grad_norm: float = 1.0,
@@ -287,11 +308,11 @@ class EmbeddingAdapterFinetuneEngine:
         if unlabeled_corpus is not None:
             corpus = _as_corpus(unlabeled_corpus)
             if pseudo_query_llm is None:
-                pairs = pseudo_queries(corpus, pseudo_queries_per_chunk, seed=seed)
+                pairs = pseudo_queries(corpus, pseudo_queries_per_chunk, words=pseudo_query_words, seed=seed)
             else:
                 pairs = generated_pseudo_queries(corpus, pseudo_query_llm, pseudo_queries_per_chunk, self._model_output_path / "pseudo_queries.json", show_progress)
             if not pairs:
-                raise DatasetError("unlabeled_corpus gave no pseudo-queries: its chunks have no sentence of 6+ words"
+                raise DatasetError("unlabeled_corpus gave no pseudo-queries: its chunks are too short (8+ words, or a sentence of 6+)"
                                    + (" (or the LLM gave no usable question; see pseudo_queries.json.progress.jsonl)." if pseudo_query_llm is not None else "."))
             queries = {f"pseudo-{i}": q for i, (q, _) in enumerate(pairs)}
             relevant = {f"pseudo-{i}": [d] for i, (_, d) in enumerate(pairs)}

@@ -22,7 +22,7 @@ from adapterkit.data import get_file
 from adapterkit.eval_utils import win_loss
 from adapterkit.trainer import LLAMAINDEX_RECIPE
 
-OLD = dict(optimizer_params={"lr": 3e-3}, epochs=8, pseudo_queries_per_chunk=2, refit=False)  # target-corpus defaults before refit
+OLD = dict(optimizer_params={"lr": 3e-3}, epochs=8, pseudo_queries_per_chunk=2, pseudo_query_words=None, refit=False)  # target-corpus defaults before refit
 RECIPES = {
     "llamaindex walkthrough recipe (4 epochs)": dict(epochs=4, **LLAMAINDEX_RECIPE),
     "engine defaults, Lyft only": dict(),
@@ -30,7 +30,7 @@ RECIPES = {
     "defaults without refit, Lyft only": dict(refit=False),
     "defaults but identity 0.01 (the Lyft-halves pick without a target corpus), Lyft only": dict(identity_reg=0.01),
     "defaults without refit + Uber chunks unlabelled": dict(unlabeled="val", refit=False),
-    "defaults + Uber chunks unlabelled, 8 epochs (the random-halves pick)": dict(unlabeled="val", epochs=8),
+    "defaults but whole-sentence pseudo-queries + Uber chunks unlabelled": dict(unlabeled="val", pseudo_query_words=None),
     "earlier defaults (lr 3e-3, 8 epochs, 2 pseudo-queries per chunk, no refit) + Uber chunks unlabelled": dict(unlabeled="val", **OLD),
     "defaults but in-batch negatives + 5 mined hard negatives, Lyft only": dict(negatives="in_batch", hard_negatives=5),
     "no selection, no identity pull, lr 3e-2, 30 epochs (overfits)": dict(epochs=30, optimizer_params={"lr": 3e-2}, identity_reg=0.0, val_fraction=0.0),

@@ -11,7 +11,9 @@ labelled part (A). Blocks carry a shift of topic (business and risks, then the f
 exhibits), as a new filing does; random halves share every section. Grids were fixed before the runs.
 
     python benchmarks/select_on_lyft_halves.py --split random --output benchmarks/results/select_on_lyft_halves.md
-    python benchmarks/select_on_lyft_halves.py --split blocks --output benchmarks/results/select_on_lyft_blocks.md
+    python benchmarks/select_on_lyft_halves.py --split blocks --grid wide --output benchmarks/results/select_on_lyft_blocks.md
+    python benchmarks/select_on_lyft_halves.py --split blocks --grid pseudo --output benchmarks/results/select_pseudo_blocks.md
+    python benchmarks/select_on_lyft_halves.py --split random --grid pseudo --output benchmarks/results/select_pseudo_random.md
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ WIDE = {
     "epochs": [8, 16],
     "pseudo_queries_per_chunk": [2, 4, 8],  # only with the unlabelled part
 }
+PSEUDO = {"pseudo_query_words": [None, (8, 24)]}  # whole sentences, or 8-24-word windows; other options at their defaults
+PSEUDO_KEYS = ("pseudo_queries_per_chunk", "pseudo_query_words")
+GRIDS = {"first": GRID, "wide": WIDE, "pseudo": PSEUDO}
 
 
 def halves(train: EmbeddingQAFinetuneDataset, seed: int, split: str = "random") -> tuple:
@@ -66,12 +71,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--split", choices=["random", "blocks"], default="random")
-    parser.add_argument("--grid", choices=["first", "wide"], default="first", help="first: the grid of the first run; wide: more values")
+    parser.add_argument("--grid", choices=list(GRIDS), default="first", help="first: the grid of the first run; wide: more values; pseudo: pseudo-query form at the defaults")
     parser.add_argument("--output", default="benchmarks/results/select_on_lyft_halves.md")
     args = parser.parse_args()
     train = EmbeddingQAFinetuneDataset.from_json(get_file("train_dataset.json"))
     model = resolve_embed_model("default")
-    grid = GRID if args.grid == "first" else WIDE
+    grid = GRIDS[args.grid]
     splits = {seed: halves(train, seed, args.split) for seed in args.seeds}
     base = {seed: evaluate(b, model, top_k=5) for seed, (_, b) in splits.items()}
     rows = [{"mode": "base model", "hit_rate": np.mean([d["is_hit"].mean() for d in base.values()]),
@@ -79,17 +84,20 @@ def main() -> None:
     for mode in ("labelled part only", "labelled part + unlabelled part"):
         for values in itertools.product(*grid.values()):
             cfg = dict(zip(grid, values))
-            if mode == "labelled part only" and cfg["pseudo_queries_per_chunk"] != grid["pseudo_queries_per_chunk"][0]:
+            if mode == "labelled part only" and any(cfg[k] != grid[k][0] for k in PSEUDO_KEYS if k in grid):
                 continue
             hits, mrrs, epochs, secs = [], [], [], []
             for seed, (a, b) in splits.items():
                 t0 = time.perf_counter()
+                options = {k: v for k, v in cfg.items() if k != "lr" and not (k in PSEUDO_KEYS and "unlabelled" not in mode)}
+                if "lr" in cfg:
+                    options["optimizer_params"] = {"lr": cfg["lr"]}
+                if args.grid in ("first", "wide"):  # those runs predate the word-window pseudo-queries
+                    options.setdefault("pseudo_query_words", None)
+                    options.setdefault("epochs", 8)
                 engine = EmbeddingAdapterFinetuneEngine(
-                    a, model, optimizer_params={"lr": cfg["lr"]}, identity_reg=cfg["identity_reg"], refit=cfg["refit"],
-                    epochs=cfg.get("epochs", 8),
-                    unlabeled_corpus=b.corpus if "unlabelled" in mode else None,
-                    pseudo_queries_per_chunk=cfg["pseudo_queries_per_chunk"], seed=seed,
-                    model_output_path="/tmp/adapterkit-halves", show_progress=False,
+                    a, model, unlabeled_corpus=b.corpus if "unlabelled" in mode else None, seed=seed,
+                    model_output_path="/tmp/adapterkit-halves", show_progress=False, **options,
                 )
                 engine.finetune()
                 secs.append(time.perf_counter() - t0)
@@ -98,7 +106,9 @@ def main() -> None:
                 mrrs.append(df["mrr"].mean())
                 epochs.append(engine.best_epoch)
             if mode == "labelled part only":
-                cfg["pseudo_queries_per_chunk"] = "-"
+                cfg.update({k: "-" for k in PSEUDO_KEYS if k in cfg})
+            if cfg.get("pseudo_query_words", 0) is None:
+                cfg["pseudo_query_words"] = "whole sentences"
             row = {"mode": mode, **cfg, "hit_rate": np.mean(hits), "mrr": np.mean(mrrs),
                    "best epochs": " ".join(map(str, epochs)), "train s": np.mean(secs)}
             rows.append(row)
