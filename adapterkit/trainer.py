@@ -43,7 +43,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 def pseudo_queries(
-    corpus: Dict[str, str], per_chunk: int = 4, words: Optional[Tuple[int, int]] = (8, 24), min_words: int = 6,
+    corpus: Dict[str, str], per_chunk: int = 4, words: Optional[Tuple[int, int]] = None, min_words: int = 6,
     max_sentences: int = 2, seed: int = 0,
 ) -> List[tuple]:
     """Label-free training pairs from a target corpus: a piece of a chunk as the query, the chunk as positive.
@@ -178,8 +178,8 @@ class EmbeddingAdapterFinetuneEngine:
     toward the identity, AdamW lr 3e-3, 8 epochs (``benchmarks/select_defaults.py``, held-out Lyft
     chunks); 20% of the training chunks held out, the best epoch kept only if it beats the identity
     by a standard error, then a refit on every pair. With an ``unlabeled_corpus``: lr 1e-3, 16
-    epochs, 4 pseudo-queries per chunk of 8-24 words each (``benchmarks/select_on_lyft_halves.py``:
-    part of Lyft labelled, the rest searched). See the README for which choices the Uber val set informed.
+    epochs, 4 pseudo-queries per chunk (``benchmarks/select_on_lyft_halves.py``: part of Lyft
+    labelled, the rest searched). See the README for which choices the Uber val set informed.
     ``**LLAMAINDEX_RECIPE`` gives the walkthrough's recipe.
 
     Args:
@@ -214,8 +214,9 @@ class EmbeddingAdapterFinetuneEngine:
         unlabeled_corpus: ``{id: text}`` or LlamaIndex nodes of the corpus you will search; label-free
             pseudo-queries (sentences of each chunk) are trained on beside ``dataset``.
         pseudo_queries_per_chunk: pseudo-queries drawn from each unlabeled chunk.
-        pseudo_query_words: each pseudo-query is a window of this many consecutive words of its
-            chunk (question-sized); None: one or two whole sentences (``pseudo_queries``).
+        pseudo_query_words: None: each pseudo-query is one or two whole sentences of its chunk. A
+            ``(shortest, longest)`` pair, e.g. ``(8, 24)``: a window of that many consecutive words
+            (question-sized); better on both Lyft splits, not on the Uber val set (README).
         pseudo_query_llm: None: pseudo-queries are sentences of the chunk. An LLM (a LlamaIndex
             ``LLM`` or a ``resolve_llm`` spec such as ``"openai:gpt-4o-mini"``) asks it for that many
             questions per chunk instead (``generate_qa_embedding_pairs``), kept in
@@ -263,7 +264,7 @@ class EmbeddingAdapterFinetuneEngine:
         refit: bool = True,
         unlabeled_corpus: Union[Dict[str, str], Sequence[BaseNode], None] = None,
         pseudo_queries_per_chunk: int = 4,
-        pseudo_query_words: Optional[Tuple[int, int]] = (8, 24),
+        pseudo_query_words: Optional[Tuple[int, int]] = None,
         pseudo_query_llm: Any = None,
         warmup_ratio: float = 0.1,
         max_grad_norm: float = 1.0,

@@ -95,7 +95,7 @@ def test_pseudo_queries_come_from_the_chunk():
     corpus = {"u1": UBER, "tiny": "x"}
     pairs = pseudo_queries(corpus, per_chunk=3, words=(8, 24), seed=0)  # question-sized word windows
     assert len(pairs) == 3 and all(d == "u1" and q in UBER and 8 <= len(q.split()) <= 24 for q, d in pairs)
-    assert len({q for q, _ in pairs}) == 3 and pairs == pseudo_queries(corpus, per_chunk=3, seed=0)
+    assert len({q for q, _ in pairs}) == 3 and pairs == pseudo_queries(corpus, per_chunk=3, words=(8, 24), seed=0)
     sentences = pseudo_queries(corpus, per_chunk=2, words=None, seed=0)  # whole sentences
     assert len(sentences) == 2 and all(d == "u1" and q in UBER and q.endswith(".") for q, d in sentences)
 
