@@ -27,7 +27,7 @@ def default_cache_dir() -> Path:
     """``$ADAPTERKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/adapterkit``, else ``~/.cache/adapterkit``."""
     if os.environ.get("ADAPTERKIT_CACHE_DIR"):
         return Path(os.environ["ADAPTERKIT_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "adapterkit"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "adapterkit"
 
 
 class NonFiniteEmbeddingError(ValueError):

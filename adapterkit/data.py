@@ -60,7 +60,7 @@ def data_dir() -> Path:
     if (REPO_ROOT / "pyproject.toml").is_file():  # a checkout (editable install)
         return REPO_ROOT / "data"
     # Installed into site-packages (pip install from git, Colab): keep data out of the environment.
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "adapterkit" / "data"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "adapterkit" / "data"
 
 
 def mirror_dirs() -> List[Path]:

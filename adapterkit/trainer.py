@@ -58,6 +58,8 @@ def pseudo_queries(
 
     Returns ``[(query text, chunk id)]``; chunks too short for one query give none.
     """
+    if words is not None and not 1 <= words[0] <= words[1]:
+        raise ValueError(f"words must be (shortest, longest) with 1 <= shortest <= longest, got {words}.")
     rng = random.Random(seed)
     pairs = []
     for doc_id, text in corpus.items():
@@ -210,7 +212,8 @@ class EmbeddingAdapterFinetuneEngine:
             epoch replaces the identity only if its held-out gain exceeds one standard error.
         refit: once an epoch is chosen, train again from the start on every pair (held-out chunks
             included, same schedule and seed) and keep that epoch. Nothing is refit when the
-            identity was kept. Checkpoints then come from the refit run.
+            identity was kept. Checkpoints then come from the refit run, and no chunk stays held
+            out (``validation_mrr`` is nan, and a later ``finetune()`` trains on without selecting).
         unlabeled_corpus: ``{id: text}`` or LlamaIndex nodes of the corpus you will search; label-free
             pseudo-queries (sentences of each chunk) are trained on beside ``dataset``.
         pseudo_queries_per_chunk: pseudo-queries drawn from each unlabeled chunk.
@@ -288,7 +291,7 @@ class EmbeddingAdapterFinetuneEngine:
         self.batch_size, self.epochs, self.verbose = batch_size, epochs, verbose
         self.optimizer_class = optimizer_class
         # Twice the pairs (and pseudo-queries that are easy to match) want smaller steps.
-        self.optimizer_params = dict(optimizer_params or {"lr": 1e-3 if unlabeled_corpus is not None else 3e-3})
+        self.optimizer_params = {"lr": 1e-3 if unlabeled_corpus is not None else 3e-3, **(optimizer_params or {})}
         self.scale, self.negatives, self.identity_reg = scale, negatives, identity_reg
         self.hard_negatives = hard_negatives
         self.val_fraction, self.refit = val_fraction, refit
@@ -313,7 +316,8 @@ class EmbeddingAdapterFinetuneEngine:
             else:
                 pairs = generated_pseudo_queries(corpus, pseudo_query_llm, pseudo_queries_per_chunk, self._model_output_path / "pseudo_queries.json", show_progress)
             if not pairs:
-                raise DatasetError("unlabeled_corpus gave no pseudo-queries: its chunks are too short (8+ words, or a sentence of 6+)"
+                need = ("a sentence of 6+ words" if pseudo_query_words is None else f"{pseudo_query_words[0]}+ words")
+                raise DatasetError(f"unlabeled_corpus gave no pseudo-queries: no chunk has {need}"
                                    + (" (or the LLM gave no usable question; see pseudo_queries.json.progress.jsonl)." if pseudo_query_llm is not None else "."))
             queries = {f"pseudo-{i}": q for i, (q, _) in enumerate(pairs)}
             relevant = {f"pseudo-{i}": [d] for i, (_, d) in enumerate(pairs)}
@@ -432,9 +436,13 @@ class EmbeddingAdapterFinetuneEngine:
     def finetune(self, **train_kwargs: Any) -> None:
         """Train ``self.model``, keep the best epoch on held-out chunks, save to ``model_output_path``."""
         for key, value in train_kwargs.items():  # LlamaIndex passes training options here too
-            if not hasattr(self, key):
-                raise TypeError(f"finetune() got an unknown option {key!r}.")
+            if key not in _TRAINING_OPTIONS:
+                known = hasattr(self, key) or key in ("val_fraction", "unlabeled_corpus", "pseudo_queries_per_chunk")
+                raise TypeError(f"finetune() cannot set {key!r}: it shapes the data prepared in __init__; pass it to "
+                                f"EmbeddingAdapterFinetuneEngine(...)." if known else f"finetune() got an unknown option {key!r}.")
             setattr(self, key, value)
+        if not isinstance(self.epochs, int) or self.epochs < 0 or self.batch_size < 1:
+            raise ValueError(f"epochs must be an int >= 0 and batch_size >= 1, got {self.epochs!r} and {self.batch_size!r}.")
         threads = torch.get_num_threads()
         if self.num_threads and self._target_device.type == "cpu":
             torch.set_num_threads(self.num_threads)
@@ -444,24 +452,22 @@ class EmbeddingAdapterFinetuneEngine:
             torch.set_num_threads(threads)
 
     def _train(self) -> None:
+        self.loss_history, self.epoch_loss, self.val_mrr, self.best_epoch = [], [], [], None  # this call's run only
         initial = copy.deepcopy(self.model.state_dict())
         validate = any(len(g.val_idx) for g in self.groups)
         saved = self._fit(validate=validate)
         if self.refit and validate and self.best_epoch:
             # The held-out chunks chose the epoch; now train on every pair from the same start and keep
             # that epoch, so the held-out fifth of the corpus (and of a target corpus) is learned too.
-            splits = [(g.train_idx, g.val_idx) for g in self.groups]
+            # Afterwards nothing is held out any more: every chunk has been trained on, so a held-out
+            # score (validation_mrr) would flatter the adapter, and a second finetune() cannot select.
             for g in self.groups:
                 g.train_idx, g.val_idx = np.arange(len(g.positives)), np.zeros(0, dtype=int)
             for path in saved:  # checkpoints of the selection run would mix two trajectories
                 shutil.rmtree(path, ignore_errors=True)
             self.model.load_state_dict(initial)
             self.loss_history, self.epoch_loss = [], []
-            try:
-                self._fit(validate=False, keep_epoch=self.best_epoch)
-            finally:
-                for g, (train_idx, val_idx) in zip(self.groups, splits):
-                    g.train_idx, g.val_idx = train_idx, val_idx
+            self._fit(validate=False, keep_epoch=self.best_epoch)
         self.model.eval()
         self.model.save(self._model_output_path)
 
@@ -536,6 +542,13 @@ class EmbeddingAdapterFinetuneEngine:
         return AdapterEmbeddingModel(
             self.embed_model, self._model_output_path, adapter_cls=adapter_cls or type(self.model), **model_kwargs
         )
+
+
+# What finetune(**kwargs) may change: options read while training, not when the data were prepared.
+_TRAINING_OPTIONS = {
+    "epochs", "batch_size", "optimizer_class", "optimizer_params", "scale", "identity_reg", "refit", "warmup_ratio",
+    "max_grad_norm", "shuffle", "no_duplicates", "seed", "verbose", "checkpoint_save_steps", "num_threads",
+}
 
 
 def _as_corpus(corpus: Union[Dict[str, str], Sequence[BaseNode]]) -> Dict[str, str]:

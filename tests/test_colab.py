@@ -31,6 +31,11 @@ def test_set_url_stamps_every_place(tmp_path, monkeypatch):
     monkeypatch.setattr(colab, "NOTEBOOKS", sorted((tmp_path / "notebooks").glob("[0-9][0-9]_*.ipynb")))
     (tmp_path / "pyproject.toml").write_text((tmp_path / "pyproject.toml").read_text().replace("OWNER", "someone-else"))
     assert colab.check() == 1  # drifted: pyproject differs from the cells and badges
+    (tmp_path / "README.md").write_text((tmp_path / "README.md").read_text().replace("<!-- /colab-badges -->", ""))
+    with pytest.raises(ValueError, match="README.md: expected one match"):
+        colab.set_url("https://github.com/alice/adapterkit")  # a broken place is named, nothing is written
+    assert "someone-else" in (tmp_path / "pyproject.toml").read_text()
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
     colab.set_url("https://github.com/alice/adapterkit/")
     assert set(colab.urls().values()) == {"https://github.com/alice/adapterkit"}
     readme = (tmp_path / "README.md").read_text()

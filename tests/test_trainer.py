@@ -103,7 +103,7 @@ def test_pseudo_queries_come_from_the_chunk():
 def test_held_out_selection_never_ends_worse_than_identity(tmp_path, train_small, bge):
     """A run that overfits (huge lr, many epochs) keeps its best held-out epoch, or the identity."""
     engine = EmbeddingAdapterFinetuneEngine(
-        train_small, bge, epochs=6, optimizer_params={"lr": 0.3}, identity_reg=0.0, val_fraction=0.3,
+        train_small, bge, epochs=6, optimizer_params={"lr": 0.3}, identity_reg=0.0, val_fraction=0.3, refit=False,
         model_output_path=tmp_path / "out", show_progress=False,
     )
     engine.finetune()
@@ -141,10 +141,10 @@ def test_refit_trains_every_pair_and_keeps_the_chosen_epoch(tmp_path, train_smal
     args = dict(epochs=4, batch_size=8, optimizer_params={"lr": 1e-3}, seed=3, show_progress=False)
     engine = EmbeddingAdapterFinetuneEngine(train_small, bge, val_fraction=0.3, refit=True, model_output_path=tmp_path / "refit",
                                             model_checkpoint_path=tmp_path / "ckpt", checkpoint_save_steps=1, **args)
-    held_out = engine.groups[0].val_idx.copy()
     engine.finetune()
     assert engine.best_epoch and engine.best_epoch > 0, engine.val_mrr  # this setting learns something
-    assert np.array_equal(engine.groups[0].val_idx, held_out)  # the split is back for validation_mrr()
+    # Every chunk is trained on now: no held-out score that would flatter the adapter.
+    assert len(engine.groups[0].val_idx) == 0 and np.isnan(engine.validation_mrr())
     # The same run on every pair (no hold-out), seen through its per-step checkpoints.
     full = EmbeddingAdapterFinetuneEngine(train_small, bge, val_fraction=0.0, refit=False, model_output_path=tmp_path / "full",
                                           model_checkpoint_path=tmp_path / "full_ckpt", checkpoint_save_steps=1, **args)
@@ -183,3 +183,26 @@ def test_pseudo_queries_asked_of_an_llm_are_kept_and_resumed(tmp_path, train_sma
     assert (tmp_path / "out" / "config.json").is_file() and (tmp_path / "out" / "pseudo_queries.json").is_file()
     again = EmbeddingAdapterFinetuneEngine(train_small, bge, **args)  # a rerun asks nothing again
     assert fake_openai.requests == 3 and len(again.groups[1].positives) == 6
+
+
+def test_finetune_options_and_a_second_call(tmp_path, train_small, bge):
+    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, epochs=2, optimizer_params={"weight_decay": 0.0},
+                                            model_output_path=tmp_path / "out", show_progress=False)
+    assert engine.optimizer_params == {"lr": 3e-3, "weight_decay": 0.0}  # the default lr is kept
+    with pytest.raises(TypeError, match="EmbeddingAdapterFinetuneEngine"):
+        engine.finetune(val_fraction=0.0)  # the split was made in __init__: setting it here would do nothing
+    with pytest.raises(TypeError, match="unknown option 'lr'"):
+        engine.finetune(lr=1e-3)
+    with pytest.raises(ValueError, match="epochs"):
+        engine.finetune(epochs=None)
+    engine.finetune(epochs=3, seed=5)
+    assert len(engine.epoch_loss) == 3 and len(engine.val_mrr) == 4
+    engine.finetune(epochs=1)  # a second call reports its own run only
+    assert len(engine.epoch_loss) == 1 and len(engine.val_mrr) <= 2
+
+
+def test_pseudo_query_words_are_checked():
+    from adapterkit.trainer import pseudo_queries
+
+    with pytest.raises(ValueError, match="shortest <= longest"):
+        pseudo_queries({"u1": UBER}, words=(10, 5))

@@ -32,7 +32,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 PLACEHOLDER = "https://github.com/OWNER/adapterkit"
 _CELL_URL = re.compile(r'(os\.environ\.get\("ADAPTERKIT_REPO", ")([^"]*)("\))')
 _BADGES = re.compile(r"(<!-- colab-badges -->\n)(.*?)(<!-- /colab-badges -->)", re.S)
-_PYPROJECT_URL = re.compile(r'(\[project\.urls\]\nRepository = ")([^"]*)(")')
+_PYPROJECT_URL = re.compile(r'^(Repository\s*=\s*")([^"]*)(")', re.M)  # the one Repository key, under [project.urls]
 
 
 def install_cell(nb: dict) -> dict:
@@ -55,18 +55,27 @@ def badges(url: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _one(pattern: re.Pattern, text: str, where: str) -> re.Match:
+    """The single match of ``pattern`` in ``text``; a clear error when the place is missing or ambiguous."""
+    found = list(pattern.finditer(text))
+    if len(found) != 1:
+        raise ValueError(f"{where}: expected one match of {pattern.pattern!r}, found {len(found)}; restore that line or block.")
+    return found[0]
+
+
 def urls() -> dict:
     """The URL each place holds now."""
-    found = {"pyproject.toml": _PYPROJECT_URL.search((ROOT / "pyproject.toml").read_text()).group(2)}
+    found = {"pyproject.toml": _one(_PYPROJECT_URL, (ROOT / "pyproject.toml").read_text(), "pyproject.toml").group(2)}
     for nb in NOTEBOOKS:
-        found[nb.name] = _CELL_URL.search("".join(install_cell(json.loads(nb.read_text()))["source"])).group(2)
-    readme = _BADGES.search((ROOT / "README.md").read_text()).group(2)
+        found[nb.name] = _one(_CELL_URL, "".join(install_cell(json.loads(nb.read_text()))["source"]), nb.name).group(2)
+    readme = _one(_BADGES, (ROOT / "README.md").read_text(), "README.md").group(2)
     found["README.md"] = found["pyproject.toml"] if readme == badges(found["pyproject.toml"]) else f"badges differ: {readme!r}"
     return found
 
 
 def set_url(url: str) -> None:
     url = url.rstrip("/")
+    urls()  # every place exists exactly once before anything is written
     path = ROOT / "pyproject.toml"
     path.write_text(_PYPROJECT_URL.sub(lambda m: m.group(1) + url + m.group(3), path.read_text()))
     for nb_path in NOTEBOOKS:
@@ -102,7 +111,12 @@ def enable_custom_widget_manager():
 
 def simulate(workdir: Path, python: str) -> int:
     """Install like Colab and run 01 (a few pages) and 02 (one epoch); report what happened."""
+    marker = workdir / ".adapterkit-colab-sim"
+    if workdir.exists() and any(workdir.iterdir()) and not marker.exists():
+        raise SystemExit(f"{workdir} is not empty and was not made by this simulation; pick another --workdir.")
     shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    marker.touch()
     venv, content, fake = workdir / "venv", workdir / "content", workdir / "fake_colab"
     content.mkdir(parents=True)
     (fake / "google" / "colab").mkdir(parents=True)
