@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 from llama_index.core.bridge.pydantic import BaseModel
 
@@ -53,6 +53,16 @@ class EmbeddingQAFinetuneDataset(BaseModel):
     def query_docid_pairs(self) -> List[Tuple[str, List[str]]]:
         """``[(query text, relevant node ids)]``, as in LlamaIndex."""
         return [(query, self.relevant_docs[qid]) for qid, query in self.queries.items()]
+
+    def restrict(self, chunk_ids: Iterable[str]) -> "EmbeddingQAFinetuneDataset":
+        """The chunks in ``chunk_ids`` (corpus order kept) and the queries whose first relevant chunk is one of them."""
+        keep = set(chunk_ids)
+        qids = [q for q, docs in self.relevant_docs.items() if docs[0] in keep]
+        return EmbeddingQAFinetuneDataset(
+            queries={q: self.queries[q] for q in qids},
+            corpus={d: text for d, text in self.corpus.items() if d in keep},
+            relevant_docs={q: [d for d in self.relevant_docs[q] if d in keep] for q in qids},
+        )
 
     def save_json(self, path: str | os.PathLike) -> None:
         """Write LlamaIndex's JSON format (atomically: a crash leaves the old file)."""

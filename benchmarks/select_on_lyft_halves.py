@@ -56,15 +56,7 @@ def halves(train: EmbeddingQAFinetuneDataset, seed: int, split: str = "random") 
         ordered = list(train.corpus)
         third = [ordered[i * len(ordered) // 3 : (i + 1) * len(ordered) // 3] for i in range(3)]
         cut = [[c for i, t in enumerate(third) if i != seed % 3 for c in t], third[seed % 3]]
-    parts = []
-    for ids in (set(cut[0]), set(cut[1])):
-        qids = [q for q, docs in train.relevant_docs.items() if docs[0] in ids]
-        parts.append(EmbeddingQAFinetuneDataset(
-            queries={q: train.queries[q] for q in qids},
-            corpus={d: train.corpus[d] for d in train.corpus if d in ids},
-            relevant_docs={q: [d for d in train.relevant_docs[q] if d in ids] for q in qids},
-        ))
-    return parts[0], parts[1]
+    return train.restrict(cut[0]), train.restrict(cut[1])
 
 
 def main() -> None:

@@ -16,14 +16,7 @@ from adapterkit.data import get_file  # noqa: E402
 
 def take(dataset: EmbeddingQAFinetuneDataset, n_chunks: int, min_chars: int = 200) -> EmbeddingQAFinetuneDataset:
     """The first ``n_chunks`` chunks of at least ``min_chars`` characters, with all their queries."""
-    chunks = [d for d, text in dataset.corpus.items() if len(text) >= min_chars][:n_chunks]
-    keep = set(chunks)
-    qids = [q for q, docs in dataset.relevant_docs.items() if docs[0] in keep]
-    return EmbeddingQAFinetuneDataset(
-        queries={q: dataset.queries[q] for q in qids},
-        corpus={d: dataset.corpus[d] for d in chunks},
-        relevant_docs={q: dataset.relevant_docs[q] for q in qids},
-    )
+    return dataset.restrict([d for d, text in dataset.corpus.items() if len(text) >= min_chars][:n_chunks])
 
 
 @pytest.fixture(scope="session")

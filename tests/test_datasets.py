@@ -51,3 +51,15 @@ def test_bad_datasets_are_explained(tmp_path, payload, message):
 def test_missing_file(tmp_path):
     with pytest.raises(DatasetError, match="not found"):
         EmbeddingQAFinetuneDataset.from_json(tmp_path / "nope.json")
+
+
+def test_restrict_keeps_chunks_and_their_queries():
+    ds = EmbeddingQAFinetuneDataset(
+        queries={"q1": "a?", "q2": "b?", "q3": "c?"},
+        corpus={"d1": "one", "d2": "two", "d3": "three"},
+        relevant_docs={"q1": ["d1", "d2"], "q2": ["d2"], "q3": ["d3"]},
+    )
+    part = ds.restrict(["d3", "d1"])
+    assert list(part.corpus) == ["d1", "d3"]  # corpus order, not the order asked
+    assert part.relevant_docs == {"q1": ["d1"], "q3": ["d3"]}  # q2's chunk left; d2 dropped from q1
+    assert part.queries == {"q1": "a?", "q3": "c?"}
