@@ -1,7 +1,7 @@
 """adapterkit: fine-tune a query adapter on top of any frozen, black-box embedding model."""
 
 from adapterkit.adapter_embedding import AdapterEmbeddingModel, LinearAdapterEmbeddingModel
-from adapterkit.adapters import BaseAdapter, LinearLayer, LowRankLinear, OrthogonalLinear, TwoLayerNN
+from adapterkit.adapters import BaseAdapter, CorpusMemory, LinearLayer, LowRankLinear, OrthogonalLinear, TwoLayerNN
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import OnnxBGEEmbedding, resolve_embed_model
@@ -20,6 +20,7 @@ __all__ = [
     "LLAMAINDEX_RECIPE",
     "LinearAdapterEmbeddingModel",
     "LinearLayer",
+    "CorpusMemory",
     "LowRankLinear",
     "OrthogonalLinear",
     "OnnxBGEEmbedding",

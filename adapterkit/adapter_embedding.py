@@ -17,7 +17,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 
-from adapterkit.adapters import BaseAdapter, LinearLayer, TwoLayerNN, AdapterLoadError, CONFIG_NAME, check_adapter_dim
+from adapterkit.adapters import BaseAdapter, CorpusMemory, LinearLayer, TwoLayerNN, AdapterLoadError, CONFIG_NAME, check_adapter_dim
 from adapterkit.cache import EmbeddingCache, call_model, embed_texts
 from adapterkit.embeddings import resolve_embed_model
 
@@ -34,7 +34,7 @@ def infer_device(device: Optional[str] = None) -> torch.device:
 
 
 def infer_adapter_cls(adapter_path: Union[str, os.PathLike]) -> Type[BaseAdapter]:
-    """LinearLayer or TwoLayerNN, read off ``config.json``; other classes must be passed explicitly."""
+    """LinearLayer, TwoLayerNN or CorpusMemory, read off ``config.json``; other classes must be passed explicitly."""
     config_file = Path(adapter_path) / CONFIG_NAME
     try:
         keys = set(json.loads(config_file.read_text(encoding="utf-8")))
@@ -42,6 +42,8 @@ def infer_adapter_cls(adapter_path: Union[str, os.PathLike]) -> Type[BaseAdapter
         return LinearLayer  # BaseAdapter.load reports what is wrong with the folder
     if "hidden_features" in keys:
         return TwoLayerNN
+    if {"inner", "keys"} <= keys:
+        return CorpusMemory
     if keys <= {"in_features", "out_features", "bias"}:
         return LinearLayer
     raise AdapterLoadError(
@@ -70,7 +72,8 @@ class AdapterEmbeddingModel(BaseEmbedding):
     Args:
         base_embed_model: any LlamaIndex ``BaseEmbedding``, or a spec for ``resolve_embed_model``.
         adapter_path: folder written by ``BaseAdapter.save`` (or LlamaIndex's engine).
-        adapter_cls: the adapter's class; default: read off ``config.json`` (LinearLayer / TwoLayerNN).
+        adapter_cls: the adapter's class; default: read off ``config.json`` (LinearLayer, TwoLayerNN,
+            CorpusMemory).
         transform_query: apply the adapter to queries (False gives the base model back).
         device: torch device for the adapter; default: CUDA when present, else CPU.
         embed_batch_size: texts per base-model call.

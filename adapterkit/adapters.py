@@ -12,7 +12,7 @@ import json
 import os
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -285,3 +285,82 @@ class OrthogonalLinear(BaseAdapter):
 
     def get_config_dict(self) -> Dict[str, Any]:
         return {"in_features": self.in_features}
+
+
+class CorpusMemory(BaseAdapter):
+    """An adapter plus a memory of the target corpus: sentences of each chunk, pointing at the chunk.
+
+    The output is ``normalize(inner(q)) + weight * softmax(temperature * cos(q, keys)) @ values``:
+    a query that reads like a sentence of a chunk is pulled toward that chunk's (frozen) embedding.
+    Keys are the base-model *query* embeddings of the chunks' sentences, values the chunks' document
+    embeddings, so the pull reaches text a long chunk's embedding never saw (bge reads 512 tokens).
+    Documents are untouched: only queries change. ``EmbeddingAdapterFinetuneEngine`` builds one
+    from an ``unlabeled_corpus`` (``corpus_memory=True``).
+
+    Args:
+        inner: the trained adapter (any ``BaseAdapter``), or its saved description
+            ``{"class": name, "config": {...}}`` when loading.
+        keys: ``(n, d)`` sentence embeddings (normalised here); or ``n`` when loading.
+        values: ``(n, d)`` embedding of each key's chunk (normalised here); None when loading.
+        weight: how far the memory pulls (0: the inner adapter alone).
+        temperature: sharpness of the match (100: in effect, the few closest sentences).
+        dim: ``d``, needed only when loading (``keys`` is then a count).
+
+    Example::
+
+        memory = CorpusMemory(LinearLayer(384, 384), sentence_vecs, chunk_vecs[owner_rows])
+        memory.save("model_output")
+    """
+
+    def __init__(self, inner: Any, keys: Any, values: Any = None, weight: float = 0.25, temperature: float = 100.0,
+                 dim: Optional[int] = None) -> None:
+        super().__init__()
+        if isinstance(inner, dict):  # rebuilding from config.json
+            if not {"class", "config"} <= set(inner):
+                raise AdapterLoadError(f"A saved CorpusMemory's inner adapter must be {{'class': ..., 'config': ...}}, got {inner}; re-save it.")
+            inner = _adapter_class(inner["class"])(**inner["config"])
+        if isinstance(keys, int):  # loading: the tensors come with the weights
+            keys, values = torch.zeros(keys, dim or 0), torch.zeros(keys, dim or 0)
+        keys, values = torch.as_tensor(keys, dtype=torch.float32), torch.as_tensor(values, dtype=torch.float32)
+        if keys.ndim != 2 or keys.shape != values.shape:
+            raise ValueError(f"keys and values must both be (n, d), got {tuple(keys.shape)} and {tuple(values.shape)}.")
+        self.inner, self.weight, self.temperature = inner, float(weight), float(temperature)
+        self.register_buffer("keys", F.normalize(keys, dim=-1))
+        self.register_buffer("values", F.normalize(values, dim=-1))
+
+    def forward(self, embed: Tensor) -> Tensor:
+        out = F.normalize(self.inner(embed), dim=-1)
+        if not len(self.keys) or not self.weight:
+            return out
+        q = F.normalize(embed, dim=-1)
+        rows = max(1, (1 << 24) // len(self.keys))  # bounded memory: at most 16M scores at once
+        pulls = [torch.softmax(self.temperature * part @ self.keys.T, dim=-1) @ self.values for part in q.split(rows)]
+        return out + self.weight * torch.cat(pulls)
+
+    def get_config_dict(self) -> Dict[str, Any]:
+        name = type(self.inner).__name__
+        if _ADAPTERS.get(name) is not type(self.inner):
+            name = f"{type(self.inner).__module__}:{type(self.inner).__qualname__}"
+        return {"inner": {"class": name, "config": self.inner.get_config_dict()}, "keys": len(self.keys),
+                "dim": self.keys.shape[1], "weight": self.weight, "temperature": self.temperature}
+
+
+_ADAPTERS = {cls.__name__: cls for cls in (LinearLayer, TwoLayerNN, LowRankLinear, OrthogonalLinear)}
+
+
+def _adapter_class(name: str) -> type:
+    """An adapter class by name: adapterkit's own, or ``module:QualName`` for a user-defined one."""
+    if name in _ADAPTERS:
+        return _ADAPTERS[name]
+    module, _, qualname = name.partition(":")
+    try:
+        import importlib
+
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise AdapterLoadError(f"The memory's inner adapter class {name!r} cannot be imported ({exc}); "
+                               "import the module that defines it, or install it.") from exc
+    return obj
+

@@ -25,8 +25,8 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode, MetadataMode
 from tqdm.auto import tqdm
 
-from adapterkit.adapter_embedding import AdapterEmbeddingModel, apply_adapter, infer_device
-from adapterkit.adapters import BaseAdapter, LinearLayer, check_adapter_dim
+from adapterkit.adapter_embedding import AdapterEmbeddingModel, apply_adapter, infer_adapter_cls, infer_device
+from adapterkit.adapters import BaseAdapter, CorpusMemory, LinearLayer, check_adapter_dim
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import resolve_embed_model
@@ -40,6 +40,11 @@ LLAMAINDEX_RECIPE: Dict[str, Any] = dict(
 )
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def chunk_sentences(text: str, min_words: int = 6) -> List[str]:
+    """The sentences of ``text`` (split after . ! ?) with at least ``min_words`` words."""
+    return [x.strip() for x in _SENTENCE.split(" ".join(text.split())) if len(x.split()) >= min_words]
 
 
 def pseudo_queries(
@@ -72,7 +77,7 @@ def pseudo_queries(
                 start = rng.randrange(len(tokens) - n + 1)
                 pairs.append((" ".join(tokens[start : start + n]), doc_id))
             continue
-        sentences = [x.strip() for x in _SENTENCE.split(" ".join(text.split())) if len(x.split()) >= min_words]
+        sentences = chunk_sentences(text, min_words)
         for start in rng.sample(range(len(sentences)), min(per_chunk, len(sentences))):
             pairs.append((" ".join(sentences[start : start + rng.randint(1, max_sentences)]), doc_id))
     return pairs
@@ -181,7 +186,9 @@ class EmbeddingAdapterFinetuneEngine:
     chunks); 20% of the training chunks held out, the best epoch kept only if it beats the identity
     by a standard error, then a refit on every pair. With an ``unlabeled_corpus``: lr 1e-3, 16
     epochs, 4 pseudo-queries per chunk (``benchmarks/select_on_lyft_halves.py``: part of Lyft
-    labelled, the rest searched). See the README for which choices the Uber val set informed.
+    labelled, the rest searched), and the saved adapter carries a ``CorpusMemory`` of that corpus's
+    sentences (weight 0.25, temperature 100, chosen the same way). See the README for which choices
+    the Uber val set informed.
     ``**LLAMAINDEX_RECIPE`` gives the walkthrough's recipe.
 
     Args:
@@ -224,6 +231,12 @@ class EmbeddingAdapterFinetuneEngine:
             ``LLM`` or a ``resolve_llm`` spec such as ``"openai:gpt-4o-mini"``) asks it for that many
             questions per chunk instead (``generate_qa_embedding_pairs``), kept in
             ``<model_output_path>/pseudo_queries.json``; an interrupted generation resumes there.
+        corpus_memory: with an ``unlabeled_corpus``, save the trained adapter inside a
+            ``CorpusMemory``: every sentence of the corpus (embedded once, as a query) points at its
+            chunk, and a query close to a sentence is pulled toward that chunk. ``self.model`` stays
+            the trained adapter; the saved folder (and ``get_finetuned_model``) holds the memory.
+        memory_weight: how far the memory pulls a query (``CorpusMemory.weight``).
+        memory_temperature: sharpness of the sentence match (``CorpusMemory.temperature``).
         warmup_ratio: fraction of steps with linearly rising learning rate, then linear decay.
         max_grad_norm: gradient clipping.
         shuffle: shuffle pairs each epoch (seeded).
@@ -269,6 +282,9 @@ class EmbeddingAdapterFinetuneEngine:
         pseudo_queries_per_chunk: int = 4,
         pseudo_query_words: Optional[Tuple[int, int]] = None,
         pseudo_query_llm: Any = None,
+        corpus_memory: bool = True,
+        memory_weight: float = 0.25,
+        memory_temperature: float = 100.0,
         warmup_ratio: float = 0.1,
         max_grad_norm: float = 1.0,
         shuffle: bool = True,
@@ -298,6 +314,7 @@ class EmbeddingAdapterFinetuneEngine:
         self.warmup_ratio, self.max_grad_norm = warmup_ratio, max_grad_norm
         self.shuffle, self.no_duplicates, self.seed = shuffle, no_duplicates, seed
         self.checkpoint_save_steps = checkpoint_save_steps
+        self.memory_weight, self.memory_temperature = memory_weight, memory_temperature
         self._model_output_path = Path(model_output_path)
         self._model_checkpoint_path = Path(model_checkpoint_path) if model_checkpoint_path else None
         self._cache, self._show_progress, self.num_threads = cache, show_progress, num_threads
@@ -306,6 +323,7 @@ class EmbeddingAdapterFinetuneEngine:
         self.epoch_loss: List[float] = []  # mean loss per epoch
         self.val_mrr: List[float] = []  # held-out MRR@10 before training (index 0) and after each epoch
         self.best_epoch: Optional[int] = None  # 0 means the identity start was kept
+        self._memory: Optional[Tuple[np.ndarray, np.ndarray]] = None  # (sentence keys, chunk values)
 
         # Embed every text once (cached across runs), then train on tensors.
         self.groups = [self._group("train", dataset.queries, dataset.corpus, dataset.relevant_docs)]
@@ -322,6 +340,8 @@ class EmbeddingAdapterFinetuneEngine:
             queries = {f"pseudo-{i}": q for i, (q, _) in enumerate(pairs)}
             relevant = {f"pseudo-{i}": [d] for i, (_, d) in enumerate(pairs)}
             self.groups.append(self._group("unlabeled", queries, corpus, relevant))
+            if corpus_memory:
+                self._memory = self._memory_vectors(corpus, self.groups[-1])
         rng = np.random.default_rng(seed)
         for group in self.groups:
             group.split(val_fraction, rng)
@@ -346,6 +366,25 @@ class EmbeddingAdapterFinetuneEngine:
             other_relevant=[[pos[d] for d in relevant[q][1:]] for q in qids],
         )
 
+    def _memory_vectors(self, corpus: Dict[str, str], group: _Group) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """(keys, values) for a ``CorpusMemory``: each sentence's query embedding, its chunk's embedding."""
+        sentences, rows = [], []
+        for row, text in enumerate(corpus.values()):  # group.docs follows the corpus's order
+            found = chunk_sentences(text)
+            sentences += found
+            rows += [row] * len(found)
+        if not sentences:
+            return None
+        keys = embed_texts(self.embed_model, sentences, "query", cache=self._cache, show_progress=self._show_progress)
+        return keys, group.docs[np.asarray(rows)]
+
+    def saved_adapter(self) -> BaseAdapter:
+        """What ``finetune`` saves: the trained adapter, inside a ``CorpusMemory`` when there is one."""
+        if self._memory is None:
+            return self.model
+        keys, values = self._memory
+        return CorpusMemory(self.model, keys, values, weight=self.memory_weight, temperature=self.memory_temperature)
+
     @classmethod
     def from_model_path(
         cls,
@@ -355,8 +394,10 @@ class EmbeddingAdapterFinetuneEngine:
         model_cls: Optional[Type[BaseAdapter]] = None,
         **kwargs: Any,
     ) -> "EmbeddingAdapterFinetuneEngine":
-        """Continue training a saved adapter."""
-        model = (model_cls or LinearLayer).load(model_path)
+        """Continue training a saved adapter (of a saved ``CorpusMemory``, the adapter inside it)."""
+        model = (model_cls or infer_adapter_cls(model_path)).load(model_path)
+        if isinstance(model, CorpusMemory):
+            model = model.inner
         return cls(dataset, embed_model, adapter_model=model, **kwargs)
 
     def _epoch_batches(self, generator: torch.Generator) -> List[tuple]:
@@ -437,7 +478,7 @@ class EmbeddingAdapterFinetuneEngine:
         """Train ``self.model``, keep the best epoch on held-out chunks, save to ``model_output_path``."""
         for key, value in train_kwargs.items():  # LlamaIndex passes training options here too
             if key not in _TRAINING_OPTIONS:
-                known = hasattr(self, key) or key in ("val_fraction", "unlabeled_corpus", "pseudo_queries_per_chunk")
+                known = hasattr(self, key) or key in ("val_fraction", "unlabeled_corpus", "pseudo_queries_per_chunk", "corpus_memory")
                 raise TypeError(f"finetune() cannot set {key!r}: it shapes the data prepared in __init__; pass it to "
                                 f"EmbeddingAdapterFinetuneEngine(...)." if known else f"finetune() got an unknown option {key!r}.")
             setattr(self, key, value)
@@ -469,7 +510,7 @@ class EmbeddingAdapterFinetuneEngine:
             self.loss_history, self.epoch_loss = [], []
             self._fit(validate=False, keep_epoch=self.best_epoch)
         self.model.eval()
-        self.model.save(self._model_output_path)
+        self.saved_adapter().save(self._model_output_path)
 
     def _fit(self, validate: bool, keep_epoch: Optional[int] = None) -> List[Path]:
         """One training run over ``self.epochs``; keeps the best held-out epoch (or ``keep_epoch``).
@@ -540,7 +581,7 @@ class EmbeddingAdapterFinetuneEngine:
             raise FileNotFoundError(f"No adapter at {self._model_output_path}: call finetune() first.")
         model_kwargs.setdefault("cache", self._cache)
         return AdapterEmbeddingModel(
-            self.embed_model, self._model_output_path, adapter_cls=adapter_cls or type(self.model), **model_kwargs
+            self.embed_model, self._model_output_path, adapter_cls=adapter_cls or (CorpusMemory if self._memory is not None else type(self.model)), **model_kwargs
         )
 
 
@@ -548,6 +589,7 @@ class EmbeddingAdapterFinetuneEngine:
 _TRAINING_OPTIONS = {
     "epochs", "batch_size", "optimizer_class", "optimizer_params", "scale", "identity_reg", "refit", "warmup_ratio",
     "max_grad_norm", "shuffle", "no_duplicates", "seed", "verbose", "checkpoint_save_steps", "num_threads",
+    "memory_weight", "memory_temperature",
 }
 
 

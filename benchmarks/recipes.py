@@ -22,13 +22,14 @@ from adapterkit.data import get_file
 from adapterkit.eval_utils import win_loss
 from adapterkit.trainer import LLAMAINDEX_RECIPE
 
-OLD = dict(optimizer_params={"lr": 3e-3}, epochs=8, pseudo_queries_per_chunk=2, pseudo_query_words=None, refit=False)  # target-corpus defaults before refit
+OLD = dict(optimizer_params={"lr": 3e-3}, epochs=8, pseudo_queries_per_chunk=2, pseudo_query_words=None, refit=False, corpus_memory=False)  # target-corpus defaults before refit
 RECIPES = {
     "llamaindex walkthrough recipe (4 epochs)": dict(epochs=4, **LLAMAINDEX_RECIPE),
     "engine defaults, Lyft only": dict(),
     "engine defaults + Uber chunks unlabelled": dict(unlabeled="val"),
     "defaults without refit, Lyft only": dict(refit=False),
     "defaults but identity 0.01 (the Lyft-halves pick without a target corpus), Lyft only": dict(identity_reg=0.01),
+    "defaults without corpus memory + Uber chunks unlabelled (stop 7's defaults)": dict(unlabeled="val", corpus_memory=False),
     "defaults without refit + Uber chunks unlabelled": dict(unlabeled="val", refit=False),
     "defaults but 8-24-word window pseudo-queries + Uber chunks unlabelled": dict(unlabeled="val", pseudo_query_words=(8, 24)),
     "earlier defaults (lr 3e-3, 8 epochs, 2 pseudo-queries per chunk, no refit) + Uber chunks unlabelled": dict(unlabeled="val", **OLD),

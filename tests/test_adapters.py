@@ -123,3 +123,36 @@ def test_dimension_mismatch_is_explained():
         check_adapter_dim(LinearLayer(768, 768), 384)
     with pytest.raises(ValueError, match="out_features=8"):
         check_adapter_dim(TwoLayerNN(8, 4, 6), 8)
+
+
+def test_corpus_memory_pulls_a_sentence_toward_its_chunk_and_round_trips(tmp_path):
+    from adapterkit.adapter_embedding import infer_adapter_cls
+    from adapterkit.adapters import CorpusMemory
+
+    torch.manual_seed(0)
+    keys, values = torch.randn(5, 8), torch.randn(5, 8)
+    inner = LinearLayer(8, 8)
+    with torch.no_grad():
+        inner.linear.weight.add_(0.1 * torch.randn(8, 8))
+    x = torch.randn(3, 8)
+    plain = nn.functional.normalize(inner(x), dim=-1)
+    assert torch.allclose(CorpusMemory(inner, keys, values, weight=0.0)(x), plain)
+    memory = CorpusMemory(inner, keys, values, weight=0.5, temperature=1000.0)
+    pulled = memory(keys[2:3] * 3.0)  # a query that is key 2 (at any length) is pulled toward value 2 alone
+    expected = nn.functional.normalize(inner(keys[2:3] * 3.0), dim=-1) + 0.5 * nn.functional.normalize(values[2:3], dim=-1)
+    assert torch.allclose(pulled, expected, atol=1e-5)
+    memory.save(tmp_path / "m")
+    assert infer_adapter_cls(tmp_path / "m") is CorpusMemory
+    loaded = CorpusMemory.load(tmp_path / "m")
+    assert torch.equal(loaded(x), memory(x)) and loaded.get_config_dict() == memory.get_config_dict()
+    # A user-defined inner adapter is saved by its import path and rebuilt from it.
+    CorpusMemory(Scale(8), keys, values).save(tmp_path / "s")
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["inner"]["class"] == "test_adapters:Scale"
+    assert isinstance(CorpusMemory.load(tmp_path / "s").inner, Scale)
+    config = json.loads((tmp_path / "s" / "config.json").read_text())
+    config["inner"]["class"] = "no_such_module:Scale"
+    (tmp_path / "s" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(AdapterLoadError, match="no_such_module:Scale"):
+        CorpusMemory.load(tmp_path / "s")
+    with pytest.raises(ValueError, match="keys and values"):
+        CorpusMemory(inner, keys, values[:4])

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -206,3 +208,40 @@ def test_pseudo_query_words_are_checked():
 
     with pytest.raises(ValueError, match="shortest <= longest"):
         pseudo_queries({"u1": UBER}, words=(10, 5))
+
+
+def test_target_corpus_memory_finds_chunks_by_their_sentences(tmp_path, train_small, val_small, bge):
+    """With an unlabeled corpus the saved adapter carries a memory of its sentences; without, it does not."""
+    from adapterkit.adapters import CorpusMemory
+    from adapterkit.eval_utils import exact_search
+    from adapterkit.trainer import chunk_sentences
+
+    args = dict(unlabeled_corpus=val_small.corpus, epochs=2, show_progress=False)
+    with_memory = EmbeddingAdapterFinetuneEngine(train_small, bge, model_output_path=tmp_path / "mem", **args)
+    with_memory.finetune()
+    without = EmbeddingAdapterFinetuneEngine(train_small, bge, model_output_path=tmp_path / "plain", corpus_memory=False, **args)
+    without.finetune()
+    saved = json.loads((tmp_path / "mem" / "config.json").read_text())
+    sentences = [(s, d) for d, text in val_small.corpus.items() for s in chunk_sentences(text)]
+    assert saved["inner"]["class"] == "LinearLayer" and saved["keys"] == len(sentences) > 0
+    assert isinstance(with_memory.model, LinearLayer)  # what trains is the adapter; the memory is added on saving
+    assert torch.equal(with_memory.model.linear.weight, without.model.linear.weight)  # the same training run
+    assert isinstance(AdapterEmbeddingModel(bge, tmp_path / "plain").adapter, LinearLayer)
+
+    # Searching the corpus with one of its own sentences: the memory ranks that sentence's chunk first more often.
+    doc_ids = list(val_small.corpus)
+    docs = bge.get_text_embedding_batch([val_small.corpus[d] for d in doc_ids])
+    relevant = [[doc_ids.index(d)] for _, d in sentences]
+    top1 = {}
+    for name, engine in (("memory", with_memory), ("plain", without)):
+        model = engine.get_finetuned_model()
+        queries = model.embed([s for s, _ in sentences], "query")
+        _, _, ranks = exact_search(queries, np.asarray(docs), 1, relevant)
+        top1[name] = float(np.mean([r.min() == 1 for r in ranks]))
+    assert isinstance(with_memory.get_finetuned_model().adapter, CorpusMemory)
+    assert top1["memory"] > top1["plain"], top1
+
+    # Training on from a saved memory continues with the adapter inside it.
+    again = EmbeddingAdapterFinetuneEngine.from_model_path(train_small, bge, tmp_path / "mem", epochs=1, show_progress=False,
+                                                          model_output_path=tmp_path / "again")
+    assert isinstance(again.model, LinearLayer) and torch.equal(again.model.linear.weight, with_memory.model.linear.weight)
