@@ -1,7 +1,7 @@
 """Recipes × metrics on the published Uber val set, with seeds and per-query win/loss against base.
 
 Training never sees the Uber val questions: Lyft pairs only, or Lyft pairs plus the Uber chunks as
-an unlabelled target corpus (pseudo-queries from their own sentences). Defaults are selected on
+an unlabelled target corpus (pseudo-queries from their own sentences, and a ``CorpusMemory`` of them). Defaults are selected on
 held-out Lyft chunks (and held-out pseudo-queries), never on the val questions.
 
     python benchmarks/recipes.py --seeds 0 1 2 [--embed default] [--output benchmarks/results/recipes.md]
@@ -30,6 +30,7 @@ RECIPES = {
     "defaults without refit, Lyft only": dict(refit=False),
     "defaults but identity 0.01 (the Lyft-halves pick without a target corpus), Lyft only": dict(identity_reg=0.01),
     "defaults without corpus memory + Uber chunks unlabelled (stop 7's defaults)": dict(unlabeled="val", corpus_memory=False),
+    "Uber chunks as corpus memory over the identity, no training (epochs 0)": dict(unlabeled="val", epochs=0),
     "defaults without refit + Uber chunks unlabelled": dict(unlabeled="val", refit=False),
     "defaults but 8-24-word window pseudo-queries + Uber chunks unlabelled": dict(unlabeled="val", pseudo_query_words=(8, 24)),
     "earlier defaults (lr 3e-3, 8 epochs, 2 pseudo-queries per chunk, no refit) + Uber chunks unlabelled": dict(unlabeled="val", **OLD),

@@ -14,6 +14,8 @@ exhibits), as a new filing does; random halves share every section. Grids were f
     python benchmarks/select_on_lyft_halves.py --split blocks --grid wide --output benchmarks/results/select_on_lyft_blocks.md
     python benchmarks/select_on_lyft_halves.py --split blocks --grid pseudo --output benchmarks/results/select_pseudo_blocks.md
     python benchmarks/select_on_lyft_halves.py --split random --grid pseudo --output benchmarks/results/select_pseudo_random.md
+    python benchmarks/select_on_lyft_halves.py --split blocks --grid memory --output benchmarks/results/select_memory_blocks.md
+    python benchmarks/select_on_lyft_halves.py --split random --grid memory --output benchmarks/results/select_memory_random.md
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ WIDE = {
     "pseudo_queries_per_chunk": [2, 4, 8],  # only with the unlabelled part
 }
 PSEUDO = {"pseudo_query_words": [None, (8, 24)]}  # whole sentences, or 8-24-word windows; other options at their defaults
-PSEUDO_KEYS = ("pseudo_queries_per_chunk", "pseudo_query_words")
-GRIDS = {"first": GRID, "wide": WIDE, "pseudo": PSEUDO}
+MEMORY = {"corpus_memory": [False, True], "memory_weight": [0.25, 0.1, 0.5], "memory_temperature": [100.0, 50.0, 200.0]}
+PSEUDO_KEYS = ("pseudo_queries_per_chunk", "pseudo_query_words", "corpus_memory", "memory_weight", "memory_temperature")  # need B
+GRIDS = {"first": GRID, "wide": WIDE, "pseudo": PSEUDO, "memory": MEMORY}
 
 
 def halves(train: EmbeddingQAFinetuneDataset, seed: int, split: str = "random") -> tuple:
@@ -63,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--split", choices=["random", "blocks"], default="random")
-    parser.add_argument("--grid", choices=list(GRIDS), default="first", help="first: the grid of the first run; wide: more values; pseudo: pseudo-query form at the defaults")
+    parser.add_argument("--grid", choices=list(GRIDS), default="first", help="first: the grid of the first run; wide: more values; pseudo: pseudo-query form at the defaults; memory: the corpus memory")
     parser.add_argument("--output", default="benchmarks/results/select_on_lyft_halves.md")
     args = parser.parse_args()
     train = EmbeddingQAFinetuneDataset.from_json(get_file("train_dataset.json"))
@@ -78,6 +81,8 @@ def main() -> None:
             cfg = dict(zip(grid, values))
             if mode == "labelled part only" and any(cfg[k] != grid[k][0] for k in PSEUDO_KEYS if k in grid):
                 continue
+            if cfg.get("corpus_memory") is False and (cfg["memory_weight"], cfg["memory_temperature"]) != (0.25, 100.0):
+                continue  # no memory: its settings do nothing
             hits, mrrs, epochs, secs = [], [], [], []
             for seed, (a, b) in splits.items():
                 t0 = time.perf_counter()
