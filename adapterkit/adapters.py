@@ -21,6 +21,7 @@ from torch import Tensor, nn
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
 TORCH_NAME = "pytorch_model.bin"  # LlamaIndex's weights file
+INNER_DIR = "adapter"  # a CorpusMemory's trained adapter alone, beside the memory
 
 
 class AdapterLoadError(ValueError):
@@ -295,7 +296,8 @@ class CorpusMemory(BaseAdapter):
     Keys are the base-model *query* embeddings of the chunks' sentences, values the chunks' document
     embeddings, so the pull reaches text a long chunk's embedding never saw (bge reads 512 tokens).
     Documents are untouched: only queries change. ``EmbeddingAdapterFinetuneEngine`` builds one
-    from an ``unlabeled_corpus`` (``corpus_memory=True``).
+    from an ``unlabeled_corpus`` (``corpus_memory=True``). ``save`` also writes the inner adapter
+    alone to ``<folder>/adapter``, which LlamaIndex's ``AdapterEmbeddingModel`` can load.
 
     Args:
         inner: the trained adapter (any ``BaseAdapter``), or its saved description
@@ -336,6 +338,11 @@ class CorpusMemory(BaseAdapter):
         rows = max(1, (1 << 24) // len(self.keys))  # bounded memory: at most 16M scores at once
         pulls = [torch.softmax(self.temperature * part @ self.keys.T, dim=-1) @ self.values for part in q.split(rows)]
         return out + self.weight * torch.cat(pulls)
+
+    def save(self, output_path: str | os.PathLike) -> None:
+        """The memory with its adapter, and the adapter alone in ``adapter/`` (for LlamaIndex)."""
+        super().save(output_path)
+        self.inner.save(Path(output_path) / INNER_DIR)
 
     def get_config_dict(self) -> Dict[str, Any]:
         name = type(self.inner).__name__

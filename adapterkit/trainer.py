@@ -26,7 +26,7 @@ from llama_index.core.schema import BaseNode, MetadataMode
 from tqdm.auto import tqdm
 
 from adapterkit.adapter_embedding import AdapterEmbeddingModel, apply_adapter, infer_adapter_cls, infer_device
-from adapterkit.adapters import BaseAdapter, CorpusMemory, LinearLayer, check_adapter_dim
+from adapterkit.adapters import INNER_DIR, BaseAdapter, CorpusMemory, LinearLayer, check_adapter_dim
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import resolve_embed_model
@@ -510,6 +510,7 @@ class EmbeddingAdapterFinetuneEngine:
             self.loss_history, self.epoch_loss = [], []
             self._fit(validate=False, keep_epoch=self.best_epoch)
         self.model.eval()
+        shutil.rmtree(self._model_output_path / INNER_DIR, ignore_errors=True)  # an earlier run's memory, if any
         self.saved_adapter().save(self._model_output_path)
 
     def _fit(self, validate: bool, keep_epoch: Optional[int] = None) -> List[Path]:

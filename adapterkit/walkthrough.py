@@ -18,6 +18,7 @@ from typing import Any, Dict
 
 from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine, EmbeddingQAFinetuneDataset
 from adapterkit import display_results, evaluate, resolve_embed_model
+from adapterkit.adapters import INNER_DIR
 from adapterkit.data import get_file
 from adapterkit.trainer import LLAMAINDEX_RECIPE
 
@@ -53,9 +54,12 @@ def run(embed: str = "default", epochs: int = 4, top_k: int = 5, output_dir: str
             raise RuntimeError(f"The reloaded adapter in {folder} scores differently from the trained one.")
         from llama_index.embeddings.adapter import AdapterEmbeddingModel as LlamaIndexAdapterModel
 
-        LlamaIndexAdapterModel(base_model, str(folder), device="cpu")  # loads in LlamaIndex too
-        print(f"Saved {name} adapter to {folder}; reloaded: identical scores; LlamaIndex's class loads it.")
-        names.append(f"linear adapter, {name} ({engine.epochs} epochs)")
+        # LlamaIndex loads the linear adapter (a corpus memory keeps it alone in adapter/).
+        linear = folder / INNER_DIR if (folder / INNER_DIR).is_dir() else folder
+        LlamaIndexAdapterModel(base_model, str(linear), device="cpu")
+        print(f"Saved {name} adapter to {folder}; reloaded: identical scores; LlamaIndex's class loads {linear}.")
+        kind = "linear adapter + corpus memory" if linear != folder else "linear adapter"
+        names.append(f"{kind}, {name} ({engine.epochs} epochs)")
         results.append(tuned)
 
     table = display_results(names, results, show=True)

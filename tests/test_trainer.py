@@ -227,6 +227,10 @@ def test_target_corpus_memory_finds_chunks_by_their_sentences(tmp_path, train_sm
     assert isinstance(with_memory.model, LinearLayer)  # what trains is the adapter; the memory is added on saving
     assert torch.equal(with_memory.model.linear.weight, without.model.linear.weight)  # the same training run
     assert isinstance(AdapterEmbeddingModel(bge, tmp_path / "plain").adapter, LinearLayer)
+    from llama_index.embeddings.adapter import AdapterEmbeddingModel as LlamaIndexAdapterModel
+
+    alone = LlamaIndexAdapterModel(bge, str(tmp_path / "mem" / "adapter"), device="cpu")  # the adapter alone, for LlamaIndex
+    assert torch.equal(alone._adapter.linear.weight, with_memory.model.linear.weight)
 
     # Searching the corpus with one of its own sentences: the memory ranks that sentence's chunk first more often.
     doc_ids = list(val_small.corpus)
