@@ -341,7 +341,7 @@ class EmbeddingAdapterFinetuneEngine:
             relevant = {f"pseudo-{i}": [d] for i, (_, d) in enumerate(pairs)}
             self.groups.append(self._group("unlabeled", queries, corpus, relevant))
             if corpus_memory:
-                self._memory = self._memory_vectors(corpus, self.groups[-1])
+                self._memory = self._memory_vectors(corpus, self.groups[-1].docs)
         rng = np.random.default_rng(seed)
         for group in self.groups:
             group.split(val_fraction, rng)
@@ -366,17 +366,17 @@ class EmbeddingAdapterFinetuneEngine:
             other_relevant=[[pos[d] for d in relevant[q][1:]] for q in qids],
         )
 
-    def _memory_vectors(self, corpus: Dict[str, str], group: _Group) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-        """(keys, values) for a ``CorpusMemory``: each sentence's query embedding, its chunk's embedding."""
+    def _memory_vectors(self, corpus: Dict[str, str], docs: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """(keys, values) for a ``CorpusMemory``: each sentence's query embedding, its chunk's row of ``docs``."""
         sentences, rows = [], []
-        for row, text in enumerate(corpus.values()):  # group.docs follows the corpus's order
+        for row, text in enumerate(corpus.values()):  # docs follows the corpus's order
             found = chunk_sentences(text)
             sentences += found
             rows += [row] * len(found)
         if not sentences:
             return None
         keys = embed_texts(self.embed_model, sentences, "query", cache=self._cache, show_progress=self._show_progress)
-        return keys, group.docs[np.asarray(rows)]
+        return keys, docs[np.asarray(rows)]
 
     def saved_adapter(self) -> BaseAdapter:
         """What ``finetune`` saves: the trained adapter, inside a ``CorpusMemory`` when there is one."""
