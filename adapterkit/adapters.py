@@ -291,44 +291,51 @@ class OrthogonalLinear(BaseAdapter):
 class CorpusMemory(BaseAdapter):
     """An adapter plus a memory of the target corpus: sentences of each chunk, pointing at the chunk.
 
-    The output is ``normalize(inner(q)) + weight * softmax(temperature * cos(q, keys)) @ values``:
-    a query that reads like a sentence of a chunk is pulled toward that chunk's (frozen) embedding.
-    Keys are the base-model *query* embeddings of the chunks' sentences, values the chunks' document
-    embeddings, so the pull reaches text a long chunk's embedding never saw (bge reads 512 tokens).
-    Documents are untouched: only queries change. ``EmbeddingAdapterFinetuneEngine`` builds one
-    from an ``unlabeled_corpus`` (``corpus_memory=True``). ``save`` also writes the inner adapter
-    alone to ``<folder>/adapter``, which LlamaIndex's ``AdapterEmbeddingModel`` can load.
+    The output is ``normalize(inner(q)) + weight * sum_i softmax(temperature * cos(q, keys))_i *
+    chunks[owner_i]``: a query that reads like a sentence of a chunk is pulled toward that chunk's
+    (frozen) embedding. Keys are the base-model *query* embeddings of the chunks' sentences, so the
+    pull reaches text that a long chunk's embedding never saw (bge reads 512 tokens). Documents are
+    untouched: only queries change. ``EmbeddingAdapterFinetuneEngine`` builds one from an
+    ``unlabeled_corpus`` (``corpus_memory=True``). ``save`` also writes the inner adapter alone to
+    ``<folder>/adapter``, which LlamaIndex's ``AdapterEmbeddingModel`` can load.
 
     Args:
         inner: the trained adapter (any ``BaseAdapter``), or its saved description
             ``{"class": name, "config": {...}}`` when loading.
         keys: ``(n, d)`` sentence embeddings (normalised here); or ``n`` when loading.
-        values: ``(n, d)`` embedding of each key's chunk (normalised here); None when loading.
+        chunks: ``(m, d)`` chunk embeddings (normalised here); or ``m`` when loading.
+        owner: ``(n,)`` the row of ``chunks`` each key belongs to; None when loading.
         weight: how far the memory pulls (0: the inner adapter alone).
         temperature: sharpness of the match (100: in effect, the few closest sentences).
-        dim: ``d``, needed only when loading (``keys`` is then a count).
+        dim: ``d``, needed only when loading.
 
     Example::
 
-        memory = CorpusMemory(LinearLayer(384, 384), sentence_vecs, chunk_vecs[owner_rows])
+        memory = CorpusMemory(LinearLayer(384, 384), sentence_vecs, chunk_vecs, owner_rows)
         memory.save("model_output")
     """
 
-    def __init__(self, inner: Any, keys: Any, values: Any = None, weight: float = 0.25, temperature: float = 100.0,
-                 dim: Optional[int] = None) -> None:
+    def __init__(self, inner: Any, keys: Any, chunks: Any, owner: Any = None, weight: float = 0.25,
+                 temperature: float = 100.0, dim: Optional[int] = None) -> None:
         super().__init__()
         if isinstance(inner, dict):  # rebuilding from config.json
             if not {"class", "config"} <= set(inner):
                 raise AdapterLoadError(f"A saved CorpusMemory's inner adapter must be {{'class': ..., 'config': ...}}, got {inner}; re-save it.")
             inner = _adapter_class(inner["class"])(**inner["config"])
         if isinstance(keys, int):  # loading: the tensors come with the weights
-            keys, values = torch.zeros(keys, dim or 0), torch.zeros(keys, dim or 0)
-        keys, values = torch.as_tensor(keys, dtype=torch.float32), torch.as_tensor(values, dtype=torch.float32)
-        if keys.ndim != 2 or keys.shape != values.shape:
-            raise ValueError(f"keys and values must both be (n, d), got {tuple(keys.shape)} and {tuple(values.shape)}.")
+            keys, chunks, owner = torch.empty(keys, dim or 0), torch.empty(chunks, dim or 0), torch.zeros(keys, dtype=torch.long)
+        device = next(inner.parameters(), torch.zeros(0)).device  # buffers live where the adapter does
+        keys, chunks = (torch.as_tensor(x, dtype=torch.float32, device=device) for x in (keys, chunks))
+        owner = torch.as_tensor(owner, dtype=torch.long, device=device)
+        if keys.ndim != 2 or chunks.ndim != 2 or keys.shape[1] != chunks.shape[1] or owner.shape != (len(keys),):
+            raise ValueError(f"keys (n, d), chunks (m, d) and owner (n,) do not fit: got {tuple(keys.shape)}, "
+                             f"{tuple(chunks.shape)} and {tuple(owner.shape)}; owner holds each key's row in chunks.")
+        if len(owner) and not 0 <= int(owner.min()) <= int(owner.max()) < max(len(chunks), 1):
+            raise ValueError(f"owner must hold rows of chunks (0..{len(chunks) - 1}), got {int(owner.min())}..{int(owner.max())}.")
         self.inner, self.weight, self.temperature = inner, float(weight), float(temperature)
         self.register_buffer("keys", F.normalize(keys, dim=-1))
-        self.register_buffer("values", F.normalize(values, dim=-1))
+        self.register_buffer("chunks", F.normalize(chunks, dim=-1))
+        self.register_buffer("owner", owner)
 
     def forward(self, embed: Tensor) -> Tensor:
         out = F.normalize(self.inner(embed), dim=-1)
@@ -336,20 +343,33 @@ class CorpusMemory(BaseAdapter):
             return out
         q = F.normalize(embed, dim=-1)
         rows = max(1, (1 << 24) // len(self.keys))  # bounded memory: at most 16M scores at once
-        pulls = [torch.softmax(self.temperature * part @ self.keys.T, dim=-1) @ self.values for part in q.split(rows)]
+        pulls = []
+        for part in q.split(rows):
+            attention = torch.softmax(self.temperature * part @ self.keys.T, dim=-1)
+            per_chunk = attention.new_zeros(len(part), len(self.chunks)).index_add_(1, self.owner, attention)
+            pulls.append(per_chunk @ self.chunks)
         return out + self.weight * torch.cat(pulls)
 
     def save(self, output_path: str | os.PathLike) -> None:
         """The memory with its adapter, and the adapter alone in ``adapter/`` (for LlamaIndex)."""
+        self.get_config_dict()  # fails before anything is written if the adapter could not be loaded back
         super().save(output_path)
         self.inner.save(Path(output_path) / INNER_DIR)
 
     def get_config_dict(self) -> Dict[str, Any]:
-        name = type(self.inner).__name__
-        if _ADAPTERS.get(name) is not type(self.inner):
-            name = f"{type(self.inner).__module__}:{type(self.inner).__qualname__}"
+        cls = type(self.inner)
+        name = cls.__name__
+        if _ADAPTERS.get(name) is not cls:
+            name = f"{cls.__module__}:{cls.__qualname__}"
+            try:
+                found = _adapter_class(name)
+            except AdapterLoadError:
+                found = None
+            if found is not cls:
+                raise ValueError(f"{name} cannot be imported back, so a memory over it could not be loaded: "
+                                 "define the adapter class at module level in an importable module.")
         return {"inner": {"class": name, "config": self.inner.get_config_dict()}, "keys": len(self.keys),
-                "dim": self.keys.shape[1], "weight": self.weight, "temperature": self.temperature}
+                "chunks": len(self.chunks), "dim": self.keys.shape[1], "weight": self.weight, "temperature": self.temperature}
 
 
 _ADAPTERS = {cls.__name__: cls for cls in (LinearLayer, TwoLayerNN, LowRankLinear, OrthogonalLinear)}

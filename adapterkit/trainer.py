@@ -9,6 +9,7 @@ positive and the negatives (the other positives in the batch, or the whole froze
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import random
@@ -235,6 +236,8 @@ class EmbeddingAdapterFinetuneEngine:
             ``CorpusMemory``: every sentence of the corpus (embedded once, as a query) points at its
             chunk, and a query close to a sentence is pulled toward that chunk. ``self.model`` stays
             the trained adapter; the saved folder (and ``get_finetuned_model``) holds the memory.
+            Chunks without a sentence of 6+ words have no key; with none at all the adapter is saved
+            alone. ``step_N`` checkpoints hold the adapter alone.
         memory_weight: how far the memory pulls a query (``CorpusMemory.weight``).
         memory_temperature: sharpness of the sentence match (``CorpusMemory.temperature``).
         warmup_ratio: fraction of steps with linearly rising learning rate, then linear decay.
@@ -323,7 +326,7 @@ class EmbeddingAdapterFinetuneEngine:
         self.epoch_loss: List[float] = []  # mean loss per epoch
         self.val_mrr: List[float] = []  # held-out MRR@10 before training (index 0) and after each epoch
         self.best_epoch: Optional[int] = None  # 0 means the identity start was kept
-        self._memory: Optional[Tuple[np.ndarray, np.ndarray]] = None  # (sentence keys, chunk values)
+        self._memory: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None  # (sentence keys, chunks, owner rows)
 
         # Embed every text once (cached across runs), then train on tensors.
         self.groups = [self._group("train", dataset.queries, dataset.corpus, dataset.relevant_docs)]
@@ -366,8 +369,8 @@ class EmbeddingAdapterFinetuneEngine:
             other_relevant=[[pos[d] for d in relevant[q][1:]] for q in qids],
         )
 
-    def _memory_vectors(self, corpus: Dict[str, str], docs: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-        """(keys, values) for a ``CorpusMemory``: each sentence's query embedding, its chunk's row of ``docs``."""
+    def _memory_vectors(self, corpus: Dict[str, str], docs: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(keys, chunks, owner) for a ``CorpusMemory``: each sentence's query embedding, ``docs``, each sentence's row."""
         sentences, rows = [], []
         for row, text in enumerate(corpus.values()):  # docs follows the corpus's order
             found = chunk_sentences(text)
@@ -376,14 +379,13 @@ class EmbeddingAdapterFinetuneEngine:
         if not sentences:
             return None
         keys = embed_texts(self.embed_model, sentences, "query", cache=self._cache, show_progress=self._show_progress)
-        return keys, docs[np.asarray(rows)]
+        return keys, docs, np.asarray(rows)
 
     def saved_adapter(self) -> BaseAdapter:
         """What ``finetune`` saves: the trained adapter, inside a ``CorpusMemory`` when there is one."""
         if self._memory is None:
             return self.model
-        keys, values = self._memory
-        return CorpusMemory(self.model, keys, values, weight=self.memory_weight, temperature=self.memory_temperature)
+        return CorpusMemory(self.model, *self._memory, weight=self.memory_weight, temperature=self.memory_temperature)
 
     @classmethod
     def from_model_path(
@@ -394,11 +396,18 @@ class EmbeddingAdapterFinetuneEngine:
         model_cls: Optional[Type[BaseAdapter]] = None,
         **kwargs: Any,
     ) -> "EmbeddingAdapterFinetuneEngine":
-        """Continue training a saved adapter (of a saved ``CorpusMemory``, the adapter inside it)."""
+        """Continue training a saved adapter.
+
+        Of a saved ``CorpusMemory`` the adapter inside it trains on; the memory is saved again around
+        it, unless an ``unlabeled_corpus`` builds a new one or ``corpus_memory=False`` drops it.
+        """
         model = (model_cls or infer_adapter_cls(model_path)).load(model_path)
-        if isinstance(model, CorpusMemory):
-            model = model.inner
-        return cls(dataset, embed_model, adapter_model=model, **kwargs)
+        memory = model if isinstance(model, CorpusMemory) else None
+        engine = cls(dataset, embed_model, adapter_model=memory.inner if memory else model, **kwargs)
+        if memory is not None and engine._memory is None and kwargs.get("corpus_memory", True):
+            engine._memory = (memory.keys.cpu().numpy(), memory.chunks.cpu().numpy(), memory.owner.cpu().numpy())
+            engine.memory_weight, engine.memory_temperature = memory.weight, memory.temperature
+        return engine
 
     def _epoch_batches(self, generator: torch.Generator) -> List[tuple]:
         """``[(group, [query rows])]`` for one epoch: each group's batches, interleaved at random."""
@@ -510,8 +519,11 @@ class EmbeddingAdapterFinetuneEngine:
             self.loss_history, self.epoch_loss = [], []
             self._fit(validate=False, keep_epoch=self.best_epoch)
         self.model.eval()
-        shutil.rmtree(self._model_output_path / INNER_DIR, ignore_errors=True)  # an earlier run's memory, if any
-        self.saved_adapter().save(self._model_output_path)
+        had_memory = _holds_memory(self._model_output_path)
+        saved = self.saved_adapter()
+        saved.save(self._model_output_path)
+        if had_memory and not isinstance(saved, CorpusMemory):  # an earlier run's memory: its adapter/ copy is stale
+            shutil.rmtree(self._model_output_path / INNER_DIR, ignore_errors=True)
 
     def _fit(self, validate: bool, keep_epoch: Optional[int] = None) -> List[Path]:
         """One training run over ``self.epochs``; keeps the best held-out epoch (or ``keep_epoch``).
@@ -582,7 +594,8 @@ class EmbeddingAdapterFinetuneEngine:
             raise FileNotFoundError(f"No adapter at {self._model_output_path}: call finetune() first.")
         model_kwargs.setdefault("cache", self._cache)
         return AdapterEmbeddingModel(
-            self.embed_model, self._model_output_path, adapter_cls=adapter_cls or (CorpusMemory if self._memory is not None else type(self.model)), **model_kwargs
+            self.embed_model, self._model_output_path, **model_kwargs,
+            adapter_cls=adapter_cls or (CorpusMemory if _holds_memory(self._model_output_path) else type(self.model)),
         )
 
 
@@ -592,6 +605,14 @@ _TRAINING_OPTIONS = {
     "max_grad_norm", "shuffle", "no_duplicates", "seed", "verbose", "checkpoint_save_steps", "num_threads",
     "memory_weight", "memory_temperature",
 }
+
+
+def _holds_memory(folder: Path) -> bool:
+    """Whether ``folder`` holds a saved ``CorpusMemory`` (read off its config.json)."""
+    try:
+        return {"inner", "keys"} <= set(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _as_corpus(corpus: Union[Dict[str, str], Sequence[BaseNode]]) -> Dict[str, str]:

@@ -130,23 +130,28 @@ def test_corpus_memory_pulls_a_sentence_toward_its_chunk_and_round_trips(tmp_pat
     from adapterkit.adapters import CorpusMemory
 
     torch.manual_seed(0)
-    keys, values = torch.randn(5, 8), torch.randn(5, 8)
+    keys, chunks, owner = 2.0 * torch.eye(8)[:5], torch.randn(3, 8), torch.tensor([0, 0, 1, 2, 2])  # orthogonal keys
     inner = LinearLayer(8, 8)
     with torch.no_grad():
         inner.linear.weight.add_(0.1 * torch.randn(8, 8))
     x = torch.randn(3, 8)
     plain = nn.functional.normalize(inner(x), dim=-1)
-    assert torch.allclose(CorpusMemory(inner, keys, values, weight=0.0)(x), plain)
-    memory = CorpusMemory(inner, keys, values, weight=0.5, temperature=1000.0)
-    pulled = memory(keys[2:3] * 3.0)  # a query that is key 2 (at any length) is pulled toward value 2 alone
-    expected = nn.functional.normalize(inner(keys[2:3] * 3.0), dim=-1) + 0.5 * nn.functional.normalize(values[2:3], dim=-1)
+    assert torch.allclose(CorpusMemory(inner, keys, chunks, owner, weight=0.0)(x), plain)
+    memory = CorpusMemory(inner, keys, chunks, owner, weight=0.5, temperature=1000.0)
+    pulled = memory(keys[2:3] * 3.0)  # a query that is key 2 (at any length) is pulled toward its chunk, row 1, alone
+    expected = nn.functional.normalize(inner(keys[2:3] * 3.0), dim=-1) + 0.5 * nn.functional.normalize(chunks[1:2], dim=-1)
     assert torch.allclose(pulled, expected, atol=1e-5)
+    # Two keys of one chunk share their weight: halfway between keys 3 and 4 (both chunk 2), the pull is chunk 2's.
+    between = nn.functional.normalize(keys[3], dim=0) + nn.functional.normalize(keys[4], dim=0)
+    gap = memory(between[None]) - nn.functional.normalize(inner(between[None]), dim=-1)
+    assert torch.allclose(gap, 0.5 * nn.functional.normalize(chunks[2:3], dim=-1), atol=1e-3)
     memory.save(tmp_path / "m")
     assert infer_adapter_cls(tmp_path / "m") is CorpusMemory
     loaded = CorpusMemory.load(tmp_path / "m")
     assert torch.equal(loaded(x), memory(x)) and loaded.get_config_dict() == memory.get_config_dict()
+    assert torch.equal(LinearLayer.load(tmp_path / "m" / "adapter").linear.weight, inner.linear.weight)  # the adapter alone
     # A user-defined inner adapter is saved by its import path and rebuilt from it.
-    CorpusMemory(Scale(8), keys, values).save(tmp_path / "s")
+    CorpusMemory(Scale(8), keys, chunks, owner).save(tmp_path / "s")
     assert json.loads((tmp_path / "s" / "config.json").read_text())["inner"]["class"] == "test_adapters:Scale"
     assert isinstance(CorpusMemory.load(tmp_path / "s").inner, Scale)
     config = json.loads((tmp_path / "s" / "config.json").read_text())
@@ -154,5 +159,20 @@ def test_corpus_memory_pulls_a_sentence_toward_its_chunk_and_round_trips(tmp_pat
     (tmp_path / "s" / "config.json").write_text(json.dumps(config))
     with pytest.raises(AdapterLoadError, match="no_such_module:Scale"):
         CorpusMemory.load(tmp_path / "s")
-    with pytest.raises(ValueError, match="keys and values"):
-        CorpusMemory(inner, keys, values[:4])
+
+
+def test_corpus_memory_refuses_what_it_could_not_load_back(tmp_path):
+    from adapterkit.adapters import CorpusMemory
+
+    keys, chunks, owner = torch.randn(2, 8), torch.randn(2, 8), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="owner holds each key's row"):
+        CorpusMemory(LinearLayer(8, 8), keys, chunks, owner[:1])
+    with pytest.raises(ValueError, match="rows of chunks"):
+        CorpusMemory(LinearLayer(8, 8), keys, chunks, torch.tensor([0, 2]))
+
+    class Local(Scale):  # defined in a function: no import path leads back to it
+        pass
+
+    with pytest.raises(ValueError, match="module level"):
+        CorpusMemory(Local(8), keys, chunks, owner).save(tmp_path / "local")
+    assert not (tmp_path / "local").exists()  # refused before anything was written

@@ -245,7 +245,24 @@ def test_target_corpus_memory_finds_chunks_by_their_sentences(tmp_path, train_sm
     assert isinstance(with_memory.get_finetuned_model().adapter, CorpusMemory)
     assert top1["memory"] > top1["plain"], top1
 
-    # Training on from a saved memory continues with the adapter inside it.
+    # Training on from a saved memory continues with the adapter inside it, and keeps the memory around it.
     again = EmbeddingAdapterFinetuneEngine.from_model_path(train_small, bge, tmp_path / "mem", epochs=1, show_progress=False,
                                                           model_output_path=tmp_path / "again")
     assert isinstance(again.model, LinearLayer) and torch.equal(again.model.linear.weight, with_memory.model.linear.weight)
+    again.finetune(memory_weight=0.5)
+    saved_again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert saved_again["keys"] == saved["keys"] and saved_again["weight"] == 0.5  # finetune's memory options are saved
+
+
+def test_a_stale_memory_copy_is_removed_and_nothing_else(tmp_path, train_small, val_small, bge):
+    args = dict(epochs=1, show_progress=False, model_output_path=tmp_path / "out")
+    EmbeddingAdapterFinetuneEngine(train_small, bge, unlabeled_corpus=val_small.corpus, **args).finetune()
+    assert (tmp_path / "out" / "adapter" / "config.json").is_file()
+    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, **args)  # no memory now, same folder
+    engine.finetune()
+    assert not (tmp_path / "out" / "adapter").exists()  # the old memory's copy of its adapter is gone
+    assert isinstance(engine.get_finetuned_model().adapter, LinearLayer)
+    (tmp_path / "out" / "adapter").mkdir()  # a folder of the user's own beside a plain adapter stays
+    (tmp_path / "out" / "adapter" / "notes.txt").write_text("mine")
+    engine.finetune()
+    assert (tmp_path / "out" / "adapter" / "notes.txt").read_text() == "mine"
