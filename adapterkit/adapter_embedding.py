@@ -17,7 +17,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 
-from adapterkit.adapters import BaseAdapter, CorpusMemory, LinearLayer, TwoLayerNN, AdapterLoadError, CONFIG_NAME, check_adapter_dim
+from adapterkit.adapters import BaseAdapter, CorpusMemory, LinearLayer, TwoLayerNN, AdapterLoadError, CONFIG_NAME, check_adapter_dim, holds_memory
 from adapterkit.cache import EmbeddingCache, call_model, embed_texts
 from adapterkit.embeddings import resolve_embed_model
 
@@ -42,7 +42,7 @@ def infer_adapter_cls(adapter_path: Union[str, os.PathLike]) -> Type[BaseAdapter
         return LinearLayer  # BaseAdapter.load reports what is wrong with the folder
     if "hidden_features" in keys:
         return TwoLayerNN
-    if {"inner", "keys"} <= keys:
+    if holds_memory(adapter_path):
         return CorpusMemory
     if keys <= {"in_features", "out_features", "bias"}:
         return LinearLayer

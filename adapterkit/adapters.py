@@ -372,6 +372,14 @@ class CorpusMemory(BaseAdapter):
                 "chunks": len(self.chunks), "dim": self.keys.shape[1], "weight": self.weight, "temperature": self.temperature}
 
 
+def holds_memory(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a saved ``CorpusMemory`` (read off its config.json)."""
+    try:
+        return {"inner", "keys"} <= set(json.loads((Path(folder) / CONFIG_NAME).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 _ADAPTERS = {cls.__name__: cls for cls in (LinearLayer, TwoLayerNN, LowRankLinear, OrthogonalLinear)}
 
 

@@ -9,7 +9,6 @@ positive and the negatives (the other positives in the batch, or the whole froze
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import random
@@ -27,7 +26,7 @@ from llama_index.core.schema import BaseNode, MetadataMode
 from tqdm.auto import tqdm
 
 from adapterkit.adapter_embedding import AdapterEmbeddingModel, apply_adapter, infer_adapter_cls, infer_device
-from adapterkit.adapters import INNER_DIR, BaseAdapter, CorpusMemory, LinearLayer, check_adapter_dim
+from adapterkit.adapters import INNER_DIR, BaseAdapter, CorpusMemory, LinearLayer, check_adapter_dim, holds_memory
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import resolve_embed_model
@@ -459,20 +458,22 @@ class EmbeddingAdapterFinetuneEngine:
             return penalty + (model.linear.bias.pow(2).sum() if model.bias else 0.0)
         return (model(q) - q).pow(2).sum(-1).mean()
 
-    def validation_rr(self, k: int = 10) -> np.ndarray:
+    def validation_rr(self, k: int = 10, adapter: Optional[torch.nn.Module] = None, groups: Optional[List[_Group]] = None) -> np.ndarray:
         """Reciprocal rank (0 past ``k``) of each held-out query, ranked among the held-out chunks only.
+
+        ``adapter`` (default ``self.model``) maps the queries; ``groups`` (default all) picks whose.
 
         Training chunks are left out of the candidates on purpose: an adapter pulls queries toward
         the chunks it was trained on, which would punish it on held-out queries for a reason that
         does not exist on a new corpus (where no chunk was seen in training).
         """
         rr = []
-        for group in self.groups:
+        for group in self.groups if groups is None else groups:
             if not len(group.val_idx):
                 continue
             chunks = np.unique(group.positives[group.val_idx])
             row = {c: i for i, c in enumerate(chunks)}
-            q = apply_adapter(self.model, group.queries[group.val_idx])
+            q = apply_adapter(self.model if adapter is None else adapter, group.queries[group.val_idx])
             rel = [[row[group.positives[i]], *(row[o] for o in group.other_relevant[i] if o in row)] for i in group.val_idx]
             _, _, ranks = exact_search(q, group.docs[chunks], 1, rel)
             rr.extend(1.0 / r.min() if r.min() <= k else 0.0 for r in ranks)
@@ -519,7 +520,7 @@ class EmbeddingAdapterFinetuneEngine:
             self.loss_history, self.epoch_loss = [], []
             self._fit(validate=False, keep_epoch=self.best_epoch)
         self.model.eval()
-        had_memory = _holds_memory(self._model_output_path)
+        had_memory = holds_memory(self._model_output_path)
         saved = self.saved_adapter()
         saved.save(self._model_output_path)
         if had_memory and not isinstance(saved, CorpusMemory):  # an earlier run's memory: its adapter/ copy is stale
@@ -595,7 +596,7 @@ class EmbeddingAdapterFinetuneEngine:
         model_kwargs.setdefault("cache", self._cache)
         return AdapterEmbeddingModel(
             self.embed_model, self._model_output_path, **model_kwargs,
-            adapter_cls=adapter_cls or (CorpusMemory if _holds_memory(self._model_output_path) else type(self.model)),
+            adapter_cls=adapter_cls or (CorpusMemory if holds_memory(self._model_output_path) else type(self.model)),
         )
 
 
@@ -605,14 +606,6 @@ _TRAINING_OPTIONS = {
     "max_grad_norm", "shuffle", "no_duplicates", "seed", "verbose", "checkpoint_save_steps", "num_threads",
     "memory_weight", "memory_temperature",
 }
-
-
-def _holds_memory(folder: Path) -> bool:
-    """Whether ``folder`` holds a saved ``CorpusMemory`` (read off its config.json)."""
-    try:
-        return {"inner", "keys"} <= set(json.loads((folder / "config.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
-        return False
 
 
 def _as_corpus(corpus: Union[Dict[str, str], Sequence[BaseNode]]) -> Dict[str, str]:

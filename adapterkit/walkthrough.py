@@ -52,10 +52,11 @@ def run(embed: str = "default", epochs: int = 4, top_k: int = 5, output_dir: str
         engine = EmbeddingAdapterFinetuneEngine(train, base_model, **{**recipe, **engine_kwargs, "model_output_path": folder})
         engine.finetune()
         seconds[f"{name}: engine incl. embedding and training"] = round(time.perf_counter() - t0, 2)
-        tuned = evaluate(val, AdapterEmbeddingModel(base_model, folder), top_k=top_k)  # reloaded from disk
+        reloaded = AdapterEmbeddingModel(base_model, folder)
+        tuned = evaluate(val, reloaded, top_k=top_k)
         questions = list(val.queries.values())
         trained = apply_adapter(engine.saved_adapter(), embed_texts(base_model, questions, "query", show_progress=False))
-        if not np.allclose(trained, AdapterEmbeddingModel(base_model, folder).embed(questions, "query"), atol=1e-6):
+        if not np.allclose(trained, reloaded.embed(questions, "query"), atol=1e-6):
             raise RuntimeError(f"The adapter reloaded from {folder} maps queries differently from the trained one.")
         from llama_index.embeddings.adapter import AdapterEmbeddingModel as LlamaIndexAdapterModel
 

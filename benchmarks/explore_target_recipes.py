@@ -42,17 +42,10 @@ class Engine(EmbeddingAdapterFinetuneEngine):
     def _loss(self, loss_model, group, rows, tensors):
         return super()._loss(loss_model, group, rows, tensors) * (self.pseudo_weight if group.name == "unlabeled" else 1.0)
 
-    def validation_rr(self, k: int = 10) -> np.ndarray:
+    def validation_rr(self, k: int = 10, adapter=None, groups=None) -> np.ndarray:
         if not self.balanced_val:
-            return super().validation_rr(k)
-        held = [g.val_idx for g in self.groups]
-        parts = []
-        for i in range(len(self.groups)):  # one group's held-out queries at a time
-            for j, g in enumerate(self.groups):
-                g.val_idx = held[j] if i == j else np.zeros(0, dtype=int)
-            parts.append(super().validation_rr(k))
-        for j, g in enumerate(self.groups):
-            g.val_idx = held[j]
+            return super().validation_rr(k, adapter, groups)
+        parts = [super(Engine, self).validation_rr(k, adapter, [g]) for g in (self.groups if groups is None else groups)]
         parts = [p for p in parts if len(p)]
         n = sum(len(p) for p in parts)
         return np.concatenate([p * n / (len(parts) * len(p)) for p in parts])  # each group's mean counts equally

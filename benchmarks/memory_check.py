@@ -37,22 +37,10 @@ class CheckedEngine(EmbeddingAdapterFinetuneEngine):
             texts = list(self.dataset.corpus.values())
             memory = CorpusMemory(self.model, *self._memory_vectors({str(c): texts[c] for c in chunks}, group.docs[chunks]),
                                   weight=self.memory_weight, temperature=self.memory_temperature)
-            gain = self._rr(group, memory) - self._rr(group, self.model)
+            gain = self.validation_rr(adapter=memory, groups=[group]) - self.validation_rr(groups=[group])
             self.check = (float(gain.mean()), float(gain.std(ddof=1) / math.sqrt(len(gain))))
             self.kept = self.check[0] >= -self.check[1]
         return saved
-
-    def _rr(self, group, adapter):
-        model, self.model = self.model, adapter
-        others = [(g, g.val_idx) for g in self.groups if g is not group]
-        for g, _ in others:
-            g.val_idx = np.zeros(0, dtype=int)
-        try:
-            return self.validation_rr()
-        finally:
-            self.model = model
-            for g, idx in others:
-                g.val_idx = idx
 
 
 def main() -> None:
