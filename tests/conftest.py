@@ -1,17 +1,14 @@
-"""Shared fixtures: tiny slices of the real walkthrough data and the real offline model."""
+"""Shared fixtures: tiny slices of the real walkthrough data and the real offline model.
+
+The environment (no API keys, the project's own embedding cache) is set in the root conftest.py.
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import pytest
 
-# One embedding cache per test session, away from the user's own cache.
-os.environ.setdefault("ADAPTERKIT_CACHE_DIR", tempfile.mkdtemp(prefix="adapterkit-test-cache-"))
-
-from adapterkit import EmbeddingQAFinetuneDataset, resolve_embed_model  # noqa: E402
-from adapterkit.data import get_file  # noqa: E402
+from adapterkit import EmbeddingQAFinetuneDataset, resolve_embed_model
+from adapterkit.data import get_file
 
 
 def take(dataset: EmbeddingQAFinetuneDataset, n_chunks: int, min_chars: int = 200) -> EmbeddingQAFinetuneDataset:

@@ -19,6 +19,49 @@ def test_default_is_the_real_bge_model(bge):
     assert resolve_embed_model(bge) is bge
 
 
+SENTENCES = ["What was Uber's revenue in 2021?", "Lyft", "Risk factors: our business could be harmed by competition and by "
+             "regulation of drivers as employees in California and elsewhere.", "Gross bookings grew.", "What is EBITDA?"]
+
+
+def test_default_runs_in_float32_without_integer_kernels(bge):
+    """The shipped int8 graph quantizes activations with the CPU's integer kernels; the default never runs one."""
+    from adapterkit.embeddings import INTEGER_OPS
+
+    assert bge.precision == "float32" and "MatMul" in bge.op_types and not bge.op_types & INTEGER_OPS
+    int8 = OnnxBGEEmbedding(precision="int8")
+    assert model_identity(int8) != model_identity(bge)
+    a, b = np.array(bge.get_text_embedding_batch(SENTENCES)), np.array(int8.get_text_embedding_batch(SENTENCES))
+    assert (a * b).sum(1).min() > 0.98  # the same weights, without rounding activations to 8 bits
+    with pytest.raises(ValueError, match="precision"):
+        OnnxBGEEmbedding(precision="fp16")
+
+
+def test_vectors_do_not_depend_on_batch_neighbours_or_threads(bge):
+    together = np.array(bge._get_query_embeddings(SENTENCES * 3))
+    alone = np.array([bge._get_query_embeddings([s])[0] for s in SENTENCES])
+    np.testing.assert_array_equal(together[: len(SENTENCES)], alone)
+    np.testing.assert_array_equal(together[len(SENTENCES):], np.concatenate([alone, alone]))
+    one_thread = OnnxBGEEmbedding(num_threads=1, embed_batch_size=2)
+    np.testing.assert_array_equal(np.array(one_thread._get_query_embeddings(SENTENCES)), alone)
+
+
+def test_other_float_kernels_agree_to_rounding(bge):
+    """Another kernel path (no graph fusion) stands in for another CPU: vectors agree to float rounding."""
+    import onnxruntime as ort
+    from pathlib import Path
+
+    from adapterkit.embeddings import dequantize_onnx
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    graph = dequantize_onnx(Path(bge.model_dir) / "model.onnx").SerializeToString()
+    plain = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    ids = np.array([bge._tokenizer.encode(SENTENCES[2]).ids], dtype=np.int64)
+    cls = plain.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})[0][0, 0]
+    ours = np.array(bge.get_text_embedding(SENTENCES[2]))
+    np.testing.assert_allclose(cls / np.linalg.norm(cls), ours, atol=1e-5)
+
+
 def test_local_spec_loads_minilm_from_its_package():
     model = resolve_embed_model("minilm")
     v = model.get_text_embedding("Uber reported revenue growth.")
