@@ -6,9 +6,7 @@ embedded by the base model and then transformed by the adapter, in batches.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, List, Optional, Sequence, Type, Union
 
 import numpy as np
@@ -17,7 +15,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 
-from adapterkit.adapters import BaseAdapter, CorpusMemory, LinearLayer, TwoLayerNN, AdapterLoadError, CONFIG_NAME, check_adapter_dim, holds_memory
+from adapterkit.adapters import BaseAdapter, check_adapter_dim, infer_adapter_cls, load_adapter  # noqa: F401 (infer_adapter_cls: re-exported)
 from adapterkit.cache import EmbeddingCache, call_model, embed_texts
 from adapterkit.embeddings import resolve_embed_model
 
@@ -31,24 +29,6 @@ def infer_device(device: Optional[str] = None) -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def infer_adapter_cls(adapter_path: Union[str, os.PathLike]) -> Type[BaseAdapter]:
-    """LinearLayer, TwoLayerNN or CorpusMemory, read off ``config.json``; other classes must be passed explicitly."""
-    config_file = Path(adapter_path) / CONFIG_NAME
-    try:
-        keys = set(json.loads(config_file.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
-        return LinearLayer  # BaseAdapter.load reports what is wrong with the folder
-    if "hidden_features" in keys:
-        return TwoLayerNN
-    if holds_memory(adapter_path):
-        return CorpusMemory
-    if keys <= {"in_features", "out_features", "bias"}:
-        return LinearLayer
-    raise AdapterLoadError(
-        f"{config_file} has keys {sorted(keys)}, which belong to a custom adapter: pass adapter_cls=YourAdapter."
-    )
 
 
 def apply_adapter(adapter: torch.nn.Module, embeddings: np.ndarray, batch_size: int = 4096) -> np.ndarray:
@@ -72,8 +52,8 @@ class AdapterEmbeddingModel(BaseEmbedding):
     Args:
         base_embed_model: any LlamaIndex ``BaseEmbedding``, or a spec for ``resolve_embed_model``.
         adapter_path: folder written by ``BaseAdapter.save`` (or LlamaIndex's engine).
-        adapter_cls: the adapter's class; default: read off ``config.json`` (LinearLayer, TwoLayerNN,
-            CorpusMemory).
+        adapter_cls: the adapter's class, needed for a custom adapter (a ``BaseAdapter`` subclass);
+            default: adapterkit's class named in ``config.json``. Nothing the folder names is imported.
         transform_query: apply the adapter to queries (False gives the base model back).
         device: torch device for the adapter; default: CUDA when present, else CPU.
         embed_batch_size: texts per base-model call.
@@ -111,8 +91,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
         )
         self._base_embed_model = base
         self._target_device = infer_device(device)
-        cls = adapter_cls or infer_adapter_cls(adapter_path)
-        self._adapter = cls.load(adapter_path).to(self._target_device).eval()
+        self._adapter = load_adapter(adapter_path, adapter_cls).to(self._target_device).eval()
         self._transform_query = transform_query
         self._cache = cache
 

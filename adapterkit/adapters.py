@@ -75,35 +75,75 @@ class BaseAdapter(nn.Module):
             os.replace(tmp, out / name)
 
     @classmethod
-    def load(cls, input_path: str | os.PathLike) -> "BaseAdapter":
-        """Rebuild an adapter saved by adapterkit or by LlamaIndex."""
+    def load(cls, input_path: str | os.PathLike, **classes: Any) -> "BaseAdapter":
+        """Rebuild an adapter saved by adapterkit or by LlamaIndex, as an instance of ``cls``.
+
+        Nothing the folder names is imported or called: ``config.json`` only supplies keyword
+        arguments to ``cls``, and the weights are read without unpickling. The module is first built
+        on torch's ``meta`` device, so a config whose sizes do not match the weights file is refused
+        before any memory is allocated for it.
+        """
         folder = Path(input_path)
-        config_file = folder / CONFIG_NAME
-        if not folder.is_dir():
-            raise AdapterLoadError(
-                f"Adapter folder {folder} does not exist. Pass the model_output_path used for training "
-                "(it holds config.json and the weights)."
-            )
-        if not config_file.is_file():
-            raise AdapterLoadError(
-                f"{config_file} is missing: {folder} is not a saved adapter. "
-                "Save one with adapter.save(path) or train with EmbeddingAdapterFinetuneEngine."
-            )
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise AdapterLoadError(f"{config_file} is not valid JSON ({exc}); re-save the adapter.") from exc
-        if not isinstance(config, dict):
-            raise AdapterLoadError(f"{config_file} must hold a JSON object of constructor arguments.")
-        try:
-            model = cls(**config)
-        except TypeError as exc:
-            raise AdapterLoadError(
-                f"{config_file} does not fit {cls.__name__}: {exc}. "
-                "Pass the adapter class it was saved with (adapter_cls=...)."
-            ) from exc
-        _load_into(model, folder)
+        config = read_config(folder)
+        state = _read_state_dict(folder)
+        model = _build(cls, config, folder, state, **classes)
+        _load_into(model, folder, state)
         return model
+
+
+def read_config(folder: Path) -> Dict[str, Any]:
+    """``config.json`` of an adapter folder, checked to be an object of JSON values."""
+    config_file = folder / CONFIG_NAME
+    if not folder.is_dir():
+        raise AdapterLoadError(
+            f"Adapter folder {folder} does not exist. Pass the model_output_path used for training "
+            "(it holds config.json and the weights)."
+        )
+    if not config_file.is_file():
+        raise AdapterLoadError(
+            f"{config_file} is missing: {folder} is not a saved adapter. "
+            "Save one with adapter.save(path) or train with EmbeddingAdapterFinetuneEngine."
+        )
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdapterLoadError(f"{config_file} is not valid JSON ({exc}); re-save the adapter.") from exc
+    if not isinstance(config, dict):
+        raise AdapterLoadError(f"{config_file} must hold a JSON object of constructor arguments.")
+    return config
+
+
+def _build(cls: type, config: Dict[str, Any], folder: Path, state: Dict[str, Tensor], **classes: Any) -> "BaseAdapter":
+    """``cls(**config)``, after a ``meta``-device build has shown that its tensors fit ``state``."""
+    try:
+        with torch.device("meta"):
+            probe = cls(**config, **classes)
+    except (TypeError, ValueError, AdapterLoadError) as exc:
+        raise AdapterLoadError(
+            f"{folder / CONFIG_NAME} does not fit {cls.__name__}: {exc}. "
+            "Pass the adapter class it was saved with (adapter_cls=...)."
+        ) from exc
+    except Exception:  # a user class whose constructor cannot run on the meta device: build it for real
+        probe = None
+    if probe is not None:
+        expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in state.items()}
+        if expected != found:
+            raise AdapterLoadError(
+                f"Weights in {folder} do not match {cls.__name__}({', '.join(f'{k}={v!r}' for k, v in config.items())}): "
+                f"{_shape_difference(expected, found)}. Pass the adapter class it was saved with (adapter_cls=...)."
+            )
+    try:
+        return cls(**config, **classes)
+    except (TypeError, ValueError) as exc:
+        raise AdapterLoadError(f"{folder / CONFIG_NAME} does not fit {cls.__name__}: {exc}.") from exc
+
+
+def _shape_difference(expected: Dict[str, tuple], found: Dict[str, tuple]) -> str:
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        return f"missing {missing}, unexpected {unexpected}"
+    return ", ".join(f"{k}: {found[k]} in the file, {expected[k]} for the class" for k in expected if expected[k] != found[k])
 
 
 def _read_state_dict(folder: Path) -> Dict[str, Tensor]:
@@ -122,9 +162,9 @@ def _read_state_dict(folder: Path) -> Dict[str, Tensor]:
     )
 
 
-def _load_into(model: nn.Module, folder: Path) -> None:
+def _load_into(model: nn.Module, folder: Path, state: Optional[Dict[str, Tensor]] = None) -> None:
     try:
-        model.load_state_dict(_read_state_dict(folder), strict=True)
+        model.load_state_dict(_read_state_dict(folder) if state is None else state, strict=True)
     except RuntimeError as exc:
         raise AdapterLoadError(
             f"Weights in {folder} do not match {type(model).__name__}{tuple(model.get_config_dict().values())}: "
@@ -316,12 +356,12 @@ class CorpusMemory(BaseAdapter):
     """
 
     def __init__(self, inner: Any, keys: Any, chunks: Any, owner: Any = None, weight: float = 0.25,
-                 temperature: float = 100.0, dim: Optional[int] = None) -> None:
+                 temperature: float = 100.0, dim: Optional[int] = None, inner_cls: Optional[type] = None) -> None:
         super().__init__()
         if isinstance(inner, dict):  # rebuilding from config.json
-            if not {"class", "config"} <= set(inner):
-                raise AdapterLoadError(f"A saved CorpusMemory's inner adapter must be {{'class': ..., 'config': ...}}, got {inner}; re-save it.")
-            inner = _adapter_class(inner["class"])(**inner["config"])
+            if set(inner) != {"class", "config"} or not isinstance(inner["class"], str) or not isinstance(inner["config"], dict):
+                raise AdapterLoadError(f"A saved CorpusMemory's inner adapter must be {{'class': name, 'config': {{...}}}}, got {inner}; re-save it.")
+            inner = adapter_class(inner["class"], inner_cls)(**inner["config"])
         if isinstance(keys, int):  # loading: the tensors come with the weights
             keys, chunks, owner = torch.empty(keys, dim or 0), torch.empty(chunks, dim or 0), torch.zeros(keys, dtype=torch.long)
         device = next(inner.parameters(), torch.zeros(0)).device  # buffers live where the adapter does
@@ -330,7 +370,7 @@ class CorpusMemory(BaseAdapter):
         if keys.ndim != 2 or chunks.ndim != 2 or keys.shape[1] != chunks.shape[1] or owner.shape != (len(keys),):
             raise ValueError(f"keys (n, d), chunks (m, d) and owner (n,) do not fit: got {tuple(keys.shape)}, "
                              f"{tuple(chunks.shape)} and {tuple(owner.shape)}; owner holds each key's row in chunks.")
-        if len(owner) and not 0 <= int(owner.min()) <= int(owner.max()) < max(len(chunks), 1):
+        if len(owner) and owner.device.type != "meta" and not 0 <= int(owner.min()) <= int(owner.max()) < max(len(chunks), 1):
             raise ValueError(f"owner must hold rows of chunks (0..{len(chunks) - 1}), got {int(owner.min())}..{int(owner.max())}.")
         self.inner, self.weight, self.temperature = inner, float(weight), float(temperature)
         self.register_buffer("keys", F.normalize(keys, dim=-1))
@@ -352,22 +392,12 @@ class CorpusMemory(BaseAdapter):
 
     def save(self, output_path: str | os.PathLike) -> None:
         """The memory with its adapter, and the adapter alone in ``adapter/`` (for LlamaIndex)."""
-        self.get_config_dict()  # fails before anything is written if the adapter could not be loaded back
         super().save(output_path)
         self.inner.save(Path(output_path) / INNER_DIR)
 
     def get_config_dict(self) -> Dict[str, Any]:
         cls = type(self.inner)
-        name = cls.__name__
-        if _ADAPTERS.get(name) is not cls:
-            name = f"{cls.__module__}:{cls.__qualname__}"
-            try:
-                found = _adapter_class(name)
-            except AdapterLoadError:
-                found = None
-            if found is not cls:
-                raise ValueError(f"{name} cannot be imported back, so a memory over it could not be loaded: "
-                                 "define the adapter class at module level in an importable module.")
+        name = cls.__name__ if ADAPTER_CLASSES.get(cls.__name__) is cls else f"{cls.__module__}:{cls.__qualname__}"
         return {"inner": {"class": name, "config": self.inner.get_config_dict()}, "keys": len(self.keys),
                 "chunks": len(self.chunks), "dim": self.keys.shape[1], "weight": self.weight, "temperature": self.temperature}
 
@@ -380,22 +410,54 @@ def holds_memory(folder: str | os.PathLike) -> bool:
         return False
 
 
-_ADAPTERS = {cls.__name__: cls for cls in (LinearLayer, TwoLayerNN, LowRankLinear, OrthogonalLinear)}
+# The only classes a saved folder can name. Loading never imports what a file names: any other class
+# must be passed by the caller (``adapter_cls=``), and only a ``BaseAdapter`` subclass is accepted.
+ADAPTER_CLASSES: Dict[str, type] = {c.__name__: c for c in (LinearLayer, TwoLayerNN, LowRankLinear, OrthogonalLinear, CorpusMemory)}
 
 
-def _adapter_class(name: str) -> type:
-    """An adapter class by name: adapterkit's own, or ``module:QualName`` for a user-defined one."""
-    if name in _ADAPTERS:
-        return _ADAPTERS[name]
-    module, _, qualname = name.partition(":")
-    try:
-        import importlib
+def check_adapter_cls(cls: Any) -> type:
+    """``cls`` if it is a ``BaseAdapter`` subclass, else a ``TypeError`` that says what to pass."""
+    if not (isinstance(cls, type) and issubclass(cls, BaseAdapter)):
+        raise TypeError(f"adapter_cls must be a subclass of adapterkit.BaseAdapter, got {cls!r}.")
+    return cls
 
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise AdapterLoadError(f"The memory's inner adapter class {name!r} cannot be imported ({exc}); "
-                               "import the module that defines it, or install it.") from exc
-    return obj
 
+def adapter_class(name: str, custom: Optional[type] = None) -> type:
+    """The class a saved folder names: adapterkit's own by name, or ``custom`` when the caller passed it."""
+    if custom is not None and name in (check_adapter_cls(custom).__name__, f"{custom.__module__}:{custom.__qualname__}"):
+        return custom
+    if name in ADAPTER_CLASSES:
+        return ADAPTER_CLASSES[name]
+    raise AdapterLoadError(
+        f"The saved adapter names class {name!r}, which is not one of adapterkit's ({', '.join(ADAPTER_CLASSES)}). "
+        "A folder never chooses code to run: pass the class yourself, adapter_cls=YourAdapter."
+    )
+
+
+def infer_adapter_cls(folder: str | os.PathLike) -> type:
+    """LinearLayer, TwoLayerNN or CorpusMemory, read off ``config.json``; other classes must be passed explicitly."""
+    keys = set(read_config(Path(folder)))
+    if {"inner", "keys"} <= keys:
+        return CorpusMemory
+    if "hidden_features" in keys:
+        return TwoLayerNN
+    if keys <= {"in_features", "out_features", "bias"}:
+        return LinearLayer
+    raise AdapterLoadError(
+        f"{Path(folder) / CONFIG_NAME} has keys {sorted(keys)}, which belong to a custom adapter: pass adapter_cls=YourAdapter."
+    )
+
+
+def load_adapter(folder: str | os.PathLike, adapter_cls: Optional[type] = None) -> BaseAdapter:
+    """The adapter saved in ``folder``: the one loading entry point of adapterkit.
+
+    Args:
+        folder: written by ``BaseAdapter.save``, the engine, or LlamaIndex.
+        adapter_cls: its class, for a custom adapter (for a saved ``CorpusMemory``: the class of the
+            adapter inside it); default: adapterkit's class read off ``config.json``.
+    """
+    if adapter_cls is not None:
+        check_adapter_cls(adapter_cls)
+    if holds_memory(folder) and adapter_cls is not CorpusMemory:
+        return CorpusMemory.load(folder, inner_cls=adapter_cls)
+    return (adapter_cls or infer_adapter_cls(folder)).load(folder)

@@ -25,8 +25,8 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode, MetadataMode
 from tqdm.auto import tqdm
 
-from adapterkit.adapter_embedding import AdapterEmbeddingModel, apply_adapter, infer_adapter_cls, infer_device
-from adapterkit.adapters import INNER_DIR, BaseAdapter, CorpusMemory, LinearLayer, check_adapter_dim, holds_memory
+from adapterkit.adapter_embedding import AdapterEmbeddingModel, apply_adapter, infer_device
+from adapterkit.adapters import ADAPTER_CLASSES, INNER_DIR, BaseAdapter, CorpusMemory, LinearLayer, check_adapter_dim, holds_memory, load_adapter
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import resolve_embed_model
@@ -400,7 +400,7 @@ class EmbeddingAdapterFinetuneEngine:
         Of a saved ``CorpusMemory`` the adapter inside it trains on; the memory is saved again around
         it, unless an ``unlabeled_corpus`` builds a new one or ``corpus_memory=False`` drops it.
         """
-        model = (model_cls or infer_adapter_cls(model_path)).load(model_path)
+        model = load_adapter(model_path, model_cls)
         memory = model if isinstance(model, CorpusMemory) else None
         engine = cls(dataset, embed_model, adapter_model=memory.inner if memory else model, **kwargs)
         if memory is not None and engine._memory is None and kwargs.get("corpus_memory", True):
@@ -594,9 +594,10 @@ class EmbeddingAdapterFinetuneEngine:
         if not (self._model_output_path / "config.json").is_file():
             raise FileNotFoundError(f"No adapter at {self._model_output_path}: call finetune() first.")
         model_kwargs.setdefault("cache", self._cache)
+        model_kwargs.setdefault("device", str(self._target_device))  # where it was trained, not wherever a GPU is
         return AdapterEmbeddingModel(
             self.embed_model, self._model_output_path, **model_kwargs,
-            adapter_cls=adapter_cls or (CorpusMemory if holds_memory(self._model_output_path) else type(self.model)),
+            adapter_cls=adapter_cls or (None if ADAPTER_CLASSES.get(type(self.model).__name__) is type(self.model) else type(self.model)),
         )
 
 

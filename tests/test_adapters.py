@@ -150,18 +150,15 @@ def test_corpus_memory_pulls_a_sentence_toward_its_chunk_and_round_trips(tmp_pat
     loaded = CorpusMemory.load(tmp_path / "m")
     assert torch.equal(loaded(x), memory(x)) and loaded.get_config_dict() == memory.get_config_dict()
     assert torch.equal(LinearLayer.load(tmp_path / "m" / "adapter").linear.weight, inner.linear.weight)  # the adapter alone
-    # A user-defined inner adapter is saved by its import path and rebuilt from it.
+    # A user-defined inner adapter is saved by its name and rebuilt only from the class the caller passes.
     CorpusMemory(Scale(8), keys, chunks, owner).save(tmp_path / "s")
     assert json.loads((tmp_path / "s" / "config.json").read_text())["inner"]["class"] == "test_adapters:Scale"
-    assert isinstance(CorpusMemory.load(tmp_path / "s").inner, Scale)
-    config = json.loads((tmp_path / "s" / "config.json").read_text())
-    config["inner"]["class"] = "no_such_module:Scale"
-    (tmp_path / "s" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(AdapterLoadError, match="no_such_module:Scale"):
+    assert isinstance(CorpusMemory.load(tmp_path / "s", inner_cls=Scale).inner, Scale)
+    with pytest.raises(AdapterLoadError, match="adapter_cls=YourAdapter"):
         CorpusMemory.load(tmp_path / "s")
 
 
-def test_corpus_memory_refuses_what_it_could_not_load_back(tmp_path):
+def test_corpus_memory_checks_its_tensors(tmp_path):
     from adapterkit.adapters import CorpusMemory
 
     keys, chunks, owner = torch.randn(2, 8), torch.randn(2, 8), torch.tensor([0, 1])
@@ -170,9 +167,51 @@ def test_corpus_memory_refuses_what_it_could_not_load_back(tmp_path):
     with pytest.raises(ValueError, match="rows of chunks"):
         CorpusMemory(LinearLayer(8, 8), keys, chunks, torch.tensor([0, 2]))
 
-    class Local(Scale):  # defined in a function: no import path leads back to it
-        pass
 
-    with pytest.raises(ValueError, match="module level"):
-        CorpusMemory(Local(8), keys, chunks, owner).save(tmp_path / "local")
-    assert not (tmp_path / "local").exists()  # refused before anything was written
+def _exploit_folders(root, target):
+    """Adapter folders whose config.json names code to run, each with the command as a config value."""
+    memory = {"keys": 1, "chunks": 1, "dim": 2, "weight": 0.25, "temperature": 100.0}
+    configs = {
+        "os_system": {"inner": {"class": "os:system", "config": {"command": f"touch {target}"}}, **memory},
+        "subprocess_run": {"inner": {"class": "subprocess:run", "config": {"args": ["touch", str(target)]}}, **memory},
+        "builtin_exec": {"inner": {"class": "builtins:exec", "config": {"source": f"open({str(target)!r}, 'w')"}}, **memory},
+        "plain": {"in_features": 2, "out_features": 2, "class": "subprocess:run", "args": ["touch", str(target)]},
+    }
+    folders = []
+    for name, config in configs.items():
+        folder = root / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        folders.append(folder)
+    return folders
+
+
+def test_loading_never_runs_what_a_folder_names(tmp_path, train_small, bge):
+    """Every loading entry point refuses a folder naming code (os.system, subprocess.run, exec); nothing runs."""
+    from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine
+    from adapterkit.adapters import CorpusMemory, infer_adapter_cls, load_adapter
+
+    target = tmp_path / "pwned"
+    entry_points = {
+        "load_adapter": lambda f: load_adapter(f),
+        "CorpusMemory.load": lambda f: CorpusMemory.load(f),
+        "LinearLayer.load": lambda f: LinearLayer.load(f),
+        "infer_adapter_cls": lambda f: infer_adapter_cls(f).load(f),
+        "AdapterEmbeddingModel": lambda f: AdapterEmbeddingModel(bge, f),
+        "from_model_path": lambda f: EmbeddingAdapterFinetuneEngine.from_model_path(train_small, bge, f, show_progress=False),
+        "custom class passed": lambda f: load_adapter(f, adapter_cls=Scale),
+    }
+    for folder in _exploit_folders(tmp_path, target):
+        for name, load in entry_points.items():
+            with pytest.raises((AdapterLoadError, TypeError)):
+                load(folder)
+            assert not target.exists(), f"{name} ran the command named in {folder.name}/config.json"
+    with pytest.raises(TypeError, match="subclass of adapterkit.BaseAdapter"):
+        load_adapter(tmp_path / "plain", adapter_cls=print)
+
+
+def test_config_sizes_are_checked_before_anything_is_allocated(tmp_path):
+    LinearLayer(4, 4).save(tmp_path / "a")
+    (tmp_path / "a" / "config.json").write_text(json.dumps({"in_features": 4_000_000, "out_features": 4_000_000}))
+    with pytest.raises(AdapterLoadError, match=r"linear.weight: \(4, 4\) in the file"):
+        LinearLayer.load(tmp_path / "a")  # 64 TB if it were built before checking
