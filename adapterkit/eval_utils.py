@@ -17,7 +17,7 @@ import torch
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from adapterkit.adapter_embedding import encode
-from adapterkit.cache import EmbeddingCache
+from adapterkit.cache import EmbeddingCache, NonFiniteEmbeddingError
 from adapterkit.datasets import EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import resolve_embed_model
 
@@ -44,7 +44,12 @@ def exact_search(
 
     Returns:
         ``(top_idx (Q, k), top_scores (Q, k), ranks)`` where ``ranks[i]`` holds the 1-based rank of
-        each of query ``i``'s relevant docs (ties counted in the doc's favour).
+        each of query ``i``'s relevant docs.
+
+    Ties are ranked pessimistically: a relevant doc is placed after every other doc with the same
+    score (relevant docs tied with each other do not push each other down). A non-finite score (a
+    NaN or infinite query or document vector) counts as the lowest possible, so a query whose vector
+    is not finite misses: a diverged model can never look good.
     """
     k = min(k, len(docs))
     top_idx = np.zeros((len(queries), k), dtype=np.int64)
@@ -54,7 +59,6 @@ def exact_search(
         for qs in range(0, len(queries), query_chunk):
             q = _normalise(torch.as_tensor(queries[qs : qs + query_chunk], dtype=torch.float32))
             rel = relevant[qs : qs + query_chunk]
-            # Score of each relevant doc, then count docs that beat it, chunk by chunk.
             width = max(len(r) for r in rel)
             rel_idx = torch.zeros(len(q), width, dtype=torch.long)
             rel_mask = torch.zeros(len(q), width, dtype=torch.bool)
@@ -62,19 +66,20 @@ def exact_search(
                 rel_idx[row, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
                 rel_mask[row, : len(r)] = True
             rel_vecs = _normalise(torch.as_tensor(docs[rel_idx.flatten().numpy()], dtype=torch.float32))
-            rel_scores = (rel_vecs.view(len(q), width, -1) * q[:, None, :]).sum(-1)
-            beaten = torch.zeros(len(q), width, dtype=torch.long)
+            rel_scores = _finite((rel_vecs.view(len(q), width, -1) * q[:, None, :]).sum(-1))
+            # Relevant docs rank among themselves by score (ties do not count)...
+            beaten = ((rel_scores[:, None, :] > rel_scores[:, :, None]) & rel_mask[:, None, :]).sum(-1)
             best_s = torch.full((len(q), k), -math.inf)
             best_i = torch.zeros((len(q), k), dtype=torch.long)
             for ds in range(0, len(docs), doc_chunk):
                 d = _normalise(torch.as_tensor(docs[ds : ds + doc_chunk], dtype=torch.float32))
-                s = q @ d.T
-                gt = s[:, None, :] > rel_scores[:, :, None]
-                # A relevant doc never beats itself (its two scores may differ in the last bit).
+                s = _finite(q @ d.T)
+                # ...and every other doc at or above a relevant doc's score counts against it.
                 local = rel_idx - ds
                 inside = rel_mask & (local >= 0) & (local < s.shape[1])
-                self_gt = gt.gather(2, local.clamp(0, s.shape[1] - 1)[:, :, None]).squeeze(2) & inside
-                beaten += gt.sum(-1) - self_gt.long()
+                is_rel = torch.zeros_like(s, dtype=torch.bool)
+                is_rel[torch.arange(len(q))[:, None].expand_as(local)[inside], local[inside]] = True
+                beaten += ((s[:, None, :] >= rel_scores[:, :, None]) & ~is_rel[:, None, :]).sum(-1)
                 s_top, i_top = s.topk(min(k, s.shape[1]), dim=1)
                 merged_s = torch.cat([best_s, s_top], dim=1)
                 merged_i = torch.cat([best_i, i_top + ds], dim=1)
@@ -85,6 +90,11 @@ def exact_search(
             r = (beaten + 1).numpy()
             ranks.extend(r[row][rel_mask[row].numpy()] for row in range(len(q)))
     return top_idx, top_scores, ranks
+
+
+def _finite(scores: torch.Tensor) -> torch.Tensor:
+    """Scores with NaN and infinities replaced by -inf: the lowest, never a hit."""
+    return torch.where(torch.isfinite(scores), scores, torch.tensor(-math.inf))
 
 
 def metrics_at_k(ranks: Sequence[np.ndarray], k: int, gains: Optional[Sequence[Optional[np.ndarray]]] = None) -> Dict[str, np.ndarray]:
@@ -151,6 +161,10 @@ def evaluate(
         cache: where base embeddings are kept (default: ``$ADAPTERKIT_CACHE_DIR``).
         graded_relevance: optional ``{query_id: {node_id: grade}}`` for nDCG (default grade 1).
 
+    Raises ``NonFiniteEmbeddingError`` when a query vector is NaN or infinite (a diverged adapter),
+    rather than scoring it. Ties are ranked pessimistically (``exact_search``): a model that gives
+    every document the same score misses every query.
+
     Returns:
         A DataFrame with ``query_id, query, expected, retrieved, rank, is_hit, mrr, recall, ndcg, ap``.
         ``rank`` is the rank of the first relevant doc over the whole corpus, so hit-rate at any
@@ -161,6 +175,8 @@ def evaluate(
         df = evaluate(val_dataset, "default", top_k=5)
         df[["is_hit", "mrr"]].mean()
     """
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}.")
     dataset.validate()
     model = resolve_embed_model(embed_model)
     qids = list(dataset.queries)
@@ -172,6 +188,13 @@ def evaluate(
         raise ValueError(
             f"Query vectors have {q_vecs.shape[1]} dimensions but documents {doc_vecs.shape[1]}: "
             "the adapter must map back to the base model's dimension."
+        )
+    bad = np.where(~np.isfinite(q_vecs).all(axis=1))[0]
+    if len(bad):
+        raise NonFiniteEmbeddingError(
+            f"{len(bad)} of {len(qids)} query vectors from {model.class_name()} are not finite (NaN/inf), e.g. for "
+            f"{dataset.queries[qids[bad[0]]][:60]!r}: the adapter's weights are not finite (training diverged; "
+            "retrain with a lower learning rate). No score is given for such a model."
         )
     relevant = [[doc_pos[d] for d in dataset.relevant_docs[q]] for q in qids]
     top_idx, _, ranks = exact_search(q_vecs, doc_vecs, top_k, relevant)

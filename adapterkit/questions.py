@@ -8,16 +8,18 @@ untidy answers, and reports how many chunks gave how many usable questions.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import queue
 import re
+import threading
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.llms import LLM
@@ -202,31 +204,67 @@ def _progress_path(output_path: Union[str, Path]) -> Path:
     return Path(str(output_path) + ".progress.jsonl")
 
 
-def _read_progress(path: Path) -> Dict[str, Dict[str, str]]:
-    """``{node_id: {query_id: question}}`` of the chunks a previous run finished."""
+def text_sha256(text: str) -> str:
+    """What a journaled chunk is keyed on beside its node id: questions about other text are not reused."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _read_progress(path: Path, texts: Mapping[str, str]) -> Dict[str, Dict[str, str]]:
+    """``{node_id: {query_id: question}}`` of the chunks a previous run finished on the same text."""
     done: Dict[str, Dict[str, str]] = {}
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)
-                done[record["node_id"]] = record["queries"]
+                node_id, queries = record["node_id"], record["queries"]
+                fresh = node_id in texts and record.get("text_sha256") == text_sha256(texts[node_id])
             except (ValueError, KeyError, TypeError):  # the line a kill cut short
                 continue
+            if fresh and isinstance(queries, dict) and queries and all(isinstance(q, str) for q in queries.values()):
+                done[node_id] = queries
     return done
 
 
-def _complete(llm: LLM, prompt: str, retry_limit: int, retry_delay: float) -> str:
-    """The LLM's answer; ``retry_limit`` attempts in all, waiting ``retry_delay`` * 1, 2, 4, ... between."""
+class EmptyAnswerError(ValueError):
+    """The LLM answered, but no usable question was in the answer."""
+
+
+def _call_with_timeout(llm: LLM, prompt: str, timeout: Optional[float]) -> str:
+    """``llm.complete(prompt).text`` in a daemon thread: a call that hangs is abandoned after ``timeout`` s
+    (and never keeps the process alive), and Ctrl-C reaches the caller at once."""
+    result: Dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["text"] = llm.complete(prompt).text
+        except BaseException as exc:  # handed to the caller, KeyboardInterrupt included
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, name="qa-gen-call", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"the LLM call did not answer within {timeout} s")
+    if "error" in result:
+        raise result["error"]
+    return result["text"] or ""
+
+
+def _ask(llm: LLM, prompt: str, retry_limit: int, retry_delay: float, timeout: Optional[float]) -> Tuple[List[str], int]:
+    """``(usable questions, dropped lines)`` of one chunk; ``retry_limit`` attempts in all (an error, a
+    timeout and an answer without a usable question each cost one), waiting ``retry_delay`` * 1, 2, 4, ..."""
     for attempt in range(retry_limit):
         try:
-            return llm.complete(prompt).text
-        except Exception as exc:  # network errors, rate limits, 5xx: worth another try
+            answer = _call_with_timeout(llm, prompt, timeout)
+            questions = parse_questions(answer)
+            if not questions:
+                raise EmptyAnswerError(f"no usable question in the answer {answer[:80]!r}")
+            return questions, len(_candidates(answer)) - len(questions)
+        except Exception as exc:  # network errors, rate limits, 5xx, timeouts, empty answers: worth another try
             if attempt + 1 >= retry_limit:
                 raise
             delay = retry_delay * 2**attempt
-            logger.warning(
-                "LLM call failed (%s: %s); retry %d/%d in %.1f s", type(exc).__name__, exc, attempt + 1, retry_limit - 1, delay
-            )
+            logger.warning("LLM call failed (%s: %s); retry %d/%d in %.1f s", type(exc).__name__, exc, attempt + 1, retry_limit - 1, delay)
             time.sleep(delay)
     raise ValueError("retry_limit must be at least 1")
 
@@ -237,36 +275,62 @@ def _workers(llm: LLM, max_workers: int) -> int:
     return max(1, min(max_workers, limit) if isinstance(limit, int) and limit > 0 else max_workers)
 
 
-def _answers(
-    llm: LLM, prompts: Iterable[Tuple[str, str]], workers: int, retry_limit: int, retry_delay: float
-) -> Iterator[Tuple[str, Union[str, Exception]]]:
-    """``(node_id, answer or the exception of its last attempt)`` as chunks finish."""
-    if workers == 1:  # inline: Ctrl-C stops at once and tracebacks stay plain
-        for node_id, prompt in prompts:
+Answer = Union[Tuple[List[str], int], BaseException]
+
+
+def _answers(llm: LLM, prompts: Sequence[Tuple[str, str]], workers: int, retry_limit: int, retry_delay: float,
+             timeout: Optional[float]) -> Iterator[Tuple[str, Answer]]:
+    """``(node_id, (questions, dropped lines) or the exception of its last attempt)`` as chunks finish.
+
+    Workers are daemon threads, so a stop never waits for them. On Ctrl-C (or any error in this
+    thread) no further chunk is started, the chunks already answered are handed over, and the
+    interrupt is raised again.
+    """
+    todo: "queue.Queue[Tuple[str, str]]" = queue.Queue()
+    for item in prompts:
+        todo.put(item)
+    done: "queue.Queue[Tuple[str, Answer]]" = queue.Queue()
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
             try:
-                yield node_id, _complete(llm, prompt, retry_limit, retry_delay)
-            except Exception as exc:
-                yield node_id, exc
-        return
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qa-gen")
-    futures = {pool.submit(_complete, llm, prompt, retry_limit, retry_delay): node_id for node_id, prompt in prompts}
-    pending = set(futures)
+                node_id, prompt = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put((node_id, _ask(llm, prompt, retry_limit, retry_delay, timeout)))
+            except BaseException as exc:
+                done.put((node_id, exc))
+
+    for i in range(min(workers, len(prompts))):
+        threading.Thread(target=worker, name=f"qa-gen-{i}", daemon=True).start()
+    received = 0
     try:
-        for future in as_completed(futures):
-            pending.discard(future)
+        while received < len(prompts):
             try:
-                yield futures[future], future.result()  # a KeyboardInterrupt in a worker is re-raised here
-            except Exception as exc:
-                yield futures[future], exc
+                node_id, answer = done.get(timeout=0.2)  # short waits: Ctrl-C is seen at once
+            except queue.Empty:
+                continue
+            received += 1
+            if isinstance(answer, KeyboardInterrupt):
+                raise answer
+            yield node_id, answer
     except GeneratorExit:  # the caller stopped reading (it raised): nothing more to hand over
+        stop.set()
         raise
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)  # start no queued chunk after a stop...
-        for future in [f for f in pending if f.done() and not f.cancelled() and f.exception() is None]:
-            yield futures[future], future.result()  # ...but save the ones already answered
+        stop.set()  # start no queued chunk after a stop...
+        while True:  # ...but hand over the ones already answered
+            try:
+                node_id, answer = done.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(answer, BaseException):
+                yield node_id, answer
         raise
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        stop.set()
 
 
 def generate_qa_embedding_pairs(
@@ -281,6 +345,7 @@ def generate_qa_embedding_pairs(
     min_chunk_chars: int = 100,
     retry_delay: float = 1.0,
     verbose: bool = True,
+    timeout: Optional[float] = 300.0,
 ) -> GeneratedQADataset:
     """Ask an LLM for questions about each chunk; return them as a (query, relevant chunk) dataset.
 
@@ -290,15 +355,19 @@ def generate_qa_embedding_pairs(
         llm: a LlamaIndex ``LLM`` or a ``resolve_llm`` spec; None: the offline default (SmolLM2-135M).
         qa_generate_prompt_tmpl: prompt with ``{context_str}`` and ``{num_questions_per_chunk}``.
         num_questions_per_chunk: questions asked for, and the most kept, per chunk.
-        retry_limit: attempts per chunk when the LLM call raises (exponential backoff between).
+        retry_limit: attempts per chunk (exponential backoff between): a call that raises, times out,
+            or answers without a usable question costs one.
         on_failure: ``"continue"`` (count the chunk as failed; a rerun tries it again) or ``"fail"``.
         output_path: dataset JSON written at the end. Each finished chunk is appended at once to
-            ``<output_path>.progress.jsonl``, so a killed run loses only the chunks in flight, and a
-            rerun with the same path skips finished chunks. Delete that file to start over.
+            ``<output_path>.progress.jsonl`` with a hash of its text, so a killed run loses only the
+            chunks in flight, and a rerun with the same path skips chunks finished on the same text
+            (a chunk whose text changed is asked again). Delete that file to start over.
         max_workers: concurrent LLM calls, capped by the LLM's ``max_concurrency`` (1 for local models).
         min_chunk_chars: chunks shorter than this (stripped) are not asked about, but stay in the corpus.
         retry_delay: seconds before the first retry; doubled for each next one.
         verbose: show a progress bar and print the summary.
+        timeout: seconds one LLM call may take before it is abandoned and retried (None: no limit).
+            Calls run in daemon threads, so a hung call never keeps the process alive after Ctrl-C.
 
     Returns:
         a ``GeneratedQADataset`` (an ``EmbeddingQAFinetuneDataset``): queries ``{uuid: question}``,
@@ -319,7 +388,7 @@ def generate_qa_embedding_pairs(
         raise ValueError(f"retry_limit must be at least 1, got {retry_limit}.")
     texts = _node_texts(nodes)
     progress = _progress_path(output_path) if output_path else None
-    done = {k: v for k, v in _read_progress(progress).items() if k in texts} if progress else {}
+    done = _read_progress(progress, texts) if progress else {}
     stats = QAGenerationStats(chunks=len(texts), resumed=len(done))
     todo = []
     for node_id, text in texts.items():
@@ -341,21 +410,22 @@ def generate_qa_embedding_pairs(
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="Generating questions", unit="chunk", disable=not verbose or not todo)
     try:
-        for node_id, answer in _answers(llm, todo, workers, retry_limit, retry_delay):
+        for node_id, answer in _answers(llm, todo, workers, retry_limit, retry_delay, timeout):
             bar.update()
-            if isinstance(answer, Exception):
+            if isinstance(answer, BaseException):
                 stats.failed += 1
                 if on_failure == "fail":
                     raise RuntimeError(f"LLM failed on chunk {node_id} after {retry_limit} attempts: {answer}") from answer
                 logger.warning("Skipping chunk %s after %d attempts: %s", node_id, retry_limit, answer)
                 continue
-            questions = parse_questions(answer)
-            stats.dropped_lines += len(_candidates(answer)) - len(questions)
+            questions, dropped = answer
+            stats.dropped_lines += dropped
             done[node_id] = {str(uuid.uuid4()): q for q in questions[:num_questions_per_chunk]}
             stats.generated += 1
             stats.new_questions += len(done[node_id])
             if journal:
-                journal.write(json.dumps({"node_id": node_id, "queries": done[node_id]}) + "\n")
+                record = {"node_id": node_id, "text_sha256": text_sha256(texts[node_id]), "queries": done[node_id]}
+                journal.write(json.dumps(record) + "\n")
                 journal.flush()  # a killed process keeps what is flushed
             bar.set_postfix(questions=stats.new_questions, refresh=False)
     finally:

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from adapterkit import AdapterEmbeddingModel, LinearLayer, display_results, evaluate
 from adapterkit.eval_utils import exact_search, hit_rate_curve, rank_metrics, win_loss
@@ -69,3 +70,41 @@ def test_metrics_for_many_queries_of_different_widths_match_hand_values():
     np.testing.assert_allclose(m["recall"], [1.0, 1.0, 0.0, 1 / 3])
     np.testing.assert_allclose(m["ap"], [1 / 3, 0.75, 0.0, 0.5 / 3])
     assert m["is_hit"].tolist() == [True, True, False, True]
+
+
+def test_ties_are_ranked_pessimistically_and_non_finite_scores_miss():
+    docs = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], dtype=np.float32)  # rows 0, 1, 3 tie
+    queries = np.array([[1.0, 0.0], [1.0, 0.0], [np.nan, 1.0]], dtype=np.float32)
+    _, _, ranks = exact_search(queries, docs, 2, [[1], [0, 1], [0]])
+    assert list(ranks[0]) == [3]  # two other docs share its score: it comes after both
+    assert list(ranks[1]) == [2, 2]  # two tied relevant docs do not push each other down, only doc 3 does
+    assert list(ranks[2]) == [4]  # a NaN query scores lowest: a miss, never a hit
+    same = np.ones((5, 2), dtype=np.float32)  # a model that scores everything alike
+    _, _, ranks = exact_search(np.ones((1, 2), dtype=np.float32), same, 5, [[2]])
+    assert list(ranks[0]) == [5]
+
+
+class _Constant(LinearLayer):
+    """Maps every query to the zero vector: every document gets the same score."""
+
+    def forward(self, embed):
+        return torch.zeros_like(embed)
+
+
+def test_nan_and_constant_adapters_never_score(tmp_path, val_small, bge):
+    from adapterkit.cache import NonFiniteEmbeddingError
+
+    nan = LinearLayer(384, 384)
+    with torch.no_grad():
+        nan.linear.weight[0, 0] = float("nan")
+    nan.save(tmp_path / "nan")
+    with pytest.raises(NonFiniteEmbeddingError, match="not finite"):
+        evaluate(val_small, AdapterEmbeddingModel(bge, tmp_path / "nan"))
+    LinearLayer(384, 384).save(tmp_path / "const")
+    constant = evaluate(val_small, AdapterEmbeddingModel(bge, tmp_path / "const", adapter_cls=_Constant))
+    docs_per_query = val_small.relevant_docs
+    assert constant["is_hit"].sum() == 0 and constant["mrr"].sum() == 0  # all tied: no query is a hit
+    assert (constant["rank"] == [len(val_small.corpus) - len(docs_per_query[q]) + 1 for q in constant["query_id"]]).all()
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="top_k"):
+            evaluate(val_small, bge, top_k=bad)

@@ -301,3 +301,115 @@ def test_resolve_llm_specs(monkeypatch):
             resolve_llm("ollama:llama3.2")
     else:
         assert resolve_llm("ollama:llama3.2").model == "llama3.2"
+
+
+# ---------------------------------------------------------------- timeouts, Ctrl-C, changed text, empty answers
+
+
+class HangingLLM(ScriptedLLM):
+    """Hangs forever on the prompts whose marker is in ``hang``; answers ``answers`` (in turn) when given."""
+
+    hang: tuple = ()
+    answers: list = []
+    _release: Any = PrivateAttr(default_factory=threading.Event)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        marker = re.search(r"CHUNK-\d+", prompt).group(0)
+        with self._lock:
+            self.calls += 1
+            first_hang = marker in self.hang
+            self.hang = tuple(m for m in self.hang if m != marker)  # only the first call hangs
+            scripted = self.answers.pop(0) if self.answers else None
+        if first_hang:
+            self._release.wait()
+        if scripted is not None:
+            return CompletionResponse(text=scripted)
+        return CompletionResponse(text=f"1. What is {marker} about?\n2. Who reported {marker}?")
+
+
+def test_a_hung_call_times_out_and_is_retried(tmp_path):
+    llm = HangingLLM(hang=("CHUNK-1",), max_concurrency=2)
+    started = time.perf_counter()
+    ds = generate_qa_embedding_pairs(marked_chunks(3), llm=llm, timeout=0.3, retry_delay=0.01, max_workers=2, verbose=False)
+    assert time.perf_counter() - started < 5
+    assert len(ds.queries) == 6 and ds.stats.failed == 0 and llm.calls == 4  # CHUNK-1 asked twice
+
+
+def test_empty_answers_are_retried_then_not_journaled(tmp_path):
+    out = tmp_path / "qa.json"
+    llm = HangingLLM(answers=["", "Here you go."], max_concurrency=1)  # two answers without a question, then good ones
+    ds = generate_qa_embedding_pairs(marked_chunks(1), llm=llm, retry_limit=3, retry_delay=0.01, output_path=out, verbose=False)
+    assert llm.calls == 3 and len(ds.queries) == 2
+    never = HangingLLM(answers=[""] * 3, max_concurrency=1)
+    ds = generate_qa_embedding_pairs({"node-9": marked_chunks(10)["node-9"]}, llm=never, retry_limit=3, retry_delay=0.01,
+                                     output_path=tmp_path / "empty.json", verbose=False)
+    assert never.calls == 3 and ds.stats.failed == 1 and not ds.queries
+    assert (tmp_path / "empty.json.progress.jsonl").read_text() == ""  # a rerun asks again
+
+
+def test_resume_reuses_questions_only_for_unchanged_text(tmp_path):
+    out = tmp_path / "qa.json"
+    nodes = marked_chunks(4)
+    first = generate_qa_embedding_pairs(nodes, llm=ScriptedLLM(), output_path=out, verbose=False)
+    rechunked = dict(nodes, **{"node-2": "CHUNK-22 " + "Uber reported bookings for the year. " * 4})  # same id, new text
+    llm = ScriptedLLM()
+    second = generate_qa_embedding_pairs(rechunked, llm=llm, output_path=out, verbose=False)
+    assert llm.calls == 1 and second.stats.resumed == 3
+    assert {q for q in second.queries.values() if "CHUNK-2 " in q or q.endswith("CHUNK-2?")} == set()
+    assert sum("CHUNK-22" in q for q in second.queries.values()) == 2
+    assert set(first.queries) - set(second.queries) == {q for q, d in first.relevant_docs.items() if d == ["node-2"]}
+
+
+HUNG_SCRIPT = """
+import re, sys, threading
+from typing import Any
+from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+from llama_index.core.llms.callbacks import llm_completion_callback
+from adapterkit.questions import generate_qa_embedding_pairs
+
+class Stuck(CustomLLM):
+    max_concurrency: int = 3
+    @property
+    def metadata(self):
+        return LLMMetadata(model_name="stuck")
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        marker = re.search(r"CHUNK-\\d+", prompt).group(0)
+        if marker != "CHUNK-0":
+            threading.Event().wait()  # never answers
+        return CompletionResponse(text=f"1. What is {marker} about?\\n2. Who reported {marker}?")
+    @llm_completion_callback()
+    def stream_complete(self, prompt, formatted=False, **kwargs):
+        yield self.complete(prompt)
+
+chunks = {f"node-{i}": f"CHUNK-{i} " + "Lyft reported revenue and rides for the year. " * 4 for i in range(6)}
+print("started", flush=True)
+generate_qa_embedding_pairs(chunks, llm=Stuck(), output_path=sys.argv[1], max_workers=3, timeout=None, verbose=False)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_at_once_with_calls_hanging_and_keeps_answers(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "hung.py"
+    script.write_text(HUNG_SCRIPT)
+    out = tmp_path / "qa.json"
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "started"
+    progress = tmp_path / "qa.json.progress.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (progress.is_file() and progress.read_text().strip()):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)  # before: the pool's threads kept the process alive
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr.read()
+    saved = [json.loads(line) for line in progress.read_text().splitlines()]
+    assert [r["node_id"] for r in saved] == ["node-0"]
