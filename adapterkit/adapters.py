@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -70,7 +71,7 @@ class BaseAdapter(nn.Module):
             (TORCH_NAME, lambda p: torch.save(state, p)),
             (CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(self.get_config_dict(), indent=2))),
         ):
-            tmp = out / f".{name}.tmp"
+            tmp = out / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # two writers never share one
             write(str(tmp))
             os.replace(tmp, out / name)
 

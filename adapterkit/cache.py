@@ -8,11 +8,12 @@ interrupted run keeps everything embedded before the interruption.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 from adapterkit.embeddings import model_identity
 
 KINDS = ("query", "text")
+logger = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -34,42 +36,97 @@ class NonFiniteEmbeddingError(ValueError):
     """The base model returned NaN or inf for some text."""
 
 
+class EmbeddingCacheError(RuntimeError):
+    """The cache file cannot be opened or read."""
+
+
 class EmbeddingCache:
     """A SQLite file of float32 vectors.
 
     Args:
         path: folder for ``embeddings.sqlite``; default ``default_cache_dir()``.
 
-    ``stats`` counts hits and misses since creation (tests and benchmarks read it).
+    A folder that cannot be written (a shared, read-only cache) is opened read-only: texts found in
+    it are served, others are embedded but not stored (with a warning). Rows are checked when read
+    back: one that is not a whole float32 vector or not finite counts as missing and is embedded
+    again. ``stats`` counts hits, misses and such bad rows since creation.
     """
 
     def __init__(self, path: Optional[os.PathLike | str] = None) -> None:
         self.folder = Path(path) if path is not None else default_cache_dir()
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.file = self.folder / "embeddings.sqlite"
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.file, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS emb (model TEXT, key BLOB, vec BLOB, PRIMARY KEY (model, key))")
-        self._db.commit()
-        self.stats = {"hits": 0, "misses": 0}
+        self.read_only = False
+        self.stats = {"hits": 0, "misses": 0, "bad_rows": 0}
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            writable = os.access(self.folder, os.W_OK) and (not self.file.exists() or os.access(self.file, os.W_OK))
+        except OSError:
+            writable = False
+        try:
+            if writable:
+                self._db = sqlite3.connect(self.file, check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("CREATE TABLE IF NOT EXISTS emb (model TEXT, key BLOB, vec BLOB, PRIMARY KEY (model, key))")
+                self._db.commit()
+            else:
+                self._open_read_only()
+            self._db.execute("SELECT model, key, vec FROM emb LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise EmbeddingCacheError(
+                f"The embedding cache {self.file} cannot be read ({exc}). Delete that file (every embedding is "
+                "recomputed on demand) or point ADAPTERKIT_CACHE_DIR at another folder."
+            ) from exc
+
+    def _open_read_only(self) -> None:
+        if not self.file.is_file():
+            raise EmbeddingCacheError(f"The cache folder {self.folder} is not writable and holds no cache: "
+                                      "make it writable or point ADAPTERKIT_CACHE_DIR elsewhere.")
+        self.read_only = True
+        uri = self.file.resolve().as_uri()
+        try:
+            self._db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+            self._db.execute("SELECT 1 FROM emb LIMIT 1").fetchall()
+        except sqlite3.OperationalError:  # a WAL file needs a writable folder: read the file as it is
+            self._db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
 
     @staticmethod
     def key(kind: str, text: str) -> bytes:
-        return hashlib.sha256(f"{kind}\x00{text}".encode("utf-8")).digest()
+        try:
+            return hashlib.sha256(f"{kind}\x00{text}".encode("utf-8")).digest()
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"The {kind} {text[:60]!r} holds a lone surrogate (broken Unicode) and cannot be embedded; "
+                             "fix the text, e.g. text.encode('utf-8', 'replace').decode().") from exc
 
     def get_many(self, model: str, keys: Sequence[bytes]) -> Dict[bytes, np.ndarray]:
+        """The vectors stored for ``keys``; rows that are not whole, finite float32 vectors are left out."""
         found: Dict[bytes, np.ndarray] = {}
         with self._lock:
             for start in range(0, len(keys), 500):
                 chunk = list(keys[start : start + 500])
                 marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(f"SELECT key, vec FROM emb WHERE model=? AND key IN ({marks})", [model, *chunk])
+                try:
+                    rows = self._db.execute(f"SELECT key, vec FROM emb WHERE model=? AND key IN ({marks})", [model, *chunk]).fetchall()
+                except sqlite3.DatabaseError as exc:
+                    raise EmbeddingCacheError(f"The embedding cache {self.file} cannot be read ({exc}). Delete that "
+                                              "file (every embedding is recomputed on demand).") from exc
                 for key, vec in rows:
-                    found[bytes(key)] = np.frombuffer(vec, dtype=np.float32)
+                    if not isinstance(vec, bytes) or not vec or len(vec) % 4:
+                        self.stats["bad_rows"] += 1
+                        continue
+                    array = np.frombuffer(vec, dtype=np.float32)
+                    if not np.isfinite(array).all():
+                        self.stats["bad_rows"] += 1
+                        continue
+                    found[bytes(key)] = array
         return found
 
     def put_many(self, model: str, items: Dict[bytes, np.ndarray]) -> None:
+        if self.read_only:
+            if not getattr(self, "_warned", False):
+                logger.warning("The embedding cache %s is read-only: new embeddings are not stored.", self.file)
+                self._warned = True
+            return
         rows = [(model, k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()]
         with self._lock:
             self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?)", rows)
@@ -124,28 +181,63 @@ def embed_texts(
     keys = [EmbeddingCache.key(kind, t) for t in texts]
     unique = dict(zip(keys, texts))  # each distinct text is embedded once
     found = store.get_many(ident, list(unique))
+    common = _common_length(found)
+    damaged = [k for k, v in found.items() if len(v) != common]
+    for k in damaged:  # a stored row of another length than the rest: embed it again
+        del found[k]
+    store.stats["bad_rows"] += len(damaged)
     todo = [(k, t) for k, t in unique.items() if k not in found]
     store.stats["hits"] += len(unique) - len(todo)
     store.stats["misses"] += len(todo)
     step = batch_size or max(1, model.embed_batch_size * 4)
+    dim = None
     with tqdm(total=len(todo), desc=f"Embedding {kind}s", unit=kind, disable=not show_progress or not todo) as bar:
-        for start in range(0, len(todo), step):
-            batch = todo[start : start + step]
-            vecs = np.asarray(call_model(model, [t for _, t in batch], kind), dtype=np.float32)
-            if vecs.ndim != 2 or len(vecs) != len(batch):
-                raise ValueError(f"{model.class_name()} returned {vecs.shape} for {len(batch)} texts; expected one vector each.")
-            bad = np.where(~np.isfinite(vecs).all(axis=1))[0]
-            if len(bad):
-                text = batch[bad[0]][1]
-                raise NonFiniteEmbeddingError(
-                    f"{model.class_name()} returned a non-finite (NaN/inf) embedding for {kind} {text[:80]!r}. "
-                    "Check the model (fp16 overflow, empty input) or drop that text; batches embedded "
-                    "before this one are cached."
-                )
-            new = {k: v for (k, _), v in zip(batch, vecs)}
-            store.put_many(ident, new)
-            found.update(new)
-            bar.update(len(batch))
+        while todo:
+            for start in range(0, len(todo), step):
+                batch = todo[start : start + step]
+                vecs = _as_matrix(call_model(model, [t for _, t in batch], kind), len(batch), model)
+                if dim is not None and vecs.shape[1] != dim:
+                    raise ValueError(f"{model.class_name()} returned {vecs.shape[1]}-dimensional vectors after {dim}-dimensional ones.")
+                dim = vecs.shape[1]
+                bad = np.where(~np.isfinite(vecs).all(axis=1))[0]
+                if len(bad):
+                    text = batch[bad[0]][1]
+                    raise NonFiniteEmbeddingError(
+                        f"{model.class_name()} returned a non-finite (NaN/inf) embedding for {kind} {text[:80]!r}. "
+                        "Check the model (fp16 overflow, empty input) or drop that text; batches embedded "
+                        "before this one are cached."
+                    )
+                new = {k: v for (k, _), v in zip(batch, vecs)}
+                store.put_many(ident, new)
+                found.update(new)
+                bar.update(len(batch))
+            # A stored row whose length is not the model's (or, with nothing new, not the common one) is damaged.
+            dim = dim or _common_length(found)
+            todo = [(k, unique[k]) for k, v in found.items() if len(v) != dim]
+            if todo:
+                logger.warning("%d rows of %s have the wrong length; embedding them again.", len(todo), store.file)
+                store.stats["bad_rows"] += len(todo)
+                bar.total += len(todo)
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
     return np.stack([found[k] for k in keys])
+
+
+def _common_length(vectors: Dict[bytes, np.ndarray]) -> Optional[int]:
+    if not vectors:
+        return None
+    lengths, counts = np.unique([len(v) for v in vectors.values()], return_counts=True)
+    return int(lengths[np.argmax(counts)])
+
+
+def _as_matrix(vectors: Any, n: int, model: BaseEmbedding) -> np.ndarray:
+    """The model's answer as an ``(n, d)`` float32 matrix, or an error that says what came back."""
+    try:
+        matrix = np.asarray(vectors, dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        lengths = sorted({len(v) for v in vectors}) if isinstance(vectors, (list, tuple)) else "?"
+        raise ValueError(f"{model.class_name()} returned vectors of different lengths ({lengths}) for {n} texts; "
+                         "every vector must have the same dimension.") from exc
+    if matrix.ndim != 2 or len(matrix) != n or matrix.shape[1] == 0:
+        raise ValueError(f"{model.class_name()} returned {matrix.shape} for {n} texts; expected one vector each.")
+    return matrix

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Tuple
 
@@ -14,6 +15,15 @@ __all__ = ["EmbeddingQAFinetuneDataset", "DatasetError"]
 
 class DatasetError(ValueError):
     """A dataset is empty, malformed or refers to chunks it does not hold."""
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _no_duplicate_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
@@ -67,7 +77,7 @@ class EmbeddingQAFinetuneDataset(BaseModel):
     def save_json(self, path: str | os.PathLike) -> None:
         """Write LlamaIndex's JSON format (atomically: a crash leaves the old file)."""
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")  # two writers never share one
         tmp.write_text(json.dumps(self.model_dump(), indent=4), encoding="utf-8")
         os.replace(tmp, path)
 
@@ -82,6 +92,8 @@ class EmbeddingQAFinetuneDataset(BaseModel):
             )
         try:
             data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys)
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8 JSON.") from exc
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path} is not valid JSON ({exc}).") from exc
         return cls.from_dict(data, source=str(path))
@@ -99,14 +111,23 @@ class EmbeddingQAFinetuneDataset(BaseModel):
         for key in expected:
             if not isinstance(data[key], dict):
                 raise DatasetError(f"{source}: '{key}' must be an object of id -> value, got {type(data[key]).__name__}.")
+            bad = next((k for k in data[key] if not isinstance(k, str)), None)
+            if bad is not None:
+                raise DatasetError(f"{source}: {key} has the id {bad!r} ({type(bad).__name__}); ids must be strings.")
         relevant = {}
         for qid, docs in data["relevant_docs"].items():
             if isinstance(docs, str):  # a single id written without a list
                 docs = [docs]
-            if not isinstance(docs, list):
-                raise DatasetError(f"{source}: relevant_docs[{qid!r}] must be a list of corpus ids.")
+            if not isinstance(docs, list) or not all(isinstance(d, str) for d in docs):
+                raise DatasetError(f"{source}: relevant_docs[{qid!r}] must be a list of corpus ids (strings), got {docs!r}.")
             relevant[qid] = docs
+        for key in ("queries", "corpus"):
+            bad = next((k for k, v in data[key].items() if not isinstance(v, str)), None)
+            if bad is not None:
+                raise DatasetError(f"{source}: {key}[{bad!r}] must be text, got {type(data[key][bad]).__name__}.")
         extra = {k: data[k] for k in ("mode",) if k in data}
+        if not isinstance(extra.get("mode", "text"), str):
+            raise DatasetError(f"{source}: 'mode' must be a string such as 'text'.")
         dataset = cls(queries=data["queries"], corpus=data["corpus"], relevant_docs=relevant, **extra)
         return dataset.validate(source)
 
@@ -133,6 +154,10 @@ class EmbeddingQAFinetuneDataset(BaseModel):
             bad = next((k for k, v in table.items() if not isinstance(v, str)), None)
             if bad is not None:
                 raise DatasetError(f"{source}: {name}[{bad!r}] must be text.")
+            bad = next((k for k, v in table.items() if not is_unicode(k) or not is_unicode(v)), None)
+            if bad is not None:
+                raise DatasetError(f"{source}: {name}[{bad!r}] holds a lone surrogate (broken Unicode, often from a "
+                                   "bad decode); fix the text, e.g. text.encode('utf-8', 'replace').decode().")
         return self
 
     @property

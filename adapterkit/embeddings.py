@@ -267,7 +267,9 @@ _SECRET_HINTS = ("key", "token", "secret", "password", "callback", "batch", "wor
 def model_identity(model: BaseEmbedding) -> str:
     """A stable id for the embedding cache: the class, model name and every setting that changes vectors.
 
-    Settings that only change speed (batch size, workers) and secrets (API keys) are left out.
+    Settings that only change speed (batch size, workers) and secrets (API keys) are left out. A
+    setting that names a local folder or file (``"local:<folder>"`` models) adds a fingerprint of
+    its contents, so new weights at the same path never get the old vectors.
     """
     ident = getattr(model, "cache_identity", None)
     if isinstance(ident, str):
@@ -277,5 +279,27 @@ def model_identity(model: BaseEmbedding) -> str:
     except Exception:  # some models hold objects pydantic cannot dump
         fields = {"model_name": getattr(model, "model_name", "unknown")}
     kept = {k: v for k, v in fields.items() if not any(h in k.lower() for h in _SECRET_HINTS)}
+    for key, value in list(kept.items()):
+        if isinstance(value, str) and value and os.path.exists(value):
+            kept[f"{key}:contents"] = path_fingerprint(value)
     blob = json.dumps(kept, sort_keys=True, default=str)
     return f"{model.class_name()}:{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+_FINGERPRINTS: Dict[tuple, str] = {}
+
+
+def path_fingerprint(path: Union[str, os.PathLike]) -> str:
+    """sha256 over the names and contents of the files under ``path`` (remembered while they are unchanged)."""
+    root = Path(path)
+    files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file() and ".cache" not in p.parts)
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if stamp not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        for p in files:
+            digest.update(str(p.relative_to(root) if p != root else p.name).encode())
+            with open(p, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        _FINGERPRINTS[stamp] = digest.hexdigest()[:16]
+    return _FINGERPRINTS[stamp]

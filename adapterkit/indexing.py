@@ -164,7 +164,12 @@ def load_simple_index(persist_dir: PathLike, embed_model: BaseEmbedding) -> Any:
 
 
 def open_qdrant(path: PathLike) -> Any:
-    """A ``QdrantClient`` in local mode (an embedded store in a folder, no server). One per folder and process."""
+    """A ``QdrantClient`` in local mode (an embedded store in a folder, no server). One per folder and process.
+
+    Trust note: qdrant-client's local mode stores its points with Python's pickle, so opening a folder
+    runs whatever its files say. Open only folders you wrote yourself (as the notebooks do); for
+    stores from elsewhere use a Qdrant server, whose data the client never unpickles.
+    """
     try:
         from qdrant_client import QdrantClient
     except ImportError as exc:

@@ -51,7 +51,7 @@ def test_interrupted_run_keeps_finished_batches(tmp_path):
     cache = EmbeddingCache(tmp_path)
     embed_texts(resumed, texts, "text", cache=cache, batch_size=2)
     assert resumed.calls == 6  # the 4 finished before the crash were not embedded again
-    assert cache.stats == {"hits": 4, "misses": 6}
+    assert cache.stats == {"hits": 4, "misses": 6, "bad_rows": 0}
 
 
 class NaNModel(OnnxBGEEmbedding):
@@ -64,3 +64,70 @@ class NaNModel(OnnxBGEEmbedding):
 def test_non_finite_embedding_is_refused(tmp_path):
     with pytest.raises(NonFiniteEmbeddingError, match="non-finite"):
         embed_texts(NaNModel(), ["a real sentence", "another one"], "text", cache=EmbeddingCache(tmp_path))
+
+
+def test_a_corrupt_cache_file_names_itself_and_the_fix(tmp_path):
+    from adapterkit.cache import EmbeddingCacheError
+
+    (tmp_path / "embeddings.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(EmbeddingCacheError, match=r"embeddings.sqlite cannot be read .*Delete that file"):
+        EmbeddingCache(tmp_path)
+
+
+def test_a_read_only_cache_serves_what_it_holds(tmp_path, monkeypatch):
+    import os
+
+    embed_texts(Counting(), TEXTS, "text", cache=EmbeddingCache(tmp_path))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if mode & os.W_OK else real_access(p, mode, **kw))
+    cache = EmbeddingCache(tmp_path)  # as a folder the user cannot write to
+    assert cache.read_only
+    model = Counting(fail_after=0)  # any call to the model would raise
+    np.testing.assert_array_equal(embed_texts(model, TEXTS, "text", cache=cache),
+                                  embed_texts(Counting(), TEXTS, "text", cache=EmbeddingCache(tmp_path)))
+    before = len(cache)
+    fresh = embed_texts(Counting(), ["A text the cache does not hold."], "text", cache=cache)
+    assert fresh.shape == (1, 384) and len(cache) == before  # embedded, not stored
+
+
+def test_damaged_rows_are_embedded_again(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    model = Counting()
+    good = embed_texts(model, TEXTS[:3], "text", cache=cache)
+    ident = model_identity(model)
+    keys = [EmbeddingCache.key("text", t) for t in TEXTS[:3]]
+    broken = good[1].copy()
+    broken[5] = np.nan
+    cache._db.executemany("UPDATE emb SET vec=? WHERE model=? AND key=?",
+                          [(b"\x01\x02\x03", ident, keys[0]), (broken.tobytes(), ident, keys[1]), (good[2][:100].tobytes(), ident, keys[2])])
+    cache._db.commit()
+    again = Counting()
+    fresh = EmbeddingCache(tmp_path)
+    np.testing.assert_array_equal(embed_texts(again, TEXTS[:3], "text", cache=fresh), good)
+    assert again.calls == 3 and fresh.stats["bad_rows"] == 3
+
+
+def test_ragged_vectors_and_broken_unicode_are_explained(tmp_path):
+    class Ragged(OnnxBGEEmbedding):
+        def _embed(self, texts):
+            return [[0.1] * (384 - i) for i in range(len(texts))]
+
+    with pytest.raises(ValueError, match="different lengths"):
+        embed_texts(Ragged(), ["one text", "two texts"], "text", cache=EmbeddingCache(tmp_path))
+    with pytest.raises(ValueError, match="lone surrogate"):
+        embed_texts(Counting(), ["broken \ud800 text"], "text", cache=EmbeddingCache(tmp_path))
+
+
+def test_a_local_model_folder_is_keyed_by_its_contents(tmp_path):
+    from llama_index.core.embeddings import MockEmbedding
+
+    class LocalModel(MockEmbedding):
+        model_name: str = ""
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights v1")
+    first = model_identity(LocalModel(embed_dim=4, model_name=str(folder)))
+    assert model_identity(LocalModel(embed_dim=4, model_name=str(folder))) == first
+    (folder / "model.safetensors").write_bytes(b"weights v2")  # new weights, same path
+    assert model_identity(LocalModel(embed_dim=4, model_name=str(folder))) != first

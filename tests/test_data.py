@@ -14,10 +14,18 @@ def isolated(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_offline_mirror_verified_and_cached(isolated):
-    path = data.get_file("val_dataset.json", download=False)
-    assert path.parent == isolated / "cache"
-    assert data.sha256_of(path) == data.FILES["val_dataset.json"].sha256
+def test_offline_mirror_verified_and_cached(isolated, monkeypatch):
+    """A mirror folder made here (no sibling folder needed): the copy is verified, then served from the cache."""
+    body = b'{"queries": {}}'
+    mirror = isolated / "mirror"
+    (mirror / "qa").mkdir(parents=True)
+    (mirror / "qa" / "small.json").write_bytes(body)
+    monkeypatch.setenv("ADAPTERKIT_DATA_MIRROR", str(mirror))
+    monkeypatch.setitem(data.FILES, "small.json", data.RemoteFile("qa/small.json", "http://127.0.0.1:9/none", hashlib.sha256(body).hexdigest()))
+    path = data.get_file("small.json", download=False)
+    assert path.parent == isolated / "cache" and path.read_bytes() == body
+    (mirror / "qa" / "small.json").unlink()
+    assert data.get_file("small.json", download=False) == path  # cached: the mirror is no longer needed
 
 
 def test_missing_mirror_says_where_to_put_it(isolated, monkeypatch):

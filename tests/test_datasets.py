@@ -41,11 +41,24 @@ def _write(tmp_path, text):
         ('[1, 2]', "expected an object with keys"),
         ('{"queries": [], "corpus": {}, "relevant_docs": {}}', "must be an object"),
         ('{"queries": ', "not valid JSON"),
+        ('{"queries": {"q": "a?"}, "corpus": {"d": "x"}, "relevant_docs": {"q": [7]}}', "must be a list of corpus ids"),
+        ('{"queries": {"q": 3}, "corpus": {"d": "x"}, "relevant_docs": {"q": ["d"]}}', r"queries\['q'\] must be text"),
+        ('{"queries": {"q": "a \\ud800?"}, "corpus": {"d": "x"}, "relevant_docs": {"q": ["d"]}}', "lone surrogate"),
+        ('{"queries": {"q": "a?"}, "corpus": {"d": "x"}, "relevant_docs": {"q": ["d"]}, "mode": 2}', "'mode' must be"),
     ],
 )
 def test_bad_datasets_are_explained(tmp_path, payload, message):
     with pytest.raises(DatasetError, match=message):
         EmbeddingQAFinetuneDataset.from_json(_write(tmp_path, payload))
+
+
+def test_non_utf8_file_and_non_string_ids_are_explained(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes('{"queries": {"q": "caf\u00e9?"}, "corpus": {"d": "x"}, "relevant_docs": {"q": ["d"]}}'.encode("latin-1"))
+    with pytest.raises(DatasetError, match="not UTF-8"):
+        EmbeddingQAFinetuneDataset.from_json(path)
+    with pytest.raises(DatasetError, match="ids must be strings"):
+        EmbeddingQAFinetuneDataset.from_dict({"queries": {1: "a?"}, "corpus": {"d": "x"}, "relevant_docs": {1: ["d"]}})
 
 
 def test_missing_file(tmp_path):
