@@ -7,6 +7,7 @@ embedded by the base model and then transformed by the adapter, in batches.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, List, Optional, Sequence, Type, Union
 
 import numpy as np
@@ -18,6 +19,7 @@ from llama_index.core.callbacks import CallbackManager
 from adapterkit.adapters import BaseAdapter, check_adapter_dim, infer_adapter_cls, load_adapter  # noqa: F401 (infer_adapter_cls: re-exported)
 from adapterkit.cache import EmbeddingCache, call_model, embed_texts
 from adapterkit.embeddings import resolve_embed_model
+from adapterkit.memory import MEMORY_DIR, CorpusMemory, holds_memory
 
 
 def infer_device(device: Optional[str] = None) -> torch.device:
@@ -31,8 +33,9 @@ def infer_device(device: Optional[str] = None) -> torch.device:
     return torch.device("cpu")
 
 
-def apply_adapter(adapter: torch.nn.Module, embeddings: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Run ``adapter`` over rows of ``embeddings`` in batches, without gradients."""
+def apply_adapter(adapter: torch.nn.Module, embeddings: np.ndarray, memory: Optional[CorpusMemory] = None,
+                  batch_size: int = 4096) -> np.ndarray:
+    """Run ``adapter`` (then ``memory``, if given) over rows of ``embeddings`` in batches, without gradients."""
     param = next(adapter.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     was_training = adapter.training
@@ -41,7 +44,10 @@ def apply_adapter(adapter: torch.nn.Module, embeddings: np.ndarray, batch_size: 
     with torch.no_grad():
         for start in range(0, len(embeddings), batch_size):
             chunk = torch.as_tensor(embeddings[start : start + batch_size], dtype=torch.float32, device=device)
-            out.append(adapter(chunk).float().cpu().numpy())
+            adapted = adapter(chunk).float()
+            if memory is not None:
+                adapted = memory.apply(adapted, chunk)
+            out.append(adapted.cpu().numpy())
     adapter.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, embeddings.shape[-1]), dtype=np.float32)
 
@@ -59,6 +65,8 @@ class AdapterEmbeddingModel(BaseEmbedding):
         embed_batch_size: texts per base-model call.
         cache: base embeddings go through adapterkit's disk cache (an ``EmbeddingCache``, a folder,
             None for the default folder, or False to call the base model directly).
+        memory: a ``CorpusMemory`` composed with the adapter at query time, or its folder; None: the
+            one saved beside the adapter (``<adapter_path>/memory``) if there is one; False: none.
 
     Example::
 
@@ -71,6 +79,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
     _transform_query: bool = PrivateAttr()
     _target_device: Any = PrivateAttr()
     _cache: Any = PrivateAttr()
+    _memory: Optional[CorpusMemory] = PrivateAttr()
 
     def __init__(
         self,
@@ -82,6 +91,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
         embed_batch_size: int = 10,
         callback_manager: Optional[CallbackManager] = None,
         cache: Union[EmbeddingCache, str, os.PathLike, None, bool] = None,
+        memory: Union[CorpusMemory, str, os.PathLike, None, bool] = None,
     ) -> None:
         base = resolve_embed_model(base_embed_model)
         super().__init__(
@@ -94,6 +104,9 @@ class AdapterEmbeddingModel(BaseEmbedding):
         self._adapter = load_adapter(adapter_path, adapter_cls).to(self._target_device).eval()
         self._transform_query = transform_query
         self._cache = cache
+        if memory is None:
+            memory = Path(adapter_path) / MEMORY_DIR if holds_memory(Path(adapter_path) / MEMORY_DIR) else False
+        self._memory = CorpusMemory.load(memory) if isinstance(memory, (str, os.PathLike)) else (memory or None)
 
     @classmethod
     def class_name(cls) -> str:
@@ -107,6 +120,10 @@ class AdapterEmbeddingModel(BaseEmbedding):
     def adapter(self) -> BaseAdapter:
         return self._adapter
 
+    @property
+    def memory(self) -> Optional[CorpusMemory]:
+        return self._memory
+
     def embed(self, texts: Sequence[str], kind: str = "text", show_progress: bool = False) -> np.ndarray:
         """Embed many texts at once: base embeddings (cached), then the adapter on queries."""
         if self._cache is False:
@@ -115,7 +132,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
             base = embed_texts(self._base_embed_model, texts, kind, cache=self._cache, show_progress=show_progress)
         if kind == "query" and self._transform_query and len(base):
             check_adapter_dim(self._adapter, base.shape[1])
-            return apply_adapter(self._adapter, base)
+            return apply_adapter(self._adapter, base, self._memory)
         return base
 
     def _get_query_embeddings(self, queries: List[str]) -> List[List[float]]:

@@ -22,7 +22,6 @@ from torch import Tensor, nn
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
 TORCH_NAME = "pytorch_model.bin"  # LlamaIndex's weights file
-INNER_DIR = "adapter"  # a CorpusMemory's trained adapter alone, beside the memory
 
 
 class AdapterLoadError(ValueError):
@@ -76,7 +75,7 @@ class BaseAdapter(nn.Module):
             os.replace(tmp, out / name)
 
     @classmethod
-    def load(cls, input_path: str | os.PathLike, **classes: Any) -> "BaseAdapter":
+    def load(cls, input_path: str | os.PathLike) -> "BaseAdapter":
         """Rebuild an adapter saved by adapterkit or by LlamaIndex, as an instance of ``cls``.
 
         Nothing the folder names is imported or called: ``config.json`` only supplies keyword
@@ -87,7 +86,7 @@ class BaseAdapter(nn.Module):
         folder = Path(input_path)
         config = read_config(folder)
         state = _read_state_dict(folder)
-        model = _build(cls, config, folder, state, **classes)
+        model = _build(cls, config, folder, state)
         _load_into(model, folder, state)
         return model
 
@@ -114,11 +113,11 @@ def read_config(folder: Path) -> Dict[str, Any]:
     return config
 
 
-def _build(cls: type, config: Dict[str, Any], folder: Path, state: Dict[str, Tensor], **classes: Any) -> "BaseAdapter":
+def _build(cls: type, config: Dict[str, Any], folder: Path, state: Dict[str, Tensor]) -> "BaseAdapter":
     """``cls(**config)``, after a ``meta``-device build has shown that its tensors fit ``state``."""
     try:
         with torch.device("meta"):
-            probe = cls(**config, **classes)
+            probe = cls(**config)
     except (TypeError, ValueError, AdapterLoadError) as exc:
         raise AdapterLoadError(
             f"{folder / CONFIG_NAME} does not fit {cls.__name__}: {exc}. "
@@ -135,7 +134,7 @@ def _build(cls: type, config: Dict[str, Any], folder: Path, state: Dict[str, Ten
                 f"{_shape_difference(expected, found)}. Pass the adapter class it was saved with (adapter_cls=...)."
             )
     try:
-        return cls(**config, **classes)
+        return cls(**config)
     except (TypeError, ValueError) as exc:
         raise AdapterLoadError(f"{folder / CONFIG_NAME} does not fit {cls.__name__}: {exc}.") from exc
 
@@ -329,91 +328,9 @@ class OrthogonalLinear(BaseAdapter):
         return {"in_features": self.in_features}
 
 
-class CorpusMemory(BaseAdapter):
-    """An adapter plus a memory of the target corpus: sentences of each chunk, pointing at the chunk.
-
-    The output is ``normalize(inner(q)) + weight * sum_i softmax(temperature * cos(q, keys))_i *
-    chunks[owner_i]``: a query that reads like a sentence of a chunk is pulled toward that chunk's
-    (frozen) embedding. Keys are the base-model *query* embeddings of the chunks' sentences, so the
-    pull reaches text that a long chunk's embedding never saw (bge reads 512 tokens). Documents are
-    untouched: only queries change. ``EmbeddingAdapterFinetuneEngine`` builds one from an
-    ``unlabeled_corpus`` (``corpus_memory=True``). ``save`` also writes the inner adapter alone to
-    ``<folder>/adapter``, which LlamaIndex's ``AdapterEmbeddingModel`` can load.
-
-    Args:
-        inner: the trained adapter (any ``BaseAdapter``), or its saved description
-            ``{"class": name, "config": {...}}`` when loading.
-        keys: ``(n, d)`` sentence embeddings (normalised here); or ``n`` when loading.
-        chunks: ``(m, d)`` chunk embeddings (normalised here); or ``m`` when loading.
-        owner: ``(n,)`` the row of ``chunks`` each key belongs to; None when loading.
-        weight: how far the memory pulls (0: the inner adapter alone).
-        temperature: sharpness of the match (100: in effect, the few closest sentences).
-        dim: ``d``, needed only when loading.
-
-    Example::
-
-        memory = CorpusMemory(LinearLayer(384, 384), sentence_vecs, chunk_vecs, owner_rows)
-        memory.save("model_output")
-    """
-
-    def __init__(self, inner: Any, keys: Any, chunks: Any, owner: Any = None, weight: float = 0.25,
-                 temperature: float = 100.0, dim: Optional[int] = None, inner_cls: Optional[type] = None) -> None:
-        super().__init__()
-        if isinstance(inner, dict):  # rebuilding from config.json
-            if set(inner) != {"class", "config"} or not isinstance(inner["class"], str) or not isinstance(inner["config"], dict):
-                raise AdapterLoadError(f"A saved CorpusMemory's inner adapter must be {{'class': name, 'config': {{...}}}}, got {inner}; re-save it.")
-            inner = adapter_class(inner["class"], inner_cls)(**inner["config"])
-        if isinstance(keys, int):  # loading: the tensors come with the weights
-            keys, chunks, owner = torch.empty(keys, dim or 0), torch.empty(chunks, dim or 0), torch.zeros(keys, dtype=torch.long)
-        device = next(inner.parameters(), torch.zeros(0)).device  # buffers live where the adapter does
-        keys, chunks = (torch.as_tensor(x, dtype=torch.float32, device=device) for x in (keys, chunks))
-        owner = torch.as_tensor(owner, dtype=torch.long, device=device)
-        if keys.ndim != 2 or chunks.ndim != 2 or keys.shape[1] != chunks.shape[1] or owner.shape != (len(keys),):
-            raise ValueError(f"keys (n, d), chunks (m, d) and owner (n,) do not fit: got {tuple(keys.shape)}, "
-                             f"{tuple(chunks.shape)} and {tuple(owner.shape)}; owner holds each key's row in chunks.")
-        if len(owner) and owner.device.type != "meta" and not 0 <= int(owner.min()) <= int(owner.max()) < max(len(chunks), 1):
-            raise ValueError(f"owner must hold rows of chunks (0..{len(chunks) - 1}), got {int(owner.min())}..{int(owner.max())}.")
-        self.inner, self.weight, self.temperature = inner, float(weight), float(temperature)
-        self.register_buffer("keys", F.normalize(keys, dim=-1))
-        self.register_buffer("chunks", F.normalize(chunks, dim=-1))
-        self.register_buffer("owner", owner)
-
-    def forward(self, embed: Tensor) -> Tensor:
-        out = F.normalize(self.inner(embed), dim=-1)
-        if not len(self.keys) or not self.weight:
-            return out
-        q = F.normalize(embed, dim=-1)
-        rows = max(1, (1 << 24) // len(self.keys))  # bounded memory: at most 16M scores at once
-        pulls = []
-        for part in q.split(rows):
-            attention = torch.softmax(self.temperature * part @ self.keys.T, dim=-1)
-            per_chunk = attention.new_zeros(len(part), len(self.chunks)).index_add_(1, self.owner, attention)
-            pulls.append(per_chunk @ self.chunks)
-        return out + self.weight * torch.cat(pulls)
-
-    def save(self, output_path: str | os.PathLike) -> None:
-        """The memory with its adapter, and the adapter alone in ``adapter/`` (for LlamaIndex)."""
-        super().save(output_path)
-        self.inner.save(Path(output_path) / INNER_DIR)
-
-    def get_config_dict(self) -> Dict[str, Any]:
-        cls = type(self.inner)
-        name = cls.__name__ if ADAPTER_CLASSES.get(cls.__name__) is cls else f"{cls.__module__}:{cls.__qualname__}"
-        return {"inner": {"class": name, "config": self.inner.get_config_dict()}, "keys": len(self.keys),
-                "chunks": len(self.chunks), "dim": self.keys.shape[1], "weight": self.weight, "temperature": self.temperature}
-
-
-def holds_memory(folder: str | os.PathLike) -> bool:
-    """Whether ``folder`` holds a saved ``CorpusMemory`` (read off its config.json)."""
-    try:
-        return {"inner", "keys"} <= set(json.loads((Path(folder) / CONFIG_NAME).read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
-        return False
-
-
-# The only classes a saved folder can name. Loading never imports what a file names: any other class
-# must be passed by the caller (``adapter_cls=``), and only a ``BaseAdapter`` subclass is accepted.
-ADAPTER_CLASSES: Dict[str, type] = {c.__name__: c for c in (LinearLayer, TwoLayerNN, LowRankLinear, OrthogonalLinear, CorpusMemory)}
+# adapterkit's own adapter classes, the only ones read off a folder. Loading never imports what a file names:
+# any other class must be passed by the caller (``adapter_cls=``), and only a ``BaseAdapter`` subclass is accepted.
+ADAPTER_CLASSES: Dict[str, type] = {c.__name__: c for c in (LinearLayer, TwoLayerNN, LowRankLinear, OrthogonalLinear)}
 
 
 def check_adapter_cls(cls: Any) -> type:
@@ -423,23 +340,9 @@ def check_adapter_cls(cls: Any) -> type:
     return cls
 
 
-def adapter_class(name: str, custom: Optional[type] = None) -> type:
-    """The class a saved folder names: adapterkit's own by name, or ``custom`` when the caller passed it."""
-    if custom is not None and name in (check_adapter_cls(custom).__name__, f"{custom.__module__}:{custom.__qualname__}"):
-        return custom
-    if name in ADAPTER_CLASSES:
-        return ADAPTER_CLASSES[name]
-    raise AdapterLoadError(
-        f"The saved adapter names class {name!r}, which is not one of adapterkit's ({', '.join(ADAPTER_CLASSES)}). "
-        "A folder never chooses code to run: pass the class yourself, adapter_cls=YourAdapter."
-    )
-
-
 def infer_adapter_cls(folder: str | os.PathLike) -> type:
-    """LinearLayer, TwoLayerNN or CorpusMemory, read off ``config.json``; other classes must be passed explicitly."""
+    """LinearLayer or TwoLayerNN, read off ``config.json``; other classes must be passed explicitly."""
     keys = set(read_config(Path(folder)))
-    if {"inner", "keys"} <= keys:
-        return CorpusMemory
     if "hidden_features" in keys:
         return TwoLayerNN
     if keys <= {"in_features", "out_features", "bias"}:
@@ -454,11 +357,8 @@ def load_adapter(folder: str | os.PathLike, adapter_cls: Optional[type] = None) 
 
     Args:
         folder: written by ``BaseAdapter.save``, the engine, or LlamaIndex.
-        adapter_cls: its class, for a custom adapter (for a saved ``CorpusMemory``: the class of the
-            adapter inside it); default: adapterkit's class read off ``config.json``.
+        adapter_cls: its class, for a custom adapter (a ``BaseAdapter`` subclass); default:
+            adapterkit's class read off ``config.json``. Nothing the folder names is imported.
     """
-    if adapter_cls is not None:
-        check_adapter_cls(adapter_cls)
-    if holds_memory(folder) and adapter_cls is not CorpusMemory:
-        return CorpusMemory.load(folder, inner_cls=adapter_cls)
-    return (adapter_cls or infer_adapter_cls(folder)).load(folder)
+    cls = check_adapter_cls(adapter_cls) if adapter_cls is not None else infer_adapter_cls(folder)
+    return cls.load(folder)

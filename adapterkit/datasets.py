@@ -6,15 +6,23 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 
 from llama_index.core.bridge.pydantic import BaseModel
+from llama_index.core.schema import BaseNode, MetadataMode
 
-__all__ = ["EmbeddingQAFinetuneDataset", "DatasetError"]
+__all__ = ["EmbeddingQAFinetuneDataset", "DatasetError", "node_texts"]
 
 
 class DatasetError(ValueError):
     """A dataset is empty, malformed or refers to chunks it does not hold."""
+
+
+def node_texts(nodes: Union[Mapping[str, str], Sequence[BaseNode]]) -> Dict[str, str]:
+    """``{node id: text}`` of LlamaIndex nodes (their text without metadata), or of an ``{id: text}`` mapping."""
+    if isinstance(nodes, Mapping):
+        return {str(k): str(v) for k, v in nodes.items()}
+    return {n.node_id: n.get_content(metadata_mode=MetadataMode.NONE) for n in nodes}
 
 
 def is_unicode(text: str) -> bool:

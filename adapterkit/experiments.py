@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
-from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
@@ -31,13 +29,11 @@ from adapterkit.eval_utils import display_results, evaluate
 __all__ = [
     "ADAPTER_KINDS",
     "PUBLISHED_ADA002",
-    "checkpoints",
     "embed_once",
     "make_adapter",
     "metrics_table",
     "model_label",
     "published_notes",
-    "middle_checkpoint",
     "reference_rows",
     "seed_everything",
     "training_table",
@@ -182,19 +178,3 @@ def training_table(engine: Any, digits: int = 3) -> pd.DataFrame:
         start = {"epoch": 0, "mean_loss": np.nan, "held_out_mrr@10": round(float(val[0]), digits), "kept": "yes" if engine.best_epoch == 0 else ""}
         table = pd.concat([pd.DataFrame([start]), table], ignore_index=True)
     return table
-
-
-_STEP = re.compile(r"^step_(\d+)$")
-
-
-def checkpoints(folder: Union[str, os.PathLike]) -> List[Path]:
-    """``step_N`` checkpoint folders under ``folder``, in step order."""
-    folder = Path(folder)
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _STEP.match(p.name))] if folder.is_dir() else []
-    return [p for _, p in sorted(found)]
-
-
-def middle_checkpoint(folder: Union[str, os.PathLike]) -> Optional[Path]:
-    """The checkpoint closest to the middle of training (the walkthrough evaluates one such), or None."""
-    found = checkpoints(folder)
-    return found[(len(found) - 1) // 2] if found else None

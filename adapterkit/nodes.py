@@ -36,7 +36,6 @@ __all__ = [
     "load_corpus",
     "load_qa_datasets",
     "nodes_frame",
-    "nodes_to_corpus",
     "qa_datasets",
     "qa_examples",
     "resolve_pdf",
@@ -99,11 +98,6 @@ def load_corpus(
         docs.extend(pages)
     parser = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, id_func=_stable_id)
     return parser.get_nodes_from_documents(docs, show_progress=show_progress)
-
-
-def nodes_to_corpus(nodes: Sequence[BaseNode]) -> Dict[str, str]:
-    """``{node_id: text}`` without metadata, as the walkthrough's question generation sees chunks."""
-    return {n.node_id: n.get_content(metadata_mode=MetadataMode.NONE) for n in nodes}
 
 
 def corpus_to_nodes(corpus: Union[EmbeddingQAFinetuneDataset, Dict[str, str]]) -> List[TextNode]:

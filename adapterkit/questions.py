@@ -23,10 +23,10 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.llms import LLM
-from llama_index.core.schema import BaseNode, MetadataMode
+from llama_index.core.schema import BaseNode
 from tqdm.auto import tqdm
 
-from adapterkit.datasets import EmbeddingQAFinetuneDataset
+from adapterkit.datasets import EmbeddingQAFinetuneDataset, node_texts
 from adapterkit.llms import resolve_llm
 
 __all__ = [
@@ -192,12 +192,6 @@ class GeneratedQADataset(EmbeddingQAFinetuneDataset):
     @property
     def stats(self) -> QAGenerationStats:
         return self._stats
-
-
-def _node_texts(nodes: Union[Sequence[BaseNode], Mapping[str, str]]) -> Dict[str, str]:
-    if isinstance(nodes, Mapping):
-        return {str(k): str(v) for k, v in nodes.items()}
-    return {node.node_id: node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes}
 
 
 def _progress_path(output_path: Union[str, Path]) -> Path:
@@ -386,7 +380,7 @@ def generate_qa_embedding_pairs(
         raise ValueError(f"on_failure must be 'continue' or 'fail', got {on_failure!r}.")
     if retry_limit < 1:
         raise ValueError(f"retry_limit must be at least 1, got {retry_limit}.")
-    texts = _node_texts(nodes)
+    texts = node_texts(nodes)
     progress = _progress_path(output_path) if output_path else None
     done = _read_progress(progress, texts) if progress else {}
     stats = QAGenerationStats(chunks=len(texts), resumed=len(done))

@@ -21,7 +21,6 @@ import numpy as np
 from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine, EmbeddingQAFinetuneDataset
 from adapterkit import display_results, evaluate, resolve_embed_model
 from adapterkit.adapter_embedding import apply_adapter
-from adapterkit.adapters import INNER_DIR
 from adapterkit.cache import embed_texts
 from adapterkit.data import get_file
 from adapterkit.trainer import LLAMAINDEX_RECIPE
@@ -55,17 +54,15 @@ def run(embed: str = "default", epochs: int = 4, top_k: int = 5, output_dir: str
         reloaded = AdapterEmbeddingModel(base_model, folder)
         tuned = evaluate(val, reloaded, top_k=top_k)
         questions = list(val.queries.values())
-        trained = apply_adapter(engine.saved_adapter(), embed_texts(base_model, questions, "query", show_progress=False))
+        trained = apply_adapter(engine.model, embed_texts(base_model, questions, "query", show_progress=False), engine.memory)
         if not np.allclose(trained, reloaded.embed(questions, "query"), atol=1e-6):
             raise RuntimeError(f"The adapter reloaded from {folder} maps queries differently from the trained one.")
         from llama_index.embeddings.adapter import AdapterEmbeddingModel as LlamaIndexAdapterModel
 
-        # LlamaIndex loads the linear adapter (a corpus memory keeps it alone in adapter/).
-        linear = folder / INNER_DIR if (folder / INNER_DIR).is_dir() else folder
-        LlamaIndexAdapterModel(base_model, str(linear), device="cpu")
-        print(f"Saved {name} adapter to {folder}; reloaded: the same query vectors; LlamaIndex's class loads {linear}.")
-        kind = "linear adapter + corpus memory" if linear != folder else "linear adapter"
-        names.append(f"{kind}, {name} ({engine.epochs} epochs)")
+        LlamaIndexAdapterModel(base_model, str(folder), device="cpu")  # LlamaIndex's own class loads the folder
+        print(f"Saved {name} adapter to {folder}; reloaded: the same query vectors; LlamaIndex's class loads it.")
+        kind = "linear adapter + corpus memory" if engine.memory is not None else "linear adapter"
+        names.append(f"{kind}, {name} ({engine.config.epochs} epochs)")
         results.append(tuned)
 
     table = display_results(names, results, show=True)

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from adapterkit.adapters import AdapterLoadError, BaseAdapter, LinearLayer, LowRankLinear, OrthogonalLinear, TwoLayerNN, check_adapter_dim
+from adapterkit.memory import MemoryLoadError
 
 
 class Scale(BaseAdapter):
@@ -125,49 +126,6 @@ def test_dimension_mismatch_is_explained():
         check_adapter_dim(TwoLayerNN(8, 4, 6), 8)
 
 
-def test_corpus_memory_pulls_a_sentence_toward_its_chunk_and_round_trips(tmp_path):
-    from adapterkit.adapter_embedding import infer_adapter_cls
-    from adapterkit.adapters import CorpusMemory
-
-    torch.manual_seed(0)
-    keys, chunks, owner = 2.0 * torch.eye(8)[:5], torch.randn(3, 8), torch.tensor([0, 0, 1, 2, 2])  # orthogonal keys
-    inner = LinearLayer(8, 8)
-    with torch.no_grad():
-        inner.linear.weight.add_(0.1 * torch.randn(8, 8))
-    x = torch.randn(3, 8)
-    plain = nn.functional.normalize(inner(x), dim=-1)
-    assert torch.allclose(CorpusMemory(inner, keys, chunks, owner, weight=0.0)(x), plain)
-    memory = CorpusMemory(inner, keys, chunks, owner, weight=0.5, temperature=1000.0)
-    pulled = memory(keys[2:3] * 3.0)  # a query that is key 2 (at any length) is pulled toward its chunk, row 1, alone
-    expected = nn.functional.normalize(inner(keys[2:3] * 3.0), dim=-1) + 0.5 * nn.functional.normalize(chunks[1:2], dim=-1)
-    assert torch.allclose(pulled, expected, atol=1e-5)
-    # Two keys of one chunk share their weight: halfway between keys 3 and 4 (both chunk 2), the pull is chunk 2's.
-    between = nn.functional.normalize(keys[3], dim=0) + nn.functional.normalize(keys[4], dim=0)
-    gap = memory(between[None]) - nn.functional.normalize(inner(between[None]), dim=-1)
-    assert torch.allclose(gap, 0.5 * nn.functional.normalize(chunks[2:3], dim=-1), atol=1e-3)
-    memory.save(tmp_path / "m")
-    assert infer_adapter_cls(tmp_path / "m") is CorpusMemory
-    loaded = CorpusMemory.load(tmp_path / "m")
-    assert torch.equal(loaded(x), memory(x)) and loaded.get_config_dict() == memory.get_config_dict()
-    assert torch.equal(LinearLayer.load(tmp_path / "m" / "adapter").linear.weight, inner.linear.weight)  # the adapter alone
-    # A user-defined inner adapter is saved by its name and rebuilt only from the class the caller passes.
-    CorpusMemory(Scale(8), keys, chunks, owner).save(tmp_path / "s")
-    assert json.loads((tmp_path / "s" / "config.json").read_text())["inner"]["class"] == "test_adapters:Scale"
-    assert isinstance(CorpusMemory.load(tmp_path / "s", inner_cls=Scale).inner, Scale)
-    with pytest.raises(AdapterLoadError, match="adapter_cls=YourAdapter"):
-        CorpusMemory.load(tmp_path / "s")
-
-
-def test_corpus_memory_checks_its_tensors(tmp_path):
-    from adapterkit.adapters import CorpusMemory
-
-    keys, chunks, owner = torch.randn(2, 8), torch.randn(2, 8), torch.tensor([0, 1])
-    with pytest.raises(ValueError, match="owner holds each key's row"):
-        CorpusMemory(LinearLayer(8, 8), keys, chunks, owner[:1])
-    with pytest.raises(ValueError, match="rows of chunks"):
-        CorpusMemory(LinearLayer(8, 8), keys, chunks, torch.tensor([0, 2]))
-
-
 def _exploit_folders(root, target):
     """Adapter folders whose config.json names code to run, each with the command as a config value."""
     memory = {"keys": 1, "chunks": 1, "dim": 2, "weight": 0.25, "temperature": 100.0}
@@ -182,30 +140,47 @@ def _exploit_folders(root, target):
         folder = root / name
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps(config))
+        (folder / "memory.json").write_text(json.dumps({**config, "index": config.get("class", "os:system"), "top_k": 1}))
         folders.append(folder)
-    return folders
+    beside = root / "memory_beside"  # a loadable adapter with a memory folder that names code
+    LinearLayer(384, 384).save(beside)
+    (beside / "memory").mkdir()
+    (beside / "memory" / "memory.json").write_text(json.dumps({"dim": 2, "weight": 0.2, "temperature": 1.0, "top_k": 1,
+                                                                "index": "subprocess:run", "args": ["touch", str(target)]}))
+    return folders + [beside]
 
 
 def test_loading_never_runs_what_a_folder_names(tmp_path, train_small, bge):
     """Every loading entry point refuses a folder naming code (os.system, subprocess.run, exec); nothing runs."""
     from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine
-    from adapterkit.adapters import CorpusMemory, infer_adapter_cls, load_adapter
+    from adapterkit.adapters import infer_adapter_cls, load_adapter
+    from adapterkit.memory import CorpusMemory
 
     target = tmp_path / "pwned"
     entry_points = {
         "load_adapter": lambda f: load_adapter(f),
         "CorpusMemory.load": lambda f: CorpusMemory.load(f),
+        "AdapterEmbeddingModel with memory": lambda f: AdapterEmbeddingModel(bge, f, memory=f),
         "LinearLayer.load": lambda f: LinearLayer.load(f),
         "infer_adapter_cls": lambda f: infer_adapter_cls(f).load(f),
         "AdapterEmbeddingModel": lambda f: AdapterEmbeddingModel(bge, f),
         "from_model_path": lambda f: EmbeddingAdapterFinetuneEngine.from_model_path(train_small, bge, f, show_progress=False),
-        "custom class passed": lambda f: load_adapter(f, adapter_cls=Scale),
+        "custom class passed": lambda f: load_adapter(f, adapter_cls=Scale) and CorpusMemory.load(f / "memory"),
     }
     for folder in _exploit_folders(tmp_path, target):
         for name, load in entry_points.items():
-            with pytest.raises((AdapterLoadError, TypeError)):
-                load(folder)
-            assert not target.exists(), f"{name} ran the command named in {folder.name}/config.json"
+            try:
+                load(folder)  # the loadable adapter beside a bad memory loads; everything else is refused
+            except (AdapterLoadError, MemoryLoadError, TypeError):
+                pass
+            assert not target.exists(), f"{name} ran the command named in {folder.name}"
+    with pytest.raises(MemoryLoadError):
+        AdapterEmbeddingModel(bge, tmp_path / "memory_beside")  # the memory beside the adapter is read, and refused
+    for name in ("os_system", "subprocess_run", "builtin_exec", "plain"):
+        with pytest.raises(AdapterLoadError):
+            load_adapter(tmp_path / name)
+        with pytest.raises(MemoryLoadError):
+            CorpusMemory.load(tmp_path / name)
     with pytest.raises(TypeError, match="subclass of adapterkit.BaseAdapter"):
         load_adapter(tmp_path / "plain", adapter_cls=print)
 

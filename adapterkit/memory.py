@@ -1,0 +1,259 @@
+"""``CorpusMemory``: a query-side memory of the corpus being searched, kept beside the adapter.
+
+Keys are query-like texts about each chunk (its sentences, or labelled questions), embedded once by
+the base model as queries; each key points at its chunk's frozen document vector. At query time the
+``top_k`` keys closest to the query are looked up, and the query is pulled toward their chunks:
+
+    out = normalize(adapter(q)) + weight * sum_i softmax(temperature * cos(q, key_i)) * chunk[owner_i]
+
+A long chunk's vector never saw text past the model's window (bge reads 512 tokens); its sentences as
+keys reach that text. Documents are never re-embedded. The memory is keyed by chunk id: ``add``,
+``remove`` and ``update`` follow an index as it changes, and ``save`` / ``load`` use their own folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from llama_index.core.base.embeddings.base import BaseEmbedding
+
+from adapterkit.cache import EmbeddingCache, embed_texts
+from adapterkit.keys import INDEX_KINDS, KeyIndex, make_index
+from adapterkit.pseudo_queries import chunk_sentences
+
+MEMORY_DIR = "memory"  # beside the adapter's files in a model folder
+CONFIG_NAME = "memory.json"
+TENSORS_NAME = "memory.safetensors"
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class MemoryLoadError(ValueError):
+    """A memory folder is missing, incomplete or damaged."""
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+class CorpusMemory:
+    """Keys pointing at chunks of one corpus, looked up for each query (see the module docstring).
+
+    Args:
+        dim: embedding dimension.
+        weight: how far the memory pulls a query (0: the adapter alone).
+        temperature: sharpness of the key match (100: in effect, the few closest keys).
+        top_k: keys looked up per query; the softmax runs over these (with temperature 100 the keys
+            further away weigh less than e^-10 of the best).
+        index: how keys are looked up (``adapterkit.keys.make_index``): ``"exact"`` (a matrix
+            product over every key) or ``"auto"``.
+
+    Example::
+
+        memory = CorpusMemory.from_corpus(val_dataset.corpus, resolve_embed_model("default"))
+        model = AdapterEmbeddingModel(base, "model_output", memory=memory)
+        memory.update(new_corpus, base)   # re-embeds only new or changed chunks; drops deleted ones
+        memory.save("model_output/memory")
+    """
+
+    def __init__(self, dim: int, weight: float = 0.25, temperature: float = 100.0, top_k: int = 32, index: str = "auto") -> None:
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (dim, weight, temperature, top_k))
+        if not (numbers and isinstance(dim, int) and dim > 0 and top_k >= 1 and weight >= 0 and temperature > 0 and index in INDEX_KINDS):
+            raise ValueError(f"CorpusMemory needs dim > 0, weight >= 0, temperature > 0, top_k >= 1 and index in {INDEX_KINDS}; "
+                             f"got {dim!r}, {weight!r}, {temperature!r}, {top_k!r}, {index!r}.")
+        self.dim, self.weight, self.temperature, self.top_k, self.index_kind = dim, float(weight), float(temperature), int(top_k), index
+        self.chunk_ids: List[str] = []
+        self.chunk_hash: List[str] = []
+        self.chunks = np.zeros((0, dim), dtype=np.float32)  # (m, d) normalised chunk vectors
+        self.keys = np.zeros((0, dim), dtype=np.float32)  # (n, d) normalised key vectors
+        self.owner = np.zeros(0, dtype=np.int64)  # (n,) row in chunks of each key
+        self._index: Optional[KeyIndex] = None
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_corpus(cls, corpus: Mapping[str, str], embed_model: BaseEmbedding, doc_vectors: Optional[np.ndarray] = None,
+                    cache: Union[EmbeddingCache, PathLike, None] = None, show_progress: bool = False, **options: Any) -> "CorpusMemory":
+        """A memory whose keys are the sentences (6+ words) of each chunk of ``corpus``.
+
+        Args:
+            corpus: ``{chunk id: text}``.
+            embed_model: the base model (sentences are embedded as queries, chunks as documents).
+            doc_vectors: the chunks' base vectors in ``corpus`` order, when already at hand (e.g. read
+                from a vector store); else embedded (through the cache).
+            options: ``CorpusMemory`` arguments (weight, temperature, top_k, index).
+        """
+        ids = list(corpus)
+        if doc_vectors is None:
+            doc_vectors = embed_texts(embed_model, [corpus[c] for c in ids], "text", cache=cache, show_progress=show_progress)
+        memory = cls(int(np.asarray(doc_vectors).shape[1]), **options)
+        memory.update(corpus, embed_model, doc_vectors=doc_vectors, cache=cache, show_progress=show_progress)
+        return memory
+
+    @classmethod
+    def from_pairs(cls, key_vectors: np.ndarray, chunk_ids: Sequence[str], chunk_vectors: Mapping[str, np.ndarray],
+                   **options: Any) -> "CorpusMemory":
+        """A memory whose keys are given vectors, e.g. labelled questions pointing at their relevant chunks.
+
+        Args:
+            key_vectors: ``(n, d)`` base query embeddings.
+            chunk_ids: the chunk each key points at.
+            chunk_vectors: ``{chunk id: (d,) base document vector}`` for every id in ``chunk_ids``.
+        """
+        key_vectors = np.asarray(key_vectors, dtype=np.float32)
+        memory = cls(int(key_vectors.shape[1]), **options)
+        by_chunk: Dict[str, List[int]] = {}
+        for i, chunk_id in enumerate(chunk_ids):
+            by_chunk.setdefault(chunk_id, []).append(i)
+        for chunk_id, rows in by_chunk.items():
+            memory.add(chunk_id, chunk_vectors[chunk_id], key_vectors[rows])
+        return memory
+
+    def add(self, chunk_id: str, chunk_vector: np.ndarray, key_vectors: np.ndarray, text_hash: str = "") -> None:
+        """Add (or replace) one chunk with its keys."""
+        key_vectors = np.asarray(key_vectors, dtype=np.float32).reshape(-1, self.dim)
+        chunk_vector = np.asarray(chunk_vector, dtype=np.float32).reshape(self.dim)
+        if not (np.isfinite(key_vectors).all() and np.isfinite(chunk_vector).all()):
+            raise ValueError(f"Chunk {chunk_id!r}: memory vectors must be finite.")
+        self.remove([chunk_id])
+        self.chunk_ids.append(str(chunk_id))
+        self.chunk_hash.append(text_hash)
+        self.chunks = np.concatenate([self.chunks, _normalise(chunk_vector[None])])
+        self.keys = np.concatenate([self.keys, _normalise(key_vectors)])
+        self.owner = np.concatenate([self.owner, np.full(len(key_vectors), len(self.chunk_ids) - 1, dtype=np.int64)])
+        self._index = None
+
+    def remove(self, chunk_ids: Iterable[str]) -> int:
+        """Drop chunks (and their keys); returns how many were held."""
+        drop = set(map(str, chunk_ids)) & set(self.chunk_ids)
+        if not drop:
+            return 0
+        keep = np.array([c not in drop for c in self.chunk_ids], dtype=bool)
+        new_row = np.cumsum(keep) - 1
+        key_keep = keep[self.owner]
+        self.keys, self.owner = self.keys[key_keep], new_row[self.owner[key_keep]]
+        self.chunks = self.chunks[keep]
+        self.chunk_ids = [c for c, k in zip(self.chunk_ids, keep) if k]
+        self.chunk_hash = [h for h, k in zip(self.chunk_hash, keep) if k]
+        self._index = None
+        return len(drop)
+
+    def update(self, corpus: Mapping[str, str], embed_model: BaseEmbedding, doc_vectors: Optional[np.ndarray] = None,
+               cache: Union[EmbeddingCache, PathLike, None] = None, show_progress: bool = False) -> Dict[str, int]:
+        """Follow ``corpus`` (the whole corpus as it is now): new and changed chunks are embedded and
+        added, chunks no longer in it are removed, unchanged ones are left as they are.
+
+        Returns ``{"added": .., "changed": .., "removed": .., "unchanged": ..}``.
+        """
+        held = dict(zip(self.chunk_ids, self.chunk_hash))
+        ids = list(corpus)
+        hashes = {c: _text_hash(corpus[c]) for c in ids}
+        todo = [c for c in ids if held.get(c) != hashes[c]]
+        removed = self.remove([c for c in held if c not in corpus])
+        counts = {"added": sum(c not in held for c in todo), "changed": sum(c in held for c in todo), "removed": removed,
+                  "unchanged": len(ids) - len(todo)}
+        if not todo:
+            return counts
+        position = {c: i for i, c in enumerate(ids)}
+        if doc_vectors is not None:
+            docs = np.asarray(doc_vectors, dtype=np.float32)[[position[c] for c in todo]]
+        else:
+            docs = embed_texts(embed_model, [corpus[c] for c in todo], "text", cache=cache, show_progress=show_progress)
+        sentences = {c: chunk_sentences(corpus[c]) for c in todo}
+        flat = [s for c in todo for s in sentences[c]]
+        keys = embed_texts(embed_model, flat, "query", cache=cache, show_progress=show_progress) if flat else np.zeros((0, self.dim), np.float32)
+        start = 0
+        for c, doc in zip(todo, docs):  # a chunk without a sentence of 6+ words is held with no key
+            n = len(sentences[c])
+            self.add(c, doc, keys[start : start + n], text_hash=hashes[c])
+            start += n
+        return counts
+
+    # ------------------------------------------------------------------ query time
+
+    @property
+    def index(self) -> KeyIndex:
+        """The key lookup (built on first use, rebuilt after a change)."""
+        if self._index is None:
+            self._index = make_index(self.keys, self.index_kind)
+        return self._index
+
+    def pull(self, queries: torch.Tensor) -> torch.Tensor:
+        """``weight * sum softmax(temperature * cos) * chunk`` over each query's ``top_k`` keys: ``(Q, d)``."""
+        out = torch.zeros(len(queries), self.dim, dtype=torch.float32, device=queries.device)
+        if not len(self.keys) or not self.weight or not len(queries):
+            return out
+        q = F.normalize(queries.detach().float(), dim=-1).cpu().numpy()
+        sims, rows = self.index.search(q, min(self.top_k, len(self.keys)))
+        attention = torch.softmax(self.temperature * torch.as_tensor(sims), dim=-1)  # (Q, k)
+        owners = torch.as_tensor(self.owner[rows])  # (Q, k) chunk rows
+        pulled = (attention[..., None] * torch.as_tensor(self.chunks)[owners]).sum(1)  # keys of one chunk add up
+        return (self.weight * pulled).to(queries.device)
+
+    def apply(self, adapted: torch.Tensor, base_queries: torch.Tensor) -> torch.Tensor:
+        """The query vectors with the memory: ``normalize(adapted) + pull(base_queries)``."""
+        return F.normalize(adapted, dim=-1) + self.pull(base_queries)
+
+    def __len__(self) -> int:
+        return len(self.chunk_ids)
+
+    def get_config_dict(self) -> Dict[str, Any]:
+        return {"dim": self.dim, "weight": self.weight, "temperature": self.temperature, "top_k": self.top_k, "index": self.index_kind}
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, folder: PathLike) -> None:
+        """Write ``memory.json`` (options, chunk ids) and ``memory.safetensors`` (vectors) into ``folder``."""
+        from safetensors.numpy import save_file
+
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        tag = f"{os.getpid()}.{uuid.uuid4().hex}"
+        tensors = {"chunks": self.chunks, "keys": self.keys, "owner": self.owner}
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out / f".{TENSORS_NAME}.{tag}.tmp"))
+        meta = {**self.get_config_dict(), "chunk_ids": self.chunk_ids, "chunk_hash": self.chunk_hash}
+        (out / f".{CONFIG_NAME}.{tag}.tmp").write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(out / f".{TENSORS_NAME}.{tag}.tmp", out / TENSORS_NAME)
+        os.replace(out / f".{CONFIG_NAME}.{tag}.tmp", out / CONFIG_NAME)
+
+    @classmethod
+    def load(cls, folder: PathLike) -> "CorpusMemory":
+        """Read a memory written by ``save`` (JSON and safetensors only: nothing is imported or unpickled)."""
+        from safetensors.numpy import load_file
+
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+            tensors = load_file(str(folder / TENSORS_NAME))
+        except (OSError, ValueError) as exc:
+            raise MemoryLoadError(f"{folder} is not a readable corpus memory ({exc}); rebuild it with CorpusMemory.from_corpus.") from exc
+        try:
+            options = {k: meta[k] for k in ("dim", "weight", "temperature", "top_k", "index")}
+            memory = cls(**options)
+            chunks, keys, owner = (np.asarray(tensors[k]) for k in ("chunks", "keys", "owner"))
+            ids, hashes = [str(c) for c in meta["chunk_ids"]], [str(h) for h in meta["chunk_hash"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MemoryLoadError(f"{folder / CONFIG_NAME} does not describe a memory ({exc}); rebuild the memory.") from exc
+        shapes_fit = (chunks.ndim == keys.ndim == 2 and chunks.shape[1] == keys.shape[1] == memory.dim and owner.shape == (len(keys),)
+                      and len(ids) == len(hashes) == len(chunks) and (not len(owner) or 0 <= owner.min() <= owner.max() < len(chunks)))
+        if not shapes_fit or not (np.isfinite(chunks).all() and np.isfinite(keys).all()):
+            raise MemoryLoadError(f"The vectors in {folder} do not fit its {CONFIG_NAME} (or are not finite); rebuild the memory.")
+        memory.chunks, memory.keys, memory.owner = chunks.astype(np.float32), keys.astype(np.float32), owner.astype(np.int64)
+        memory.chunk_ids, memory.chunk_hash = ids, hashes
+        return memory
+
+
+def holds_memory(folder: PathLike) -> bool:
+    """Whether ``folder`` holds a saved ``CorpusMemory``."""
+    return (Path(folder) / CONFIG_NAME).is_file()
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)

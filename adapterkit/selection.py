@@ -1,0 +1,65 @@
+"""Choosing the epoch on held-out chunks, so that training can only end at the base model or above it.
+
+Whole chunks (with all their queries) are held out of training. After each epoch the adapter's
+reciprocal rank on their queries is measured; an epoch replaces the identity start only when its gain
+is larger than one standard error, and a model whose weights or scores are not finite is never chosen.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from adapterkit.adapter_embedding import apply_adapter
+from adapterkit.eval_utils import exact_search
+from adapterkit.sampling import TrainingGroup
+
+
+def validation_rr(adapter: torch.nn.Module, groups: Sequence[TrainingGroup], k: int = 10) -> np.ndarray:
+    """Reciprocal rank (0 past ``k``) of each held-out query, ranked among the held-out chunks only.
+
+    Training chunks are left out of the candidates on purpose: an adapter pulls queries toward the
+    chunks it was trained on, which would punish it on held-out queries for a reason that does not
+    exist on a new corpus (where no chunk was seen in training). A query whose adapted vector is not
+    finite misses (``exact_search``).
+    """
+    rr = []
+    for group in groups:
+        if not len(group.val_idx):
+            continue
+        chunks = np.unique(group.positives[group.val_idx])
+        row = {c: i for i, c in enumerate(chunks)}
+        q = apply_adapter(adapter, group.queries[group.val_idx])
+        rel = [[row[group.positives[i]], *(row[o] for o in group.other_relevant[i] if o in row)] for i in group.val_idx]
+        _, _, ranks = exact_search(q, group.docs[chunks], 1, rel)
+        rr.extend(1.0 / r.min() if r.min() <= k else 0.0 for r in ranks)
+    return np.asarray(rr)
+
+
+def is_finite(model: torch.nn.Module) -> bool:
+    """Whether every weight and buffer of ``model`` is finite (a diverged run is not)."""
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
+def score_epoch(model: torch.nn.Module, rr: np.ndarray) -> float:
+    """Held-out MRR of an epoch; -inf for a model with non-finite weights, so it is never chosen."""
+    return float(rr.mean()) if len(rr) and is_finite(model) else -math.inf
+
+
+def clearly_better(rr: np.ndarray, identity_rr: np.ndarray) -> bool:
+    """Whether the per-query gain over the identity start exceeds its standard error.
+
+    A small held-out set lets a damaging epoch win by luck; one standard error keeps that rare.
+    """
+    gain = rr - identity_rr
+    if len(gain) > 1:
+        return bool(gain.mean() > gain.std(ddof=1) / math.sqrt(len(gain)))
+    return bool(gain.mean() > 0) if len(gain) else False
+
+
+def choose(score: float, best_score: float, rr: Optional[np.ndarray], identity_rr: Optional[np.ndarray]) -> bool:
+    """Whether an epoch scoring ``score`` replaces the best so far."""
+    return math.isfinite(score) and score > best_score and clearly_better(rr, identity_rr)

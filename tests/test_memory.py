@@ -1,0 +1,89 @@
+"""CorpusMemory: a query-side memory beside the adapter, keyed by chunk id, that follows the index."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from adapterkit import AdapterEmbeddingModel, LinearLayer, evaluate
+from adapterkit.memory import CorpusMemory, MemoryLoadError
+from adapterkit.pseudo_queries import chunk_sentences
+
+
+def _memory(weight=0.5, temperature=1000.0, top_k=4):
+    torch.manual_seed(0)
+    keys, chunks = 2.0 * torch.eye(8)[:5], torch.randn(3, 8)
+    memory = CorpusMemory(8, weight=weight, temperature=temperature, top_k=top_k)
+    for chunk, rows in (("a", [0, 1]), ("b", [2]), ("c", [3, 4])):
+        memory.add(chunk, chunks[ord(chunk) - ord("a")].numpy(), keys[rows].numpy())
+    return memory, keys, chunks
+
+
+def test_a_query_like_a_key_is_pulled_toward_its_chunk():
+    memory, keys, chunks = _memory()
+    q = keys[2:3] * 3.0  # key 2 (chunk "b"), at any length
+    adapted = torch.randn(1, 8)
+    out = memory.apply(adapted, q)
+    expected = nn.functional.normalize(adapted, dim=-1) + 0.5 * nn.functional.normalize(chunks[1:2], dim=-1)
+    assert torch.allclose(out, expected, atol=1e-5)
+    # Two keys of one chunk share their weight: halfway between keys 3 and 4 (both chunk "c"), the pull is c's.
+    between = (nn.functional.normalize(keys[3], dim=0) + nn.functional.normalize(keys[4], dim=0))[None]
+    assert torch.allclose(memory.pull(between), 0.5 * nn.functional.normalize(chunks[2:3], dim=-1), atol=1e-3)
+    assert torch.equal(CorpusMemory(8, weight=0.0).pull(q), torch.zeros(1, 8))
+
+
+def test_top_k_lookup_matches_the_softmax_over_every_key():
+    rng = np.random.default_rng(0)
+    memory = CorpusMemory(16, top_k=32, temperature=100.0)
+    for i in range(200):
+        memory.add(f"c{i}", rng.normal(size=16), rng.normal(size=(4, 16)))
+    q = torch.as_tensor(rng.normal(size=(5, 16)), dtype=torch.float32)
+    keys, chunks = torch.as_tensor(memory.keys), torch.as_tensor(memory.chunks)
+    attention = torch.softmax(100.0 * nn.functional.normalize(q, dim=-1) @ keys.T, dim=-1)
+    full = memory.weight * (attention @ chunks[torch.as_tensor(memory.owner)])
+    assert torch.allclose(memory.pull(q), full, atol=1e-4)
+
+
+def test_add_remove_and_update_follow_the_corpus(bge, tmp_path):
+    corpus = {"a": "Uber operates a platform connecting riders and drivers in many cities. Delivery revenue grew in 2021.",
+              "b": "Lyft reported that active riders increased during the second half of the year.",
+              "tiny": "Too short."}
+    memory = CorpusMemory.from_corpus(corpus, bge)
+    assert memory.chunk_ids == ["a", "b", "tiny"]  # "tiny" has no sentence of 6+ words: held, with no key
+    assert len(memory.keys) == len(chunk_sentences(corpus["a"])) + 1
+    changed = dict(corpus, b="Lyft reported that active riders fell sharply during the first months of the pandemic.", c="Gross bookings of the mobility segment rose in the fourth quarter of 2021.")
+    del changed["a"]
+    counts = memory.update(changed, bge)
+    assert counts == {"added": 1, "changed": 1, "removed": 1, "unchanged": 1}
+    assert sorted(memory.chunk_ids) == ["b", "c", "tiny"] and sorted(set(memory.owner)) == [memory.chunk_ids.index(c) for c in ("b", "c")]
+    assert memory.update(changed, bge) == {"added": 0, "changed": 0, "removed": 0, "unchanged": 3}
+    memory.save(tmp_path / "m")
+    loaded = CorpusMemory.load(tmp_path / "m")
+    q = torch.as_tensor(np.asarray([bge.get_query_embedding("How did Lyft's riders change?")]))
+    assert torch.equal(loaded.pull(q), memory.pull(q)) and loaded.chunk_ids == memory.chunk_ids
+    assert memory.remove(["b", "nope"]) == 1 and sorted(memory.chunk_ids) == ["c", "tiny"]
+
+
+def test_a_damaged_memory_folder_is_refused(tmp_path):
+    memory, _, _ = _memory()
+    memory.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "memory.json").read_text())
+    (tmp_path / "m" / "memory.json").write_text(json.dumps({**meta, "chunk_ids": ["a", "b"]}))  # one id short
+    with pytest.raises(MemoryLoadError, match="do not fit"):
+        CorpusMemory.load(tmp_path / "m")
+    with pytest.raises(MemoryLoadError, match="rebuild"):
+        CorpusMemory.load(tmp_path / "nowhere")
+
+
+def test_adapter_model_composes_the_saved_memory(tmp_path, val_small, bge):
+    LinearLayer(384, 384).save(tmp_path / "adapter")
+    plain = evaluate(val_small, AdapterEmbeddingModel(bge, tmp_path / "adapter"))
+    CorpusMemory.from_corpus(val_small.corpus, bge).save(tmp_path / "adapter" / "memory")
+    with_memory = AdapterEmbeddingModel(bge, tmp_path / "adapter")  # found beside the adapter
+    assert with_memory.memory is not None and AdapterEmbeddingModel(bge, tmp_path / "adapter", memory=False).memory is None
+    tuned = evaluate(val_small, with_memory)
+    assert not tuned["mrr"].equals(plain["mrr"])
