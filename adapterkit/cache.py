@@ -19,6 +19,7 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from tqdm.auto import tqdm
 
+from adapterkit.data import user_cache_dir
 from adapterkit.embeddings import model_identity
 
 KINDS = ("query", "text")
@@ -29,7 +30,7 @@ def default_cache_dir() -> Path:
     """``$ADAPTERKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/adapterkit``, else ``~/.cache/adapterkit``."""
     if os.environ.get("ADAPTERKIT_CACHE_DIR"):
         return Path(os.environ["ADAPTERKIT_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "adapterkit"
+    return user_cache_dir()
 
 
 class NonFiniteEmbeddingError(ValueError):

@@ -53,6 +53,11 @@ FILES: Dict[str, RemoteFile] = {
 }
 
 
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/adapterkit``, else ``~/.cache/adapterkit``: where a pip-installed kit keeps files."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "adapterkit"
+
+
 def data_dir() -> Path:
     """Where verified files are kept: ``$ADAPTERKIT_DATA_DIR``, ``data/`` in a checkout, else the user cache."""
     if os.environ.get("ADAPTERKIT_DATA_DIR"):
@@ -60,7 +65,7 @@ def data_dir() -> Path:
     if (REPO_ROOT / "pyproject.toml").is_file():  # a checkout (editable install)
         return REPO_ROOT / "data"
     # Installed into site-packages (pip install from git, Colab): keep data out of the environment.
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "adapterkit" / "data"
+    return user_cache_dir() / "data"
 
 
 def mirror_dirs() -> List[Path]:
