@@ -67,6 +67,10 @@ class AdapterEmbeddingModel(BaseEmbedding):
             None for the default folder, or False to call the base model directly).
         memory: a ``CorpusMemory`` composed with the adapter at query time, or its folder; None: the
             one saved beside the adapter (``<adapter_path>/memory``) if there is one; False: none.
+        normalize: return unit-length query vectors, as the base model's are, so that dot-product
+            stores score like cosine ones. Rankings do not change either way; the cosine scores of
+            an adapted query differ from the base model's, so a ``similarity_cutoff`` tuned on base
+            scores must be tuned again (notebook 05 measures both).
 
     Example::
 
@@ -80,6 +84,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
     _target_device: Any = PrivateAttr()
     _cache: Any = PrivateAttr()
     _memory: Optional[CorpusMemory] = PrivateAttr()
+    _normalize: bool = PrivateAttr()
 
     def __init__(
         self,
@@ -92,6 +97,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
         callback_manager: Optional[CallbackManager] = None,
         cache: Union[EmbeddingCache, str, os.PathLike, None, bool] = None,
         memory: Union[CorpusMemory, str, os.PathLike, None, bool] = None,
+        normalize: bool = True,
     ) -> None:
         base = resolve_embed_model(base_embed_model)
         super().__init__(
@@ -104,6 +110,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
         self._adapter = load_adapter(adapter_path, adapter_cls).to(self._target_device).eval()
         self._transform_query = transform_query
         self._cache = cache
+        self._normalize = normalize
         if memory is None:
             memory = Path(adapter_path) / MEMORY_DIR if holds_memory(Path(adapter_path) / MEMORY_DIR) else False
         self._memory = CorpusMemory.load(memory) if isinstance(memory, (str, os.PathLike)) else (memory or None)
@@ -132,7 +139,10 @@ class AdapterEmbeddingModel(BaseEmbedding):
             base = embed_texts(self._base_embed_model, texts, kind, cache=self._cache, show_progress=show_progress)
         if kind == "query" and self._transform_query and len(base):
             check_adapter_dim(self._adapter, base.shape[1])
-            return apply_adapter(self._adapter, base, self._memory)
+            adapted = apply_adapter(self._adapter, base, self._memory)
+            if self._normalize:
+                adapted /= np.maximum(np.linalg.norm(adapted, axis=1, keepdims=True), 1e-12)
+            return adapted
         return base
 
     def _get_query_embeddings(self, queries: List[str]) -> List[List[float]]:

@@ -333,6 +333,35 @@ class OrthogonalLinear(BaseAdapter):
 ADAPTER_CLASSES: Dict[str, type] = {c.__name__: c for c in (LinearLayer, TwoLayerNN, LowRankLinear, OrthogonalLinear)}
 
 
+ADAPTER_KINDS = ("linear", "two_layer", "low_rank", "orthogonal")
+
+
+def make_adapter(kind: str, dim: int, hidden_features: int = 1024, rank: int = 16, seed: Optional[int] = 0) -> BaseAdapter:
+    """An adapter by name, each starting at (or at zero distance from) the identity.
+
+    Args:
+        kind: ``"linear"`` (``LinearLayer(dim, dim)``), ``"two_layer"`` (``TwoLayerNN(dim,
+            hidden_features, dim, add_residual=True)``), ``"low_rank"`` (``LowRankLinear(dim, rank)``)
+            or ``"orthogonal"`` (``OrthogonalLinear(dim)``).
+        dim: the base model's embedding dimension.
+        seed: seeds the random initial weights (two-layer, low-rank), without touching torch's global
+            generator; None draws from it.
+    """
+    builders = {
+        "linear": lambda: LinearLayer(dim, dim, bias=False),
+        "two_layer": lambda: TwoLayerNN(dim, hidden_features, dim, bias=True, add_residual=True),
+        "low_rank": lambda: LowRankLinear(dim, rank=rank),
+        "orthogonal": lambda: OrthogonalLinear(dim),
+    }
+    if kind not in builders:
+        raise ValueError(f"Unknown adapter kind {kind!r}; choose one of {ADAPTER_KINDS}.")
+    if seed is None:
+        return builders[kind]()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return builders[kind]()
+
+
 def check_adapter_cls(cls: Any) -> type:
     """``cls`` if it is a ``BaseAdapter`` subclass, else a ``TypeError`` that says what to pass."""
     if not (isinstance(cls, type) and issubclass(cls, BaseAdapter)):

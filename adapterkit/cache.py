@@ -13,13 +13,14 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from tqdm.auto import tqdm
 
 from adapterkit.data import user_cache_dir
+from adapterkit.datasets import EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import model_identity
 
 KINDS = ("query", "text")
@@ -242,3 +243,25 @@ def _as_matrix(vectors: Any, n: int, model: BaseEmbedding) -> np.ndarray:
     if matrix.ndim != 2 or len(matrix) != n or matrix.shape[1] == 0:
         raise ValueError(f"{model.class_name()} returned {matrix.shape} for {n} texts; expected one vector each.")
     return matrix
+
+
+def embed_once(
+    model: BaseEmbedding,
+    datasets: Iterable[EmbeddingQAFinetuneDataset],
+    cache: Union[EmbeddingCache, str, os.PathLike, None] = None,
+    show_progress: bool = True,
+) -> Dict[str, int]:
+    """Embed every query and chunk of ``datasets`` with the base model, through the disk cache.
+
+    Texts already cached are not embedded again, so a second run returns at once. Returns how many
+    distinct texts of each kind the datasets hold, and the embedding dimension (``"dim"``).
+    """
+    queries: List[str] = []
+    chunks: List[str] = []
+    for ds in datasets:
+        queries.extend(ds.queries.values())
+        chunks.extend(ds.corpus.values())
+    queries, chunks = list(dict.fromkeys(queries)), list(dict.fromkeys(chunks))
+    docs = embed_texts(model, chunks, "text", cache=cache, show_progress=show_progress)
+    embed_texts(model, queries, "query", cache=cache, show_progress=show_progress)
+    return {"chunks": len(chunks), "queries": len(queries), "dim": int(docs.shape[1]) if len(chunks) else 0}

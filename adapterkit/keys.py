@@ -7,6 +7,8 @@ from typing import Protocol, Tuple
 import numpy as np
 import torch
 
+from adapterkit.metrics import merge_top_k
+
 INDEX_KINDS = ("exact", "auto")
 
 
@@ -28,11 +30,7 @@ class ExactIndex:
         block = max(k, (1 << 24) // max(1, len(q)))
         with torch.no_grad():
             for start in range(0, len(self.keys), block):
-                s = q @ self.keys[start : start + block].T
-                top_s, top_i = s.topk(min(k, s.shape[1]), dim=1)
-                merged_s, merged_i = torch.cat([best_s, top_s], 1), torch.cat([best_i, top_i + start], 1)
-                best_s, pos = merged_s.topk(k, dim=1)
-                best_i = merged_i.gather(1, pos)
+                best_s, best_i = merge_top_k(best_s, best_i, q @ self.keys[start : start + block].T, start)
         return best_s.numpy(), best_i.numpy()
 
 

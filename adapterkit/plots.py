@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from adapterkit.eval_utils import hit_rate_curve
+from adapterkit.metrics import paired_ranks
 
 __all__ = ["plot_hit_rate_at_k", "plot_loss", "plot_rank_movement", "rank_movement", "save_figure"]
 
@@ -113,7 +114,7 @@ def rank_movement(base: pd.DataFrame, adapted: pd.DataFrame, ks: Sequence[int] =
     Rows: queries whose first relevant chunk moved up, down, or stayed; and for each k in ``ks``, how
     many queries entered and left the top k.
     """
-    merged = base[["query_id", "rank"]].merge(adapted[["query_id", "rank"]], on="query_id", suffixes=("_base", "_adapter"))
+    merged = paired_ranks(base, adapted).rename(columns={"rank_other": "rank_adapter"})
     up = merged["rank_adapter"] < merged["rank_base"]
     down = merged["rank_adapter"] > merged["rank_base"]
     rows = [
@@ -136,8 +137,8 @@ def plot_rank_movement(
 ) -> Figure:
     """Left: rank of each query's first relevant chunk, base vs adapter (log axes; below the diagonal
     is better). Right: histogram of the change in rank (positive: moved up)."""
-    merged = base[["query_id", "rank"]].merge(adapted[["query_id", "rank"]], on="query_id", suffixes=("_base", "_adapter"))
-    rb, ra = merged["rank_base"].to_numpy(), merged["rank_adapter"].to_numpy()
+    merged = paired_ranks(base, adapted)
+    rb, ra = merged["rank_base"].to_numpy(), merged["rank_other"].to_numpy()
     fig, (ax, hx) = _new(figsize=(11, 4.2), ncols=2)
     groups = ((ra < rb, "tab:green", "moved up"), (ra > rb, "tab:red", "moved down"), (ra == rb, "tab:gray", "unchanged"))
     rng = np.random.default_rng(0)  # jitter so equal ranks do not hide each other

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import queue
-import re
 import threading
 import time
 import uuid
@@ -27,6 +26,7 @@ from llama_index.core.schema import BaseNode
 from tqdm.auto import tqdm
 
 from adapterkit.datasets import EmbeddingQAFinetuneDataset, node_texts
+from adapterkit.question_parsing import answer_pieces, parse_questions
 from adapterkit.llms import resolve_llm
 
 __all__ = [
@@ -64,87 +64,6 @@ quiz/examination. The questions should be diverse in nature \
 across the document. Restrict the questions to the \
 context information provided."
 """
-
-# Leading list markers and labels: "1.", "1)", "(1)", "- ", "* ", "• ", "> ", "Q1:", "Question 1:", "Q:".
-_PREFIX = re.compile(r"^\s*(?:[-*•+>#]+\s*|\(?\d{1,3}[.):\]](?!\d)\s*|q(?:uestion)?\s*\d*\s*[.:)\-]\s*)", re.I)
-_QUESTION_START = re.compile(
-    r"^(?:what|which|who|whom|whose|when|where|why|how|is|are|was|were|do|does|did|can|could|should|would"
-    r"|will|has|have|had|may|might|(?:in|to|for|by|on|at|from|of|with|under|during) (?:what|which|whom|how)"
-    r"|according to)\b",
-    re.I,
-)
-# A question about "the text" (or about the questions asked for) cannot pick out its chunk from any
-# other: useless as a retrieval query.
-_GENERIC = re.compile(r"\b(?:(?:the|this|above|given) (?:text|passage|excerpt|article)|questions?)\b", re.I)
-_NUMBER_RUN = re.compile(r"(?:\b\d[\d,.]*\s+){4}")
-_QUOTES = "\"'“”‘’`"
-
-
-def _clean(piece: str) -> str:
-    piece = " ".join(piece.replace("**", "").replace("__", "").split())  # also turns no-break spaces into spaces
-    while True:
-        stripped = _PREFIX.sub("", piece, count=1).strip().strip(_QUOTES).strip()
-        if stripped == piece:
-            return piece
-        piece = stripped
-
-
-def _candidates(text: str) -> List[str]:
-    """Every non-empty piece of an answer: one per line, and one per question on a line with several."""
-    pieces = []
-    for line in text.splitlines():
-        for piece in re.split(r"(?<=\?)\s+", _clean(line)):
-            piece = _clean(piece)
-            if piece:
-                pieces.append(piece)
-    return pieces
-
-
-def _degenerate(piece: str) -> bool:
-    """Greedy decoding of a small model can loop: "of the 2nd section of the 2nd section", "2030 2031 2032 2033"."""
-    words = piece.lower().split()
-    pairs = Counter(zip(words, words[1:]))
-    return (bool(pairs) and max(pairs.values()) >= 3) or bool(_NUMBER_RUN.search(piece))
-
-
-def _as_question(piece: str) -> Optional[str]:
-    if len(piece.split()) < 3 or _GENERIC.search(piece) or _degenerate(piece):
-        return None
-    if piece.endswith("?"):
-        return piece
-    if _QUESTION_START.match(piece):  # a question whose "?" the model forgot
-        return piece.rstrip(" .:;,") + "?"
-    return None
-
-
-def parse_questions(text: str) -> List[str]:
-    """Usable questions in an LLM's answer, in order, without duplicates.
-
-    Handles numbered and bulleted lists ("1.", "1)", "- ", "* ", "Q1:", "Question 1:"), markdown
-    bold, quotes, and several questions on one line. Keeps a piece that ends with "?" or starts with
-    a question word (adding the "?"); drops preambles, answers, duplicates, questions of fewer than
-    three words, looping ones, a last line cut short by the token limit, and questions about "the
-    text" or "the questions" (they match every chunk equally).
-
-    Example::
-
-        >>> parse_questions('Here are 2 questions:\\n1. **What is Lyft?**\\n2) "When did it launch?"')
-        ['What is Lyft?', 'When did it launch?']
-    """
-    pieces = _candidates(text)
-    if len(pieces) > 1 and not pieces[-1].endswith("?") and any(p.endswith("?") for p in pieces):
-        pieces.pop()  # the model ends its questions with "?": a last one without is cut by max_new_tokens
-    questions: List[str] = []
-    seen: List[str] = []
-    for piece in pieces:
-        question = _as_question(piece)
-        key = re.sub(r"\W+", " ", question.lower()).strip() if question else ""
-        # a question that starts another one (or the reverse) is the same one, once cut short
-        if question and not any(k.startswith(key) or key.startswith(k) for k in seen):
-            seen.append(key)
-            questions.append(question)
-    return questions
-
 
 @dataclass
 class QAGenerationStats:
@@ -253,7 +172,7 @@ def _ask(llm: LLM, prompt: str, retry_limit: int, retry_delay: float, timeout: O
             questions = parse_questions(answer)
             if not questions:
                 raise EmptyAnswerError(f"no usable question in the answer {answer[:80]!r}")
-            return questions, len(_candidates(answer)) - len(questions)
+            return questions, len(answer_pieces(answer)) - len(questions)
         except Exception as exc:  # network errors, rate limits, 5xx, timeouts, empty answers: worth another try
             if attempt + 1 >= retry_limit:
                 raise
@@ -327,6 +246,28 @@ def _answers(llm: LLM, prompts: Sequence[Tuple[str, str]], workers: int, retry_l
         stop.set()
 
 
+def _open_journal(progress: Path) -> Any:
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    journal = open(progress, "a", encoding="utf-8")
+    if progress.stat().st_size and not progress.read_bytes().endswith(b"\n"):
+        journal.write("\n")  # a kill mid-line: start the next record on a line of its own
+    return journal
+
+
+def _dataset(texts: Dict[str, str], done: Dict[str, Dict[str, str]], stats: QAGenerationStats) -> GeneratedQADataset:
+    """The questions of ``done`` in node order (whatever order the chunks finished in), with ``stats``."""
+    queries, relevant_docs = {}, {}
+    for node_id in texts:
+        for qid, question in done.get(node_id, {}).items():
+            queries[qid], relevant_docs[qid] = question, [node_id]
+        if node_id in done:
+            stats.per_chunk[len(done[node_id])] += 1
+    stats.questions = len(queries)
+    dataset = GeneratedQADataset(queries=queries, corpus=texts, relevant_docs=relevant_docs)
+    dataset._stats = stats
+    return dataset
+
+
 def generate_qa_embedding_pairs(
     nodes: Union[Sequence[BaseNode], Mapping[str, str]],
     llm: Union[LLM, str, None] = None,
@@ -395,12 +336,7 @@ def generate_qa_embedding_pairs(
         llm = resolve_llm(llm)  # only now: loading the local model takes seconds
     workers = _workers(llm, max_workers) if todo else 1
 
-    journal = None
-    if progress:
-        progress.parent.mkdir(parents=True, exist_ok=True)
-        journal = open(progress, "a", encoding="utf-8")
-        if progress.stat().st_size and not progress.read_bytes().endswith(b"\n"):
-            journal.write("\n")  # a kill mid-line: start the next record on a line of its own
+    journal = _open_journal(progress) if progress else None
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="Generating questions", unit="chunk", disable=not verbose or not todo)
     try:
@@ -428,15 +364,7 @@ def generate_qa_embedding_pairs(
             journal.close()
         stats.seconds = time.perf_counter() - start
 
-    queries, relevant_docs = {}, {}
-    for node_id in texts:  # node order, whatever order the chunks finished in
-        for qid, question in done.get(node_id, {}).items():
-            queries[qid], relevant_docs[qid] = question, [node_id]
-        if node_id in done:
-            stats.per_chunk[len(done[node_id])] += 1
-    stats.questions = len(queries)
-    dataset = GeneratedQADataset(queries=queries, corpus=texts, relevant_docs=relevant_docs)
-    dataset._stats = stats
+    dataset = _dataset(texts, done, stats)
     if output_path:
         dataset.save_json(output_path)
     if verbose:

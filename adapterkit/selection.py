@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from adapterkit.adapter_embedding import apply_adapter
-from adapterkit.eval_utils import exact_search
+from adapterkit.metrics import exact_search
 from adapterkit.sampling import TrainingGroup
 
 

@@ -10,7 +10,6 @@ Checkpoints carry the whole run state (``checkpoints``), so an interrupted run r
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math

@@ -22,7 +22,7 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from adapterkit import EmbeddingAdapterFinetuneEngine, EmbeddingCache, EmbeddingQAFinetuneDataset
-from adapterkit.eval_utils import exact_search
+from adapterkit.metrics import exact_search
 
 
 def peak_rss_gib() -> float:

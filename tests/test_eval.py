@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from adapterkit import AdapterEmbeddingModel, LinearLayer, display_results, evaluate
-from adapterkit.eval_utils import exact_search, hit_rate_curve, rank_metrics, win_loss
+from adapterkit.eval_utils import hit_rate_curve, win_loss
+from adapterkit.metrics import exact_search, rank_metrics
 
 
 def test_rank_metrics_by_hand():
@@ -63,7 +64,7 @@ def test_evaluate_rejects_wrong_dimension(tmp_path, val_small, bge):
 
 
 def test_metrics_for_many_queries_of_different_widths_match_hand_values():
-    from adapterkit.eval_utils import metrics_at_k
+    from adapterkit.metrics import metrics_at_k
 
     m = metrics_at_k([np.array([3]), np.array([4, 1]), np.array([6]), np.array([2, 9, 30])], k=5)
     np.testing.assert_allclose(m["mrr"], [1 / 3, 1.0, 0.0, 0.5])

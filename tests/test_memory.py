@@ -87,3 +87,15 @@ def test_adapter_model_composes_the_saved_memory(tmp_path, val_small, bge):
     assert with_memory.memory is not None and AdapterEmbeddingModel(bge, tmp_path / "adapter", memory=False).memory is None
     tuned = evaluate(val_small, with_memory)
     assert not tuned["mrr"].equals(plain["mrr"])
+
+
+def test_adapted_queries_are_unit_length_unless_asked_otherwise(tmp_path, bge):
+    adapter = LinearLayer(384, 384)
+    with torch.no_grad():
+        adapter.linear.weight.mul_(3.0)  # an adapter that scales its output
+    adapter.save(tmp_path / "a")
+    questions = ["What was Uber's revenue in 2021?", "Who are Lyft's competitors?"]
+    unit = AdapterEmbeddingModel(bge, tmp_path / "a").embed(questions, "query")
+    raw = AdapterEmbeddingModel(bge, tmp_path / "a", normalize=False).embed(questions, "query")
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(raw, axis=1), 3.0, atol=1e-4)

@@ -12,20 +12,11 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine, evaluate
 from adapterkit.data import get_file
-from adapterkit.experiments import (
-    PUBLISHED_ADA002,
-    PUBLISHED_NOTE,
-    checkpoints,
-    embed_once,
-    make_adapter,
-    metrics_table,
-    middle_checkpoint,
-    model_label,
-    reference_rows,
-    seed_everything,
-    training_table,
-)
-from adapterkit.indexing import (
+from adapterkit.adapters import make_adapter
+from adapterkit.cache import embed_once
+from adapterkit.checkpoints import checkpoints, middle_checkpoint
+from adapterkit.explorer import side_by_side
+from adapterkit.stores import (
     CountingEmbedding,
     build_qdrant_index,
     build_simple_index,
@@ -35,11 +26,12 @@ from adapterkit.indexing import (
     metrics_by_index,
     open_qdrant,
     retrieval_results,
-    side_by_side,
 )
+from adapterkit.tables import PUBLISHED_ADA002, PUBLISHED_NOTE, metrics_table, model_label, reference_rows, training_table
 from adapterkit.nodes import NODE_NAMESPACE, corpus_to_nodes, dataset_counts, load_corpus, load_qa_datasets, nodes_frame, qa_datasets, qa_examples
 from adapterkit.plots import plot_hit_rate_at_k, plot_loss, plot_rank_movement, rank_movement
-from adapterkit.report import NotebookRun, execute_in_place, markdown_table, run_notebooks, save_results, write_summary
+from adapterkit.report import markdown_table, save_results, write_summary
+from adapterkit.run_notebooks import NotebookRun, execute_in_place, run_notebooks
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -62,7 +54,6 @@ def uber_pages(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(train_small, bge, tmp_path_factory):
     """A linear adapter trained for 2 epochs on real Lyft pairs, and its engine."""
-    seed_everything(0)
     out = tmp_path_factory.mktemp("adapter")
     engine = EmbeddingAdapterFinetuneEngine(
         train_small, bge, adapter_model=make_adapter("linear", 384), epochs=2, batch_size=16,
@@ -122,7 +113,7 @@ def test_published_question_sets_and_tables(tmp_path, val_small):
     assert [n.node_id for n in nodes] == list(val_small.corpus)
 
 
-# ---------------------------------------------------------------------------------------------- experiments
+# ---------------------------------------------------------------------------------------------- tables
 
 
 def test_tables_are_rounded_and_label_published_rows(results, val_small, monkeypatch):

