@@ -50,6 +50,28 @@ FILES: Dict[str, RemoteFile] = {
         f"{_LLAMA}/finetune-embedding/main/data/val_dataset.json",
         "670cd8a9fbca54b7f236b8bb1cae2a4362535b16cdd63ff8e878b76527f5b1f9",
     ),
+    # BEIR SciFact (CC BY-NC 2.0), from public GitHub copies of BEIR's scifact.zip (see the mirror's SOURCES.md).
+    "scifact/corpus.jsonl": RemoteFile(
+        "scifact/corpus.jsonl",
+        "https://media.githubusercontent.com/media/moorateeahtashil/Information-Retrieval/"
+        "6e67f048ea403472620fbff4658e1641b8cfc82d/scifact/corpus.jsonl",
+        "dec31c8182f3d744c7d2c09423756fd1d17cbef75808db13ba01cc0aab4d1ac6",
+    ),
+    "scifact/queries.jsonl": RemoteFile(
+        "scifact/queries.jsonl",
+        "https://raw.githubusercontent.com/Kirloxious/CSI4107_Assignment2/312b16a52e9eece241ece628c300df5d6fbeda56/scifact/queries.jsonl",
+        "8ff84a7c903f722981cd8d595c022660140c51867b27608a6d4910db86080313",
+    ),
+    "scifact/qrels/train.tsv": RemoteFile(
+        "scifact/qrels/train.tsv",
+        "https://raw.githubusercontent.com/moorateeahtashil/Information-Retrieval/6e67f048ea403472620fbff4658e1641b8cfc82d/scifact/qrels/train.tsv",
+        "a53f2114831916c096b6c37d9e54da68cef4efdcdbd5ed46533601af972acf1d",
+    ),
+    "scifact/qrels/test.tsv": RemoteFile(
+        "scifact/qrels/test.tsv",
+        "https://raw.githubusercontent.com/moorateeahtashil/Information-Retrieval/6e67f048ea403472620fbff4658e1641b8cfc82d/scifact/qrels/test.tsv",
+        "0864bb985e0ca2367ba217977e72004d549054b2b06666ed9d4825ac7c21284c",
+    ),
 }
 
 

@@ -168,6 +168,35 @@ class EmbeddingQAFinetuneDataset(BaseModel):
                                    "bad decode); fix the text, e.g. text.encode('utf-8', 'replace').decode().")
         return self
 
+    @classmethod
+    def from_beir(cls, corpus_file: str | os.PathLike, queries_file: str | os.PathLike, qrels_file: str | os.PathLike,
+                  min_score: int = 1) -> "EmbeddingQAFinetuneDataset":
+        """A BEIR dataset split (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``) in this format.
+
+        The corpus is the whole corpus (documents are ``title + " " + text``, as BEIR's own evaluation
+        embeds them); the queries are those of the qrels file, relevant where the score is at least
+        ``min_score``. Read as text and JSON only.
+        """
+        def lines(path: str | os.PathLike) -> List[str]:
+            try:
+                return Path(path).read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DatasetError(f"Cannot read the BEIR file {path} ({exc}).") from exc
+
+        try:
+            docs = [json.loads(line) for line in lines(corpus_file) if line.strip()]
+            corpus = {str(d["_id"]): (str(d.get("title", "")) + " " + str(d["text"])).strip() for d in docs}
+            all_queries = {str(q["_id"]): str(q["text"]) for q in (json.loads(line) for line in lines(queries_file) if line.strip())}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DatasetError(f"{corpus_file} or {queries_file} is not BEIR JSON lines with _id and text ({exc}).") from exc
+        relevant: Dict[str, List[str]] = {}
+        for row in lines(qrels_file)[1:]:  # a header row, then query-id, corpus-id, score (CRLF line ends)
+            parts = row.strip().split("\t")
+            if len(parts) == 3 and parts[2].lstrip("-").isdigit() and int(parts[2]) >= min_score:
+                relevant.setdefault(parts[0], []).append(parts[1])
+        queries = {q: all_queries[q] for q in relevant if q in all_queries}
+        return cls.from_dict({"queries": queries, "corpus": corpus, "relevant_docs": {q: relevant[q] for q in queries}}, source=str(qrels_file))
+
     @property
     def first_relevant(self) -> Dict[str, str]:
         """``{query_id: first relevant node_id}``: the positive a training pair uses."""

@@ -8,7 +8,7 @@ walkthrough's table of hit-rate and MRR per model.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,7 @@ def evaluate(
     verbose: bool = False,
     cache: Union[EmbeddingCache, str, os.PathLike, None] = None,
     graded_relevance: Optional[Dict[str, Dict[str, float]]] = None,
+    doc_vectors: Optional[Mapping[str, Sequence[float]]] = None,
 ) -> pd.DataFrame:
     """Exact-search retrieval metrics of ``embed_model`` on ``dataset``, one row per query.
 
@@ -38,6 +39,8 @@ def evaluate(
         verbose: progress bars while embedding.
         cache: where base embeddings are kept (default: ``$ADAPTERKIT_CACHE_DIR``).
         graded_relevance: optional ``{query_id: {node_id: grade}}`` for nDCG (default grade 1).
+        doc_vectors: ``{node_id: vector}`` to search instead of embedding the corpus (vectors read
+            from a vector store, or edited ones such as NUDGE's); every corpus id must have one.
 
     Raises ``NonFiniteEmbeddingError`` when a query vector is NaN or infinite (a diverged adapter),
     rather than scoring it. Ties are ranked pessimistically (``exact_search``): a model that gives
@@ -60,7 +63,13 @@ def evaluate(
     qids = list(dataset.queries)
     doc_ids = list(dataset.corpus)
     doc_pos = {d: i for i, d in enumerate(doc_ids)}
-    doc_vecs = encode(model, [dataset.corpus[d] for d in doc_ids], "text", cache=cache, show_progress=verbose)
+    if doc_vectors is not None:
+        missing = [d for d in doc_ids if d not in doc_vectors]
+        if missing:
+            raise ValueError(f"doc_vectors has no vector for {len(missing)} corpus ids, e.g. {missing[0]!r}.")
+        doc_vecs = np.asarray([doc_vectors[d] for d in doc_ids], dtype=np.float32)
+    else:
+        doc_vecs = encode(model, [dataset.corpus[d] for d in doc_ids], "text", cache=cache, show_progress=verbose)
     q_vecs = encode(model, [dataset.queries[q] for q in qids], "query", cache=cache, show_progress=verbose)
     if q_vecs.shape[1] != doc_vecs.shape[1]:
         raise ValueError(

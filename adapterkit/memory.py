@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
@@ -31,7 +32,7 @@ from adapterkit.pseudo_queries import chunk_sentences
 
 MEMORY_DIR = "memory"  # beside the adapter's files in a model folder
 CONFIG_NAME = "memory.json"
-TENSORS_NAME = "memory.safetensors"
+ARRAYS = ("chunks", "keys", "owner")  # saved as <name>.npy beside memory.json
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -53,7 +54,8 @@ class CorpusMemory:
         top_k: keys looked up per query; the softmax runs over these (with temperature 100 the keys
             further away weigh less than e^-10 of the best).
         index: how keys are looked up (``adapterkit.keys.make_index``): ``"exact"`` (a matrix
-            product over every key) or ``"auto"``.
+            product over every key), ``"ivf"`` (faiss, approximate, for millions of keys), or
+            ``"auto"`` (exact up to 200,000 keys).
 
     Example::
 
@@ -109,25 +111,41 @@ class CorpusMemory:
         """
         key_vectors = np.asarray(key_vectors, dtype=np.float32)
         memory = cls(int(key_vectors.shape[1]), **options)
-        by_chunk: Dict[str, List[int]] = {}
-        for i, chunk_id in enumerate(chunk_ids):
-            by_chunk.setdefault(chunk_id, []).append(i)
-        for chunk_id, rows in by_chunk.items():
-            memory.add(chunk_id, chunk_vectors[chunk_id], key_vectors[rows])
+        ids = list(dict.fromkeys(map(str, chunk_ids)))
+        row = {c: i for i, c in enumerate(ids)}
+        memory.add_chunks(ids, np.stack([chunk_vectors[c] for c in ids]), key_vectors, np.array([row[str(c)] for c in chunk_ids]))
         return memory
 
     def add(self, chunk_id: str, chunk_vector: np.ndarray, key_vectors: np.ndarray, text_hash: str = "") -> None:
         """Add (or replace) one chunk with its keys."""
         key_vectors = np.asarray(key_vectors, dtype=np.float32).reshape(-1, self.dim)
-        chunk_vector = np.asarray(chunk_vector, dtype=np.float32).reshape(self.dim)
-        if not (np.isfinite(key_vectors).all() and np.isfinite(chunk_vector).all()):
-            raise ValueError(f"Chunk {chunk_id!r}: memory vectors must be finite.")
-        self.remove([chunk_id])
-        self.chunk_ids.append(str(chunk_id))
-        self.chunk_hash.append(text_hash)
-        self.chunks = np.concatenate([self.chunks, _normalise(chunk_vector[None])])
+        self.add_chunks([chunk_id], np.asarray(chunk_vector).reshape(1, self.dim), key_vectors, np.zeros(len(key_vectors), np.int64), [text_hash])
+
+    def add_chunks(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
+                   text_hashes: Optional[Sequence[str]] = None) -> None:
+        """Add (or replace) many chunks at once: one copy of the arrays, however many chunks.
+
+        Args:
+            chunk_ids: the chunks' ids (unique).
+            chunk_vectors: ``(m, d)`` their base document vectors.
+            key_vectors: ``(n, d)`` base query vectors of the keys.
+            key_chunk: ``(n,)`` for each key, its chunk's position in ``chunk_ids``.
+            text_hashes: per chunk, a hash of its text (``update`` compares them).
+        """
+        chunk_vectors = np.asarray(chunk_vectors, dtype=np.float32).reshape(len(chunk_ids), self.dim)
+        key_vectors = np.asarray(key_vectors, dtype=np.float32).reshape(-1, self.dim)
+        key_chunk = np.asarray(key_chunk, dtype=np.int64).reshape(len(key_vectors))
+        if len(set(chunk_ids)) != len(chunk_ids) or (len(key_chunk) and not 0 <= key_chunk.min() <= key_chunk.max() < len(chunk_ids)):
+            raise ValueError("chunk_ids must be unique and key_chunk must hold positions in chunk_ids.")
+        if not (np.isfinite(key_vectors).all() and np.isfinite(chunk_vectors).all()):
+            raise ValueError("Memory vectors must be finite (a NaN or inf came from the base model).")
+        self.remove(chunk_ids)
+        start = len(self.chunk_ids)
+        self.chunk_ids += [str(c) for c in chunk_ids]
+        self.chunk_hash += list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
+        self.chunks = np.concatenate([self.chunks, _normalise(chunk_vectors)])
         self.keys = np.concatenate([self.keys, _normalise(key_vectors)])
-        self.owner = np.concatenate([self.owner, np.full(len(key_vectors), len(self.chunk_ids) - 1, dtype=np.int64)])
+        self.owner = np.concatenate([self.owner, key_chunk + start])
         self._index = None
 
     def remove(self, chunk_ids: Iterable[str]) -> int:
@@ -166,14 +184,11 @@ class CorpusMemory:
             docs = np.asarray(doc_vectors, dtype=np.float32)[[position[c] for c in todo]]
         else:
             docs = embed_texts(embed_model, [corpus[c] for c in todo], "text", cache=cache, show_progress=show_progress)
-        sentences = {c: chunk_sentences(corpus[c]) for c in todo}
-        flat = [s for c in todo for s in sentences[c]]
+        sentences = [chunk_sentences(corpus[c]) for c in todo]  # a chunk without a 6+ word sentence is held with no key
+        flat = [x for found in sentences for x in found]
         keys = embed_texts(embed_model, flat, "query", cache=cache, show_progress=show_progress) if flat else np.zeros((0, self.dim), np.float32)
-        start = 0
-        for c, doc in zip(todo, docs):  # a chunk without a sentence of 6+ words is held with no key
-            n = len(sentences[c])
-            self.add(c, doc, keys[start : start + n], text_hash=hashes[c])
-            start += n
+        key_chunk = np.repeat(np.arange(len(todo)), [len(found) for found in sentences])
+        self.add_chunks(todo, docs, keys, key_chunk, [hashes[c] for c in todo])
         return counts
 
     # ------------------------------------------------------------------ query time
@@ -192,9 +207,12 @@ class CorpusMemory:
             return out
         q = F.normalize(queries.detach().float(), dim=-1).cpu().numpy()
         sims, rows = self.index.search(q, min(self.top_k, len(self.keys)))
-        attention = torch.softmax(self.temperature * torch.as_tensor(sims), dim=-1)  # (Q, k)
-        owners = torch.as_tensor(self.owner[rows])  # (Q, k) chunk rows
-        pulled = (attention[..., None] * torch.as_tensor(self.chunks)[owners]).sum(1)  # keys of one chunk add up
+        found = rows >= 0  # an approximate index may find fewer than top_k keys
+        attention = torch.softmax(self.temperature * torch.as_tensor(np.where(found, sims, -np.inf)), dim=-1)  # (Q, k)
+        attention = torch.nan_to_num(attention)  # a query with no key found at all: no pull
+        owners = self.owner[np.where(found, rows, 0)]  # (Q, k) chunk rows
+        vectors = torch.as_tensor(np.asarray(self.chunks[owners.ravel()], dtype=np.float32)).view(*owners.shape, self.dim)
+        pulled = (attention[..., None] * vectors).sum(1)  # keys of one chunk add up
         return (self.weight * pulled).to(queries.device)
 
     def apply(self, adapted: torch.Tensor, base_queries: torch.Tensor) -> torch.Tensor:
@@ -210,44 +228,115 @@ class CorpusMemory:
     # ------------------------------------------------------------------ files
 
     def save(self, folder: PathLike) -> None:
-        """Write ``memory.json`` (options, chunk ids) and ``memory.safetensors`` (vectors) into ``folder``."""
-        from safetensors.numpy import save_file
-
+        """Write ``memory.json`` (options, chunk ids) and the arrays as ``.npy`` files into ``folder``."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         tag = f"{os.getpid()}.{uuid.uuid4().hex}"
-        tensors = {"chunks": self.chunks, "keys": self.keys, "owner": self.owner}
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out / f".{TENSORS_NAME}.{tag}.tmp"))
+        written = []
+        for name in ARRAYS:
+            tmp = out / f".{name}.{tag}.npy"
+            np.save(tmp, np.ascontiguousarray(getattr(self, name)), allow_pickle=False)
+            written.append((tmp, out / f"{name}.npy"))
         meta = {**self.get_config_dict(), "chunk_ids": self.chunk_ids, "chunk_hash": self.chunk_hash}
-        (out / f".{CONFIG_NAME}.{tag}.tmp").write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(out / f".{TENSORS_NAME}.{tag}.tmp", out / TENSORS_NAME)
-        os.replace(out / f".{CONFIG_NAME}.{tag}.tmp", out / CONFIG_NAME)
+        tmp = out / f".{CONFIG_NAME}.{tag}.tmp"
+        tmp.write_text(json.dumps(meta), encoding="utf-8")
+        for src, dst in written + [(tmp, out / CONFIG_NAME)]:  # memory.json last: a half-written folder has none
+            os.replace(src, dst)
 
     @classmethod
-    def load(cls, folder: PathLike) -> "CorpusMemory":
-        """Read a memory written by ``save`` (JSON and safetensors only: nothing is imported or unpickled)."""
-        from safetensors.numpy import load_file
+    def load(cls, folder: PathLike, mmap: bool = True) -> "CorpusMemory":
+        """Read a memory written by ``save``; large arrays stay on disk (memory-mapped) until read.
 
+        Only JSON and ``.npy`` arrays (``allow_pickle=False``) are read: nothing is imported or unpickled.
+        """
         folder = Path(folder)
         try:
             meta = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-            tensors = load_file(str(folder / TENSORS_NAME))
+            arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r" if mmap else None, allow_pickle=False) for name in ARRAYS}
         except (OSError, ValueError) as exc:
             raise MemoryLoadError(f"{folder} is not a readable corpus memory ({exc}); rebuild it with CorpusMemory.from_corpus.") from exc
         try:
-            options = {k: meta[k] for k in ("dim", "weight", "temperature", "top_k", "index")}
-            memory = cls(**options)
-            chunks, keys, owner = (np.asarray(tensors[k]) for k in ("chunks", "keys", "owner"))
+            memory = cls(**{k: meta[k] for k in ("dim", "weight", "temperature", "top_k", "index")})
             ids, hashes = [str(c) for c in meta["chunk_ids"]], [str(h) for h in meta["chunk_hash"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise MemoryLoadError(f"{folder / CONFIG_NAME} does not describe a memory ({exc}); rebuild the memory.") from exc
-        shapes_fit = (chunks.ndim == keys.ndim == 2 and chunks.shape[1] == keys.shape[1] == memory.dim and owner.shape == (len(keys),)
-                      and len(ids) == len(hashes) == len(chunks) and (not len(owner) or 0 <= owner.min() <= owner.max() < len(chunks)))
-        if not shapes_fit or not (np.isfinite(chunks).all() and np.isfinite(keys).all()):
-            raise MemoryLoadError(f"The vectors in {folder} do not fit its {CONFIG_NAME} (or are not finite); rebuild the memory.")
-        memory.chunks, memory.keys, memory.owner = chunks.astype(np.float32), keys.astype(np.float32), owner.astype(np.int64)
+        chunks, keys, owner = arrays["chunks"], arrays["keys"], arrays["owner"]
+        fits = (chunks.ndim == keys.ndim == 2 and chunks.shape[1] == keys.shape[1] == memory.dim and owner.shape == (len(keys),)
+                and chunks.dtype == keys.dtype == np.float32 and owner.dtype == np.int64 and len(ids) == len(hashes) == len(chunks)
+                and (not len(owner) or 0 <= owner.min() <= owner.max() < len(chunks)))
+        if not fits:
+            raise MemoryLoadError(f"The arrays in {folder} do not fit its {CONFIG_NAME}; rebuild the memory.")
+        memory.chunks, memory.keys, memory.owner = chunks, keys, np.asarray(owner)
         memory.chunk_ids, memory.chunk_hash = ids, hashes
         return memory
+
+
+class MemoryWriter:
+    """Write a memory too large for RAM to a folder, batch by batch (``CorpusMemory.load`` maps it back).
+
+    Args:
+        folder: where ``memory.json`` and the ``.npy`` arrays go.
+        dim: embedding dimension.
+        options: ``CorpusMemory`` options (weight, temperature, top_k, index).
+
+    Example::
+
+        with MemoryWriter("memory", 384, index="ivf") as writer:
+            for ids, chunk_vecs, key_vecs, key_chunk in batches_from_my_vector_store():
+                writer.add(ids, chunk_vecs, key_vecs, key_chunk)
+        memory = CorpusMemory.load("memory")
+    """
+
+    def __init__(self, folder: PathLike, dim: int, **options: Any) -> None:
+        self.folder, self.dim, self.options = Path(folder), dim, {"dim": dim, **CorpusMemory(dim, **options).get_config_dict()}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.chunk_ids: List[str] = []
+        self.chunk_hash: List[str] = []
+        self.counts = {name: 0 for name in ARRAYS}
+        self._raw = {name: open(self.folder / f".{name}.raw", "wb") for name in ARRAYS}
+
+    def add(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
+            text_hashes: Optional[Sequence[str]] = None) -> None:
+        """Append chunks and their keys (as ``CorpusMemory.add_chunks``; ids must be new)."""
+        chunk_vectors = _normalise(np.asarray(chunk_vectors, dtype=np.float32).reshape(len(chunk_ids), self.dim))
+        key_vectors = _normalise(np.asarray(key_vectors, dtype=np.float32).reshape(-1, self.dim))
+        key_chunk = np.asarray(key_chunk, dtype=np.int64).reshape(len(key_vectors))
+        if not (np.isfinite(chunk_vectors).all() and np.isfinite(key_vectors).all()):
+            raise ValueError("Memory vectors must be finite (a NaN or inf came from the base model).")
+        if len(key_chunk) and not 0 <= key_chunk.min() <= key_chunk.max() < len(chunk_ids):
+            raise ValueError("key_chunk must hold positions in chunk_ids.")
+        for name, array in (("chunks", chunk_vectors), ("keys", key_vectors), ("owner", key_chunk + self.counts["chunks"])):
+            self._raw[name].write(np.ascontiguousarray(array).tobytes())
+            self.counts[name] += len(array)
+        self.chunk_ids += [str(c) for c in chunk_ids]
+        self.chunk_hash += list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
+
+    def close(self) -> Path:
+        """Turn the raw batches into ``.npy`` files and write ``memory.json``; returns the folder."""
+        if len(set(self.chunk_ids)) != len(self.chunk_ids):
+            raise ValueError("A chunk id was added twice; ids in a memory are unique.")
+        for name, fh in self._raw.items():
+            fh.close()
+            shape = (self.counts[name], self.dim) if name != "owner" else (self.counts[name],)
+            dtype = np.dtype(np.int64 if name == "owner" else np.float32)
+            with open(self.folder / f".{name}.npy.tmp", "wb") as out, open(self.folder / f".{name}.raw", "rb") as raw:
+                np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+                shutil.copyfileobj(raw, out, 1 << 24)
+            os.replace(self.folder / f".{name}.npy.tmp", self.folder / f"{name}.npy")
+            (self.folder / f".{name}.raw").unlink()
+        meta = {**self.options, "chunk_ids": self.chunk_ids, "chunk_hash": self.chunk_hash}
+        (self.folder / CONFIG_NAME).write_text(json.dumps(meta), encoding="utf-8")
+        return self.folder
+
+    def __enter__(self) -> "MemoryWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            for fh in self._raw.values():
+                fh.close()
 
 
 def holds_memory(folder: PathLike) -> bool:

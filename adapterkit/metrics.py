@@ -144,3 +144,17 @@ def merge_top_k(best_s: torch.Tensor, best_i: torch.Tensor, scores: torch.Tensor
 def paired_ranks(base: pd.DataFrame, other: pd.DataFrame, column: str = "rank") -> pd.DataFrame:
     """Two ``evaluate`` results side by side per query: ``query_id, <column>_base, <column>_other``."""
     return base[["query_id", column]].merge(other[["query_id", column]], on="query_id", suffixes=("_base", "_other"))
+
+
+def paired_bootstrap(base: Sequence[float], other: Sequence[float], reps: int = 2000, seed: int = 0, level: float = 0.95) -> Tuple[float, float, float]:
+    """Mean of ``other - base`` over queries and its bootstrap interval (queries resampled with replacement).
+
+    Returns ``(difference, low, high)``; the interval excludes 0 when the change is clear at ``level``.
+    """
+    diff = np.asarray(other, dtype=float) - np.asarray(base, dtype=float)
+    if not len(diff):
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(reps, len(diff)))].mean(1)
+    tail = (1 - level) / 2
+    return float(diff.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))

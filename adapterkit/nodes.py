@@ -128,10 +128,15 @@ def load_qa_datasets(source: PathLike = "published") -> Tuple[EmbeddingQAFinetun
     """``(train, val)`` question sets.
 
     Args:
-        source: ``"published"`` for LlamaIndex's published Lyft (train) and Uber (val) sets, or a
+        source: ``"published"`` for LlamaIndex's published Lyft (train) and Uber (val) sets,
+            ``"scifact"`` for BEIR SciFact (train and test claims over its 5,183 abstracts), or a
             folder holding ``train_dataset.json`` and ``val_dataset.json`` (what ``01_dataset``
             writes to its ``output_dir``).
     """
+    if str(source) == "scifact":
+        files = [get_file(f"scifact/{name}") for name in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv", "qrels/test.tsv")]
+        return (EmbeddingQAFinetuneDataset.from_beir(files[0], files[1], files[2]),
+                EmbeddingQAFinetuneDataset.from_beir(files[0], files[1], files[3]))
     if str(source) == "published":
         return (
             EmbeddingQAFinetuneDataset.from_json(get_file("train_dataset.json")),

@@ -99,3 +99,39 @@ def test_adapted_queries_are_unit_length_unless_asked_otherwise(tmp_path, bge):
     raw = AdapterEmbeddingModel(bge, tmp_path / "a", normalize=False).embed(questions, "query")
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(raw, axis=1), 3.0, atol=1e-4)
+
+
+def test_an_ivf_index_finds_what_exact_search_finds():
+    from adapterkit.keys import ExactIndex, IVFIndex, make_index
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(50, 32))
+    keys = centers[rng.integers(0, 50, size=20_000)] + 0.3 * rng.normal(size=(20_000, 32))
+    keys = (keys / np.linalg.norm(keys, axis=1, keepdims=True)).astype(np.float32)
+    queries = keys[:200] + 0.05 * rng.normal(size=(200, 32)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    _, exact = ExactIndex(keys).search(queries, 10)
+    sims, approx = IVFIndex(keys, nlist=64, nprobe=16).search(queries, 10)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall > 0.9 and (np.diff(sims, axis=1) <= 1e-6).all()
+    assert isinstance(make_index(keys, "auto"), ExactIndex) and isinstance(make_index(keys, "ivf", nlist=16), IVFIndex)
+    memory = CorpusMemory(32, index="ivf", top_k=8)
+    memory.add_chunks([f"c{i}" for i in range(5000)], keys[:5000], keys[5000:], rng.integers(0, 5000, size=15_000))
+    exact_memory = CorpusMemory(32, index="exact", top_k=8)
+    exact_memory.add_chunks(memory.chunk_ids, memory.chunks, memory.keys, memory.owner)
+    q = torch.as_tensor(queries)
+    cosine = nn.functional.cosine_similarity(memory.pull(q), exact_memory.pull(q), dim=-1)
+    assert cosine.mean() > 0.95
+
+
+def test_a_memory_written_in_batches_loads_as_one(tmp_path):
+    from adapterkit.memory import MemoryWriter
+
+    memory, _, _ = _memory()
+    with MemoryWriter(tmp_path / "big", 8, weight=0.5, temperature=1000.0, top_k=4) as writer:
+        writer.add(memory.chunk_ids[:2], memory.chunks[:2], memory.keys[:3], memory.owner[:3])
+        writer.add(memory.chunk_ids[2:], memory.chunks[2:], memory.keys[3:], memory.owner[3:] - 2)
+    loaded = CorpusMemory.load(tmp_path / "big")
+    assert loaded.chunk_ids == memory.chunk_ids and isinstance(loaded.keys, np.memmap)
+    q = torch.as_tensor(memory.keys[[0, 2, 4]] * 2.0)
+    assert torch.allclose(loaded.pull(q), memory.pull(q), atol=1e-6)
