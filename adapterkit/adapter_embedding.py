@@ -19,7 +19,7 @@ from llama_index.core.callbacks import CallbackManager
 from adapterkit.adapters import BaseAdapter, check_adapter_dim, infer_adapter_cls, load_adapter  # noqa: F401 (infer_adapter_cls: re-exported)
 from adapterkit.cache import EmbeddingCache, call_model, embed_texts
 from adapterkit.embeddings import resolve_embed_model
-from adapterkit.memory import MEMORY_DIR, CorpusMemory, holds_memory
+from adapterkit.memory import MEMORY_DIR, CorpusMemory, apply_memories, load_memories, memory_folders
 
 
 def infer_device(device: Optional[str] = None) -> torch.device:
@@ -33,9 +33,9 @@ def infer_device(device: Optional[str] = None) -> torch.device:
     return torch.device("cpu")
 
 
-def apply_adapter(adapter: torch.nn.Module, embeddings: np.ndarray, memory: Optional[CorpusMemory] = None,
+def apply_adapter(adapter: torch.nn.Module, embeddings: np.ndarray, memories: Sequence[CorpusMemory] = (),
                   batch_size: int = 4096) -> np.ndarray:
-    """Run ``adapter`` (then ``memory``, if given) over rows of ``embeddings`` in batches, without gradients."""
+    """Run ``adapter`` (then ``memories``, if any) over rows of ``embeddings`` in batches, without gradients."""
     param = next(adapter.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     was_training = adapter.training
@@ -45,8 +45,7 @@ def apply_adapter(adapter: torch.nn.Module, embeddings: np.ndarray, memory: Opti
         for start in range(0, len(embeddings), batch_size):
             chunk = torch.as_tensor(embeddings[start : start + batch_size], dtype=torch.float32, device=device)
             adapted = adapter(chunk).float()
-            if memory is not None:
-                adapted = memory.apply(adapted, chunk)
+            adapted = apply_memories(adapted, chunk, memories)
             out.append(adapted.cpu().numpy())
     adapter.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, embeddings.shape[-1]), dtype=np.float32)
@@ -65,8 +64,9 @@ class AdapterEmbeddingModel(BaseEmbedding):
         embed_batch_size: texts per base-model call.
         cache: base embeddings go through adapterkit's disk cache (an ``EmbeddingCache``, a folder,
             None for the default folder, or False to call the base model directly).
-        memory: a ``CorpusMemory`` composed with the adapter at query time, or its folder; None: the
-            one saved beside the adapter (``<adapter_path>/memory``) if there is one; False: none.
+        memory: ``CorpusMemory`` objects (one or a list) composed with the adapter at query time, or a
+            folder of them; None: those saved beside the adapter (``<adapter_path>/memory``), if any;
+            False: none.
         normalize: return unit-length query vectors, as the base model's are, so that dot-product
             stores score like cosine ones. Rankings do not change either way; the cosine scores of
             an adapted query differ from the base model's, so a ``similarity_cutoff`` tuned on base
@@ -83,7 +83,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
     _transform_query: bool = PrivateAttr()
     _target_device: Any = PrivateAttr()
     _cache: Any = PrivateAttr()
-    _memory: Optional[CorpusMemory] = PrivateAttr()
+    _memories: List[CorpusMemory] = PrivateAttr()
     _normalize: bool = PrivateAttr()
 
     def __init__(
@@ -96,7 +96,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
         embed_batch_size: int = 10,
         callback_manager: Optional[CallbackManager] = None,
         cache: Union[EmbeddingCache, str, os.PathLike, None, bool] = None,
-        memory: Union[CorpusMemory, str, os.PathLike, None, bool] = None,
+        memory: Union[CorpusMemory, Sequence[CorpusMemory], str, os.PathLike, None, bool] = None,
         normalize: bool = True,
     ) -> None:
         base = resolve_embed_model(base_embed_model)
@@ -112,8 +112,10 @@ class AdapterEmbeddingModel(BaseEmbedding):
         self._cache = cache
         self._normalize = normalize
         if memory is None:
-            memory = Path(adapter_path) / MEMORY_DIR if holds_memory(Path(adapter_path) / MEMORY_DIR) else False
-        self._memory = CorpusMemory.load(memory) if isinstance(memory, (str, os.PathLike)) else (memory or None)
+            memory = Path(adapter_path) / MEMORY_DIR if memory_folders(Path(adapter_path) / MEMORY_DIR) else False
+        if isinstance(memory, (str, os.PathLike)):
+            memory = load_memories(memory)
+        self._memories = [memory] if isinstance(memory, CorpusMemory) else list(memory or [])
 
     @classmethod
     def class_name(cls) -> str:
@@ -128,8 +130,9 @@ class AdapterEmbeddingModel(BaseEmbedding):
         return self._adapter
 
     @property
-    def memory(self) -> Optional[CorpusMemory]:
-        return self._memory
+    def memories(self) -> List[CorpusMemory]:
+        """The corpus memories composed with the adapter (empty: the adapter alone)."""
+        return list(self._memories)
 
     def embed(self, texts: Sequence[str], kind: str = "text", show_progress: bool = False) -> np.ndarray:
         """Embed many texts at once: base embeddings (cached), then the adapter on queries."""
@@ -139,7 +142,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
             base = embed_texts(self._base_embed_model, texts, kind, cache=self._cache, show_progress=show_progress)
         if kind == "query" and self._transform_query and len(base):
             check_adapter_dim(self._adapter, base.shape[1])
-            adapted = apply_adapter(self._adapter, base, self._memory)
+            adapted = apply_adapter(self._adapter, base, self._memories)
             if self._normalize:
                 adapted /= np.maximum(np.linalg.norm(adapted, axis=1, keepdims=True), 1e-12)
             return adapted

@@ -37,6 +37,8 @@ class FinetuneConfig:
     verbose: bool = False  # print the loss (and held-out MRR) per epoch
     memory_weight: float = 0.25  # how far a corpus memory pulls a query toward the chunks it matches
     memory_temperature: float = 100.0  # sharpness of that match
+    question_memory_weight: float = 0.5  # the same for the memory of labelled questions
+    question_memory_temperature: float = 50.0
     # data
     negatives: str = "corpus"  # "corpus": every chunk of the query's corpus; "in_batch": the batch's positives (LlamaIndex)
     hard_negatives: int = 0  # with "in_batch": mined hard negatives added per query
@@ -44,6 +46,7 @@ class FinetuneConfig:
     pseudo_queries_per_chunk: int = 4  # label-free queries drawn from each chunk of an unlabeled corpus
     pseudo_query_words: Optional[Tuple[int, int]] = None  # None: whole sentences; (a, b): windows of a..b words
     corpus_memory: bool = True  # with an unlabeled corpus, save a CorpusMemory of its sentences beside the adapter
+    question_memory: bool = True  # and one of the labelled questions whose relevant chunks are in that corpus
 
     def __post_init__(self) -> None:
         self.optimizer_params = dict(self.optimizer_params)
@@ -64,7 +67,8 @@ class FinetuneConfig:
         need(finite(self.scale) and self.scale > 0, f"scale must be a finite number > 0, got {self.scale!r}.")
         lr = self.optimizer_params.get("lr", 1e-3)
         need(finite(lr) and lr > 0, f"optimizer_params['lr'] must be a finite number > 0, got {lr!r}.")
-        for name in ("identity_reg", "warmup_ratio", "max_grad_norm", "memory_weight", "memory_temperature"):
+        for name in ("identity_reg", "warmup_ratio", "max_grad_norm", "memory_weight", "memory_temperature",
+                     "question_memory_weight", "question_memory_temperature"):
             value = getattr(self, name)
             need(finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value!r}.")
         need(self.warmup_ratio <= 1, f"warmup_ratio must be at most 1, got {self.warmup_ratio!r}.")
@@ -95,4 +99,5 @@ class FinetuneConfig:
         return out
 
 
-DATA_OPTIONS = frozenset({"negatives", "hard_negatives", "val_fraction", "pseudo_queries_per_chunk", "pseudo_query_words", "corpus_memory"})
+DATA_OPTIONS = frozenset({"negatives", "hard_negatives", "val_fraction", "pseudo_queries_per_chunk", "pseudo_query_words", "corpus_memory",
+                          "question_memory"})

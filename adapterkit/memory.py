@@ -30,7 +30,7 @@ from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.keys import INDEX_KINDS, KeyIndex, make_index
 from adapterkit.pseudo_queries import chunk_sentences
 
-MEMORY_DIR = "memory"  # beside the adapter's files in a model folder
+MEMORY_DIR = "memory"  # beside the adapter's files in a model folder; one subfolder per memory
 CONFIG_NAME = "memory.json"
 ARRAYS = ("chunks", "keys", "owner")  # saved as <name>.npy beside memory.json
 PathLike = Union[str, "os.PathLike[str]"]
@@ -217,7 +217,7 @@ class CorpusMemory:
 
     def apply(self, adapted: torch.Tensor, base_queries: torch.Tensor) -> torch.Tensor:
         """The query vectors with the memory: ``normalize(adapted) + pull(base_queries)``."""
-        return F.normalize(adapted, dim=-1) + self.pull(base_queries)
+        return apply_memories(adapted, base_queries, [self])
 
     def __len__(self) -> int:
         return len(self.chunk_ids)
@@ -342,6 +342,32 @@ class MemoryWriter:
 def holds_memory(folder: PathLike) -> bool:
     """Whether ``folder`` holds a saved ``CorpusMemory``."""
     return (Path(folder) / CONFIG_NAME).is_file()
+
+
+def memory_folders(folder: PathLike) -> List[Path]:
+    """``folder`` if it holds a memory, else its subfolders that do (by name)."""
+    folder = Path(folder)
+    if holds_memory(folder):
+        return [folder]
+    return sorted(p for p in folder.iterdir() if p.is_dir() and holds_memory(p)) if folder.is_dir() else []
+
+
+def load_memories(folder: PathLike) -> List[CorpusMemory]:
+    """The memories saved in ``folder``: the folder itself, or each subfolder that holds one (by name)."""
+    found = memory_folders(folder)
+    if not found:
+        raise MemoryLoadError(f"{folder} holds no corpus memory (no {CONFIG_NAME} in it or in a subfolder).")
+    return [CorpusMemory.load(p) for p in found]
+
+
+def apply_memories(adapted: torch.Tensor, base_queries: torch.Tensor, memories: Sequence[CorpusMemory]) -> torch.Tensor:
+    """``normalize(adapted)`` plus the pull of every memory (each looks its keys up with the base query)."""
+    if not memories:
+        return adapted
+    out = F.normalize(adapted, dim=-1)
+    for memory in memories:
+        out = out + memory.pull(base_queries)
+    return out
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ from adapterkit.config import DATA_OPTIONS, FinetuneConfig
 from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset, node_texts
 from adapterkit.embeddings import resolve_embed_model
 from adapterkit.losses import MultipleNegativesRankingLoss, identity_penalty
-from adapterkit.memory import MEMORY_DIR, CorpusMemory, holds_memory
+from adapterkit.memory import MEMORY_DIR, CorpusMemory, memory_folders
 from adapterkit.pseudo_queries import generated_pseudo_queries, pseudo_queries
 from adapterkit.sampling import TrainingGroup, candidates, epoch_batches, mine_hard_negatives
 
@@ -66,15 +66,16 @@ class EmbeddingAdapterFinetuneEngine:
         adapter_model: a ``BaseAdapter`` to train; default ``LinearLayer(dim, dim, bias)`` (identity).
         dim: embedding dimension; default: read off the embeddings.
         device: torch device; default CUDA when present, else CPU.
-        model_output_path: where the trained adapter is saved (and its corpus memory, in ``memory/``).
+        model_output_path: where the trained adapter is saved (and its corpus memories, in ``memory/``).
         model_checkpoint_path: where ``step_N/`` checkpoints go (None: none). Each holds the adapter
             and the whole run state: ``finetune()`` after an interrupt resumes from the newest one of
             the same run (same data, options and start) and ends with the weights of an
             uninterrupted run. Without checkpoints an interrupted run restarts from the start.
         bias: learn a bias in the default linear adapter.
         unlabeled_corpus: ``{id: text}`` or LlamaIndex nodes of the corpus you will search; label-free
-            pseudo-queries (sentences of each chunk) are trained on beside ``dataset``, and (with
-            ``corpus_memory``) a ``CorpusMemory`` of its sentences is saved beside the adapter.
+            pseudo-queries (sentences of each chunk) are trained on beside ``dataset``, and corpus
+            memories are saved beside the adapter: its sentences (``corpus_memory``) and, where
+            ``dataset``'s relevant chunks are in this corpus, its questions (``question_memory``).
         pseudo_query_llm: None: pseudo-queries are sentences of each chunk. An LLM (a LlamaIndex
             ``LLM`` or a ``resolve_llm`` spec) asks for questions instead, kept (and resumed) in
             ``<model_output_path>/pseudo_queries.json``.
@@ -119,7 +120,7 @@ class EmbeddingAdapterFinetuneEngine:
         self.epoch_loss: List[float] = []  # mean loss per epoch
         self.val_mrr: List[float] = []  # held-out MRR@10 before training (index 0) and after each epoch
         self.best_epoch: Optional[int] = None  # 0 means the identity start was kept
-        self.memory: Optional[CorpusMemory] = None  # the target corpus's memory, saved beside the adapter
+        self.memories: Dict[str, CorpusMemory] = {}  # the target corpus's memories, saved beside the adapter
         self._refitted = False
 
         # Embed every text once (cached across runs), then train on tensors.
@@ -170,7 +171,25 @@ class EmbeddingAdapterFinetuneEngine:
             memory = CorpusMemory.from_corpus(corpus, self.embed_model, doc_vectors=self.groups[-1].docs, cache=self._cache,
                                               show_progress=self._show_progress, weight=config.memory_weight,
                                               temperature=config.memory_temperature)
-            self.memory = memory if len(memory.keys) else None
+            if len(memory.keys):
+                self.memories["sentences"] = memory
+        if config.question_memory:
+            self._add_question_memory(corpus)
+
+    def _add_question_memory(self, corpus: Dict[str, str]) -> None:
+        """Labelled questions whose relevant chunks are in the searched corpus become keys pointing at them."""
+        position = {d: i for i, d in enumerate(corpus)}
+        keys, owners = [], []
+        for row, qid in enumerate(self.dataset.queries):
+            for doc in self.dataset.relevant_docs[qid]:
+                if doc in position:
+                    keys.append(row)
+                    owners.append(doc)
+        if keys:
+            docs = self.groups[-1].docs  # the target corpus's own vectors, in corpus order
+            self.memories["questions"] = CorpusMemory.from_pairs(
+                self.groups[0].queries[keys], owners, {d: docs[position[d]] for d in set(owners)},
+                weight=self.config.question_memory_weight, temperature=self.config.question_memory_temperature)
 
     @classmethod
     def from_model_path(
@@ -230,7 +249,8 @@ class EmbeddingAdapterFinetuneEngine:
     def _fingerprint(self) -> str:
         """What a resumable checkpoint must match: the data, the options and the start weights."""
         digest = hashlib.sha256()
-        skip = {"verbose", "num_threads", "checkpoint_save_steps", "memory_weight", "memory_temperature"}
+        skip = {"verbose", "num_threads", "checkpoint_save_steps", "memory_weight", "memory_temperature", "question_memory_weight",
+                "question_memory_temperature", "question_memory", "corpus_memory"}
         digest.update(json.dumps({k: v for k, v in self.config.as_dict().items() if k not in skip}, sort_keys=True, default=str).encode())
         digest.update(f"{type(self.model).__module__}.{type(self.model).__qualname__}".encode())
         for name, tensor in sorted(self._start.items()):
@@ -369,11 +389,13 @@ class EmbeddingAdapterFinetuneEngine:
         self.model.eval()
         self.model.save(self._model_output_path)
         memory_dir = self._model_output_path / MEMORY_DIR
-        if self.memory is not None:
-            self.memory.weight, self.memory.temperature = self.config.memory_weight, self.config.memory_temperature
-            self.memory.save(memory_dir)
-        elif holds_memory(memory_dir):  # an earlier run's memory would be composed with this adapter
-            shutil.rmtree(memory_dir, ignore_errors=True)
+        for old in memory_folders(memory_dir):  # an earlier run's memories would be composed with this adapter
+            shutil.rmtree(old, ignore_errors=True)
+        options = {"sentences": (self.config.memory_weight, self.config.memory_temperature),
+                   "questions": (self.config.question_memory_weight, self.config.question_memory_temperature)}
+        for name, memory in self.memories.items():
+            memory.weight, memory.temperature = options[name]
+            memory.save(memory_dir / name)
 
     def get_finetuned_model(self, adapter_cls: Optional[Type[BaseAdapter]] = None, **model_kwargs: Any) -> AdapterEmbeddingModel:
         """The trained adapter (with its corpus memory) over the base model, loaded from ``model_output_path``."""

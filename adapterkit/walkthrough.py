@@ -54,14 +54,14 @@ def run(embed: str = "default", epochs: int = 4, top_k: int = 5, output_dir: str
         reloaded = AdapterEmbeddingModel(base_model, folder)
         tuned = evaluate(val, reloaded, top_k=top_k)
         questions = list(val.queries.values())
-        trained = apply_adapter(engine.model, embed_texts(base_model, questions, "query", show_progress=False), engine.memory)
+        trained = apply_adapter(engine.model, embed_texts(base_model, questions, "query", show_progress=False), list(engine.memories.values()))
         if not np.allclose(trained, reloaded.embed(questions, "query"), atol=1e-6):
             raise RuntimeError(f"The adapter reloaded from {folder} maps queries differently from the trained one.")
         from llama_index.embeddings.adapter import AdapterEmbeddingModel as LlamaIndexAdapterModel
 
         LlamaIndexAdapterModel(base_model, str(folder), device="cpu")  # LlamaIndex's own class loads the folder
         print(f"Saved {name} adapter to {folder}; reloaded: the same query vectors; LlamaIndex's class loads it.")
-        kind = "linear adapter + corpus memory" if engine.memory is not None else "linear adapter"
+        kind = "linear adapter + corpus memory" if engine.memories else "linear adapter"
         names.append(f"{kind}, {name} ({engine.config.epochs} epochs)")
         results.append(tuned)
 

@@ -84,7 +84,7 @@ def test_adapter_model_composes_the_saved_memory(tmp_path, val_small, bge):
     plain = evaluate(val_small, AdapterEmbeddingModel(bge, tmp_path / "adapter"))
     CorpusMemory.from_corpus(val_small.corpus, bge).save(tmp_path / "adapter" / "memory")
     with_memory = AdapterEmbeddingModel(bge, tmp_path / "adapter")  # found beside the adapter
-    assert with_memory.memory is not None and AdapterEmbeddingModel(bge, tmp_path / "adapter", memory=False).memory is None
+    assert len(with_memory.memories) == 1 and AdapterEmbeddingModel(bge, tmp_path / "adapter", memory=False).memories == []
     tuned = evaluate(val_small, with_memory)
     assert not tuned["mrr"].equals(plain["mrr"])
 
