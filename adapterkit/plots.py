@@ -1,8 +1,9 @@
 """Plots for the notebooks and the report: training loss, hit-rate@k, and how each query's rank moved.
 
-Every function returns a matplotlib ``Figure`` (shown once when it is a notebook cell's last
-expression) and, given ``path``, also saves it as a PNG. Figures are closed in pyplot right away, so
-nothing is shown twice and headless runs keep no figures open.
+Every function draws a matplotlib figure. Given ``path``, it saves it once as a small PNG and returns
+a ``SavedPlot``, which a notebook shows from that same file (at ``SavedPlot.width`` pixels); without
+``path`` it returns the ``Figure``. Figures are closed in pyplot right away, so nothing is shown
+twice and headless runs keep no figures open.
 
 Example::
 
@@ -23,12 +24,29 @@ from matplotlib.figure import Figure
 from adapterkit.eval_utils import hit_rate_curve
 from adapterkit.metrics import paired_ranks
 
-__all__ = ["plot_hit_rate_at_k", "plot_loss", "plot_rank_movement", "rank_movement", "save_figure"]
+__all__ = ["SavedPlot", "plot_hit_rate_at_k", "plot_loss", "plot_rank_movement", "rank_movement", "save_figure"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def save_figure(fig: Figure, path: Optional[PathLike], dpi: int = 110) -> Optional[Path]:
+class SavedPlot:
+    """A plot saved as a PNG file; in a notebook it shows that file, ``width`` pixels wide."""
+
+    def __init__(self, path: Path, figure: Figure, width: int = 520) -> None:
+        self.path, self.figure, self.width = Path(path), figure, width
+
+    def _repr_png_(self):
+        return self.path.read_bytes(), {"width": self.width}
+
+    def __repr__(self) -> str:
+        return f"<plot saved to {self.path.name}>"
+
+
+def _done(fig: Figure, path: Optional[PathLike]) -> Union[Figure, SavedPlot]:
+    return fig if path is None else SavedPlot(save_figure(fig, path), fig)
+
+
+def save_figure(fig: Figure, path: Optional[PathLike], dpi: int = 80) -> Optional[Path]:
     """Save ``fig`` as a PNG at ``path`` (folders created); return the path, or None when ``path`` is None."""
     if path is None:
         return None
@@ -51,7 +69,7 @@ def plot_loss(
     val_mrr: Optional[Sequence[float]] = None,
     title: str = "Training loss",
     path: Optional[PathLike] = None,
-) -> Figure:
+) -> Union[Figure, SavedPlot]:
     """Loss per optimiser step (light) and per epoch (dots), and held-out MRR@10 per epoch if given.
 
     Args:
@@ -82,8 +100,7 @@ def plot_loss(
     if handles:
         ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
-    save_figure(fig, path)
-    return fig
+    return _done(fig, path)
 
 
 def plot_hit_rate_at_k(
@@ -91,7 +108,7 @@ def plot_hit_rate_at_k(
     ks: Sequence[int] = range(1, 11),
     title: str = "Hit-rate@k on the evaluation questions",
     path: Optional[PathLike] = None,
-) -> Figure:
+) -> Union[Figure, SavedPlot]:
     """Hit-rate at each k (default 1..10), one line per model, from ``evaluate`` DataFrames."""
     fig, (ax,) = _new()
     ks = list(ks)
@@ -104,8 +121,7 @@ def plot_hit_rate_at_k(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    save_figure(fig, path)
-    return fig
+    return _done(fig, path)
 
 
 def rank_movement(base: pd.DataFrame, adapted: pd.DataFrame, ks: Sequence[int] = (1, 5, 10)) -> pd.DataFrame:
@@ -134,7 +150,7 @@ def plot_rank_movement(
     names: Sequence[str] = ("base", "adapter"),
     title: str = "How each query's rank moved",
     path: Optional[PathLike] = None,
-) -> Figure:
+) -> Union[Figure, SavedPlot]:
     """Left: rank of each query's first relevant chunk, base vs adapter (log axes; below the diagonal
     is better). Right: histogram of the change in rank (positive: moved up)."""
     merged = paired_ranks(base, adapted)
@@ -159,5 +175,4 @@ def plot_rank_movement(
     hx.set_xlabel(f"rank change ({names[0]} − {names[1]}, clipped to ±20; >0 moved up)")
     hx.set_ylabel("queries")
     hx.set_title("Change in rank per query")
-    save_figure(fig, path)
-    return fig
+    return _done(fig, path)

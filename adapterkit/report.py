@@ -41,7 +41,7 @@ def save_results(
         output_dir: the notebook's output folder.
         title: the notebook's heading in the summary.
         tables: ``{caption: DataFrame}``.
-        figures: ``{caption: Figure or PNG path}``; Figures are saved as ``<slug>.png`` in ``output_dir``.
+        figures: ``{caption: Figure, SavedPlot or PNG path}``; Figures are saved as ``<slug>.png`` in ``output_dir``.
         notes: lines shown under the title (e.g. what was published and not re-measured).
     """
     out = Path(output_dir)
@@ -52,8 +52,8 @@ def save_results(
             from adapterkit.plots import save_figure
 
             path = save_figure(fig, out / (re.sub(r"[^a-z0-9]+", "_", caption.lower()).strip("_") + ".png"))
-        else:
-            path = Path(fig)
+        else:  # a SavedPlot, or a PNG path
+            path = Path(getattr(fig, "path", fig))
         fig_entries.append({"caption": caption, "file": os.path.relpath(Path(path).resolve(), out.resolve())})
     payload = {
         "title": title,

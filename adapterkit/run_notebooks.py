@@ -153,6 +153,7 @@ def execute_in_place(notebooks: Optional[Sequence[PathLike]] = None, timeout: Op
             run.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
         run.seconds = time.perf_counter() - t0
         if run.ok:
+            nb.metadata.pop("widgets", None)  # widget state: model ids that change on every run, never rendered from the file
             nbformat.write(nb, nb_path)
         log(f"[in-place] {nb_path.name}: {'saved' if run.ok else 'FAILED (file left unchanged): ' + str(run.error)} in {run.seconds:.1f} s")
         runs.append(run)

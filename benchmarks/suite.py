@@ -100,8 +100,9 @@ def run_pair(name: str, pair: Pair, recipes: Dict[str, Callable], model: Any, wo
             diff, low, high = paired_bootstrap(base[metric], got[metric])
             row[f"Δ{metric}"], row[f"Δ{metric} 95% interval"] = diff, (low, high)
         rows.append(row)
+        low, high = row["Δndcg@10 95% interval"]
         print(f"[{name}] {recipe}: nDCG@10 {row['ndcg@10']:.4f} (Δ {row['Δndcg@10']:+.4f} [{low:+.4f}, {high:+.4f}]) "
-              f"MRR@5 {row['mrr@5']:.4f} {info} {row['seconds']} s", flush=True)
+              f"MRR@5 {row['mrr@5']:.4f} (Δ {row['Δmrr@5']:+.4f}) {info} {row['seconds']} s", flush=True)
     return rows
 
 

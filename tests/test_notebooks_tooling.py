@@ -158,12 +158,13 @@ def test_plots_write_png_files(tmp_path, results, trained):
         "hit.png": plot_hit_rate_at_k({"base": base, "adapter": tuned}, path=tmp_path / "hit.png"),
         "ranks.png": plot_rank_movement(base, tuned, path=tmp_path / "sub" / "ranks.png"),
     }
-    for name, fig in figs.items():
+    for name, plot in figs.items():
         path = next(tmp_path.rglob(name))
-        assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000
-        assert fig.axes  # returned for display in a notebook
-    assert len(figs["hit.png"].axes[0].lines) == 2
-    assert list(figs["hit.png"].axes[0].lines[0].get_xdata()) == list(range(1, 11))
+        assert path.read_bytes()[:8] == PNG_MAGIC and 5000 < path.stat().st_size < 80_000  # saved once, small
+        data, meta = plot._repr_png_()  # a notebook shows that very file
+        assert data == path.read_bytes() and meta == {"width": 520} and plot.figure.axes
+    assert len(figs["hit.png"].figure.axes[0].lines) == 2
+    assert list(figs["hit.png"].figure.axes[0].lines[0].get_xdata()) == list(range(1, 11))
     moved = rank_movement(base, tuned)
     assert moved.loc[:2, "queries"].sum() == len(base)  # improved + worsened + unchanged
 
