@@ -30,6 +30,7 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0  # gradient clipping
     shuffle: bool = True  # shuffle pairs each epoch (seeded)
     no_duplicates: bool = True  # keep two queries of one chunk out of a batch (one would be the other's negative)
+    guard: bool = True  # an epoch must not be worse than the start on any held-out group (labelled chunks, target corpus)
     refit: bool = True  # after choosing an epoch, train again on every pair (held-out chunks too) and keep that epoch
     seed: int = 0  # seeds the held-out split, pseudo-queries and batch order: same seed, same adapter
     checkpoint_save_steps: int = 100  # steps between checkpoints (with a model_checkpoint_path)
@@ -37,8 +38,7 @@ class FinetuneConfig:
     verbose: bool = False  # print the loss (and held-out MRR) per epoch
     memory_weight: float = 0.25  # how far a corpus memory pulls a query toward the chunks it matches
     memory_temperature: float = 100.0  # sharpness of that match
-    question_memory_weight: float = 0.5  # the same for the memory of labelled questions
-    question_memory_temperature: float = 50.0
+
     # data
     negatives: str = "corpus"  # "corpus": every chunk of the query's corpus; "in_batch": the batch's positives (LlamaIndex)
     hard_negatives: int = 0  # with "in_batch": mined hard negatives added per query
@@ -47,6 +47,8 @@ class FinetuneConfig:
     pseudo_query_words: Optional[Tuple[int, int]] = None  # None: whole sentences; (a, b): windows of a..b words
     corpus_memory: bool = True  # with an unlabeled corpus, save a CorpusMemory of its sentences beside the adapter
     question_memory: bool = True  # and one of the labelled questions whose relevant chunks are in that corpus
+    question_memory_weights: Tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)  # its pull is chosen from these on held-out
+    question_memory_temperatures: Tuple[float, ...] = (20.0, 50.0, 100.0)  # questions (weight 0: no such memory)
 
     def __post_init__(self) -> None:
         self.optimizer_params = dict(self.optimizer_params)
@@ -67,8 +69,7 @@ class FinetuneConfig:
         need(finite(self.scale) and self.scale > 0, f"scale must be a finite number > 0, got {self.scale!r}.")
         lr = self.optimizer_params.get("lr", 1e-3)
         need(finite(lr) and lr > 0, f"optimizer_params['lr'] must be a finite number > 0, got {lr!r}.")
-        for name in ("identity_reg", "warmup_ratio", "max_grad_norm", "memory_weight", "memory_temperature",
-                     "question_memory_weight", "question_memory_temperature"):
+        for name in ("identity_reg", "warmup_ratio", "max_grad_norm", "memory_weight", "memory_temperature"):
             value = getattr(self, name)
             need(finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value!r}.")
         need(self.warmup_ratio <= 1, f"warmup_ratio must be at most 1, got {self.warmup_ratio!r}.")
@@ -80,6 +81,8 @@ class FinetuneConfig:
         words = self.pseudo_query_words
         need(words is None or (len(words) == 2 and all(whole(w) for w in words) and 1 <= words[0] <= words[1]),
              f"pseudo_query_words must be None or (shortest, longest) with 1 <= shortest <= longest, got {words!r}.")
+        need(all(finite(w) and w >= 0 for w in self.question_memory_weights) and all(finite(t) and t > 0 for t in self.question_memory_temperatures),
+             "question_memory_weights must be finite numbers >= 0 and question_memory_temperatures finite numbers > 0.")
         need(isinstance(self.optimizer_class, type) and issubclass(self.optimizer_class, torch.optim.Optimizer),
              f"optimizer_class must be a torch.optim.Optimizer subclass, got {self.optimizer_class!r}.")
 
@@ -100,4 +103,4 @@ class FinetuneConfig:
 
 
 DATA_OPTIONS = frozenset({"negatives", "hard_negatives", "val_fraction", "pseudo_queries_per_chunk", "pseudo_query_words", "corpus_memory",
-                          "question_memory"})
+                          "question_memory", "question_memory_weights", "question_memory_temperatures"})

@@ -125,8 +125,10 @@ def candidates(group: TrainingGroup, rows: List[int], negatives: str, device: to
     label_cols = labels.cpu().numpy()
     mask = np.zeros((len(rows), len(cand)), dtype=bool)
     for r, rel in enumerate(relevant):
-        mask[r] = np.isin(cand, list(rel))
-        if negatives == "in_batch":
+        if negatives == "corpus":  # column j is chunk j: only the query's other relevant chunks are masked
+            mask[r, list(rel)] = True
+        else:
+            mask[r] = np.isin(cand, list(rel))
             mask[r, : len(rows)] &= cand[: len(rows)] != cand[r]
         mask[r, label_cols[r]] = False
     return torch.as_tensor(cand, device=device), labels, (torch.as_tensor(mask, device=device) if mask.any() else None)

@@ -60,6 +60,20 @@ def clearly_better(rr: np.ndarray, identity_rr: np.ndarray) -> bool:
     return bool(gain.mean() > 0) if len(gain) else False
 
 
-def choose(score: float, best_score: float, rr: Optional[np.ndarray], identity_rr: Optional[np.ndarray]) -> bool:
-    """Whether an epoch scoring ``score`` replaces the best so far."""
-    return math.isfinite(score) and score > best_score and clearly_better(rr, identity_rr)
+def clearly_worse(rr: np.ndarray, identity_rr: np.ndarray) -> bool:
+    """Whether the per-query loss against the identity start exceeds its standard error."""
+    return len(rr) > 1 and clearly_better(identity_rr, rr)
+
+
+def choose(score: float, best_score: float, rr: Optional[np.ndarray], identity_rr: Optional[np.ndarray],
+           group_sizes: Sequence[int] = ()) -> bool:
+    """Whether an epoch scoring ``score`` replaces the best so far.
+
+    With ``group_sizes`` (held-out queries per group, in the order of ``rr``), the epoch must also
+    not be clearly worse than the identity on any one group: a gain on the labelled chunks may not
+    pay for a loss on the target corpus, nor the other way round.
+    """
+    if not (math.isfinite(score) and score > best_score and clearly_better(rr, identity_rr)):
+        return False
+    bounds = np.cumsum([0, *group_sizes])
+    return not any(clearly_worse(rr[a:b], identity_rr[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))

@@ -34,7 +34,8 @@ from adapterkit.config import DATA_OPTIONS, FinetuneConfig
 from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset, node_texts
 from adapterkit.embeddings import resolve_embed_model
 from adapterkit.losses import MultipleNegativesRankingLoss, identity_penalty
-from adapterkit.memory import MEMORY_DIR, CorpusMemory, memory_folders
+from adapterkit.memory import MEMORY_DIR, CorpusMemory, apply_memories, memory_folders
+from adapterkit.metrics import exact_search, metrics_at_k
 from adapterkit.pseudo_queries import generated_pseudo_queries, pseudo_queries
 from adapterkit.sampling import TrainingGroup, candidates, epoch_batches, mine_hard_negatives
 
@@ -121,6 +122,7 @@ class EmbeddingAdapterFinetuneEngine:
         self.val_mrr: List[float] = []  # held-out MRR@10 before training (index 0) and after each epoch
         self.best_epoch: Optional[int] = None  # 0 means the identity start was kept
         self.memories: Dict[str, CorpusMemory] = {}  # the target corpus's memories, saved beside the adapter
+        self.question_memory_choice: Optional[Dict[str, Any]] = None  # how the question memory's pull was chosen
         self._refitted = False
 
         # Embed every text once (cached across runs), then train on tensors.
@@ -177,19 +179,40 @@ class EmbeddingAdapterFinetuneEngine:
             self._add_question_memory(corpus)
 
     def _add_question_memory(self, corpus: Dict[str, str]) -> None:
-        """Labelled questions whose relevant chunks are in the searched corpus become keys pointing at them."""
+        """Labelled questions whose relevant chunks are in the searched corpus become keys pointing at them.
+
+        How far they pull (weight, temperature; weight 0: no such memory) is chosen on a held-out fifth
+        of those questions, from the grids in ``FinetuneConfig``: a memory built from the other
+        questions, added to the base query, scored by MRR@10 over the whole corpus.
+        """
         position = {d: i for i, d in enumerate(corpus)}
-        keys, owners = [], []
-        for row, qid in enumerate(self.dataset.queries):
-            for doc in self.dataset.relevant_docs[qid]:
-                if doc in position:
-                    keys.append(row)
-                    owners.append(doc)
-        if keys:
-            docs = self.groups[-1].docs  # the target corpus's own vectors, in corpus order
-            self.memories["questions"] = CorpusMemory.from_pairs(
-                self.groups[0].queries[keys], owners, {d: docs[position[d]] for d in set(owners)},
-                weight=self.config.question_memory_weight, temperature=self.config.question_memory_temperature)
+        qrows = [r for r, q in enumerate(self.dataset.queries) if any(d in position for d in self.dataset.relevant_docs[q])]
+        if not qrows:
+            return
+        qids = list(self.dataset.queries)
+        owners = {r: [d for d in self.dataset.relevant_docs[qids[r]] if d in position] for r in qrows}
+        queries, docs = self.groups[0].queries, self.groups[-1].docs  # docs: the target corpus's own vectors, in corpus order
+
+        def build(rows: Sequence[int], weight: float, temperature: float) -> CorpusMemory:
+            keys = [r for r in rows for _ in owners[r]]
+            ids = [d for r in rows for d in owners[r]]
+            return CorpusMemory.from_pairs(queries[keys], ids, {d: docs[position[d]] for d in set(ids)}, weight=weight, temperature=temperature)
+
+        held = np.random.default_rng(self.config.seed).permutation(qrows)[: max(1, len(qrows) // 5)]
+        fit = [r for r in qrows if r not in set(held.tolist())]
+        relevant = [[position[d] for d in owners[r]] for r in held]
+        base = torch.as_tensor(queries[held])
+        scores = {(0.0, 0.0): _mrr10(queries[held], docs, relevant)}
+        for temperature in self.config.question_memory_temperatures if fit else ():
+            memory = build(fit, 1.0, temperature)
+            for weight in (w for w in self.config.question_memory_weights if w > 0):
+                memory.weight = weight
+                scores[(weight, temperature)] = _mrr10(apply_memories(base, base, [memory]).numpy(), docs, relevant)
+        (weight, temperature) = max(scores, key=lambda wt: (round(scores[wt], 6), -wt[0]))  # ties: the weaker pull
+        self.question_memory_choice = {"weight": weight, "temperature": temperature, "held_out_questions": len(held),
+                                       "mrr@10": {f"{w}@{t}": round(v, 4) for (w, t), v in scores.items()}}
+        if weight > 0:
+            self.memories["questions"] = build(qrows, weight, temperature)
 
     @classmethod
     def from_model_path(
@@ -249,8 +272,8 @@ class EmbeddingAdapterFinetuneEngine:
     def _fingerprint(self) -> str:
         """What a resumable checkpoint must match: the data, the options and the start weights."""
         digest = hashlib.sha256()
-        skip = {"verbose", "num_threads", "checkpoint_save_steps", "memory_weight", "memory_temperature", "question_memory_weight",
-                "question_memory_temperature", "question_memory", "corpus_memory"}
+        skip = {"verbose", "num_threads", "checkpoint_save_steps", "memory_weight", "memory_temperature", "question_memory_weights",
+                "question_memory_temperatures", "question_memory", "corpus_memory"}
         digest.update(json.dumps({k: v for k, v in self.config.as_dict().items() if k not in skip}, sort_keys=True, default=str).encode())
         digest.update(f"{type(self.model).__module__}.{type(self.model).__qualname__}".encode())
         for name, tensor in sorted(self._start.items()):
@@ -336,7 +359,8 @@ class EmbeddingAdapterFinetuneEngine:
                 score = selection.score_epoch(model, rr)
                 state.val_mrr.append(score)
                 message += f", held-out MRR@10 {score:.4f}"
-                if selection.choose(score, state.best_score, rr, identity_rr):
+                sizes = [len(g.val_idx) for g in self.groups] if config.guard else ()
+                if selection.choose(score, state.best_score, rr, identity_rr, sizes):
                     best, state.best_score, state.best_epoch = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, score, epoch
             self.best_epoch = state.best_epoch
             if config.verbose:
@@ -391,10 +415,9 @@ class EmbeddingAdapterFinetuneEngine:
         memory_dir = self._model_output_path / MEMORY_DIR
         for old in memory_folders(memory_dir):  # an earlier run's memories would be composed with this adapter
             shutil.rmtree(old, ignore_errors=True)
-        options = {"sentences": (self.config.memory_weight, self.config.memory_temperature),
-                   "questions": (self.config.question_memory_weight, self.config.question_memory_temperature)}
         for name, memory in self.memories.items():
-            memory.weight, memory.temperature = options[name]
+            if name == "sentences":
+                memory.weight, memory.temperature = self.config.memory_weight, self.config.memory_temperature
             memory.save(memory_dir / name)
 
     def get_finetuned_model(self, adapter_cls: Optional[Type[BaseAdapter]] = None, **model_kwargs: Any) -> AdapterEmbeddingModel:
@@ -405,3 +428,9 @@ class EmbeddingAdapterFinetuneEngine:
         model_kwargs.setdefault("device", str(self._target_device))  # where it was trained, not wherever a GPU is
         custom = None if ADAPTER_CLASSES.get(type(self.model).__name__) is type(self.model) else type(self.model)
         return AdapterEmbeddingModel(self.embed_model, self._model_output_path, adapter_cls=adapter_cls or custom, **model_kwargs)
+
+
+def _mrr10(queries: np.ndarray, docs: np.ndarray, relevant: List[List[int]]) -> float:
+    """MRR@10 of ``queries`` over every row of ``docs``."""
+    _, _, ranks = exact_search(queries, docs, 1, relevant)
+    return float(metrics_at_k(ranks, 10)["mrr"].mean())

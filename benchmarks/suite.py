@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
-import numpy as np
-import pandas as pd
 
 from adapterkit import EmbeddingAdapterFinetuneEngine, EmbeddingQAFinetuneDataset, evaluate, resolve_embed_model
+from adapterkit.compare import per_query
 from adapterkit.metrics import paired_bootstrap
 from adapterkit.nodes import load_qa_datasets
 from adapterkit.nudge import nudge_documents
@@ -72,19 +71,16 @@ RECIPES: Dict[str, Callable] = {
     "defaults": engine_recipe(False),
     "defaults + target corpus": engine_recipe(True),
     "defaults + target corpus, no memory": engine_recipe(True, corpus_memory=False),
+    "defaults + target corpus, no guard": engine_recipe(True, guard=False),
+    "defaults + target corpus, no guard, no memory": engine_recipe(True, guard=False, corpus_memory=False),
+    "target corpus memory alone (no training)": engine_recipe(True, epochs=0),
     "NUDGE-N (edits documents)": nudge_recipe,
 }
 
 
-def scores(frame: pd.DataFrame) -> Dict[str, np.ndarray]:
-    """Per query: hit@5 and MRR@5 from the first relevant rank, nDCG@10 as evaluate computed it."""
-    rank = frame["rank"].to_numpy()
-    return {"hit@5": (rank <= 5).astype(float), "mrr@5": np.where(rank <= 5, 1.0 / rank, 0.0), "ndcg@10": frame["ndcg"].to_numpy()}
-
-
 def run_pair(name: str, pair: Pair, recipes: Dict[str, Callable], model: Any, work: Path) -> list:
     train, target = pair
-    base = scores(evaluate(target, model, top_k=10))
+    base = per_query(evaluate(target, model, top_k=10))
     rows = [{"pair": name, "recipe": "base", **{k: float(v.mean()) for k, v in base.items()}}]
     for recipe, run in recipes.items():
         t0 = time.perf_counter()
@@ -93,7 +89,7 @@ def run_pair(name: str, pair: Pair, recipes: Dict[str, Callable], model: Any, wo
         except LookupError as exc:
             print(f"[{name}] {recipe}: skipped ({exc})", flush=True)
             continue
-        got = scores(evaluate(target, embed_model, top_k=10, doc_vectors=doc_vectors))
+        got = per_query(evaluate(target, embed_model, top_k=10, doc_vectors=doc_vectors))
         row = {"pair": name, "recipe": recipe, **{k: float(v.mean()) for k, v in got.items()}, **info,
                "seconds": round(time.perf_counter() - t0, 1)}
         for metric in ("ndcg@10", "mrr@5"):

@@ -268,19 +268,29 @@ def test_a_stale_memory_is_removed_and_nothing_else(tmp_path, train_small, val_s
 
 
 def test_labelled_questions_of_the_searched_corpus_become_a_memory(tmp_path, train_small, bge):
-    """When the training questions' chunks are in the corpus that will be searched, they are keys of a second memory."""
+    """When the training questions' chunks are in the corpus that will be searched, they are keys of a second
+    memory, whose pull is chosen on held-out questions."""
     from adapterkit.memory import CorpusMemory
 
-    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, unlabeled_corpus=train_small.corpus, epochs=1,
+    # Every question asked twice (as users ask the same things again): a held-out question's twin points at its chunk.
+    twice = EmbeddingQAFinetuneDataset(
+        queries={**train_small.queries, **{q + "-again": t for q, t in train_small.queries.items()}}, corpus=train_small.corpus,
+        relevant_docs={**train_small.relevant_docs, **{q + "-again": d for q, d in train_small.relevant_docs.items()}})
+    engine = EmbeddingAdapterFinetuneEngine(twice, bge, unlabeled_corpus=train_small.corpus, epochs=1,
+                                            question_memory_weights=(0.0, 1.0), question_memory_temperatures=(50.0,),
                                             model_output_path=tmp_path / "out", show_progress=False)
+    choice = engine.question_memory_choice
+    assert set(choice["mrr@10"]) == {"0.0@0.0", "1.0@50.0"} and choice["held_out_questions"] == len(twice.queries) // 5
+    assert choice["weight"] == 1.0 and choice["mrr@10"]["1.0@50.0"] > choice["mrr@10"]["0.0@0.0"], choice
     questions = engine.memories["questions"]
-    assert len(questions.keys) == sum(len(v) for v in train_small.relevant_docs.values())
+    assert len(questions.keys) == sum(len(v) for v in twice.relevant_docs.values())  # then built from every question
     assert set(questions.chunk_ids) == {d for v in train_small.relevant_docs.values() for d in v}
-    engine.finetune(question_memory_weight=0.7)
+    engine.finetune()
     saved = CorpusMemory.load(tmp_path / "out" / "memory" / "questions")
-    assert saved.weight == 0.7 and saved.temperature == 50.0
-    assert [len(m.keys) for m in engine.get_finetuned_model().memories] == [len(engine.memories[n].keys) for n in ("questions", "sentences")]
-    # A training question is pulled to its own chunk: most now find it first.
+    assert (saved.weight, saved.temperature) == (1.0, 50.0)
     with_memory = evaluate(train_small, engine.get_finetuned_model(), top_k=1)["is_hit"].mean()
     without = evaluate(train_small, engine.get_finetuned_model(memory=False), top_k=1)["is_hit"].mean()
     assert with_memory > max(without, 0.9), (with_memory, without)
+    never = EmbeddingAdapterFinetuneEngine(train_small, bge, unlabeled_corpus=train_small.corpus, epochs=0,
+                                           question_memory_weights=(0.0,), model_output_path=tmp_path / "never", show_progress=False)
+    assert "questions" not in never.memories and never.question_memory_choice["weight"] == 0.0
