@@ -10,12 +10,20 @@ Example::
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
+from adapterkit.datasets import EmbeddingQAFinetuneDataset
+from adapterkit.eval_utils import evaluate
 from adapterkit.metrics import paired_bootstrap
+
+# A recipe: (training questions, target questions, base model, a work folder) -> (a model to query with,
+# document vectors to search instead of the base model's (or None), notes for the table).
+Recipe = Callable[[EmbeddingQAFinetuneDataset, EmbeddingQAFinetuneDataset, Any, Path], Tuple[Any, Optional[dict], dict]]
 
 METRICS = ("hit@5", "mrr@5", "ndcg@10")
 
@@ -51,3 +59,49 @@ def comparison_table(frames: Mapping[str, pd.DataFrame], base: str = "base", del
             row[f"Δ{m}"], row[f"Δ{m} 95%"] = f"{diff:+.{digits}f}", f"[{low:+.{digits}f}, {high:+.{digits}f}]"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def engine_recipe(target_corpus: bool = True, **options: Any) -> Recipe:
+    """``EmbeddingAdapterFinetuneEngine`` on the training questions (and, with ``target_corpus``, the
+    target's chunks without labels), with ``options``."""
+    def run(train: EmbeddingQAFinetuneDataset, target: EmbeddingQAFinetuneDataset, model: Any, folder: Path) -> Tuple[Any, Optional[dict], dict]:
+        from adapterkit.trainer import EmbeddingAdapterFinetuneEngine
+
+        engine = EmbeddingAdapterFinetuneEngine(train, model, model_output_path=folder, show_progress=False,
+                                                unlabeled_corpus=target.corpus if target_corpus else None, **options)
+        engine.finetune()
+        notes = {"best_epoch": engine.best_epoch, "memories": "+".join(engine.memories) or "none"}
+        if engine.memory_choice:
+            notes["memory_choice"] = {k: engine.memory_choice[k] for k in ("question_weight", "question_temperature", "sentence_weight")}
+        return engine.get_finetuned_model(), None, notes
+    return run
+
+
+def nudge_recipe(train: EmbeddingQAFinetuneDataset, target: EmbeddingQAFinetuneDataset, model: Any, folder: Path) -> Tuple[Any, Optional[dict], dict]:
+    """NUDGE-N: the documents' vectors edited from the training questions (the index changes)."""
+    from adapterkit.nudge import nudge_documents
+
+    if set(train.corpus) != set(target.corpus):
+        raise LookupError("NUDGE edits the documents the training questions answer: the target corpus must be that corpus.")
+    result = nudge_documents(train, model)
+    return model, result.doc_vectors, {"gamma": result.gamma, "edited": result.edited}
+
+
+def compare_recipes(train: EmbeddingQAFinetuneDataset, target: EmbeddingQAFinetuneDataset, recipes: Mapping[str, Recipe],
+                    model: Any, work: Path, log: Callable[[str], None] = print) -> Tuple[Dict[str, pd.DataFrame], Dict[str, dict]]:
+    """``{name: evaluate frame}`` (``"base"`` first) and ``{name: notes}`` of every recipe on ``target``.
+
+    A recipe that does not apply to the pair (it raises ``LookupError``) is left out, with a line in the log.
+    """
+    frames, notes = {"base": evaluate(target, model, top_k=10)}, {}
+    for name, recipe in recipes.items():
+        start = time.perf_counter()
+        try:
+            embed_model, doc_vectors, info = recipe(train, target, model, Path(work) / f"recipe-{len(frames)}")
+        except LookupError as exc:
+            log(f"{name}: skipped ({exc})")
+            continue
+        frames[name] = evaluate(target, embed_model, top_k=10, doc_vectors=doc_vectors)
+        notes[name] = {**info, "seconds": round(time.perf_counter() - start, 1)}
+        log(f"{name}: nDCG@10 {frames[name]['ndcg'].mean():.4f} (base {frames['base']['ndcg'].mean():.4f}) {notes[name]}")
+    return frames, notes

@@ -30,7 +30,8 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0  # gradient clipping
     shuffle: bool = True  # shuffle pairs each epoch (seeded)
     no_duplicates: bool = True  # keep two queries of one chunk out of a batch (one would be the other's negative)
-    guard: bool = True  # an epoch must not be worse than the start on any held-out group (labelled chunks, target corpus)
+    guard: bool = True  # an epoch must not be worse than the start on any held-out group (labelled chunks, target corpus),
+    #                     and must gain on the labelled questions when they are about the target corpus
     refit: bool = True  # after choosing an epoch, train again on every pair (held-out chunks too) and keep that epoch
     seed: int = 0  # seeds the held-out split, pseudo-queries and batch order: same seed, same adapter
     checkpoint_save_steps: int = 100  # steps between checkpoints (with a model_checkpoint_path)

@@ -82,6 +82,12 @@ class EmbeddingQAFinetuneDataset(BaseModel):
             relevant_docs={q: [d for d in self.relevant_docs[q] if d in keep] for q in qids},
         )
 
+    def with_queries(self, query_ids: Iterable[str]) -> "EmbeddingQAFinetuneDataset":
+        """These queries (in this order) over the whole corpus: e.g. a held-out part of the questions."""
+        qids = [q for q in query_ids if q in self.queries]
+        return EmbeddingQAFinetuneDataset(queries={q: self.queries[q] for q in qids}, corpus=dict(self.corpus),
+                                          relevant_docs={q: list(self.relevant_docs[q]) for q in qids})
+
     def save_json(self, path: str | os.PathLike) -> None:
         """Write LlamaIndex's JSON format (atomically: a crash leaves the old file)."""
         path = Path(path)

@@ -66,14 +66,18 @@ def clearly_worse(rr: np.ndarray, identity_rr: np.ndarray) -> bool:
 
 
 def choose(score: float, best_score: float, rr: Optional[np.ndarray], identity_rr: Optional[np.ndarray],
-           group_sizes: Sequence[int] = ()) -> bool:
+           group_sizes: Sequence[int] = (), must_gain: Optional[int] = None) -> bool:
     """Whether an epoch scoring ``score`` replaces the best so far.
 
     With ``group_sizes`` (held-out queries per group, in the order of ``rr``), the epoch must also
     not be clearly worse than the identity on any one group: a gain on the labelled chunks may not
-    pay for a loss on the target corpus, nor the other way round.
+    pay for a loss on the target corpus, nor the other way round. ``must_gain`` names a group that
+    must itself gain clearly (the labelled questions, when they are questions about the target).
     """
     if not (math.isfinite(score) and score > best_score and clearly_better(rr, identity_rr)):
         return False
     bounds = np.cumsum([0, *group_sizes])
-    return not any(clearly_worse(rr[a:b], identity_rr[a:b]) for a, b in zip(bounds[:-1], bounds[1:]))
+    slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    if must_gain is not None and must_gain < len(slices) and not clearly_better(rr[slices[must_gain]], identity_rr[slices[must_gain]]):
+        return False
+    return not any(clearly_worse(rr[part], identity_rr[part]) for part in slices)

@@ -122,7 +122,7 @@ class EmbeddingAdapterFinetuneEngine:
         self.val_mrr: List[float] = []  # held-out MRR@10 before training (index 0) and after each epoch
         self.best_epoch: Optional[int] = None  # 0 means the identity start was kept
         self.memories: Dict[str, CorpusMemory] = {}  # the target corpus's memories, saved beside the adapter
-        self.question_memory_choice: Optional[Dict[str, Any]] = None  # how the question memory's pull was chosen
+        self.memory_choice: Optional[Dict[str, Any]] = None  # how the memories' pulls were chosen on held-out labelled questions
         self._refitted = False
 
         # Embed every text once (cached across runs), then train on tensors.
@@ -181,16 +181,18 @@ class EmbeddingAdapterFinetuneEngine:
     def _add_question_memory(self, corpus: Dict[str, str]) -> None:
         """Labelled questions whose relevant chunks are in the searched corpus become keys pointing at them.
 
-        How far they pull (weight, temperature; weight 0: no such memory) is chosen on a held-out fifth
-        of those questions, from the grids in ``FinetuneConfig``: a memory built from the other
-        questions, added to the base query, scored by MRR@10 over the whole corpus.
+        These questions are real questions about the target, so they also decide how far each memory
+        pulls: on a held-out fifth of them, a question memory built from the others (weight and
+        temperature from ``FinetuneConfig``'s grids, weight 0: none) and the sentence memory (its
+        ``memory_weight``, 0.1, or off) are added to the base query and scored by MRR@10 over the
+        whole corpus; the best pair is kept (``memory_choice``).
         """
         position = {d: i for i, d in enumerate(corpus)}
-        qrows = [r for r, q in enumerate(self.dataset.queries) if any(d in position for d in self.dataset.relevant_docs[q])]
+        qids = list(self.dataset.queries)
+        owners = {r: [d for d in self.dataset.relevant_docs[q] if d in position] for r, q in enumerate(qids)}
+        qrows = [r for r in owners if owners[r]]
         if not qrows:
             return
-        qids = list(self.dataset.queries)
-        owners = {r: [d for d in self.dataset.relevant_docs[qids[r]] if d in position] for r in qrows}
         queries, docs = self.groups[0].queries, self.groups[-1].docs  # docs: the target corpus's own vectors, in corpus order
 
         def build(rows: Sequence[int], weight: float, temperature: float) -> CorpusMemory:
@@ -199,20 +201,29 @@ class EmbeddingAdapterFinetuneEngine:
             return CorpusMemory.from_pairs(queries[keys], ids, {d: docs[position[d]] for d in set(ids)}, weight=weight, temperature=temperature)
 
         held = np.random.default_rng(self.config.seed).permutation(qrows)[: max(1, len(qrows) // 5)]
-        fit = [r for r in qrows if r not in set(held.tolist())]
+        fit = sorted(set(qrows) - set(held.tolist()))
         relevant = [[position[d] for d in owners[r]] for r in held]
         base = torch.as_tensor(queries[held])
-        scores = {(0.0, 0.0): _mrr10(queries[held], docs, relevant)}
-        for temperature in self.config.question_memory_temperatures if fit else ():
-            memory = build(fit, 1.0, temperature)
-            for weight in (w for w in self.config.question_memory_weights if w > 0):
-                memory.weight = weight
-                scores[(weight, temperature)] = _mrr10(apply_memories(base, base, [memory]).numpy(), docs, relevant)
-        (weight, temperature) = max(scores, key=lambda wt: (round(scores[wt], 6), -wt[0]))  # ties: the weaker pull
-        self.question_memory_choice = {"weight": weight, "temperature": temperature, "held_out_questions": len(held),
-                                       "mrr@10": {f"{w}@{t}": round(v, 4) for (w, t), v in scores.items()}}
+        sentences = self.memories.get("sentences")
+        sentence_weights = sorted({0.0, 0.1, self.config.memory_weight}) if sentences is not None else [0.0]
+        candidates = [(0.0, 0.0)] + [(w, t) for t in (self.config.question_memory_temperatures if fit else ()) for w in self.config.question_memory_weights if w > 0]
+        scores = {}
+        for temperature in sorted({t for _, t in candidates}):
+            memory = build(fit, 1.0, temperature) if temperature else None
+            for weight in (w for w, t in candidates if t == temperature):
+                for sentence_weight in sentence_weights:
+                    used = ([memory] if memory is not None else []) + ([sentences] if sentence_weight else [])
+                    for m, w in ((memory, weight), (sentences, sentence_weight)):
+                        if m is not None:
+                            m.weight = w
+                    scores[(weight, temperature, sentence_weight)] = _mrr10(apply_memories(base, base, used).numpy(), docs, relevant)
+        weight, temperature, sentence_weight = max(scores, key=lambda c: (round(scores[c], 6), -c[0], -c[2]))  # ties: weaker pulls
+        self.memory_choice = {"question_weight": weight, "question_temperature": temperature, "sentence_weight": sentence_weight,
+                              "held_out_questions": len(held), "mrr@10": {"/".join(map(str, c)): round(v, 4) for c, v in scores.items()}}
         if weight > 0:
             self.memories["questions"] = build(qrows, weight, temperature)
+        if sentences is not None and not sentence_weight:
+            del self.memories["sentences"]
 
     @classmethod
     def from_model_path(
@@ -360,7 +371,9 @@ class EmbeddingAdapterFinetuneEngine:
                 state.val_mrr.append(score)
                 message += f", held-out MRR@10 {score:.4f}"
                 sizes = [len(g.val_idx) for g in self.groups] if config.guard else ()
-                if selection.choose(score, state.best_score, rr, identity_rr, sizes):
+                # Labelled questions about the target corpus itself are the best evidence there is: they must gain.
+                must_gain = 0 if config.guard and self.memory_choice is not None else None
+                if selection.choose(score, state.best_score, rr, identity_rr, sizes, must_gain):
                     best, state.best_score, state.best_epoch = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, score, epoch
             self.best_epoch = state.best_epoch
             if config.verbose:
@@ -416,8 +429,9 @@ class EmbeddingAdapterFinetuneEngine:
         for old in memory_folders(memory_dir):  # an earlier run's memories would be composed with this adapter
             shutil.rmtree(old, ignore_errors=True)
         for name, memory in self.memories.items():
-            if name == "sentences":
-                memory.weight, memory.temperature = self.config.memory_weight, self.config.memory_temperature
+            if name == "sentences":  # chosen on labelled questions of this corpus, when there are some
+                memory.weight = self.memory_choice["sentence_weight"] if self.memory_choice else self.config.memory_weight
+                memory.temperature = self.config.memory_temperature
             memory.save(memory_dir / name)
 
     def get_finetuned_model(self, adapter_cls: Optional[Type[BaseAdapter]] = None, **model_kwargs: Any) -> AdapterEmbeddingModel:

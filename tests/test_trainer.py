@@ -279,9 +279,10 @@ def test_labelled_questions_of_the_searched_corpus_become_a_memory(tmp_path, tra
     engine = EmbeddingAdapterFinetuneEngine(twice, bge, unlabeled_corpus=train_small.corpus, epochs=1,
                                             question_memory_weights=(0.0, 1.0), question_memory_temperatures=(50.0,),
                                             model_output_path=tmp_path / "out", show_progress=False)
-    choice = engine.question_memory_choice
-    assert set(choice["mrr@10"]) == {"0.0@0.0", "1.0@50.0"} and choice["held_out_questions"] == len(twice.queries) // 5
-    assert choice["weight"] == 1.0 and choice["mrr@10"]["1.0@50.0"] > choice["mrr@10"]["0.0@0.0"], choice
+    choice = engine.memory_choice
+    assert set(choice["mrr@10"]) == {f"{q}/{s}" for q in ("0.0/0.0", "1.0/50.0") for s in (0.0, 0.1, 0.25)}
+    assert choice["held_out_questions"] == len(twice.queries) // 5
+    assert choice["question_weight"] == 1.0 and choice["mrr@10"][f"1.0/50.0/{choice['sentence_weight']}"] == max(choice["mrr@10"].values())
     questions = engine.memories["questions"]
     assert len(questions.keys) == sum(len(v) for v in twice.relevant_docs.values())  # then built from every question
     assert set(questions.chunk_ids) == {d for v in train_small.relevant_docs.values() for d in v}
@@ -293,4 +294,4 @@ def test_labelled_questions_of_the_searched_corpus_become_a_memory(tmp_path, tra
     assert with_memory > max(without, 0.9), (with_memory, without)
     never = EmbeddingAdapterFinetuneEngine(train_small, bge, unlabeled_corpus=train_small.corpus, epochs=0,
                                            question_memory_weights=(0.0,), model_output_path=tmp_path / "never", show_progress=False)
-    assert "questions" not in never.memories and never.question_memory_choice["weight"] == 0.0
+    assert "questions" not in never.memories and never.memory_choice["question_weight"] == 0.0

@@ -1,0 +1,91 @@
+"""Choices checked on the suite's training sides only: parts of the Lyft and SciFact training questions.
+
+No target question of the suite (Uber val, SciFact test) is used here. Tasks, each a (training part,
+evaluation part) of training data:
+
+- ``lyft-questions``: 80% of the Lyft questions -> the other 20%, over the whole Lyft corpus (a corpus
+  the labelled questions are about: the question memory applies);
+- ``lyft-halves``: questions of half of the Lyft chunks -> the other half's, over those chunks only
+  (a new corpus from the same domain);
+- ``scifact-questions``: 80% of the SciFact train claims -> the other 20%, over the 5,183 abstracts;
+- ``lyft-to-scifact`` and ``scifact-to-lyft``: training questions from the other domain.
+
+Run::
+
+    python benchmarks/select_on_training_sides.py --output benchmarks/results/select_on_training_sides
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, Tuple
+
+import numpy as np
+
+from adapterkit import EmbeddingQAFinetuneDataset, resolve_embed_model
+from adapterkit.compare import comparison_table, compare_recipes, engine_recipe
+from adapterkit.nodes import load_qa_datasets
+
+Task = Tuple[EmbeddingQAFinetuneDataset, EmbeddingQAFinetuneDataset]
+
+
+def split_questions(dataset: EmbeddingQAFinetuneDataset, seed: int = 0) -> Task:
+    order = [list(dataset.queries)[i] for i in np.random.default_rng(seed).permutation(len(dataset.queries))]
+    held = len(order) // 5
+    return dataset.with_queries(order[held:]), dataset.with_queries(order[:held])
+
+
+def split_chunks(dataset: EmbeddingQAFinetuneDataset, seed: int = 0) -> Task:
+    chunks = list(dataset.corpus)
+    order = [chunks[i] for i in np.random.default_rng(seed).permutation(len(chunks))]
+    return dataset.restrict(order[: len(order) // 2]), dataset.restrict(order[len(order) // 2 :])
+
+
+def tasks() -> Dict[str, Callable[[], Task]]:
+    lyft = lambda: load_qa_datasets("published")[0]  # noqa: E731
+    scifact = lambda: load_qa_datasets("scifact")[0]  # noqa: E731
+    return {
+        "lyft-questions": lambda: split_questions(lyft()),
+        "lyft-halves": lambda: split_chunks(lyft()),
+        "scifact-questions": lambda: split_questions(scifact()),
+        "lyft-to-scifact": lambda: (lyft(), split_questions(scifact())[1]),
+        "scifact-to-lyft": lambda: (split_questions(scifact())[0], split_chunks(lyft())[1]),
+    }
+
+
+RECIPES = {
+    "labelled pairs only": engine_recipe(False),
+    "defaults": engine_recipe(True),
+    "defaults without the guard": engine_recipe(True, guard=False),
+    "defaults without memories": engine_recipe(True, corpus_memory=False, question_memory=False),
+    "memories alone (no training)": engine_recipe(True, epochs=0),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="*", default=list(tasks()))
+    parser.add_argument("--recipes", nargs="*", default=None)
+    parser.add_argument("--output", default=None, help="write <output>.md and <output>.json")
+    args = parser.parse_args()
+    recipes = {k: v for k, v in RECIPES.items() if args.recipes is None or k in args.recipes}
+    model = resolve_embed_model("default")
+    sections, results = [], {}
+    with tempfile.TemporaryDirectory(prefix="adapterkit-select-") as work:
+        for name in args.tasks:
+            train, target = tasks()[name]()
+            frames, notes = compare_recipes(train, target, recipes, model, Path(work) / name, log=lambda line, n=name: print(f"[{n}] {line}", flush=True))
+            table = comparison_table(frames)
+            results[name] = {"table": table.to_dict(orient="records"), "notes": notes}
+            sections.append(f"### {name}\n\n" + table.to_markdown(index=False) + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items()) + "\n")
+    print("\n".join(sections))
+    if args.output:
+        Path(args.output + ".md").write_text("# Choices on the training sides\n\n`python benchmarks/select_on_training_sides.py`\n\n" + "\n".join(sections))
+        Path(args.output + ".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
