@@ -123,6 +123,7 @@ class EmbeddingAdapterFinetuneEngine:
         self.best_epoch: Optional[int] = None  # 0 means the identity start was kept
         self.memories: Dict[str, CorpusMemory] = {}  # the target corpus's memories, saved beside the adapter
         self.memory_choice: Optional[Dict[str, Any]] = None  # how the memories' pulls were chosen on held-out labelled questions
+        self.labels_on_target = False  # whether some labelled questions' chunks are in the target corpus
         self._refitted = False
 
         # Embed every text once (cached across runs), then train on tensors.
@@ -175,7 +176,9 @@ class EmbeddingAdapterFinetuneEngine:
                                               temperature=config.memory_temperature)
             if len(memory.keys):
                 self.memories["sentences"] = memory
-        if config.question_memory:
+        # Labelled questions whose chunks are in this corpus are questions about it: the best evidence there is.
+        self.labels_on_target = any(d in corpus for docs in self.dataset.relevant_docs.values() for d in docs)
+        if config.question_memory and self.labels_on_target:
             self._add_question_memory(corpus)
 
     def _add_question_memory(self, corpus: Dict[str, str]) -> None:
@@ -372,7 +375,7 @@ class EmbeddingAdapterFinetuneEngine:
                 message += f", held-out MRR@10 {score:.4f}"
                 sizes = [len(g.val_idx) for g in self.groups] if config.guard else ()
                 # Labelled questions about the target corpus itself are the best evidence there is: they must gain.
-                must_gain = 0 if config.guard and self.memory_choice is not None else None
+                must_gain = 0 if config.guard and self.labels_on_target else None
                 if selection.choose(score, state.best_score, rr, identity_rr, sizes, must_gain):
                     best, state.best_score, state.best_epoch = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, score, epoch
             self.best_epoch = state.best_epoch
