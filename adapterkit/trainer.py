@@ -34,8 +34,8 @@ from adapterkit.config import DATA_OPTIONS, FinetuneConfig
 from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset, node_texts
 from adapterkit.embeddings import resolve_embed_model
 from adapterkit.losses import MultipleNegativesRankingLoss, identity_penalty
-from adapterkit.memory import MEMORY_DIR, CorpusMemory, apply_memories, memory_folders
-from adapterkit.metrics import exact_search, metrics_at_k
+from adapterkit.memory import MEMORY_DIR, CorpusMemory, memory_folders
+from adapterkit.memory_choice import choose_memories
 from adapterkit.pseudo_queries import generated_pseudo_queries, pseudo_queries
 from adapterkit.sampling import TrainingGroup, candidates, epoch_batches, mine_hard_negatives
 
@@ -182,51 +182,10 @@ class EmbeddingAdapterFinetuneEngine:
             self._add_question_memory(corpus)
 
     def _add_question_memory(self, corpus: Dict[str, str]) -> None:
-        """Labelled questions whose relevant chunks are in the searched corpus become keys pointing at them.
-
-        These questions are real questions about the target, so they also decide how far each memory
-        pulls: on a held-out fifth of them, a question memory built from the others (weight and
-        temperature from ``FinetuneConfig``'s grids, weight 0: none) and the sentence memory (its
-        ``memory_weight``, 0.1, or off) are added to the base query and scored by MRR@10 over the
-        whole corpus; the best pair is kept (``memory_choice``).
-        """
-        position = {d: i for i, d in enumerate(corpus)}
-        qids = list(self.dataset.queries)
-        owners = {r: [d for d in self.dataset.relevant_docs[q] if d in position] for r, q in enumerate(qids)}
-        qrows = [r for r in owners if owners[r]]
-        if not qrows:
-            return
-        queries, docs = self.groups[0].queries, self.groups[-1].docs  # docs: the target corpus's own vectors, in corpus order
-
-        def build(rows: Sequence[int], weight: float, temperature: float) -> CorpusMemory:
-            keys = [r for r in rows for _ in owners[r]]
-            ids = [d for r in rows for d in owners[r]]
-            return CorpusMemory.from_pairs(queries[keys], ids, {d: docs[position[d]] for d in set(ids)}, weight=weight, temperature=temperature)
-
-        held = np.random.default_rng(self.config.seed).permutation(qrows)[: max(1, len(qrows) // 5)]
-        fit = sorted(set(qrows) - set(held.tolist()))
-        relevant = [[position[d] for d in owners[r]] for r in held]
-        base = torch.as_tensor(queries[held])
-        sentences = self.memories.get("sentences")
-        sentence_weights = sorted({0.0, 0.1, self.config.memory_weight}) if sentences is not None else [0.0]
-        candidates = [(0.0, 0.0)] + [(w, t) for t in (self.config.question_memory_temperatures if fit else ()) for w in self.config.question_memory_weights if w > 0]
-        scores = {}
-        for temperature in sorted({t for _, t in candidates}):
-            memory = build(fit, 1.0, temperature) if temperature else None
-            for weight in (w for w, t in candidates if t == temperature):
-                for sentence_weight in sentence_weights:
-                    used = ([memory] if memory is not None else []) + ([sentences] if sentence_weight else [])
-                    for m, w in ((memory, weight), (sentences, sentence_weight)):
-                        if m is not None:
-                            m.weight = w
-                    scores[(weight, temperature, sentence_weight)] = _mrr10(apply_memories(base, base, used).numpy(), docs, relevant)
-        weight, temperature, sentence_weight = max(scores, key=lambda c: (round(scores[c], 6), -c[0], -c[2]))  # ties: weaker pulls
-        self.memory_choice = {"question_weight": weight, "question_temperature": temperature, "sentence_weight": sentence_weight,
-                              "held_out_questions": len(held), "mrr@10": {"/".join(map(str, c)): round(v, 4) for c, v in scores.items()}}
-        if weight > 0:
-            self.memories["questions"] = build(qrows, weight, temperature)
-        if sentences is not None and not sentence_weight:
-            del self.memories["sentences"]
+        """Labelled questions about the searched corpus become a memory; they also decide each memory's pull."""
+        owners = {r: [d for d in self.dataset.relevant_docs[q] if d in corpus] for r, q in enumerate(self.dataset.queries)}
+        self.memories, self.memory_choice = choose_memories(self.groups[0].queries, owners, list(corpus), self.groups[-1].docs,
+                                                            self.memories.get("sentences"), self.config)
 
     @classmethod
     def from_model_path(
@@ -446,8 +405,3 @@ class EmbeddingAdapterFinetuneEngine:
         custom = None if ADAPTER_CLASSES.get(type(self.model).__name__) is type(self.model) else type(self.model)
         return AdapterEmbeddingModel(self.embed_model, self._model_output_path, adapter_cls=adapter_cls or custom, **model_kwargs)
 
-
-def _mrr10(queries: np.ndarray, docs: np.ndarray, relevant: List[List[int]]) -> float:
-    """MRR@10 of ``queries`` over every row of ``docs``."""
-    _, _, ranks = exact_search(queries, docs, 1, relevant)
-    return float(metrics_at_k(ranks, 10)["mrr"].mean())

@@ -289,6 +289,10 @@ def test_labelled_questions_of_the_searched_corpus_become_a_memory(tmp_path, tra
     engine.finetune()
     saved = CorpusMemory.load(tmp_path / "out" / "memory" / "questions")
     assert (saved.weight, saved.temperature) == (1.0, 50.0)
+    if choice["sentence_weight"]:  # the sentence memory is saved with the pull that was chosen, not the last one tried
+        assert CorpusMemory.load(tmp_path / "out" / "memory" / "sentences").weight == choice["sentence_weight"]
+    else:
+        assert "sentences" not in engine.memories
     with_memory = evaluate(train_small, engine.get_finetuned_model(), top_k=1)["is_hit"].mean()
     without = evaluate(train_small, engine.get_finetuned_model(memory=False), top_k=1)["is_hit"].mean()
     assert with_memory > max(without, 0.9), (with_memory, without)
