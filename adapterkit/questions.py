@@ -336,6 +336,20 @@ def generate_qa_embedding_pairs(
         llm = resolve_llm(llm)  # only now: loading the local model takes seconds
     workers = _workers(llm, max_workers) if todo else 1
 
+    _ask_all(llm, todo, texts, done, stats, progress, workers=workers, retry_limit=retry_limit, retry_delay=retry_delay,
+         timeout=timeout, on_failure=on_failure, keep=num_questions_per_chunk, verbose=verbose)
+    dataset = _dataset(texts, done, stats)
+    if output_path:
+        dataset.save_json(output_path)
+    if verbose:
+        print(stats.summary())
+    return dataset
+
+
+def _ask_all(llm: Any, todo: List[Tuple[str, str]], texts: Mapping[str, str], done: Dict[str, Dict[str, str]], stats: QAGenerationStats,
+         progress: Optional[Path], *, workers: int, retry_limit: int, retry_delay: float, timeout: Optional[float],
+         on_failure: str, keep: int, verbose: bool) -> None:
+    """Ask about each ``(node_id, prompt)``; each answered chunk goes into ``done`` and the journal at once."""
     journal = _open_journal(progress) if progress else None
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="Generating questions", unit="chunk", disable=not verbose or not todo)
@@ -350,7 +364,7 @@ def generate_qa_embedding_pairs(
                 continue
             questions, dropped = answer
             stats.dropped_lines += dropped
-            done[node_id] = {str(uuid.uuid4()): q for q in questions[:num_questions_per_chunk]}
+            done[node_id] = {str(uuid.uuid4()): q for q in questions[:keep]}
             stats.generated += 1
             stats.new_questions += len(done[node_id])
             if journal:
@@ -363,10 +377,3 @@ def generate_qa_embedding_pairs(
         if journal:
             journal.close()
         stats.seconds = time.perf_counter() - start
-
-    dataset = _dataset(texts, done, stats)
-    if output_path:
-        dataset.save_json(output_path)
-    if verbose:
-        print(stats.summary())
-    return dataset

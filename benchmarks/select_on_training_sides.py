@@ -56,8 +56,15 @@ def tasks() -> Dict[str, Callable[[], Task]]:
     }
 
 
+SLOW = {"epochs": 16, "optimizer_params": {"lr": 1e-3}}  # small steps, more of them
+FAST = {"epochs": 8, "optimizer_params": {"lr": 3e-3}}
+
 RECIPES = {
     "labelled pairs only": engine_recipe(False),
+    "labelled pairs only, 16 epochs lr 1e-3": engine_recipe(False, **SLOW),
+    "labelled pairs only, 8 epochs lr 3e-3": engine_recipe(False, **FAST),
+    "defaults, 16 epochs lr 1e-3": engine_recipe(True, **SLOW),
+    "defaults, 8 epochs lr 3e-3": engine_recipe(True, **FAST),
     "defaults": engine_recipe(True),
     "defaults without the guard": engine_recipe(True, guard=False),
     "defaults without memories": engine_recipe(True, corpus_memory=False, question_memory=False),
