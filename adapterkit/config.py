@@ -21,9 +21,9 @@ class FinetuneConfig:
     """
 
     batch_size: int = 32  # queries per step
-    epochs: int = 8  # passes over the training pairs; the best one on held-out chunks is kept
+    epochs: int = 16  # passes over the training pairs; the best one on held-out chunks is kept
     optimizer_class: Type[torch.optim.Optimizer] = torch.optim.AdamW  # any torch optimiser class
-    optimizer_params: Dict[str, Any] = field(default_factory=lambda: {"lr": 3e-3})  # its keyword arguments
+    optimizer_params: Dict[str, Any] = field(default_factory=lambda: {"lr": 1e-3})  # its keyword arguments
     scale: float = 30.0  # inverse temperature on cosine similarities in the loss
     identity_reg: float = 0.03  # weight of ||W - I||^2 (linear adapters) or mean ||f(q) - q||^2 (others)
     warmup_ratio: float = 0.1  # share of steps with a rising learning rate, then a linear decay

@@ -46,11 +46,6 @@ LLAMAINDEX_RECIPE: Dict[str, Any] = dict(
     no_duplicates=False, identity_reg=0.0, val_fraction=0.0,
 )
 
-# With an unlabeled corpus: twice the pairs (and pseudo-queries that are easy to match) want smaller
-# steps and more of them. Applied when the caller leaves ``epochs`` / ``optimizer_params`` unset.
-TARGET_CORPUS_RECIPE: Dict[str, Any] = dict(epochs=16, optimizer_params={"lr": 1e-3})
-
-
 class TrainingDivergedError(RuntimeError):
     """The adapter's weights became NaN or infinite and no finite epoch could be kept."""
 
@@ -108,8 +103,6 @@ class EmbeddingAdapterFinetuneEngine:
         show_progress: bool = True,
         **options: Any,
     ) -> None:
-        if unlabeled_corpus is not None:
-            options = {**{k: v for k, v in TARGET_CORPUS_RECIPE.items() if options.get(k) is None}, **{k: v for k, v in options.items() if v is not None}}
         self.config = FinetuneConfig().updated(**{k: v for k, v in options.items() if v is not None})
         self.dataset = dataset.validate("the training dataset")
         self.embed_model = resolve_embed_model(embed_model)

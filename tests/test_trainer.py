@@ -190,7 +190,7 @@ def test_pseudo_queries_asked_of_an_llm_are_kept_and_resumed(tmp_path, train_sma
 def test_finetune_options_and_a_second_call(tmp_path, train_small, bge):
     engine = EmbeddingAdapterFinetuneEngine(train_small, bge, epochs=2, optimizer_params={"weight_decay": 0.0},
                                             model_output_path=tmp_path / "out", show_progress=False)
-    assert engine.config.optimizer_params == {"lr": 3e-3, "weight_decay": 0.0}  # the default lr is kept
+    assert engine.config.optimizer_params == {"lr": 1e-3, "weight_decay": 0.0}  # the default lr is kept
     with pytest.raises(TypeError, match="EmbeddingAdapterFinetuneEngine"):
         engine.finetune(val_fraction=0.0)  # the split was made in __init__: setting it here would do nothing
     with pytest.raises(TypeError, match=r"Unknown option\(s\) \['lr'\]"):
@@ -299,3 +299,13 @@ def test_labelled_questions_of_the_searched_corpus_become_a_memory(tmp_path, tra
     never = EmbeddingAdapterFinetuneEngine(train_small, bge, unlabeled_corpus=train_small.corpus, epochs=0,
                                            question_memory_weights=(0.0,), model_output_path=tmp_path / "never", show_progress=False)
     assert "questions" not in never.memories and never.memory_choice["question_weight"] == 0.0
+
+
+def test_defaults_do_not_depend_on_other_arguments(tmp_path, train_small, bge):
+    """Reading a target corpus adds data, never changes an option the caller left unset."""
+    from adapterkit.config import FinetuneConfig
+
+    plain = EmbeddingAdapterFinetuneEngine(train_small, bge, model_output_path=tmp_path / "a", show_progress=False)
+    target = EmbeddingAdapterFinetuneEngine(train_small, bge, unlabeled_corpus=train_small.corpus,
+                                            model_output_path=tmp_path / "b", show_progress=False)
+    assert plain.config == target.config == FinetuneConfig()
