@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= dev,local,openai,llm
 
-.PHONY: install test walkthrough report notebooks bench colab-check clean
+.PHONY: install test walkthrough report notebooks bench bench-suite colab-check clean
 
 # $(call venv,DIR,EXTRAS): a virtualenv with the right torch build and adapterkit[EXTRAS].
 define venv
@@ -60,6 +60,11 @@ notebooks: install
 
 bench: .venv-bench/.installed
 	.venv-bench/bin/python benchmarks/bench_engines.py --epochs 4
+
+# Every (training side, target) pair of the public suite against base, with paired bootstrap intervals:
+# prints the table and writes benchmarks/results/suite.{md,json} (about 20 minutes on 2 CPU cores, embeddings cached).
+bench-suite: install
+	$(BIN)/python benchmarks/suite.py --output benchmarks/results/suite
 
 # Colab, simulated offline: a fresh venv with torch + kernel, a stand-in google.colab, the install cell
 # pip-installing the committed HEAD from git, then 01 and 02 run by papermill (tools/colab.py).

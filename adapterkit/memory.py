@@ -200,6 +200,11 @@ class CorpusMemory:
             self._index = make_index(self.keys, self.index_kind)
         return self._index
 
+    def use_index(self, index: KeyIndex) -> None:
+        """Look keys up with a prebuilt ``index`` over ``self.keys`` (e.g. an ``IVFIndex`` with another
+        ``nprobe``) until the keys change."""
+        self._index = index
+
     def pull(self, queries: torch.Tensor) -> torch.Tensor:
         """``weight * sum softmax(temperature * cos) * chunk`` over each query's ``top_k`` keys: ``(Q, d)``."""
         out = torch.zeros(len(queries), self.dim, dtype=torch.float32, device=queries.device)

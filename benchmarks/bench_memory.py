@@ -100,9 +100,9 @@ def main() -> None:
     exact_weight = torch.softmax(100.0 * torch.as_tensor(exact_sims), dim=-1).numpy()  # the memory's attention over them
     rows["exact_ms_per_query_batch50"] = round(latency_ms(exact, queries[:50], args.top_k, 50), 1)
     rows["ivf"] = []
-    memory._index = ivf
+    memory.use_index(ivf)
     exact_memory = CorpusMemory.load(folder)
-    exact_memory._index = exact
+    exact_memory.use_index(exact)
     exact_pull = exact_memory.pull(torch.as_tensor(queries[:50]))
     for nprobe in args.nprobe:
         ivf.index.nprobe = nprobe

@@ -12,6 +12,7 @@ and it goes on where it stopped (the rate then counts only the new chunks).
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from adapterkit import EmbeddingQAFinetuneDataset
 from adapterkit.data import get_file
 from adapterkit.llms import resolve_llm
 from adapterkit.questions import generate_qa_embedding_pairs
+
+WORK = tempfile.TemporaryDirectory(prefix="adapterkit-bench-")  # engines' output folders, removed at exit
 
 
 def main() -> None:
@@ -72,7 +75,7 @@ def compare(published: EmbeddingQAFinetuneDataset, generated: EmbeddingQAFinetun
     generated = EmbeddingQAFinetuneDataset(queries=generated.queries, corpus=generated.corpus, relevant_docs=generated.relevant_docs)
     names, results = ["base"], [evaluate(val, model)]
     for name, train in (("adapter on published GPT-3.5 questions", same_chunks), ("adapter on SmolLM2-generated questions", generated)):
-        engine = EmbeddingAdapterFinetuneEngine(train, model, model_output_path=f"/tmp/adapterkit-gen/{len(names)}", show_progress=False)
+        engine = EmbeddingAdapterFinetuneEngine(train, model, model_output_path=f"{WORK.name}/{len(names)}", show_progress=False)
         engine.finetune()
         names.append(f"{name} ({len(train.queries)} q, {len(train.corpus)} chunks)")
         results.append(evaluate(val, engine.get_finetuned_model()))

@@ -10,6 +10,7 @@ held-out Lyft chunks (and held-out pseudo-queries), never on the val questions.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import json
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ from adapterkit import EmbeddingAdapterFinetuneEngine, EmbeddingQAFinetuneDatase
 from adapterkit.data import get_file
 from adapterkit.eval_utils import win_loss
 from adapterkit.trainer import LLAMAINDEX_RECIPE
+
+WORK = tempfile.TemporaryDirectory(prefix="adapterkit-bench-")  # engines' output folders, removed at exit
 
 OLD = dict(optimizer_params={"lr": 3e-3}, epochs=8, pseudo_queries_per_chunk=2, pseudo_query_words=None, refit=False, corpus_memory=False)  # target-corpus defaults before refit
 RECIPES = {
@@ -73,7 +76,7 @@ def main() -> None:
         for seed in args.seeds:
             t0 = time.perf_counter()
             engine = EmbeddingAdapterFinetuneEngine(
-                train, model, model_output_path=f"/tmp/adapterkit-recipes/{abs(hash(name))}-{seed}",
+                train, model, model_output_path=f"{WORK.name}/{abs(hash(name))}-{seed}",
                 unlabeled_corpus=unlabeled, seed=seed, show_progress=False, **recipe,
             )
             engine.finetune()

@@ -10,6 +10,7 @@ best-epoch picking, which would flatter long runs). Prints the top configuration
 from __future__ import annotations
 
 import argparse
+import tempfile
 import itertools
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import pandas as pd
 
 from adapterkit import EmbeddingAdapterFinetuneEngine, EmbeddingQAFinetuneDataset, resolve_embed_model
 from adapterkit.data import get_file
+
+WORK = tempfile.TemporaryDirectory(prefix="adapterkit-bench-")  # engines' output folders, removed at exit
 
 GRID = {
     "lr": [3e-4, 1e-3, 3e-3],
@@ -43,7 +46,7 @@ def main() -> None:
             engine = EmbeddingAdapterFinetuneEngine(
                 train, model, epochs=cfg["epochs"], optimizer_params={"lr": cfg["lr"]}, scale=cfg["scale"],
                 identity_reg=cfg["identity_reg"], negatives=cfg["negatives"], val_fraction=0.2, seed=seed,
-                model_output_path="/tmp/adapterkit-select", show_progress=False,
+                model_output_path=WORK.name, show_progress=False,
             )
             engine.finetune()
             scores.append((engine.val_mrr[0], engine.val_mrr[-1]))

@@ -21,6 +21,7 @@ exhibits), as a new filing does; random halves share every section. Grids were f
 from __future__ import annotations
 
 import argparse
+import tempfile
 import itertools
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ import pandas as pd
 
 from adapterkit import EmbeddingAdapterFinetuneEngine, EmbeddingQAFinetuneDataset, evaluate, resolve_embed_model
 from adapterkit.data import get_file
+
+WORK = tempfile.TemporaryDirectory(prefix="adapterkit-bench-")  # engines' output folders, removed at exit
 
 GRID = {
     "refit": [False, True],
@@ -94,7 +97,7 @@ def main() -> None:
                     options.setdefault("epochs", 8)
                 engine = EmbeddingAdapterFinetuneEngine(
                     a, model, unlabeled_corpus=b.corpus if "unlabelled" in mode else None, seed=seed,
-                    model_output_path="/tmp/adapterkit-halves", show_progress=False, **options,
+                    model_output_path=WORK.name, show_progress=False, **options,
                 )
                 engine.finetune()
                 secs.append(time.perf_counter() - t0)
