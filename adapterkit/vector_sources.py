@@ -1,0 +1,201 @@
+"""Documents already in a vector store: read their ids, texts and vectors in batches; never embed them again.
+
+A user whose chunks sit in PostgreSQL/pgvector or Qdrant trains and evaluates from the stored vectors:
+
+- ``read_stored`` streams ``(ids, texts, vectors)`` batches from a LlamaIndex ``PGVectorStore`` (a
+  server-side cursor) or ``QdrantVectorStore`` (``scroll``), so the corpus is never read at once;
+- ``cache_stored_vectors`` writes them into the embedding cache under the base model's identity:
+  the engine, ``evaluate`` and the memories then find every stored document embedded already, and
+  call the base model for queries (and texts the store lacks) only;
+- ``exact_top_k`` searches the streamed vectors exactly, holding one batch and the running top k;
+  ``store_top_k`` asks the store's own (approximate) search; ``recall_at_k`` compares the two.
+
+The stored vector of a node is taken as the base model's vector of its text (``MetadataMode.NONE``),
+as LlamaIndex embeds nodes without metadata. ``verify`` re-embeds a few texts to check that the
+store was built by this model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.schema import MetadataMode
+from llama_index.core.vector_stores.types import VectorStoreQuery
+from tqdm.auto import tqdm
+
+from adapterkit.cache import EmbeddingCache, call_model, get_cache
+from adapterkit.embeddings import model_identity
+from adapterkit.metrics import merge_top_k
+
+SUPPORTED = ("PGVectorStore", "QdrantVectorStore")
+
+
+@dataclass
+class StoredBatch:
+    """Rows of a vector store: node ids, their texts and their vectors ``(n, dim)`` float32."""
+
+    ids: List[str]
+    texts: List[str]
+    vectors: np.ndarray
+
+
+def read_stored(vector_store: Any, batch_size: int = 10_000) -> Iterator[StoredBatch]:
+    """Every node of ``vector_store`` with its stored vector, ``batch_size`` rows at a time, in a stable order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    kind = type(vector_store).__name__
+    if kind == "PGVectorStore":
+        yield from _read_pgvector(vector_store, batch_size)
+    elif kind == "QdrantVectorStore":
+        yield from _read_qdrant(vector_store, batch_size)
+    else:
+        raise TypeError(f"Reading stored vectors supports {SUPPORTED}, not {kind}. For another store, read its "
+                        "(id, text, vector) rows yourself and pass StoredBatch objects to cache_stored_vectors(batches=...).")
+
+
+def _read_pgvector(store: Any, batch_size: int) -> Iterator[StoredBatch]:
+    import sqlalchemy
+    from pgvector.psycopg2 import register_vector
+
+    engine = sqlalchemy.create_engine(store.connection_string)
+    pooled = engine.raw_connection()
+    conn = pooled.driver_connection  # the psycopg2 connection itself
+    try:
+        register_vector(conn)
+        table = f'"{store.schema_name}"."data_{store.table_name}"'
+        with conn.cursor(name="adapterkit_read_stored") as cur:  # server-side: rows arrive batch by batch
+            cur.itersize = batch_size
+            cur.execute(f"SELECT node_id, text, embedding::vector FROM {table} ORDER BY id")
+            while rows := cur.fetchmany(batch_size):
+                yield StoredBatch([r[0] for r in rows], [r[1] for r in rows],
+                                  np.stack([_array(r[2]) for r in rows]))
+    finally:
+        pooled.close()
+        engine.dispose()
+
+
+def _array(value: Any) -> np.ndarray:
+    """A pgvector value as float32 (the driver gives a ``Vector`` or an array, by version)."""
+    return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float32)
+
+
+def _read_qdrant(store: Any, batch_size: int) -> Iterator[StoredBatch]:
+    from llama_index.core.vector_stores.utils import metadata_dict_to_node
+
+    offset = None
+    while True:
+        points, offset = store.client.scroll(collection_name=store.collection_name, limit=batch_size, offset=offset,
+                                             with_payload=True, with_vectors=True)
+        if points:
+            nodes = [metadata_dict_to_node(p.payload) for p in points]
+            vectors = [p.vector if not isinstance(p.vector, dict) else next(iter(p.vector.values())) for p in points]
+            yield StoredBatch([n.node_id for n in nodes], [n.get_content(metadata_mode=MetadataMode.NONE) for n in nodes],
+                              np.asarray(vectors, dtype=np.float32))
+        if offset is None:
+            return
+
+
+def cache_stored_vectors(
+    vector_store: Any,
+    embed_model: BaseEmbedding,
+    cache: Union[EmbeddingCache, str, os.PathLike, None] = None,
+    batch_size: int = 10_000,
+    verify: int = 0,
+    batches: Optional[Iterator[StoredBatch]] = None,
+    show_progress: bool = False,
+) -> Dict[str, str]:
+    """Put the store's vectors into the embedding cache as ``embed_model``'s vectors of the stored texts.
+
+    Args:
+        vector_store: a LlamaIndex ``PGVectorStore`` or ``QdrantVectorStore`` built with ``embed_model``.
+        embed_model: the base model that made the stored vectors (its cache identity is used).
+        cache: the embedding cache (an ``EmbeddingCache``, a folder, or None for ``$ADAPTERKIT_CACHE_DIR``).
+        batch_size: rows read per round trip.
+        verify: embed this many stored texts with ``embed_model`` first and require cosine >= 0.99 with
+            the stored vectors (0: trust the store; no document is embedded).
+        batches: ``StoredBatch`` objects to use instead of reading ``vector_store`` (any other store).
+        show_progress: a tqdm bar over the rows.
+
+    Returns:
+        ``{node_id: text}`` of every stored node, in the store's order: the corpus to pass to the engine
+        or ``evaluate``, which then embed none of it.
+
+    Example::
+
+        corpus = cache_stored_vectors(pg_store, base_model)
+        train = EmbeddingQAFinetuneDataset(queries=..., corpus=corpus, relevant_docs=...)
+        EmbeddingAdapterFinetuneEngine(train, base_model).finetune()   # embeds the queries only
+    """
+    store = get_cache(cache)
+    ident = model_identity(embed_model)
+    corpus: Dict[str, str] = {}
+    dim = None
+    bar = tqdm(desc="Reading stored vectors", unit="row", disable=not show_progress)
+    for batch in batches if batches is not None else read_stored(vector_store, batch_size):
+        if dim is None:
+            dim = _check_first(batch, embed_model, verify)
+        if batch.vectors.ndim != 2 or batch.vectors.shape[1] != dim or len(batch.vectors) != len(batch.ids):
+            raise ValueError(f"Stored vectors of varying shape: {batch.vectors.shape} after {dim}-dimensional ones (at id {batch.ids[0]!r}).")
+        bad = np.where(~np.isfinite(batch.vectors).all(axis=1))[0]
+        if len(bad):
+            raise ValueError(f"The stored vector of node {batch.ids[bad[0]]!r} is not finite (NaN/inf): re-embed that node in the store.")
+        store.put_many(ident, {EmbeddingCache.key("text", t): v for t, v in zip(batch.texts, batch.vectors)})
+        corpus.update(zip(batch.ids, batch.texts))
+        bar.update(len(batch.ids))
+    bar.close()
+    if not corpus:
+        raise ValueError("The vector store holds no nodes: write the corpus into it first.")
+    return corpus
+
+
+def _check_first(batch: StoredBatch, model: BaseEmbedding, verify: int) -> int:
+    """The stored dimension; with ``verify``, proof that ``model`` made these vectors."""
+    dim = int(batch.vectors.shape[1])
+    if verify:
+        n = min(verify, len(batch.texts))
+        fresh = np.asarray(call_model(model, batch.texts[:n], "text"), dtype=np.float32)  # the model itself, not a cached vector
+        if fresh.shape[1] != dim:
+            raise ValueError(f"The store holds {dim}-dimensional vectors but {model.class_name()} makes {fresh.shape[1]}-dimensional ones: "
+                             "pass the model that built the store.")
+        cos = (_unit(fresh) * _unit(batch.vectors[:n])).sum(1)
+        if cos.min() < 0.99:
+            raise ValueError(f"The store's vectors were not made by {model.class_name()} (cosine {cos.min():.3f} with its own vector "
+                             f"of node {batch.ids[int(cos.argmin())]!r}): pass the model that built the store.")
+    return dim
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def exact_top_k(query_vectors: np.ndarray, batches: Iterator[StoredBatch], k: int) -> Tuple[List[List[str]], np.ndarray]:
+    """Exact cosine top ``k`` node ids (and scores) per query over streamed batches, one batch in memory at a time."""
+    q = torch.nn.functional.normalize(torch.as_tensor(np.asarray(query_vectors, dtype=np.float32)), dim=1)
+    best_s = torch.full((len(q), k), -torch.inf)
+    best_i = torch.full((len(q), k), -1, dtype=torch.long)
+    ids: List[str] = []
+    for batch in batches:
+        docs = torch.nn.functional.normalize(torch.as_tensor(batch.vectors), dim=1)
+        best_s, best_i = merge_top_k(best_s, best_i, torch.nan_to_num(q @ docs.T, nan=-torch.inf), len(ids))
+        ids.extend(batch.ids)
+    return [[ids[j] for j in row if j >= 0] for row in best_i.tolist()], best_s.numpy()
+
+
+def store_top_k(vector_store: Any, query_vectors: Sequence[Sequence[float]], k: int) -> List[List[str]]:
+    """The store's own search (approximate where it has an ANN index): top ``k`` node ids per query vector."""
+    found = []
+    for vector in query_vectors:
+        result = vector_store.query(VectorStoreQuery(query_embedding=[float(x) for x in vector], similarity_top_k=k))
+        found.append([n.node_id for n in result.nodes] if result.nodes else list(result.ids or []))
+    return found
+
+
+def recall_at_k(found: Sequence[Sequence[str]], exact: Sequence[Sequence[str]], k: int) -> float:
+    """Mean share of the exact top ``k`` that ``found`` returned in its top ``k``."""
+    shares = [len(set(f[:k]) & set(e[:k])) / max(1, len(e[:k])) for f, e in zip(found, exact)]
+    return float(np.mean(shares)) if shares else float("nan")

@@ -1,0 +1,127 @@
+"""Training and evaluating from vectors already in a vector store: a real PostgreSQL + pgvector server, and Qdrant."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from llama_index.core import StorageContext, VectorStoreIndex
+
+from adapterkit import EmbeddingAdapterFinetuneEngine, EmbeddingCache, EmbeddingQAFinetuneDataset, evaluate
+from adapterkit.nodes import corpus_to_nodes
+from adapterkit.postgres import LocalPostgres
+from adapterkit.stores import CountingEmbedding, embed_nodes_once
+from adapterkit.vector_sources import StoredBatch, cache_stored_vectors, exact_top_k, read_stored, recall_at_k, store_top_k
+
+from conftest import take
+
+
+@pytest.fixture(scope="module")
+def pg():
+    with LocalPostgres() as server:  # started from the pip package's binaries, stopped and deleted afterwards
+        yield server
+
+
+@pytest.fixture(scope="module")
+def uber(val_full):
+    return take(val_full, 40)
+
+
+@pytest.fixture(scope="module")
+def uber_nodes(uber, bge):
+    return embed_nodes_once(corpus_to_nodes(uber), bge, show_progress=False)
+
+
+def _write(store, nodes, model):
+    VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=model)
+
+
+def _split(dataset: EmbeddingQAFinetuneDataset, corpus):
+    qids = list(dataset.queries)
+    held = set(qids[::5])
+    part = lambda keep: EmbeddingQAFinetuneDataset(  # noqa: E731
+        queries={q: dataset.queries[q] for q in qids if keep(q)}, corpus=corpus,
+        relevant_docs={q: dataset.relevant_docs[q] for q in qids if keep(q)})
+    return part(lambda q: q not in held), part(lambda q: q in held)
+
+
+def _train_and_evaluate(train, test, model, cache, folder):
+    engine = EmbeddingAdapterFinetuneEngine(train, model, cache=cache, unlabeled_corpus=train.corpus, epochs=4,
+                                            model_output_path=folder, show_progress=False)
+    engine.finetune()
+    return evaluate(test, engine.get_finetuned_model(), top_k=5, cache=cache)
+
+
+def test_pgvector_server_trains_and_evaluates_from_stored_vectors_alone(pg, uber, uber_nodes, bge, tmp_path):
+    store = pg.vector_store("uber_chunks", embed_dim=384)
+    _write(store, uber_nodes, bge)
+    assert "1 row" in pg.psql("SELECT count(*) FROM pg_extension WHERE extname = 'vector';")
+
+    # Read back in small batches: the same ids, texts and (float32) vectors that were written.
+    batches = list(read_stored(store, batch_size=7))
+    assert [len(b.ids) for b in batches][:-1] == [7] * (len(batches) - 1)
+    stored = {i: v for b in batches for i, v in zip(b.ids, b.vectors)}
+    assert set(stored) == set(uber.corpus)
+    assert all(np.array_equal(stored[n.node_id], np.asarray(n.embedding, dtype=np.float32)) for n in uber_nodes)
+
+    # A base model that counts every text it is asked to embed, over an empty cache: documents can only come from the store.
+    counter = CountingEmbedding(bge, cache=False)
+    cache = EmbeddingCache(tmp_path / "cache")
+    corpus = cache_stored_vectors(store, counter, cache=cache, batch_size=7)
+    assert corpus == uber.corpus and counter.counts == {"text": 0, "query": 0}
+    train, test = _split(uber, corpus)
+    from_store = _train_and_evaluate(train, test, counter, cache, tmp_path / "from_store")
+    assert counter.counts["text"] == 0 and counter.counts["query"] > 0  # queries (and sentence keys) only
+
+    # The in-memory path (documents embedded by the model) gives the same results.
+    in_memory = _train_and_evaluate(train, test, bge, None, tmp_path / "in_memory")
+    assert from_store["rank"].tolist() == in_memory["rank"].tolist()
+    assert from_store["retrieved"].tolist() == in_memory["retrieved"].tolist()
+
+    # Exact search over streamed batches matches evaluate; the store's own (HNSW) search is measured against it.
+    base = evaluate(test, bge, top_k=5)
+    queries = np.stack([bge.get_query_embedding(q) for q in test.queries.values()])
+    exact, scores = exact_top_k(queries, read_stored(store, batch_size=9), k=5)
+    assert exact == base["retrieved"].tolist() and np.all(np.diff(scores, axis=1) <= 0)
+    found = store_top_k(store, queries, k=5)
+    assert recall_at_k(found, exact, 5) >= 0.9
+
+
+def test_qdrant_collection_is_read_the_same_way(uber, uber_nodes, bge, tmp_path):
+    from adapterkit.stores import build_qdrant_index, load_qdrant_index, open_qdrant
+
+    build_qdrant_index(uber_nodes, bge, tmp_path / "qdrant", collection="uber")
+    client = open_qdrant(tmp_path / "qdrant")
+    try:
+        store = load_qdrant_index(client, bge, collection="uber").vector_store
+        batches = list(read_stored(store, batch_size=16))
+        stored = {i: (t, v) for b in batches for i, t, v in zip(b.ids, b.texts, b.vectors)}
+        assert {i: t for i, (t, _) in stored.items()} == uber.corpus
+        for node in uber_nodes:
+            np.testing.assert_allclose(stored[node.node_id][1], node.embedding, rtol=1e-6, atol=1e-6)
+    finally:
+        client.close()
+
+
+def test_a_store_built_by_another_model_is_refused(pg, uber_nodes, bge, tmp_path):
+    store = pg.vector_store("uber_checked", embed_dim=384)
+    _write(store, uber_nodes, bge)
+    minilm_like = [StoredBatch(b.ids, b.texts, np.roll(b.vectors, 1, axis=1)) for b in read_stored(store)]  # same size, other vectors
+    with pytest.raises(ValueError, match="not made by"):
+        cache_stored_vectors(None, bge, cache=tmp_path / "c", batches=iter(minilm_like), verify=3)
+    assert len(EmbeddingCache(tmp_path / "c")) == 0  # nothing was written
+    corpus = cache_stored_vectors(store, bge, cache=tmp_path / "c", verify=3)  # the right model passes
+    assert len(corpus) == len(uber_nodes)
+
+
+def test_unsupported_empty_and_broken_stores_say_what_to_do(pg, tmp_path, bge):
+    from llama_index.core.vector_stores import SimpleVectorStore
+
+    with pytest.raises(TypeError, match="PGVectorStore"):
+        next(read_stored(SimpleVectorStore()))
+    empty = pg.vector_store("nothing_here", embed_dim=384)
+    empty.add([])  # creates the table
+    with pytest.raises(ValueError, match="holds no nodes"):
+        cache_stored_vectors(empty, bge, cache=tmp_path / "c")
+    broken = StoredBatch(["a", "b"], ["x", "y"], np.array([[1.0, 0.0], [np.nan, 1.0]], dtype=np.float32))
+    with pytest.raises(ValueError, match="node 'b' is not finite"):
+        cache_stored_vectors(None, bge, cache=tmp_path / "c", batches=iter([broken]))
