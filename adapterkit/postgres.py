@@ -39,14 +39,14 @@ class LocalPostgres:
         self._server: Any = None
 
     def start(self) -> "LocalPostgres":
-        try:
-            import pgserver
-        except ImportError as exc:
-            raise ImportError("LocalPostgres needs the server binaries: pip install 'adapterkit[postgres]'.") from exc
-        if self.folder is None:
-            self.folder = Path(tempfile.mkdtemp(prefix="adapterkit-pg-"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI)
+            try:
+                import pgserver
+            except ImportError as exc:
+                raise ImportError("LocalPostgres needs the server binaries: pip install 'adapterkit[postgres]'.") from exc
+            if self.folder is None:
+                self.folder = Path(tempfile.mkdtemp(prefix="adapterkit-pg-"))
             self._server = pgserver.get_server(self.folder, cleanup_mode="stop")
         self._server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
         return self
