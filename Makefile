@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= dev,local,openai,llm
 
-.PHONY: install test walkthrough report notebooks bench bench-suite colab-check clean
+.PHONY: install test walkthrough report notebooks bench bench-suite colab-check browser-check clean
 
 # $(call venv,DIR,EXTRAS): a virtualenv with the right torch build and adapterkit[EXTRAS].
 define venv
@@ -70,6 +70,15 @@ bench-suite: install
 # pip-installing the committed HEAD from git, then 01 and 02 run by papermill (tools/colab.py).
 colab-check:
 	$(PYTHON) tools/colab.py simulate
+
+# Every notebook in JupyterLab in a real Chromium (Debian's package, installed here when missing and
+# run as root): all cells run, notebook 05's explorer used; screenshots in reports/browser/.
+browser-check: install
+	$(BIN)/pip install -q -e ".[browser]" --config-settings editable_mode=compat 2>&1 $(QUIET)
+	@[ -n "$$CHROMIUM" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -q && apt-get install -y -q chromium; \
+		else echo "Install Chromium from your OS (Debian/Ubuntu: sudo apt-get install chromium), or set CHROMIUM=/path/to/it."; exit 1; fi; }
+	$(BIN)/python tools/browser_check.py
 
 clean:
 	rm -rf $(VENV) .venv-bench reports
