@@ -18,6 +18,8 @@ store was built by this model.
 from __future__ import annotations
 
 import os
+import struct
+import threading
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -59,29 +61,69 @@ def read_stored(vector_store: Any, batch_size: int = 10_000) -> Iterator[StoredB
 
 
 def _read_pgvector(store: Any, batch_size: int) -> Iterator[StoredBatch]:
+    """Stream the table with ``COPY ... TO STDOUT (FORMAT binary)``: vectors arrive as float4, nothing is parsed from text."""
     import sqlalchemy
-    from pgvector.psycopg2 import register_vector
 
+    table = f'"{store.schema_name}"."data_{store.table_name}"'
     engine = sqlalchemy.create_engine(store.connection_string)
     pooled = engine.raw_connection()
-    conn = pooled.driver_connection  # the psycopg2 connection itself
+    read_fd, write_fd = os.pipe()
+    failed: List[BaseException] = []
+
+    def produce() -> None:  # the driver pushes the whole COPY into the pipe; the reader below takes it batch by batch
+        try:
+            with os.fdopen(write_fd, "wb") as sink, pooled.driver_connection.cursor() as cur:
+                cur.copy_expert(f"COPY (SELECT node_id, text, embedding::vector FROM {table} ORDER BY id) TO STDOUT WITH (FORMAT binary)", sink)
+        except BaseException as exc:  # a missing table, a lost connection, or the reader went away
+            failed.append(exc)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
     try:
-        register_vector(conn)
-        table = f'"{store.schema_name}"."data_{store.table_name}"'
-        with conn.cursor(name="adapterkit_read_stored") as cur:  # server-side: rows arrive batch by batch
-            cur.itersize = batch_size
-            cur.execute(f"SELECT node_id, text, embedding::vector FROM {table} ORDER BY id")
-            while rows := cur.fetchmany(batch_size):
-                yield StoredBatch([r[0] for r in rows], [r[1] for r in rows],
-                                  np.stack([_array(r[2]) for r in rows]))
+        with os.fdopen(read_fd, "rb", buffering=1 << 20) as source:
+            yield from _copy_batches(source, batch_size)
     finally:
+        thread.join(timeout=60)
         pooled.close()
         engine.dispose()
+    if failed and not isinstance(failed[0], BrokenPipeError):
+        raise RuntimeError(f"Reading {table} failed: {failed[0]}") from failed[0]
 
 
-def _array(value: Any) -> np.ndarray:
-    """A pgvector value as float32 (the driver gives a ``Vector`` or an array, by version)."""
-    return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float32)
+def _copy_batches(source: Any, batch_size: int) -> Iterator[StoredBatch]:
+    """Rows of PostgreSQL's binary COPY format: (node_id, text, vector) per tuple."""
+    def exact(n: int) -> bytes:
+        data = source.read(n)
+        if len(data) != n:
+            raise EOFError("the COPY stream ended early")
+        return data
+
+    header = source.read(19)
+    if len(header) < 19:  # the server sent nothing: the COPY failed before it started
+        return
+    exact(struct.unpack("!i", header[15:19])[0])  # header extension
+    ids: List[str] = []
+    texts: List[str] = []
+    vectors: List[bytes] = []
+    while True:
+        (fields,) = struct.unpack("!h", exact(2))
+        if fields == -1:
+            break
+        (n,) = struct.unpack("!i", exact(4))
+        ids.append(exact(n).decode() if n >= 0 else "")
+        (n,) = struct.unpack("!i", exact(4))
+        texts.append(exact(n).decode() if n >= 0 else "")
+        (n,) = struct.unpack("!i", exact(4))
+        vectors.append(exact(n)[4:])  # int16 dim, int16 unused, then float4 big-endian
+        if len(ids) == batch_size:
+            yield StoredBatch(ids, texts, _vectors(vectors))
+            ids, texts, vectors = [], [], []
+    if ids:
+        yield StoredBatch(ids, texts, _vectors(vectors))
+
+
+def _vectors(raw: List[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(raw), dtype=">f4").astype(np.float32).reshape(len(raw), -1)
 
 
 def _read_qdrant(store: Any, batch_size: int) -> Iterator[StoredBatch]:

@@ -118,6 +118,8 @@ def test_unsupported_empty_and_broken_stores_say_what_to_do(pg, tmp_path, bge):
 
     with pytest.raises(TypeError, match="PGVectorStore"):
         next(read_stored(SimpleVectorStore()))
+    with pytest.raises(RuntimeError, match="never_written.*does not exist"):
+        next(read_stored(pg.vector_store("never_written", embed_dim=384)))
     empty = pg.vector_store("nothing_here", embed_dim=384)
     empty.add([])  # creates the table
     with pytest.raises(ValueError, match="holds no nodes"):

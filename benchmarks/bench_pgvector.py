@@ -1,0 +1,180 @@
+"""Chunk vectors in a real PostgreSQL + pgvector server, at scale: read, train, build a memory, evaluate.
+
+Synthetic 384-d vectors (clustered, so that neighbours exist; speed and memory only) are written with
+COPY into a LlamaIndex ``PGVectorStore`` table on a ``LocalPostgres`` server. Then, timed:
+
+1. read every stored vector in batches (``read_stored``) and into an empty embedding cache
+   (``cache_stored_vectors``);
+2. train an adapter on ``--pairs`` (query, chunk) pairs over the stored chunks (in-batch negatives,
+   one epoch, 20% of the chunks held out), documents from the cache only;
+3. build a memory of the corpus from the streamed vectors (``MemoryWriter``, one key per chunk);
+4. evaluate ``--queries`` queries: exact search over the streamed vectors (``exact_top_k``), and the
+   database's own IVFFlat index (``store_top_k``), with its recall against exact.
+
+Peak RSS is this process's (the server runs in its own processes; its data folder's size is reported).
+Run::
+
+    python benchmarks/bench_pgvector.py --chunks 1000000 --output benchmarks/results/pgvector_scale
+    python benchmarks/bench_pgvector.py --chunks 100000 --output benchmarks/results/pgvector_scale_100k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import struct
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from pydantic import PrivateAttr
+
+from adapterkit import EmbeddingAdapterFinetuneEngine, EmbeddingCache, EmbeddingQAFinetuneDataset
+from adapterkit.memory import CorpusMemory, MemoryWriter
+from adapterkit.postgres import LocalPostgres
+from adapterkit.vector_sources import cache_stored_vectors, exact_top_k, read_stored, recall_at_k, store_top_k
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def doc_vectors(start: int, stop: int, centers: np.ndarray) -> np.ndarray:
+    """Chunk i's vector: a cluster center plus noise, the same for a given i on every run."""
+    rng = np.random.default_rng(start)
+    idx = np.arange(start, stop) % len(centers)
+    return unit(centers[idx] + 0.6 * rng.standard_normal((stop - start, centers.shape[1])).astype(np.float32) / np.sqrt(centers.shape[1]))
+
+
+class LookupEmbedding(BaseEmbedding):
+    """Queries' vectors from a table (the synthetic queries of this benchmark); documents come from the store."""
+
+    model_name: str = "synthetic-lookup"
+    _table: Dict[str, np.ndarray] = PrivateAttr(default_factory=dict)
+
+    def add(self, texts: List[str], vectors: np.ndarray) -> None:
+        self._table.update(zip(texts, vectors))
+
+    def _get_query_embedding(self, query: str) -> List[float]:
+        return self._table[query].tolist()
+
+    def _get_text_embedding(self, text: str) -> List[float]:
+        raise RuntimeError(f"a document was embedded: {text!r} (every document must come from the store)")
+
+    async def _aget_query_embedding(self, query: str) -> List[float]:
+        return self._get_query_embedding(query)
+
+
+def copy_rows(pg: LocalPostgres, table: str, n: int, dim: int, centers: np.ndarray, batch: int) -> None:
+    """COPY n rows (text, metadata_, node_id, embedding) in PostgreSQL's binary format."""
+    import psycopg2
+
+    conn = psycopg2.connect(host=pg.socket_dir, user="postgres", dbname="postgres")
+    with conn, conn.cursor() as cur:
+        for start in range(0, n, batch):
+            stop = min(n, start + batch)
+            vecs = doc_vectors(start, stop, centers).astype(">f4")
+            parts = [b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)]
+            vec_head = struct.pack("!ihh", 4 + 4 * dim, dim, 0)
+            for i in range(start, stop):
+                text, node = f"chunk {i}".encode(), f"n{i}".encode()
+                parts.append(struct.pack("!hi", 4, len(text)) + text + struct.pack("!i", 2) + b"{}"
+                             + struct.pack("!i", len(node)) + node + vec_head + vecs[i - start].tobytes())
+            parts.append(struct.pack("!h", -1))
+            import io
+
+            cur.copy_expert(f"COPY {table} (text, metadata_, node_id, embedding) FROM STDIN WITH (FORMAT binary)", io.BytesIO(b"".join(parts)))
+    conn.close()
+
+
+def timed(rows: dict, name: str, fn):
+    start = time.perf_counter()
+    value = fn()
+    rows[name] = round(time.perf_counter() - start, 1)
+    rows[f"peak_rss_after_{name.removesuffix('_s')}_mb"] = peak_rss_mb()
+    print(f"{name}: {rows[name]} s, peak RSS {peak_rss_mb()} MB", flush=True)
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--pairs", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=20_000, help="rows per read from the server")
+    parser.add_argument("--ivf-lists", type=int, default=1000)
+    parser.add_argument("--probes", type=int, default=10)
+    parser.add_argument("--output", default=None, help="write <output>.json and <output>.md")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    centers = unit(rng.standard_normal((max(1, args.chunks // 100), args.dim)).astype(np.float32))
+    rows: dict = {"chunks": args.chunks, "dim": args.dim, "pairs": args.pairs, "queries": args.queries}
+    work = Path(tempfile.mkdtemp(prefix="adapterkit-pgbench-"))
+    with LocalPostgres(work / "pg") as pg:
+        store = pg.vector_store("bench", embed_dim=args.dim, hnsw=False)
+        store.add([])  # creates the table
+        table = f"data_{store.table_name}"
+        timed(rows, "write_copy_s", lambda: copy_rows(pg, table, args.chunks, args.dim, centers, 50_000))
+        rows["table_mb"] = round(int(pg.psql(f"SELECT pg_total_relation_size('{table}');").split()[2]) / 2**20, 1)
+
+        timed(rows, "read_stream_s", lambda: sum(len(b.ids) for b in read_stored(store, args.batch)))
+        model = LookupEmbedding(embed_batch_size=2048)
+        cache = EmbeddingCache(work / "cache")
+        corpus = timed(rows, "read_into_cache_s", lambda: cache_stored_vectors(store, model, cache=cache, batch_size=args.batch))
+
+        # Training pairs: each query is a noisy copy of its chunk's vector.
+        ids = list(corpus)
+        chosen = rng.choice(len(ids), size=args.pairs, replace=False)
+        noisy = lambda rows_: unit(np.concatenate([doc_vectors(int(i), int(i) + 1, centers) for i in rows_]) + 0.4 * rng.standard_normal((len(rows_), args.dim)).astype(np.float32) / np.sqrt(args.dim))  # noqa: E731
+        model.add([f"query {i}" for i in chosen], noisy(chosen))
+        train = EmbeddingQAFinetuneDataset(queries={f"q{i}": f"query {i}" for i in chosen}, corpus=corpus,
+                                           relevant_docs={f"q{i}": [ids[i]] for i in chosen})
+        engine = timed(rows, "engine_from_cache_s", lambda: EmbeddingAdapterFinetuneEngine(
+            train, model, cache=cache, negatives="in_batch", batch_size=256, epochs=1, show_progress=False,
+            model_output_path=work / "adapter"))
+        timed(rows, "train_s", engine.finetune)
+
+        def build_memory() -> CorpusMemory:
+            writer = MemoryWriter(work / "memory", args.dim)
+            for batch in read_stored(store, args.batch):
+                keys = unit(batch.vectors + 0.5 * rng.standard_normal(batch.vectors.shape).astype(np.float32) / np.sqrt(args.dim))
+                writer.add(batch.ids, batch.vectors, keys, np.arange(len(batch.ids)))
+            writer.close()
+            return CorpusMemory.load(work / "memory")
+        memory = timed(rows, "memory_build_s", build_memory)
+        rows["memory_mb"] = round(sum(p.stat().st_size for p in (work / "memory").iterdir()) / 2**20, 1)
+        del memory
+
+        picked = rng.choice(len(ids), size=args.queries, replace=False)
+        queries = engine.model(__import__("torch").as_tensor(noisy(picked))).detach().numpy()
+        exact, _ = timed(rows, "exact_eval_streamed_s", lambda: exact_top_k(queries, read_stored(store, args.batch), 10))
+        rows["exact_hit@10"] = round(float(np.mean([ids[p] in e for p, e in zip(picked, exact)])), 4)
+        timed(rows, "ivfflat_build_s", lambda: pg.psql(
+            f"SET maintenance_work_mem = '2GB'; CREATE INDEX ON {table} USING ivfflat (embedding vector_cosine_ops) WITH (lists = {args.ivf_lists});"))
+        pg.psql(f"ALTER DATABASE postgres SET ivfflat.probes = {args.probes};")
+        store_ann = pg.vector_store("bench", embed_dim=args.dim, hnsw=False)  # new connections see the probes setting
+        found = timed(rows, "ivfflat_eval_s", lambda: store_top_k(store_ann, queries, 10))
+        rows["ivfflat_recall@10"] = round(recall_at_k(found, exact, 10), 4)
+        rows["ivfflat_ms_per_query"] = round(rows["ivfflat_eval_s"] * 1000 / args.queries, 2)
+        rows["server_data_mb"] = round(sum(p.stat().st_size for p in (work / "pg").rglob("*") if p.is_file()) / 2**20, 1)
+    rows["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(rows, indent=2))
+    if args.output:
+        Path(args.output + ".json").write_text(json.dumps(rows, indent=2) + "\n")
+        command = f"python benchmarks/bench_pgvector.py --chunks {args.chunks} --pairs {args.pairs} --queries {args.queries} --output {args.output}"
+        table_md = "\n".join(f"| {k} | {v} |" for k, v in rows.items())
+        Path(args.output + ".md").write_text(f"# Stored vectors in PostgreSQL + pgvector: {args.chunks:,} chunks ({args.dim}-d, synthetic)\n\n"
+                                             f"`{command}`\n\n| measure | value |\n|---|---|\n{table_md}\n")
+
+
+if __name__ == "__main__":
+    main()
