@@ -58,6 +58,13 @@ def start_lab(folder: Path, port: int, token: str) -> subprocess.Popen:
     raise SystemExit(f"JupyterLab did not start; see {folder / 'jupyterlab.log'}")
 
 
+def shut_down_kernels(port: int, token: str) -> None:
+    """Stop every kernel (through the server's REST API), so notebooks do not hold memory after their turn."""
+    api = f"http://127.0.0.1:{port}/api/kernels"
+    for kernel in json.loads(urllib.request.urlopen(f"{api}?token={token}").read()):
+        urllib.request.urlopen(urllib.request.Request(f"{api}/{kernel['id']}?token={token}", method="DELETE"))
+
+
 def menu(page, top: str, item: str) -> None:
     page.locator(".lm-MenuBar-itemLabel", has_text=top).first.click()
     page.locator(".lm-Menu-itemLabel", has_text=item).first.click()
@@ -148,18 +155,17 @@ def main() -> None:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
             for name in names:
                 started = time.time()
-                error = run_notebook(page, f"http://127.0.0.1:{port}/lab/tree/{name}?token={token}", work / name, out, args.timeout)
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})  # one tab per notebook; ?reset: no restored layout
+                error = run_notebook(page, f"http://127.0.0.1:{port}/lab/tree/{name}?reset&token={token}", work / name, out, args.timeout)
                 if not error and name.startswith("05"):
                     error = use_explorer(page, out)
                 print(f"{name}: {'ok' if not error else error} ({time.time() - started:.0f} s)", flush=True)
                 if error:
                     failures[name] = error
-                menu(page, "File", "Close and Shut Down Notebook")
-                if page.locator(".jp-Dialog button", has_text="Ok").count():
-                    page.locator(".jp-Dialog button", has_text="Ok").click()
+                page.close()
+                shut_down_kernels(port, token)
             browser.close()
     finally:
         lab.terminate()
