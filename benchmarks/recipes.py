@@ -32,7 +32,7 @@ RECIPES = {
     "engine defaults + Uber chunks unlabelled": dict(unlabeled="val"),
     "defaults without refit, Lyft only": dict(refit=False),
     "defaults but identity 0.01 (the Lyft-halves pick without a target corpus), Lyft only": dict(identity_reg=0.01),
-    "defaults without corpus memory + Uber chunks unlabelled (stop 7's defaults)": dict(unlabeled="val", corpus_memory=False),
+    "defaults without corpus memory + Uber chunks unlabelled (the earlier target-corpus defaults)": dict(unlabeled="val", corpus_memory=False),
     "Uber chunks as corpus memory over the identity, no training (epochs 0)": dict(unlabeled="val", epochs=0),
     "defaults without refit + Uber chunks unlabelled": dict(unlabeled="val", refit=False),
     "defaults but 8-24-word window pseudo-queries + Uber chunks unlabelled": dict(unlabeled="val", pseudo_query_words=(8, 24)),
