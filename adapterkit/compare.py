@@ -105,3 +105,17 @@ def compare_recipes(train: EmbeddingQAFinetuneDataset, target: EmbeddingQAFinetu
         notes[name] = {**info, "seconds": round(time.perf_counter() - start, 1)}
         log(f"{name}: nDCG@10 {frames[name]['ndcg'].mean():.4f} (base {frames['base']['ndcg'].mean():.4f}) {notes[name]}")
     return frames, notes
+
+
+def split_queries(dataset: EmbeddingQAFinetuneDataset, seed: int = 0) -> Tuple[EmbeddingQAFinetuneDataset, EmbeddingQAFinetuneDataset]:
+    """A random 80/20 split of the questions over the same corpus: (training part, held-out part)."""
+    order = [list(dataset.queries)[i] for i in np.random.default_rng(seed).permutation(len(dataset.queries))]
+    held = len(order) // 5
+    return dataset.with_queries(order[held:]), dataset.with_queries(order[:held])
+
+
+def split_corpus(dataset: EmbeddingQAFinetuneDataset, seed: int = 0) -> Tuple[EmbeddingQAFinetuneDataset, EmbeddingQAFinetuneDataset]:
+    """Random halves of the chunks, each with its own questions: (one half, the other)."""
+    chunks = list(dataset.corpus)
+    order = [chunks[i] for i in np.random.default_rng(seed).permutation(len(chunks))]
+    return dataset.restrict(order[: len(order) // 2]), dataset.restrict(order[len(order) // 2 :])

@@ -23,36 +23,22 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Dict, Tuple
 
-import numpy as np
-
 from adapterkit import EmbeddingQAFinetuneDataset, resolve_embed_model
-from adapterkit.compare import comparison_table, compare_recipes, engine_recipe
+from adapterkit.compare import comparison_table, compare_recipes, engine_recipe, split_corpus, split_queries
 from adapterkit.nodes import load_qa_datasets
 
 Task = Tuple[EmbeddingQAFinetuneDataset, EmbeddingQAFinetuneDataset]
-
-
-def split_questions(dataset: EmbeddingQAFinetuneDataset, seed: int = 0) -> Task:
-    order = [list(dataset.queries)[i] for i in np.random.default_rng(seed).permutation(len(dataset.queries))]
-    held = len(order) // 5
-    return dataset.with_queries(order[held:]), dataset.with_queries(order[:held])
-
-
-def split_chunks(dataset: EmbeddingQAFinetuneDataset, seed: int = 0) -> Task:
-    chunks = list(dataset.corpus)
-    order = [chunks[i] for i in np.random.default_rng(seed).permutation(len(chunks))]
-    return dataset.restrict(order[: len(order) // 2]), dataset.restrict(order[len(order) // 2 :])
 
 
 def tasks() -> Dict[str, Callable[[], Task]]:
     lyft = lambda: load_qa_datasets("published")[0]  # noqa: E731
     scifact = lambda: load_qa_datasets("scifact")[0]  # noqa: E731
     return {
-        "lyft-questions": lambda: split_questions(lyft()),
-        "lyft-halves": lambda: split_chunks(lyft()),
-        "scifact-questions": lambda: split_questions(scifact()),
-        "lyft-to-scifact": lambda: (lyft(), split_questions(scifact())[1]),
-        "scifact-to-lyft": lambda: (split_questions(scifact())[0], split_chunks(lyft())[1]),
+        "lyft-questions": lambda: split_queries(lyft()),
+        "lyft-halves": lambda: split_corpus(lyft()),
+        "scifact-questions": lambda: split_queries(scifact()),
+        "lyft-to-scifact": lambda: (lyft(), split_queries(scifact())[1]),
+        "scifact-to-lyft": lambda: (split_queries(scifact())[0], split_corpus(lyft())[1]),
     }
 
 

@@ -76,3 +76,15 @@ def test_restrict_keeps_chunks_and_their_queries():
     assert list(part.corpus) == ["d1", "d3"]  # corpus order, not the order asked
     assert part.relevant_docs == {"q1": ["d1"], "q3": ["d3"]}  # q2's chunk left; d2 dropped from q1
     assert part.queries == {"q1": "a?", "q3": "c?"}
+
+
+def test_held_out_splits_are_disjoint_seeded_and_keep_their_corpus(train_full):
+    from adapterkit.compare import split_corpus, split_queries
+
+    fit, held = split_queries(train_full, seed=0)
+    assert len(held.queries) == len(train_full.queries) // 5 and not set(fit.queries) & set(held.queries)
+    assert set(fit.queries) | set(held.queries) == set(train_full.queries) and fit.corpus == held.corpus == train_full.corpus
+    assert list(split_queries(train_full, seed=0)[1].queries) == list(held.queries) != list(split_queries(train_full, seed=1)[1].queries)
+    one, other = split_corpus(train_full, seed=0)
+    assert not set(one.corpus) & set(other.corpus) and abs(len(one.corpus) - len(other.corpus)) <= 1
+    assert all(d in one.corpus for docs in one.relevant_docs.values() for d in docs)
