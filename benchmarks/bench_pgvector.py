@@ -47,11 +47,24 @@ def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def doc_vectors(start: int, stop: int, centers: np.ndarray) -> np.ndarray:
-    """Chunk i's vector: a cluster center plus noise, the same for a given i on every run."""
-    rng = np.random.default_rng(start)
+BLOCK = 50_000  # rows generated (and written) together: chunk i's vector depends on i alone
+
+
+def doc_vectors(block: int, centers: np.ndarray, n: int) -> np.ndarray:
+    """The vectors of rows block*BLOCK ... (at most n rows in all): a cluster center plus noise."""
+    start, stop = block * BLOCK, min(n, (block + 1) * BLOCK)
+    rng = np.random.default_rng(block)
     idx = np.arange(start, stop) % len(centers)
     return unit(centers[idx] + 0.6 * rng.standard_normal((stop - start, centers.shape[1])).astype(np.float32) / np.sqrt(centers.shape[1]))
+
+
+def rows_of(rows: np.ndarray, centers: np.ndarray, n: int) -> np.ndarray:
+    """The stored vectors of the given row numbers, regenerated block by block."""
+    out = np.zeros((len(rows), centers.shape[1]), dtype=np.float32)
+    for block in np.unique(rows // BLOCK):
+        mask = rows // BLOCK == block
+        out[mask] = doc_vectors(int(block), centers, n)[rows[mask] - block * BLOCK]
+    return out
 
 
 class LookupEmbedding(BaseEmbedding):
@@ -73,15 +86,15 @@ class LookupEmbedding(BaseEmbedding):
         return self._get_query_embedding(query)
 
 
-def copy_rows(pg: LocalPostgres, table: str, n: int, dim: int, centers: np.ndarray, batch: int) -> None:
+def copy_rows(pg: LocalPostgres, table: str, n: int, dim: int, centers: np.ndarray) -> None:
     """COPY n rows (text, metadata_, node_id, embedding) in PostgreSQL's binary format."""
     import psycopg2
 
     conn = psycopg2.connect(host=pg.socket_dir, user="postgres", dbname="postgres")
     with conn, conn.cursor() as cur:
-        for start in range(0, n, batch):
-            stop = min(n, start + batch)
-            vecs = doc_vectors(start, stop, centers).astype(">f4")
+        for block in range(0, (n + BLOCK - 1) // BLOCK):
+            start, stop = block * BLOCK, min(n, (block + 1) * BLOCK)
+            vecs = doc_vectors(block, centers, n).astype(">f4")
             parts = [b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)]
             vec_head = struct.pack("!ihh", 4 + 4 * dim, dim, 0)
             for i in range(start, stop):
@@ -123,7 +136,7 @@ def main() -> None:
         store = pg.vector_store("bench", embed_dim=args.dim, hnsw=False)
         store.add([])  # creates the table
         table = f"data_{store.table_name}"
-        timed(rows, "write_copy_s", lambda: copy_rows(pg, table, args.chunks, args.dim, centers, 50_000))
+        timed(rows, "write_copy_s", lambda: copy_rows(pg, table, args.chunks, args.dim, centers))
         rows["table_mb"] = round(int(pg.psql(f"SELECT pg_total_relation_size('{table}');").split()[2]) / 2**20, 1)
 
         timed(rows, "read_stream_s", lambda: sum(len(b.ids) for b in read_stored(store, args.batch)))
@@ -134,7 +147,7 @@ def main() -> None:
         # Training pairs: each query is a noisy copy of its chunk's vector.
         ids = list(corpus)
         chosen = rng.choice(len(ids), size=args.pairs, replace=False)
-        noisy = lambda rows_: unit(np.concatenate([doc_vectors(int(i), int(i) + 1, centers) for i in rows_]) + 0.4 * rng.standard_normal((len(rows_), args.dim)).astype(np.float32) / np.sqrt(args.dim))  # noqa: E731
+        noisy = lambda rows_: unit(rows_of(rows_, centers, args.chunks) + 0.4 * rng.standard_normal((len(rows_), args.dim)).astype(np.float32) / np.sqrt(args.dim))  # noqa: E731
         model.add([f"query {i}" for i in chosen], noisy(chosen))
         train = EmbeddingQAFinetuneDataset(queries={f"q{i}": f"query {i}" for i in chosen}, corpus=corpus,
                                            relevant_docs={f"q{i}": [ids[i]] for i in chosen})
