@@ -28,6 +28,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.keys import INDEX_KINDS, KeyIndex, make_index
+from adapterkit.metrics import unit_rows
 from adapterkit.pseudo_queries import chunk_sentences
 
 MEMORY_DIR = "memory"  # beside the adapter's files in a model folder; one subfolder per memory
@@ -143,8 +144,8 @@ class CorpusMemory:
         start = len(self.chunk_ids)
         self.chunk_ids += [str(c) for c in chunk_ids]
         self.chunk_hash += list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
-        self.chunks = np.concatenate([self.chunks, _normalise(chunk_vectors)])
-        self.keys = np.concatenate([self.keys, _normalise(key_vectors)])
+        self.chunks = np.concatenate([self.chunks, unit_rows(chunk_vectors)])
+        self.keys = np.concatenate([self.keys, unit_rows(key_vectors)])
         self.owner = np.concatenate([self.owner, key_chunk + start])
         self._index = None
 
@@ -303,8 +304,8 @@ class MemoryWriter:
     def add(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
             text_hashes: Optional[Sequence[str]] = None) -> None:
         """Append chunks and their keys (as ``CorpusMemory.add_chunks``; ids must be new)."""
-        chunk_vectors = _normalise(np.asarray(chunk_vectors, dtype=np.float32).reshape(len(chunk_ids), self.dim))
-        key_vectors = _normalise(np.asarray(key_vectors, dtype=np.float32).reshape(-1, self.dim))
+        chunk_vectors = unit_rows(np.asarray(chunk_vectors, dtype=np.float32).reshape(len(chunk_ids), self.dim))
+        key_vectors = unit_rows(np.asarray(key_vectors, dtype=np.float32).reshape(-1, self.dim))
         key_chunk = np.asarray(key_chunk, dtype=np.int64).reshape(len(key_vectors))
         if not (np.isfinite(chunk_vectors).all() and np.isfinite(key_vectors).all()):
             raise ValueError("Memory vectors must be finite (a NaN or inf came from the base model).")
@@ -373,7 +374,3 @@ def apply_memories(adapted: torch.Tensor, base_queries: torch.Tensor, memories: 
     for memory in memories:
         out = out + memory.pull(base_queries)
     return out
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from adapterkit.cache import EmbeddingCache, call_model, get_cache
 from adapterkit.embeddings import model_identity
-from adapterkit.metrics import merge_top_k
+from adapterkit.metrics import merge_top_k, unit_rows
 
 SUPPORTED = ("PGVectorStore", "QdrantVectorStore")
 
@@ -204,15 +204,11 @@ def _check_first(batch: StoredBatch, model: BaseEmbedding, verify: int) -> int:
         if fresh.shape[1] != dim:
             raise ValueError(f"The store holds {dim}-dimensional vectors but {model.class_name()} makes {fresh.shape[1]}-dimensional ones: "
                              "pass the model that built the store.")
-        cos = (_unit(fresh) * _unit(batch.vectors[:n])).sum(1)
+        cos = (unit_rows(fresh) * unit_rows(batch.vectors[:n])).sum(1)
         if cos.min() < 0.99:
             raise ValueError(f"The store's vectors were not made by {model.class_name()} (cosine {cos.min():.3f} with its own vector "
                              f"of node {batch.ids[int(cos.argmin())]!r}): pass the model that built the store.")
     return dim
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def exact_top_k(query_vectors: np.ndarray, batches: Iterator[StoredBatch], k: int) -> Tuple[List[List[str]], np.ndarray]:

@@ -21,6 +21,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import resource
 import struct
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
+import torch
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
@@ -102,8 +104,6 @@ def copy_rows(pg: LocalPostgres, table: str, n: int, dim: int, centers: np.ndarr
                 parts.append(struct.pack("!hi", 4, len(text)) + text + struct.pack("!i", 2) + b"{}"
                              + struct.pack("!i", len(node)) + node + vec_head + vecs[i - start].tobytes())
             parts.append(struct.pack("!h", -1))
-            import io
-
             cur.copy_expert(f"COPY {table} (text, metadata_, node_id, embedding) FROM STDIN WITH (FORMAT binary)", io.BytesIO(b"".join(parts)))
     conn.close()
 
@@ -168,7 +168,7 @@ def main() -> None:
         del memory
 
         picked = rng.choice(len(ids), size=args.queries, replace=False)
-        queries = engine.model(__import__("torch").as_tensor(noisy(picked))).detach().numpy()
+        queries = engine.model(torch.as_tensor(noisy(picked))).detach().numpy()
         exact, _ = timed(rows, "exact_eval_streamed_s", lambda: exact_top_k(queries, read_stored(store, args.batch), 10))
         rows["exact_hit@10"] = round(float(np.mean([ids[p] in e for p, e in zip(picked, exact)])), 4)
         timed(rows, "ivfflat_build_s", lambda: pg.psql(

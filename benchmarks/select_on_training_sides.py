@@ -18,13 +18,10 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
-from pathlib import Path
 from typing import Callable, Dict, Tuple
 
 from adapterkit import EmbeddingQAFinetuneDataset, resolve_embed_model
-from adapterkit.compare import comparison_table, compare_recipes, engine_recipe, split_corpus, split_queries
+from adapterkit.compare import compare_tasks, engine_recipe, split_corpus, split_queries, write_report
 from adapterkit.nodes import load_qa_datasets
 
 Task = Tuple[EmbeddingQAFinetuneDataset, EmbeddingQAFinetuneDataset]
@@ -66,19 +63,8 @@ def main() -> None:
     args = parser.parse_args()
     recipes = {k: v for k, v in RECIPES.items() if args.recipes is None or k in args.recipes}
     model = resolve_embed_model("default")
-    sections, results = [], {}
-    with tempfile.TemporaryDirectory(prefix="adapterkit-select-") as work:
-        for name in args.tasks:
-            train, target = tasks()[name]()
-            frames, notes = compare_recipes(train, target, recipes, model, Path(work) / name, log=lambda line, n=name: print(f"[{n}] {line}", flush=True))
-            table = comparison_table(frames)
-            results[name] = {"table": table.to_dict(orient="records"), "notes": notes}
-            sections.append(f"### {name}\n\n" + table.to_markdown(index=False) + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items()) + "\n")
-    print("\n".join(sections))
-    if args.output:
-        Path(args.output + ".md").write_text("# Choices on the training sides\n\n`python benchmarks/select_on_training_sides.py`\n\n" + "\n".join(sections))
-        Path(args.output + ".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-
+    sections, results = compare_tasks(((name, *tasks()[name](), recipes) for name in args.tasks), model)
+    write_report(args.output, "Choices on the training sides", "python benchmarks/select_on_training_sides.py", sections, results)
 
 if __name__ == "__main__":
     main()

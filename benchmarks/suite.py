@@ -18,13 +18,10 @@ bootstrap 95% interval over the target questions. Run::
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
-from pathlib import Path
 from typing import Callable, Dict, Tuple
 
 from adapterkit import EmbeddingQAFinetuneDataset, resolve_embed_model
-from adapterkit.compare import comparison_table, compare_recipes, engine_recipe, nudge_recipe
+from adapterkit.compare import compare_tasks, engine_recipe, nudge_recipe, write_report
 from adapterkit.nodes import load_qa_datasets
 from adapterkit.trainer import LLAMAINDEX_RECIPE
 
@@ -69,21 +66,10 @@ def main() -> None:
     args = parser.parse_args()
     recipes = {k: v for k, v in RECIPES.items() if args.recipes is None or k in args.recipes}
     model = resolve_embed_model(args.embed)
-    sections, results = [], {}
-    with tempfile.TemporaryDirectory(prefix="adapterkit-suite-") as work:
-        for name in args.pairs:
-            train, target = pairs()[name]()
-            frames, notes = compare_recipes(train, target, recipes, model, Path(work) / name, log=lambda line, n=name: print(f"[{n}] {line}", flush=True))
-            table = comparison_table(frames)
-            sections.append(markdown(name, table, notes))
-            results[name] = {"table": table.to_dict(orient="records"), "notes": notes}
-    print("\n".join(sections))
-    if args.output:
-        command = "python benchmarks/suite.py" + "".join(f" --{k} {' '.join(v)}" for k, v in (("pairs", args.pairs), ("recipes", args.recipes))
-                                                          if v and v != list(pairs()) and v != list(RECIPES))
-        Path(args.output + ".md").write_text(f"# Benchmark suite\n\n`{command}`\n\n" + "\n".join(sections))
-        Path(args.output + ".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-
+    sections, results = compare_tasks(((name, *pairs()[name](), recipes) for name in args.pairs), model, render=markdown)
+    command = "python benchmarks/suite.py" + "".join(f" --{k} {' '.join(v)}" for k, v in (("pairs", args.pairs), ("recipes", args.recipes))
+                                                      if v and v != list(pairs()) and v != list(RECIPES))
+    write_report(args.output, "Benchmark suite", command, sections, results)
 
 if __name__ == "__main__":
     main()
