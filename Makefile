@@ -45,10 +45,10 @@ test: install
 	$(BIN)/python -m pytest $(NBVAL)
 
 # The walkthrough end to end: the script (train, evaluate, save, reload, LlamaIndex check), then
-# every notebook headless into reports/ with reports/summary.md.
+# every notebook headless into reports/ with reports/summary.md. WALKTHROUGH_ARGS="--max-chunks 20
+# --epochs 1 --notebooks 01" makes it small (tests/test_walkthrough.py runs it so).
 walkthrough: install
-	$(BIN)/python -m adapterkit.walkthrough --output-dir reports/walkthrough
-	$(BIN)/python -m adapterkit.run_notebooks --output-dir reports
+	$(BIN)/python -m adapterkit.walkthrough --output-dir reports $(WALKTHROUGH_ARGS)
 
 # Run every notebook headless (papermill) into reports/ and write reports/summary.md with tables and plots.
 report: install

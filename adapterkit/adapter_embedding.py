@@ -51,6 +51,20 @@ def apply_adapter(adapter: torch.nn.Module, embeddings: np.ndarray, memories: Se
     return np.concatenate(out) if out else np.zeros((0, embeddings.shape[-1]), dtype=np.float32)
 
 
+def adapt_queries(adapter: torch.nn.Module, base_queries: np.ndarray, memories: Sequence[CorpusMemory] = (),
+                  normalize: bool = True) -> np.ndarray:
+    """The served query vectors: ``adapter`` (then ``memories``) over base query vectors, unit length if ``normalize``.
+
+    ``AdapterEmbeddingModel`` serves exactly this; any check of "the trained model's query vectors"
+    calls it too, so trained and served vectors cannot drift apart.
+    """
+    check_adapter_dim(adapter, base_queries.shape[1])
+    adapted = apply_adapter(adapter, base_queries, memories)
+    if normalize:
+        adapted /= np.maximum(np.linalg.norm(adapted, axis=1, keepdims=True), 1e-12)
+    return adapted
+
+
 class AdapterEmbeddingModel(BaseEmbedding):
     """A frozen base embedding model with a trained query adapter on top.
 
@@ -141,11 +155,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
         else:
             base = embed_texts(self._base_embed_model, texts, kind, cache=self._cache, show_progress=show_progress)
         if kind == "query" and self._transform_query and len(base):
-            check_adapter_dim(self._adapter, base.shape[1])
-            adapted = apply_adapter(self._adapter, base, self._memories)
-            if self._normalize:
-                adapted /= np.maximum(np.linalg.norm(adapted, axis=1, keepdims=True), 1e-12)
-            return adapted
+            return adapt_queries(self._adapter, base, self._memories, self._normalize)
         return base
 
     def _get_query_embeddings(self, queries: List[str]) -> List[List[float]]:

@@ -27,7 +27,7 @@ from jupyter_client.manager import KernelManager
 from adapterkit.data import REPO_ROOT
 from adapterkit.report import write_summary
 
-__all__ = ["NotebookRun", "execute_in_place", "find_notebooks", "run_notebooks", "main"]
+__all__ = ["NotebookRun", "execute_in_place", "find_notebooks", "parse_value", "run_notebooks", "main"]
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PathLike = Union[str, "os.PathLike[str]"]
@@ -160,7 +160,8 @@ def execute_in_place(notebooks: Optional[Sequence[PathLike]] = None, timeout: Op
     return runs
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+    """A command-line parameter value: a Python literal when it reads as one, else the text."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -183,7 +184,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.in_place:
         runs = execute_in_place(notebooks, timeout=args.timeout)
         return 0 if all(r.ok for r in runs) else 1
-    params = {name: _parse_value(value) for name, value in args.parameter}
+    params = {name: parse_value(value) for name, value in args.parameter}
     t0 = time.perf_counter()
     runs = run_notebooks(args.output_dir, notebooks, params, timeout=args.timeout)
     command = "python -m adapterkit.run_notebooks " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,64 @@
+"""The README's commands, run the way the README runs them, made small through their own parameters."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_recipe(target: str) -> str:
+    """The command lines of a Makefile target (``$(BIN)/python`` and friends left as written)."""
+    text = (ROOT / "Makefile").read_text()
+    match = re.search(rf"^{re.escape(target)}:[^\n]*\n((?:\t[^\n]*\n)+)", text, re.M)
+    assert match, f"no target {target} in the Makefile"
+    return match.group(1)
+
+
+def test_make_walkthrough_and_report_run_these_entry_points():
+    assert "$(BIN)/python -m adapterkit.walkthrough --output-dir reports" in make_recipe("walkthrough")
+    assert "$(BIN)/python -m adapterkit.run_notebooks --output-dir reports" in make_recipe("report")
+
+
+def run_module(module: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_walkthrough_end_to_end_on_a_slice(tmp_path):
+    """``make walkthrough``'s entry point on the first 12 chunks of each set and notebook 01 on 2 pages."""
+    out = tmp_path / "reports"
+    proc = run_module("adapterkit.walkthrough", "--output-dir", str(out), "--max-chunks", "12", "--epochs", "1",
+                      "--notebooks", "01", "-p", "max_pages", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = (out / "summary.md").read_text()
+    assert "| walkthrough script | ok |" in summary and "| 01_dataset | ok |" in summary
+    assert "(first 12 chunks of each set)" in summary
+    script = json.loads((out / "walkthrough" / "results.json").read_text())
+    rows = script["tables"]["Uber questions"]["rows"]
+    assert len(rows) == 4 and all(0 <= row[1] <= 1 for row in rows)  # base and three adapters, hit-rates
+    for name in ("walkthrough_recipe", "adapterkit_defaults", "adapterkit_defaults_Uber_chunks_unlabelled"):
+        assert (out / "walkthrough" / name / "config.json").is_file()
+    assert (out / "walkthrough" / "adapterkit_defaults_Uber_chunks_unlabelled" / "memory").is_dir()
+    assert "Question sets" in summary  # notebook 01's table reached the summary
+
+
+@pytest.mark.slow
+def test_a_failing_part_fails_the_walkthrough(tmp_path):
+    proc = run_module("adapterkit.walkthrough", "--output-dir", str(tmp_path), "--max-chunks", "3", "--notebooks")
+    assert proc.returncode == 1
+    assert "max_chunks=3" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_make_report_entry_point_on_one_small_notebook(tmp_path):
+    """``make report``: notebooks run by papermill into a folder, then summary.md (here notebook 01 on 2 pages)."""
+    proc = run_module("adapterkit.run_notebooks", "--output-dir", str(tmp_path), "--only", "01", "-p", "max_pages", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / "01_dataset.ipynb").is_file() and "| 01_dataset | ok |" in (tmp_path / "summary.md").read_text()
