@@ -43,11 +43,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# JupyterLab settings for the server this check starts (its own settings folder, so neither the user's
+# settings nor a first-run prompt change what the page shows): no news or update prompts and no toasts,
+# and a notebook starts its own kernel without asking which one.
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"autoStartDefaultKernel": True},
+}
+
+
+def write_lab_settings(folder: Path) -> Path:
+    """A fresh JupyterLab user-settings folder holding ``LAB_SETTINGS``."""
+    for name, values in LAB_SETTINGS.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values, indent=2))
+    return folder
+
+
 def start_lab(folder: Path, port: int, token: str) -> subprocess.Popen:
     log = open(folder / "jupyterlab.log", "w")
+    env = {**os.environ,
+           "JUPYTERLAB_SETTINGS_DIR": str(write_lab_settings(folder.parent / "lab-settings")),
+           "JUPYTERLAB_WORKSPACES_DIR": str(folder.parent / "lab-workspaces")}  # no layout restored from earlier runs
     lab = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-                            f"--ServerApp.token={token}", f"--ServerApp.root_dir={folder}", "--allow-root"],
-                           stdout=log, stderr=subprocess.STDOUT)
+                            f"--ServerApp.token={token}", f"--ServerApp.root_dir={folder}", "--allow-root",
+                            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+                           stdout=log, stderr=subprocess.STDOUT, env=env)
     for _ in range(120):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2)
@@ -70,12 +92,10 @@ def menu(page, top: str, item: str) -> None:
     page.locator(".lm-Menu-itemLabel", has_text=item).first.click()
 
 
-def dismiss_dialogs(page) -> None:
-    """Accept the kernel choice (the notebook's own kernel) and decline the news prompt."""
-    for label in ("Select", "No"):
-        button = page.locator(".jp-Dialog button, .jp-toast-button", has_text=label)
-        if button.count():
-            button.first.click()
+def open_dialog(page) -> str:
+    """The text of a dialog or notification asking for an answer ('' when none): ``LAB_SETTINGS`` turns them off."""
+    dialog = page.locator(".jp-Dialog, .jp-toast-button")
+    return dialog.first.inner_text()[:200] if dialog.count() else ""
 
 
 def idle(page) -> bool:
@@ -88,14 +108,16 @@ def run_notebook(page, url: str, path: Path, shots: Path, timeout_s: int) -> str
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
     deadline = time.time() + 120
     while not idle(page) and time.time() < deadline:
-        dismiss_dialogs(page)
+        if open_dialog(page):
+            return f"a dialog blocks the page: {open_dialog(page)!r}"
         time.sleep(1)
     menu(page, "Edit", "Clear Outputs of All Cells")
     menu(page, "Run", "Run All Cells")
     deadline, calm = time.time() + timeout_s, 0
     time.sleep(3)
     while time.time() < deadline and calm < 3:
-        dismiss_dialogs(page)
+        if open_dialog(page):
+            return f"a dialog blocks the page: {open_dialog(page)!r}"
         calm = calm + 1 if idle(page) and page.locator(".jp-InputArea-prompt", has_text="[*]").count() == 0 else 0
         time.sleep(2)
     if calm < 3:
