@@ -48,15 +48,15 @@ test: install
 # every notebook headless into reports/ with reports/summary.md. WALKTHROUGH_ARGS="--max-chunks 20
 # --epochs 1 --notebooks 01" makes it small (tests/test_walkthrough.py runs it so).
 walkthrough: install
-	$(BIN)/python -m adapterkit.walkthrough --output-dir reports $(WALKTHROUGH_ARGS)
+	$(BIN)/python -m adapterkit.notebook.walkthrough --output-dir reports $(WALKTHROUGH_ARGS)
 
 # Run every notebook headless (papermill) into reports/ and write reports/summary.md with tables and plots.
 report: install
-	$(BIN)/python -m adapterkit.run_notebooks --output-dir reports
+	$(BIN)/python -m adapterkit.notebook.run_notebooks --output-dir reports
 
 # Re-execute the notebooks in place: refresh the committed outputs that `make test` compares against.
 notebooks: install
-	$(BIN)/python -m adapterkit.run_notebooks --in-place
+	$(BIN)/python -m adapterkit.notebook.run_notebooks --in-place
 
 bench: .venv-bench/.installed
 	.venv-bench/bin/python benchmarks/bench_engines.py --epochs 4

@@ -1,40 +1,61 @@
-"""adapterkit: fine-tune a query adapter on top of any frozen, black-box embedding model."""
+"""adapterkit: fine-tune a query adapter on top of any frozen, black-box embedding model.
 
-from adapterkit.adapter_embedding import AdapterEmbeddingModel, LinearAdapterEmbeddingModel
-from adapterkit.adapters import BaseAdapter, LinearLayer, LowRankLinear, OrthogonalLinear, TwoLayerNN, load_adapter
-from adapterkit.cache import EmbeddingCache, embed_texts
-from adapterkit.config import FinetuneConfig
-from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset
-from adapterkit.embeddings import OnnxBGEEmbedding, resolve_embed_model
-from adapterkit.eval_utils import display_results, evaluate
-from adapterkit.llms import resolve_llm
-from adapterkit.losses import MultipleNegativesRankingLoss
-from adapterkit.memory import CorpusMemory
-from adapterkit.questions import generate_qa_embedding_pairs
-from adapterkit.trainer import LLAMAINDEX_RECIPE, EmbeddingAdapterFinetuneEngine
+Everything a user calls is importable from here (``from adapterkit import evaluate``). Names load on
+first use, so ``import adapterkit`` stays light and the optional extras (notebooks, postgres, scale)
+are needed only by the names that use them.
+"""
 
-__all__ = [
-    "AdapterEmbeddingModel",
-    "BaseAdapter",
-    "DatasetError",
-    "EmbeddingAdapterFinetuneEngine",
-    "EmbeddingCache",
-    "EmbeddingQAFinetuneDataset",
-    "FinetuneConfig",
-    "LLAMAINDEX_RECIPE",
-    "LinearAdapterEmbeddingModel",
-    "LinearLayer",
-    "CorpusMemory",
-    "LowRankLinear",
-    "MultipleNegativesRankingLoss",
-    "OrthogonalLinear",
-    "OnnxBGEEmbedding",
-    "TwoLayerNN",
-    "display_results",
-    "embed_texts",
-    "evaluate",
-    "generate_qa_embedding_pairs",
-    "load_adapter",
-    "resolve_llm",
-    "resolve_embed_model",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, List
+
+__version__ = "0.2.0"
+
+# name -> module that defines it; the layout by job is in the README's "Where things are".
+_EXPORTS: Dict[str, str] = {}
+for _module, _names in {
+    "adapterkit.embeddings": ["OnnxBGEEmbedding", "resolve_embed_model", "model_identity"],
+    "adapterkit.cache": ["EmbeddingCache", "EmbeddingCacheError", "NonFiniteEmbeddingError", "embed_once", "embed_texts"],
+    "adapterkit.adapters": ["AdapterLoadError", "BaseAdapter", "LinearLayer", "LowRankLinear", "OrthogonalLinear",
+                            "TwoLayerNN", "load_adapter", "make_adapter"],
+    "adapterkit.query_vectors": ["adapt_queries"],
+    "adapterkit.adapter_embedding": ["AdapterEmbeddingModel", "LinearAdapterEmbeddingModel"],
+    "adapterkit.data.files": ["get_file"],
+    "adapterkit.data.datasets": ["DatasetError", "EmbeddingQAFinetuneDataset"],
+    "adapterkit.data.documents": ["chunk_sentences", "corpus_to_nodes", "load_corpus"],
+    "adapterkit.data.qa_sets": ["load_qa_datasets", "qa_datasets"],
+    "adapterkit.data.splits": ["split_corpus", "split_queries"],
+    "adapterkit.data.questions": ["generate_qa_embedding_pairs"],
+    "adapterkit.data.llms": ["resolve_llm"],
+    "adapterkit.memory.corpus_memory": ["CorpusMemory", "MemoryLoadError", "MemoryWriter"],
+    "adapterkit.training.config": ["FinetuneConfig"],
+    "adapterkit.training.engine": ["EmbeddingAdapterFinetuneEngine", "LLAMAINDEX_RECIPE", "TrainingDivergedError"],
+    "adapterkit.training.losses": ["MultipleNegativesRankingLoss"],
+    "adapterkit.evaluation.evaluate": ["display_results", "evaluate", "win_loss"],
+    "adapterkit.evaluation.comparison": ["comparison_table"],
+    "adapterkit.evaluation.recipes": ["engine_recipe", "nudge_recipe"],
+    "adapterkit.evaluation.runner": ["compare_recipes", "compare_tasks"],
+    "adapterkit.evaluation.nudge": ["nudge_documents"],
+    "adapterkit.stores.counting": ["CountingEmbedding"],
+    "adapterkit.stores.indexes": ["build_qdrant_index", "build_simple_index", "embed_nodes_once", "load_qdrant_index",
+                                  "load_simple_index", "open_qdrant"],
+    "adapterkit.stores.retrieval": ["metrics_by_index", "retrieval_results"],
+    "adapterkit.stores.stored_vectors": ["cache_stored_vectors", "exact_top_k", "read_stored", "recall_at_k", "store_top_k"],
+    "adapterkit.stores.postgres": ["LocalPostgres"],
+}.items():
+    _EXPORTS.update(dict.fromkeys(_names, _module))
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'adapterkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

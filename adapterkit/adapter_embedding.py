@@ -1,8 +1,7 @@
 """``AdapterEmbeddingModel``: a base model plus a query adapter, as one LlamaIndex ``BaseEmbedding``.
 
 Documents pass through unchanged (so an index built with the base model stays valid); queries are
-embedded by the base model and then transformed by the adapter, in batches.
-"""
+embedded by the base model and then transformed by the adapter, in batches."""
 
 from __future__ import annotations
 
@@ -11,58 +10,20 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence, Type, Union
 
 import numpy as np
-import torch
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 
-from adapterkit.adapters import BaseAdapter, check_adapter_dim, infer_adapter_cls, load_adapter  # noqa: F401 (infer_adapter_cls: re-exported)
+from adapterkit.adapters import BaseAdapter, infer_device, load_adapter
 from adapterkit.cache import EmbeddingCache, call_model, embed_texts
 from adapterkit.embeddings import resolve_embed_model
-from adapterkit.memory import MEMORY_DIR, CorpusMemory, apply_memories, load_memories, memory_folders
-
-
-def infer_device(device: Optional[str] = None) -> torch.device:
-    """``device`` if given, else CUDA when present, else Apple MPS, else CPU."""
-    if device:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def apply_adapter(adapter: torch.nn.Module, embeddings: np.ndarray, memories: Sequence[CorpusMemory] = (),
-                  batch_size: int = 4096) -> np.ndarray:
-    """Run ``adapter`` (then ``memories``, if any) over rows of ``embeddings`` in batches, without gradients."""
-    param = next(adapter.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = adapter.training
-    adapter.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(embeddings), batch_size):
-            chunk = torch.as_tensor(embeddings[start : start + batch_size], dtype=torch.float32, device=device)
-            adapted = adapter(chunk).float()
-            adapted = apply_memories(adapted, chunk, memories)
-            out.append(adapted.cpu().numpy())
-    adapter.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, embeddings.shape[-1]), dtype=np.float32)
-
-
-def adapt_queries(adapter: torch.nn.Module, base_queries: np.ndarray, memories: Sequence[CorpusMemory] = (),
-                  normalize: bool = True) -> np.ndarray:
-    """The served query vectors: ``adapter`` (then ``memories``) over base query vectors, unit length if ``normalize``.
-
-    ``AdapterEmbeddingModel`` serves exactly this; any check of "the trained model's query vectors"
-    calls it too, so trained and served vectors cannot drift apart.
-    """
-    check_adapter_dim(adapter, base_queries.shape[1])
-    adapted = apply_adapter(adapter, base_queries, memories)
-    if normalize:
-        adapted /= np.maximum(np.linalg.norm(adapted, axis=1, keepdims=True), 1e-12)
-    return adapted
+from adapterkit.memory.corpus_memory import (
+    MEMORY_DIR,
+    CorpusMemory,
+    load_memories,
+    memory_folders,
+)
+from adapterkit.query_vectors import adapt_queries
 
 
 class AdapterEmbeddingModel(BaseEmbedding):
@@ -179,27 +140,3 @@ class AdapterEmbeddingModel(BaseEmbedding):
 
 # LlamaIndex's old name, kept for the walkthrough's imports.
 LinearAdapterEmbeddingModel = AdapterEmbeddingModel
-
-
-def encode(
-    model: BaseEmbedding,
-    texts: Sequence[str],
-    kind: str = "text",
-    cache: Union[EmbeddingCache, str, os.PathLike, None] = None,
-    show_progress: bool = False,
-) -> np.ndarray:
-    """Embeddings for ``texts`` from any model, through the cache wherever a base model is called.
-
-    Adapter models (adapterkit's or LlamaIndex's ``AdapterEmbeddingModel``) are split into their
-    base model, whose vectors are cached, and the adapter, applied in batches.
-    """
-    if isinstance(model, AdapterEmbeddingModel):
-        return model.embed(texts, kind, show_progress=show_progress)
-    adapter = getattr(model, "_adapter", None)
-    base = getattr(model, "_base_embed_model", None)
-    if isinstance(adapter, torch.nn.Module) and isinstance(base, BaseEmbedding):  # LlamaIndex's class
-        vecs = embed_texts(base, texts, kind, cache=cache, show_progress=show_progress)
-        if kind == "query" and getattr(model, "_transform_query", True):
-            vecs = apply_adapter(adapter, vecs)
-        return vecs
-    return embed_texts(model, texts, kind, cache=cache, show_progress=show_progress)

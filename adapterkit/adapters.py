@@ -391,3 +391,14 @@ def load_adapter(folder: str | os.PathLike, adapter_cls: Optional[type] = None) 
     """
     cls = check_adapter_cls(adapter_cls) if adapter_cls is not None else infer_adapter_cls(folder)
     return cls.load(folder)
+
+
+def infer_device(device: Optional[str] = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else Apple MPS, else CPU."""
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

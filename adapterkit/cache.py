@@ -19,8 +19,8 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from tqdm.auto import tqdm
 
-from adapterkit.data import user_cache_dir
-from adapterkit.datasets import EmbeddingQAFinetuneDataset
+from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
+from adapterkit.data.files import user_cache_dir
 from adapterkit.embeddings import model_identity
 
 KINDS = ("query", "text")

@@ -24,9 +24,14 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import TextNode
 
-from adapterkit import EmbeddingAdapterFinetuneEngine, EmbeddingCache, EmbeddingQAFinetuneDataset, evaluate
+from adapterkit import (
+    EmbeddingAdapterFinetuneEngine,
+    EmbeddingCache,
+    EmbeddingQAFinetuneDataset,
+    evaluate,
+)
 from adapterkit.cache import embed_texts
-from adapterkit.data import get_file
+from adapterkit.data.files import get_file
 from adapterkit.embeddings import OnnxBGEEmbedding
 
 
@@ -117,7 +122,9 @@ def main() -> None:
 
 def compare_engines(train: EmbeddingQAFinetuneDataset, model: BaseEmbedding, epochs: int, tmp: Path, cache: EmbeddingCache) -> dict:
     """Wall time of LlamaIndex's engine, ours from a cold cache, ours warm, and embedding each text once."""
-    from llama_index.finetuning import EmbeddingAdapterFinetuneEngine as LlamaIndexEngine
+    from llama_index.finetuning import (
+        EmbeddingAdapterFinetuneEngine as LlamaIndexEngine,
+    )
     from llama_index.finetuning import EmbeddingQAFinetuneDataset as LlamaIndexDataset
 
     results = {}

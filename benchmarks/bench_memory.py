@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adapterkit.keys import ExactIndex, IVFIndex
-from adapterkit.memory import CorpusMemory, MemoryWriter
+from adapterkit.memory.corpus_memory import CorpusMemory, MemoryWriter
+from adapterkit.memory.keys import ExactIndex, IVFIndex
 
 
 def rss_mb(field: str = "RssAnon") -> float:

@@ -35,10 +35,20 @@ import torch
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
-from adapterkit import EmbeddingAdapterFinetuneEngine, EmbeddingCache, EmbeddingQAFinetuneDataset
-from adapterkit.memory import CorpusMemory, MemoryWriter
-from adapterkit.postgres import LocalPostgres
-from adapterkit.vector_sources import cache_stored_vectors, exact_top_k, read_stored, recall_at_k, store_top_k
+from adapterkit import (
+    EmbeddingAdapterFinetuneEngine,
+    EmbeddingCache,
+    EmbeddingQAFinetuneDataset,
+)
+from adapterkit.memory.corpus_memory import CorpusMemory, MemoryWriter
+from adapterkit.stores.postgres import LocalPostgres
+from adapterkit.stores.stored_vectors import (
+    cache_stored_vectors,
+    exact_top_k,
+    read_stored,
+    recall_at_k,
+    store_top_k,
+)
 
 
 def peak_rss_mb() -> float:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from adapterkit import EmbeddingCache, EmbeddingQAFinetuneDataset, embed_texts
-from adapterkit.data import get_file
+from adapterkit.data.files import get_file
 from adapterkit.embeddings import OnnxBGEEmbedding
 
 SETTINGS = {

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from adapterkit import EmbeddingQAFinetuneDataset
-from adapterkit.data import get_file
-from adapterkit.llms import resolve_llm
-from adapterkit.questions import generate_qa_embedding_pairs
+from adapterkit.data.files import get_file
+from adapterkit.data.llms import resolve_llm
+from adapterkit.data.questions import generate_qa_embedding_pairs
 
 WORK = tempfile.TemporaryDirectory(prefix="adapterkit-bench-")  # engines' output folders, removed at exit
 
@@ -62,7 +62,12 @@ def main() -> None:
 
 def compare(published: EmbeddingQAFinetuneDataset, generated: EmbeddingQAFinetuneDataset, chunks: dict) -> None:
     """Base vs an adapter on the published questions vs one on the generated questions, same chunks."""
-    from adapterkit import EmbeddingAdapterFinetuneEngine, display_results, evaluate, resolve_embed_model
+    from adapterkit import (
+        EmbeddingAdapterFinetuneEngine,
+        display_results,
+        evaluate,
+        resolve_embed_model,
+    )
 
     model = resolve_embed_model("default")
     val = EmbeddingQAFinetuneDataset.from_json(get_file("val_dataset.json"))

@@ -15,8 +15,10 @@ import argparse
 from typing import List
 
 from adapterkit import resolve_embed_model
-from adapterkit.compare import compare_tasks, engine_recipe, split_queries, write_report
-from adapterkit.nodes import load_qa_datasets
+from adapterkit.data.qa_sets import load_qa_datasets
+from adapterkit.data.splits import split_queries
+from adapterkit.evaluation.recipes import engine_recipe
+from adapterkit.evaluation.runner import compare_tasks, write_report
 
 
 def task(name: str, source: str, counts: List[int]) -> tuple:

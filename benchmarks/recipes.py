@@ -10,18 +10,23 @@ held-out Lyft chunks (and held-out pseudo-queries), never on the val questions.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import json
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from adapterkit import EmbeddingAdapterFinetuneEngine, EmbeddingQAFinetuneDataset, evaluate, resolve_embed_model
-from adapterkit.data import get_file
-from adapterkit.eval_utils import win_loss
-from adapterkit.trainer import LLAMAINDEX_RECIPE
+from adapterkit import (
+    EmbeddingAdapterFinetuneEngine,
+    EmbeddingQAFinetuneDataset,
+    evaluate,
+    resolve_embed_model,
+)
+from adapterkit.data.files import get_file
+from adapterkit.evaluation.evaluate import win_loss
+from adapterkit.training.engine import LLAMAINDEX_RECIPE
 
 WORK = tempfile.TemporaryDirectory(prefix="adapterkit-bench-")  # engines' output folders, removed at exit
 

@@ -21,7 +21,11 @@ from typing import List
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from adapterkit import EmbeddingAdapterFinetuneEngine, EmbeddingCache, EmbeddingQAFinetuneDataset
+from adapterkit import (
+    EmbeddingAdapterFinetuneEngine,
+    EmbeddingCache,
+    EmbeddingQAFinetuneDataset,
+)
 from adapterkit.metrics import exact_search
 
 

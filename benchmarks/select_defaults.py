@@ -10,15 +10,19 @@ best-epoch picking, which would flatter long runs). Prints the top configuration
 from __future__ import annotations
 
 import argparse
-import tempfile
 import itertools
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from adapterkit import EmbeddingAdapterFinetuneEngine, EmbeddingQAFinetuneDataset, resolve_embed_model
-from adapterkit.data import get_file
+from adapterkit import (
+    EmbeddingAdapterFinetuneEngine,
+    EmbeddingQAFinetuneDataset,
+    resolve_embed_model,
+)
+from adapterkit.data.files import get_file
 
 WORK = tempfile.TemporaryDirectory(prefix="adapterkit-bench-")  # engines' output folders, removed at exit
 

@@ -21,16 +21,21 @@ exhibits), as a new filing does; random halves share every section. Grids were f
 from __future__ import annotations
 
 import argparse
-import tempfile
 import itertools
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from adapterkit import EmbeddingAdapterFinetuneEngine, EmbeddingQAFinetuneDataset, evaluate, resolve_embed_model
-from adapterkit.data import get_file
+from adapterkit import (
+    EmbeddingAdapterFinetuneEngine,
+    EmbeddingQAFinetuneDataset,
+    evaluate,
+    resolve_embed_model,
+)
+from adapterkit.data.files import get_file
 
 WORK = tempfile.TemporaryDirectory(prefix="adapterkit-bench-")  # engines' output folders, removed at exit
 

@@ -21,8 +21,10 @@ import argparse
 from typing import Callable, Dict, Tuple
 
 from adapterkit import EmbeddingQAFinetuneDataset, resolve_embed_model
-from adapterkit.compare import compare_tasks, engine_recipe, split_corpus, split_queries, write_report
-from adapterkit.nodes import load_qa_datasets
+from adapterkit.data.qa_sets import load_qa_datasets
+from adapterkit.data.splits import split_corpus, split_queries
+from adapterkit.evaluation.recipes import engine_recipe
+from adapterkit.evaluation.runner import compare_tasks, write_report
 
 Task = Tuple[EmbeddingQAFinetuneDataset, EmbeddingQAFinetuneDataset]
 

@@ -21,9 +21,10 @@ import argparse
 from typing import Callable, Dict, Tuple
 
 from adapterkit import EmbeddingQAFinetuneDataset, resolve_embed_model
-from adapterkit.compare import compare_tasks, engine_recipe, nudge_recipe, write_report
-from adapterkit.nodes import load_qa_datasets
-from adapterkit.trainer import LLAMAINDEX_RECIPE
+from adapterkit.data.qa_sets import load_qa_datasets
+from adapterkit.evaluation.recipes import engine_recipe, nudge_recipe
+from adapterkit.evaluation.runner import compare_tasks, write_report
+from adapterkit.training.engine import LLAMAINDEX_RECIPE
 
 Pair = Tuple[EmbeddingQAFinetuneDataset, EmbeddingQAFinetuneDataset]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from adapterkit import EmbeddingQAFinetuneDataset, resolve_embed_model
-from adapterkit.data import get_file
+from adapterkit.data.files import get_file
 
 
 def take(dataset: EmbeddingQAFinetuneDataset, n_chunks: int, min_chars: int = 200) -> EmbeddingQAFinetuneDataset:

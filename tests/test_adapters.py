@@ -4,8 +4,16 @@ import pytest
 import torch
 from torch import nn
 
-from adapterkit.adapters import AdapterLoadError, BaseAdapter, LinearLayer, LowRankLinear, OrthogonalLinear, TwoLayerNN, check_adapter_dim
-from adapterkit.memory import MemoryLoadError
+from adapterkit.adapters import (
+    AdapterLoadError,
+    BaseAdapter,
+    LinearLayer,
+    LowRankLinear,
+    OrthogonalLinear,
+    TwoLayerNN,
+    check_adapter_dim,
+)
+from adapterkit.memory.corpus_memory import MemoryLoadError
 
 
 class Scale(BaseAdapter):
@@ -154,7 +162,7 @@ def test_loading_never_runs_what_a_folder_names(tmp_path, train_small, bge):
     """Every loading entry point refuses a folder naming code (os.system, subprocess.run, exec); nothing runs."""
     from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine
     from adapterkit.adapters import infer_adapter_cls, load_adapter
-    from adapterkit.memory import CorpusMemory
+    from adapterkit.memory.corpus_memory import CorpusMemory
 
     target = tmp_path / "pwned"
     entry_points = {

@@ -5,7 +5,7 @@ from functools import partial
 
 import pytest
 
-from adapterkit import data
+from adapterkit.data import files as data
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset
+from adapterkit.data.datasets import DatasetError, EmbeddingQAFinetuneDataset
 
 
 def test_published_files_load(train_full, val_full):
@@ -79,7 +79,7 @@ def test_restrict_keeps_chunks_and_their_queries():
 
 
 def test_held_out_splits_are_disjoint_seeded_and_keep_their_corpus(train_full):
-    from adapterkit.compare import split_corpus, split_queries
+    from adapterkit.data.splits import split_corpus, split_queries
 
     fit, held = split_queries(train_full, seed=0)
     assert len(held.queries) == len(train_full.queries) // 5 and not set(fit.queries) & set(held.queries)

@@ -47,8 +47,9 @@ def test_vectors_do_not_depend_on_batch_neighbours_or_threads(bge):
 
 def test_other_float_kernels_agree_to_rounding(bge):
     """Another kernel path (no graph fusion) stands in for another CPU: vectors agree to float rounding."""
-    import onnxruntime as ort
     from pathlib import Path
+
+    import onnxruntime as ort
 
     from adapterkit.embeddings import dequantize_onnx
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from adapterkit import AdapterEmbeddingModel, LinearLayer, display_results, evaluate
-from adapterkit.eval_utils import hit_rate_curve, win_loss
+from adapterkit.evaluation.evaluate import hit_rate_curve, win_loss
 from adapterkit.metrics import exact_search, rank_metrics
 
 

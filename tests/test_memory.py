@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from adapterkit import AdapterEmbeddingModel, LinearLayer, evaluate
-from adapterkit.memory import CorpusMemory, MemoryLoadError
-from adapterkit.pseudo_queries import chunk_sentences
+from adapterkit.data.documents import chunk_sentences
+from adapterkit.memory.corpus_memory import CorpusMemory, MemoryLoadError
 
 
 def _memory(weight=0.5, temperature=1000.0, top_k=4):
@@ -102,7 +102,7 @@ def test_adapted_queries_are_unit_length_unless_asked_otherwise(tmp_path, bge):
 
 
 def test_an_ivf_index_finds_what_exact_search_finds():
-    from adapterkit.keys import ExactIndex, IVFIndex, make_index
+    from adapterkit.memory.keys import ExactIndex, IVFIndex, make_index
 
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(50, 32))
@@ -125,7 +125,7 @@ def test_an_ivf_index_finds_what_exact_search_finds():
 
 
 def test_a_memory_written_in_batches_loads_as_one(tmp_path):
-    from adapterkit.memory import MemoryWriter
+    from adapterkit.memory.corpus_memory import MemoryWriter
 
     memory, _, _ = _memory()
     with MemoryWriter(tmp_path / "big", 8, weight=0.5, temperature=1000.0, top_k=4) as writer:

@@ -11,27 +11,44 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine, evaluate
-from adapterkit.data import get_file
 from adapterkit.adapters import make_adapter
 from adapterkit.cache import embed_once
-from adapterkit.checkpoints import checkpoints, middle_checkpoint
-from adapterkit.explorer import side_by_side
-from adapterkit.stores import (
-    CountingEmbedding,
+from adapterkit.data.documents import NODE_NAMESPACE, corpus_to_nodes, load_corpus
+from adapterkit.data.files import get_file
+from adapterkit.data.qa_sets import load_qa_datasets, qa_datasets
+from adapterkit.notebook.displays import dataset_counts, nodes_frame, qa_examples
+from adapterkit.notebook.explorer import side_by_side
+from adapterkit.notebook.plots import (
+    plot_hit_rate_at_k,
+    plot_loss,
+    plot_rank_movement,
+    rank_movement,
+)
+from adapterkit.notebook.report import markdown_table, save_results, write_summary
+from adapterkit.notebook.run_notebooks import (
+    NotebookRun,
+    execute_in_place,
+    run_notebooks,
+)
+from adapterkit.notebook.tables import (
+    PUBLISHED_ADA002,
+    PUBLISHED_NOTE,
+    metrics_table,
+    model_label,
+    reference_rows,
+    training_table,
+)
+from adapterkit.stores.counting import CountingEmbedding
+from adapterkit.stores.indexes import (
     build_qdrant_index,
     build_simple_index,
     embed_nodes_once,
     load_qdrant_index,
     load_simple_index,
-    metrics_by_index,
     open_qdrant,
-    retrieval_results,
 )
-from adapterkit.tables import PUBLISHED_ADA002, PUBLISHED_NOTE, metrics_table, model_label, reference_rows, training_table
-from adapterkit.nodes import NODE_NAMESPACE, corpus_to_nodes, dataset_counts, load_corpus, load_qa_datasets, nodes_frame, qa_datasets, qa_examples
-from adapterkit.plots import plot_hit_rate_at_k, plot_loss, plot_rank_movement, rank_movement
-from adapterkit.report import markdown_table, save_results, write_summary
-from adapterkit.run_notebooks import NotebookRun, execute_in_place, run_notebooks
+from adapterkit.stores.retrieval import metrics_by_index, retrieval_results
+from adapterkit.training.checkpoints import checkpoints, middle_checkpoint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -241,7 +258,7 @@ def _tiny_notebook(path: Path) -> Path:
     nb = new_notebook(cells=[
         new_code_cell('output_dir = "unset"\nvalue = 1', metadata={"tags": ["parameters"]}),
         new_code_cell(
-            "import pandas as pd\nfrom adapterkit.report import save_results\n"
+            "import pandas as pd\nfrom adapterkit.notebook.report import save_results\n"
             "save_results(output_dir, 'Tiny', tables={'t': pd.DataFrame({'value': [value]})})\nprint('value', value)"
         ),
     ])

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from adapterkit import EmbeddingQAFinetuneDataset, evaluate
+from adapterkit.evaluation.nudge import nudge_documents, nudge_n
 from adapterkit.metrics import paired_bootstrap
-from adapterkit.nudge import nudge_documents, nudge_n
 
 
 def test_nudge_n_turns_a_document_toward_its_questions_within_gamma():
@@ -30,7 +30,7 @@ def test_nudge_n_turns_a_document_toward_its_questions_within_gamma():
 
 @pytest.fixture(scope="module")
 def scifact_small():
-    from adapterkit.nodes import load_qa_datasets
+    from adapterkit.data.qa_sets import load_qa_datasets
 
     train, test = load_qa_datasets("scifact")
     docs = list(dict.fromkeys([d for q in list(train.queries)[:120] for d in train.relevant_docs[q]] + list(train.corpus)[:150]))

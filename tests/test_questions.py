@@ -12,13 +12,22 @@ from typing import Any, Optional
 
 import pytest
 from llama_index.core.bridge.pydantic import PrivateAttr
-from llama_index.core.llms import CompletionResponse, CompletionResponseGen, CustomLLM, LLMMetadata
+from llama_index.core.llms import (
+    CompletionResponse,
+    CompletionResponseGen,
+    CustomLLM,
+    LLMMetadata,
+)
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.schema import TextNode
 
 from adapterkit import EmbeddingQAFinetuneDataset
-from adapterkit.llms import TransformersLLM, resolve_llm, smollm2_gguf
-from adapterkit.questions import _workers, generate_qa_embedding_pairs, parse_questions
+from adapterkit.data.llms import TransformersLLM, resolve_llm, smollm2_gguf
+from adapterkit.data.questions import (
+    _workers,
+    generate_qa_embedding_pairs,
+    parse_questions,
+)
 
 STOPWORDS = set("what which when where does this that with from about their there have been will would could should".split())
 
@@ -366,7 +375,7 @@ import re, sys, threading
 from typing import Any
 from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
 from llama_index.core.llms.callbacks import llm_completion_callback
-from adapterkit.questions import generate_qa_embedding_pairs
+from adapterkit.data.questions import generate_qa_embedding_pairs
 
 class Stuck(CustomLLM):
     max_concurrency: int = 3

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from adapterkit import EmbeddingAdapterFinetuneEngine
-from adapterkit.checkpoints import STATE_JSON, checkpoints
-from adapterkit.trainer import TrainingDivergedError
+from adapterkit.training.checkpoints import STATE_JSON, checkpoints
+from adapterkit.training.engine import TrainingDivergedError
 
 
 class Interrupting(torch.optim.AdamW):
@@ -107,7 +107,7 @@ def test_a_nan_epoch_is_never_chosen_and_without_selection_is_an_error(tmp_path,
 
 
 def test_a_hard_negative_equal_to_the_querys_positive_is_masked():
-    from adapterkit.sampling import TrainingGroup, candidates
+    from adapterkit.training.sampling import TrainingGroup, candidates
 
     group = TrainingGroup("train", np.zeros((3, 2), np.float32), np.array([0, 1, 2]), np.zeros((4, 2), np.float32),
                           other_relevant=[[3], [], []], hard=np.array([[1], [0], [3]]))

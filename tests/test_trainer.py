@@ -3,12 +3,18 @@ import pytest
 import torch
 from llama_index.core import VectorStoreIndex
 from llama_index.core.schema import TextNode
-
-from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine, EmbeddingQAFinetuneDataset, LinearLayer, TwoLayerNN, evaluate
-from adapterkit.sampling import no_duplicate_batches
 from test_adapters import Scale
 from test_questions import fake_openai, marked_chunks, openai_llm  # noqa: F401 (fake_openai is a fixture)
 
+from adapterkit import (
+    AdapterEmbeddingModel,
+    EmbeddingAdapterFinetuneEngine,
+    EmbeddingQAFinetuneDataset,
+    LinearLayer,
+    TwoLayerNN,
+    evaluate,
+)
+from adapterkit.training.sampling import no_duplicate_batches
 
 UBER = ("Uber Technologies operates a platform that connects riders with drivers in many cities. "
         "Gross bookings grew substantially in 2021 as mobility trips recovered from the pandemic. "
@@ -40,7 +46,9 @@ def test_finetune_trains_saves_checkpoints_and_reloads(tmp_path, train_small, va
     a, b = evaluate(val_small, model), evaluate(val_small, reloaded)
     assert a["mrr"].equals(b["mrr"])
 
-    from llama_index.embeddings.adapter import AdapterEmbeddingModel as LlamaIndexAdapterModel
+    from llama_index.embeddings.adapter import (
+        AdapterEmbeddingModel as LlamaIndexAdapterModel,
+    )
 
     theirs = LlamaIndexAdapterModel(bge, str(tmp_path / "out"), device="cpu")
     q = "What was Uber's revenue in 2021?"
@@ -92,7 +100,7 @@ def test_adapter_model_in_vector_store_index(tmp_path, val_small, bge):
 
 
 def test_pseudo_queries_come_from_the_chunk():
-    from adapterkit.pseudo_queries import pseudo_queries
+    from adapterkit.training.pseudo_queries import pseudo_queries
 
     corpus = {"u1": UBER, "tiny": "x"}
     pairs = pseudo_queries(corpus, per_chunk=3, words=(8, 24), seed=0)  # question-sized word windows
@@ -117,7 +125,7 @@ def test_held_out_selection_never_ends_worse_than_identity(tmp_path, train_small
 
 
 def test_mined_hard_negatives_exclude_relevant_and_near_positive_chunks(tmp_path, train_small, bge):
-    from adapterkit.sampling import mine_hard_negatives
+    from adapterkit.training.sampling import mine_hard_negatives
 
     engine = EmbeddingAdapterFinetuneEngine(
         train_small, bge, negatives="in_batch", hard_negatives=3, epochs=2, optimizer_params={"lr": 1e-3},
@@ -204,7 +212,7 @@ def test_finetune_options_and_a_second_call(tmp_path, train_small, bge):
 
 
 def test_pseudo_query_words_are_checked():
-    from adapterkit.pseudo_queries import pseudo_queries
+    from adapterkit.training.pseudo_queries import pseudo_queries
 
     with pytest.raises(ValueError, match="shortest <= longest"):
         pseudo_queries({"u1": UBER}, words=(10, 5))
@@ -212,9 +220,9 @@ def test_pseudo_query_words_are_checked():
 
 def test_target_corpus_memory_finds_chunks_by_their_sentences(tmp_path, train_small, val_small, bge):
     """With an unlabeled corpus a memory of its sentences is saved beside the adapter; without, none."""
+    from adapterkit.data.documents import chunk_sentences
+    from adapterkit.memory.corpus_memory import CorpusMemory
     from adapterkit.metrics import exact_search
-    from adapterkit.memory import CorpusMemory
-    from adapterkit.pseudo_queries import chunk_sentences
 
     args = dict(unlabeled_corpus=val_small.corpus, epochs=2, show_progress=False)
     with_memory = EmbeddingAdapterFinetuneEngine(train_small, bge, model_output_path=tmp_path / "mem", **args)
@@ -227,7 +235,9 @@ def test_target_corpus_memory_finds_chunks_by_their_sentences(tmp_path, train_sm
     assert isinstance(with_memory.model, LinearLayer)  # what trains is the adapter; the memory sits beside it
     assert torch.equal(with_memory.model.linear.weight, without.model.linear.weight)  # the same training run
     assert AdapterEmbeddingModel(bge, tmp_path / "plain").memories == []
-    from llama_index.embeddings.adapter import AdapterEmbeddingModel as LlamaIndexAdapterModel
+    from llama_index.embeddings.adapter import (
+        AdapterEmbeddingModel as LlamaIndexAdapterModel,
+    )
 
     theirs = LlamaIndexAdapterModel(bge, str(tmp_path / "mem"), device="cpu")  # the engine's folder, as it is
     assert torch.equal(theirs._adapter.linear.weight, with_memory.model.linear.weight.cpu())
@@ -270,7 +280,7 @@ def test_a_stale_memory_is_removed_and_nothing_else(tmp_path, train_small, val_s
 def test_labelled_questions_of_the_searched_corpus_become_a_memory(tmp_path, train_small, bge):
     """When the training questions' chunks are in the corpus that will be searched, they are keys of a second
     memory, whose pull is chosen on held-out questions."""
-    from adapterkit.memory import CorpusMemory
+    from adapterkit.memory.corpus_memory import CorpusMemory
 
     # Every question asked twice (as users ask the same things again): a held-out question's twin points at its chunk.
     twice = EmbeddingQAFinetuneDataset(
@@ -303,7 +313,7 @@ def test_labelled_questions_of_the_searched_corpus_become_a_memory(tmp_path, tra
 
 def test_defaults_do_not_depend_on_other_arguments(tmp_path, train_small, bge):
     """Reading a target corpus adds data, never changes an option the caller left unset."""
-    from adapterkit.config import FinetuneConfig
+    from adapterkit.training.config import FinetuneConfig
 
     plain = EmbeddingAdapterFinetuneEngine(train_small, bge, model_output_path=tmp_path / "a", show_progress=False)
     target = EmbeddingAdapterFinetuneEngine(train_small, bge, unlabeled_corpus=train_small.corpus,

@@ -6,12 +6,24 @@ import numpy as np
 import pytest
 from llama_index.core import StorageContext, VectorStoreIndex
 
-from adapterkit import EmbeddingAdapterFinetuneEngine, EmbeddingCache, EmbeddingQAFinetuneDataset, evaluate
-from adapterkit.nodes import corpus_to_nodes
-from adapterkit.postgres import LocalPostgres
-from adapterkit.stores import CountingEmbedding, embed_nodes_once
-from adapterkit.vector_sources import StoredBatch, cache_stored_vectors, exact_top_k, read_stored, recall_at_k, store_top_k
-
+from adapterkit import (
+    EmbeddingAdapterFinetuneEngine,
+    EmbeddingCache,
+    EmbeddingQAFinetuneDataset,
+    evaluate,
+)
+from adapterkit.data.documents import corpus_to_nodes
+from adapterkit.stores.counting import CountingEmbedding
+from adapterkit.stores.indexes import embed_nodes_once
+from adapterkit.stores.postgres import LocalPostgres
+from adapterkit.stores.stored_vectors import (
+    StoredBatch,
+    cache_stored_vectors,
+    exact_top_k,
+    read_stored,
+    recall_at_k,
+    store_top_k,
+)
 from conftest import take
 
 
@@ -87,7 +99,11 @@ def test_pgvector_server_trains_and_evaluates_from_stored_vectors_alone(pg, uber
 
 
 def test_qdrant_collection_is_read_the_same_way(uber, uber_nodes, bge, tmp_path):
-    from adapterkit.stores import build_qdrant_index, load_qdrant_index, open_qdrant
+    from adapterkit.stores.indexes import (
+        build_qdrant_index,
+        load_qdrant_index,
+        open_qdrant,
+    )
 
     build_qdrant_index(uber_nodes, bge, tmp_path / "qdrant", collection="uber")
     client = open_qdrant(tmp_path / "qdrant")

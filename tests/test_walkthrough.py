@@ -22,8 +22,8 @@ def make_recipe(target: str) -> str:
 
 
 def test_make_walkthrough_and_report_run_these_entry_points():
-    assert "$(BIN)/python -m adapterkit.walkthrough --output-dir reports" in make_recipe("walkthrough")
-    assert "$(BIN)/python -m adapterkit.run_notebooks --output-dir reports" in make_recipe("report")
+    assert "$(BIN)/python -m adapterkit.notebook.walkthrough --output-dir reports" in make_recipe("walkthrough")
+    assert "$(BIN)/python -m adapterkit.notebook.run_notebooks --output-dir reports" in make_recipe("report")
 
 
 def run_module(module: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -34,7 +34,7 @@ def run_module(module: str, *args: str, timeout: int = 900) -> subprocess.Comple
 def test_walkthrough_end_to_end_on_a_slice(tmp_path):
     """``make walkthrough``'s entry point on the first 12 chunks of each set and notebook 01 on 2 pages."""
     out = tmp_path / "reports"
-    proc = run_module("adapterkit.walkthrough", "--output-dir", str(out), "--max-chunks", "12", "--epochs", "1",
+    proc = run_module("adapterkit.notebook.walkthrough", "--output-dir", str(out), "--max-chunks", "12", "--epochs", "1",
                       "--notebooks", "01", "-p", "max_pages", "2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = (out / "summary.md").read_text()
@@ -51,7 +51,7 @@ def test_walkthrough_end_to_end_on_a_slice(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_part_fails_the_walkthrough(tmp_path):
-    proc = run_module("adapterkit.walkthrough", "--output-dir", str(tmp_path), "--max-chunks", "3", "--notebooks")
+    proc = run_module("adapterkit.notebook.walkthrough", "--output-dir", str(tmp_path), "--max-chunks", "3", "--notebooks")
     assert proc.returncode == 1
     assert "max_chunks=3" in (tmp_path / "summary.md").read_text()
 
@@ -59,6 +59,6 @@ def test_a_failing_part_fails_the_walkthrough(tmp_path):
 @pytest.mark.slow
 def test_make_report_entry_point_on_one_small_notebook(tmp_path):
     """``make report``: notebooks run by papermill into a folder, then summary.md (here notebook 01 on 2 pages)."""
-    proc = run_module("adapterkit.run_notebooks", "--output-dir", str(tmp_path), "--only", "01", "-p", "max_pages", "2")
+    proc = run_module("adapterkit.notebook.run_notebooks", "--output-dir", str(tmp_path), "--only", "01", "-p", "max_pages", "2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "01_dataset.ipynb").is_file() and "| 01_dataset | ok |" in (tmp_path / "summary.md").read_text()

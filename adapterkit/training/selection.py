@@ -13,9 +13,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from adapterkit.adapter_embedding import apply_adapter
 from adapterkit.metrics import exact_search
-from adapterkit.sampling import TrainingGroup
+from adapterkit.query_vectors import apply_adapter
+from adapterkit.training.sampling import TrainingGroup
 
 
 def validation_rr(adapter: torch.nn.Module, groups: Sequence[TrainingGroup], k: int = 10) -> np.ndarray:

@@ -7,8 +7,8 @@ checked to serve the same query vectors as the trained one, and loaded in LlamaI
 ``AdapterEmbeddingModel``. Then every notebook runs headless (papermill) and ``summary.md``
 collects the script's table and every notebook's tables and plots. Run::
 
-    python -m adapterkit.walkthrough --output-dir reports
-    python -m adapterkit.walkthrough --output-dir /tmp/w --max-chunks 20 --epochs 1 --notebooks 01 -p max_pages 2
+    python -m adapterkit.notebook.walkthrough --output-dir reports
+    python -m adapterkit.notebook.walkthrough --output-dir /tmp/w --max-chunks 20 --epochs 1 --notebooks 01 -p max_pages 2
 
 Exit status 1 when any part fails (the summary says which).
 """
@@ -24,14 +24,25 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine, EmbeddingQAFinetuneDataset
-from adapterkit import display_results, evaluate, resolve_embed_model
-from adapterkit.adapter_embedding import adapt_queries
+from adapterkit import (
+    AdapterEmbeddingModel,
+    EmbeddingAdapterFinetuneEngine,
+    EmbeddingQAFinetuneDataset,
+    display_results,
+    evaluate,
+    resolve_embed_model,
+)
 from adapterkit.cache import embed_texts
-from adapterkit.data import get_file
-from adapterkit.report import save_results, write_summary
-from adapterkit.run_notebooks import NotebookRun, find_notebooks, parse_value, run_notebooks
-from adapterkit.trainer import LLAMAINDEX_RECIPE
+from adapterkit.data.files import get_file
+from adapterkit.notebook.report import save_results, write_summary
+from adapterkit.notebook.run_notebooks import (
+    NotebookRun,
+    find_notebooks,
+    parse_value,
+    run_notebooks,
+)
+from adapterkit.query_vectors import adapt_queries
+from adapterkit.training.engine import LLAMAINDEX_RECIPE
 
 SCRIPT_DIR = "walkthrough"  # the script part's folder inside the output folder
 
@@ -87,7 +98,9 @@ def run(embed: str = "default", epochs: int = 4, top_k: int = 5, output_dir: str
         trained = adapt_queries(engine.model, base_queries, list(engine.memories.values()))
         if not np.allclose(trained, reloaded.embed(questions, "query"), atol=1e-6):
             raise RuntimeError(f"The adapter reloaded from {folder} maps queries differently from the trained one.")
-        from llama_index.embeddings.adapter import AdapterEmbeddingModel as LlamaIndexAdapterModel
+        from llama_index.embeddings.adapter import (
+            AdapterEmbeddingModel as LlamaIndexAdapterModel,
+        )
 
         LlamaIndexAdapterModel(base_model, str(folder), device="cpu")  # LlamaIndex's own class loads the folder
         print(f"Saved {name} adapter to {folder}; reloaded: the same query vectors; LlamaIndex's class loads it.")
@@ -131,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error(f"no notebook matches {args.notebooks}")
         params = {name: parse_value(value) for name, value in args.parameter}
         runs += run_notebooks(out, notebooks, params)
-    command = "python -m adapterkit.walkthrough " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m adapterkit.notebook.walkthrough " + " ".join(sys.argv[1:] if argv is None else argv)
     summary = write_summary(out, runs, command=command.strip())
     failed = [r.name for r in runs if not r.ok]
     print(f"[walkthrough] {len(runs)} parts in {sum(r.seconds for r in runs):.1f} s; summary: {summary}"

@@ -24,20 +24,44 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode
 from tqdm.auto import tqdm
 
-from adapterkit import selection
-from adapterkit.adapter_embedding import AdapterEmbeddingModel, infer_device
-from adapterkit.adapters import ADAPTER_CLASSES, BaseAdapter, LinearLayer, check_adapter_dim, load_adapter
+from adapterkit.adapter_embedding import AdapterEmbeddingModel
+from adapterkit.adapters import (
+    ADAPTER_CLASSES,
+    BaseAdapter,
+    LinearLayer,
+    check_adapter_dim,
+    infer_device,
+    load_adapter,
+)
 from adapterkit.cache import EmbeddingCache, embed_texts
-from adapterkit.checkpoints import (RunState, latest_state, load_optimizer_state, optimizer_state, prefixed,
-                                    remove_run_checkpoints, save_state, unprefixed)
-from adapterkit.config import DATA_OPTIONS, FinetuneConfig
-from adapterkit.datasets import DatasetError, EmbeddingQAFinetuneDataset, node_texts
+from adapterkit.data.datasets import (
+    DatasetError,
+    EmbeddingQAFinetuneDataset,
+    node_texts,
+)
 from adapterkit.embeddings import resolve_embed_model
-from adapterkit.losses import MultipleNegativesRankingLoss, identity_penalty
-from adapterkit.memory import MEMORY_DIR, CorpusMemory, memory_folders
-from adapterkit.memory_choice import choose_memories
-from adapterkit.pseudo_queries import generated_pseudo_queries, pseudo_queries
-from adapterkit.sampling import TrainingGroup, candidates, epoch_batches, mine_hard_negatives
+from adapterkit.memory.corpus_memory import MEMORY_DIR, CorpusMemory, memory_folders
+from adapterkit.training import selection
+from adapterkit.training.checkpoints import (
+    RunState,
+    latest_state,
+    load_optimizer_state,
+    optimizer_state,
+    prefixed,
+    remove_run_checkpoints,
+    save_state,
+    unprefixed,
+)
+from adapterkit.training.config import DATA_OPTIONS, FinetuneConfig
+from adapterkit.training.losses import MultipleNegativesRankingLoss, identity_penalty
+from adapterkit.training.memory_choice import choose_memories
+from adapterkit.training.pseudo_queries import generated_pseudo_queries, pseudo_queries
+from adapterkit.training.sampling import (
+    TrainingGroup,
+    candidates,
+    epoch_batches,
+    mine_hard_negatives,
+)
 
 # LlamaIndex's walkthrough recipe: pairs in order, in-batch negatives, lr 2e-5, 10% linear warm-up,
 # no validation. Use as EmbeddingAdapterFinetuneEngine(train, model, epochs=4, **LLAMAINDEX_RECIPE).

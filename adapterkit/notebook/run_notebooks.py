@@ -2,11 +2,11 @@
 
 Each notebook in ``notebooks/`` is executed into ``<output-dir>/<name>.ipynb`` with
 ``output_dir=<output-dir>/<name>``; ``summary.md`` then collects every notebook's tables and plots
-(``adapterkit.report``). The kernel is always this interpreter, whatever kernelspecs are installed. Run::
+(``adapterkit.notebook.report``). The kernel is always this interpreter, whatever kernelspecs are installed. Run::
 
-    python -m adapterkit.run_notebooks --output-dir reports
-    python -m adapterkit.run_notebooks --output-dir reports --only 02 -p epochs 4
-    python -m adapterkit.run_notebooks --in-place        # refresh the committed notebooks' outputs
+    python -m adapterkit.notebook.run_notebooks --output-dir reports
+    python -m adapterkit.notebook.run_notebooks --output-dir reports --only 02 -p epochs 4
+    python -m adapterkit.notebook.run_notebooks --in-place        # refresh the committed notebooks' outputs
 
 Exit status 1 when a notebook fails (the summary says which, and the executed copy shows where).
 """
@@ -24,8 +24,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from jupyter_client.manager import KernelManager
 
-from adapterkit.data import REPO_ROOT
-from adapterkit.report import write_summary
+from adapterkit.data.files import REPO_ROOT
+from adapterkit.notebook.report import write_summary
 
 __all__ = ["NotebookRun", "execute_in_place", "find_notebooks", "parse_value", "run_notebooks", "main"]
 
@@ -187,7 +187,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     params = {name: parse_value(value) for name, value in args.parameter}
     t0 = time.perf_counter()
     runs = run_notebooks(args.output_dir, notebooks, params, timeout=args.timeout)
-    command = "python -m adapterkit.run_notebooks " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m adapterkit.notebook.run_notebooks " + " ".join(sys.argv[1:] if argv is None else argv)
     summary = write_summary(args.output_dir, runs, command=command.strip())
     print(f"[report] {len(runs)} notebooks in {time.perf_counter() - t0:.1f} s; summary: {summary}")
     return 0 if all(r.ok for r in runs) else 1

@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from adapterkit.eval_utils import hit_rate_curve
+from adapterkit.evaluation.evaluate import hit_rate_curve
 from adapterkit.metrics import paired_ranks
 
 __all__ = ["SavedPlot", "plot_hit_rate_at_k", "plot_loss", "plot_rank_movement", "rank_movement", "save_figure"]

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from adapterkit.datasets import EmbeddingQAFinetuneDataset
-from adapterkit.eval_utils import display_results, evaluate
+from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
+from adapterkit.evaluation.evaluate import display_results, evaluate
 
 __all__ = ["PUBLISHED_ADA002", "PUBLISHED_NOTE", "metrics_table", "model_label", "published_notes", "reference_rows", "training_table"]
 

@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from adapterkit.config import FinetuneConfig
-from adapterkit.memory import CorpusMemory, apply_memories
+from adapterkit.memory.corpus_memory import CorpusMemory, apply_memories
 from adapterkit.metrics import exact_search, metrics_at_k
+from adapterkit.training.config import FinetuneConfig
 
 
 def mrr10(queries: np.ndarray, docs: np.ndarray, relevant: List[List[int]]) -> float:

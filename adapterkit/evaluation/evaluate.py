@@ -12,13 +12,15 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
+import torch
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from adapterkit.adapter_embedding import encode
-from adapterkit.cache import EmbeddingCache, NonFiniteEmbeddingError
-from adapterkit.datasets import EmbeddingQAFinetuneDataset
+from adapterkit.adapter_embedding import AdapterEmbeddingModel
+from adapterkit.cache import EmbeddingCache, NonFiniteEmbeddingError, embed_texts
+from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import resolve_embed_model
 from adapterkit.metrics import exact_search, metrics_at_k, paired_ranks
+from adapterkit.query_vectors import apply_adapter
 
 
 def evaluate(
@@ -145,3 +147,27 @@ def win_loss(base: pd.DataFrame, other: pd.DataFrame) -> Dict[str, int]:
     merged = paired_ranks(base, other, "mrr")
     diff = merged["mrr_other"] - merged["mrr_base"]
     return {"wins": int((diff > 0).sum()), "losses": int((diff < 0).sum()), "ties": int((diff == 0).sum())}
+
+
+def encode(
+    model: BaseEmbedding,
+    texts: Sequence[str],
+    kind: str = "text",
+    cache: Union[EmbeddingCache, str, os.PathLike, None] = None,
+    show_progress: bool = False,
+) -> np.ndarray:
+    """Embeddings for ``texts`` from any model, through the cache wherever a base model is called.
+
+    Adapter models (adapterkit's or LlamaIndex's ``AdapterEmbeddingModel``) are split into their
+    base model, whose vectors are cached, and the adapter, applied in batches.
+    """
+    if isinstance(model, AdapterEmbeddingModel):
+        return model.embed(texts, kind, show_progress=show_progress)
+    adapter = getattr(model, "_adapter", None)
+    base = getattr(model, "_base_embed_model", None)
+    if isinstance(adapter, torch.nn.Module) and isinstance(base, BaseEmbedding):  # LlamaIndex's class
+        vecs = embed_texts(base, texts, kind, cache=cache, show_progress=show_progress)
+        if kind == "query" and getattr(model, "_transform_query", True):
+            vecs = apply_adapter(adapter, vecs)
+        return vecs
+    return embed_texts(model, texts, kind, cache=cache, show_progress=show_progress)

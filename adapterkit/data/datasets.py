@@ -102,7 +102,7 @@ class EmbeddingQAFinetuneDataset(BaseModel):
         if not path.is_file():
             raise DatasetError(
                 f"Dataset file {path} not found. Get the walkthrough's files with "
-                "adapterkit.data.get_file('train_dataset.json'), or pass the path of your own dataset."
+                "adapterkit.data.files.get_file('train_dataset.json'), or pass the path of your own dataset."
             )
         try:
             data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys)

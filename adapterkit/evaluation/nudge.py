@@ -21,7 +21,7 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from adapterkit.cache import EmbeddingCache, embed_texts
-from adapterkit.datasets import EmbeddingQAFinetuneDataset
+from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import resolve_embed_model
 from adapterkit.metrics import exact_search, metrics_at_k
 

@@ -2,7 +2,7 @@
 
 Each notebook writes ``<output_dir>/results.json`` (its tables, plot files and notes) with
 ``save_results``; ``write_summary`` collects every notebook's results into ``summary.md``. The
-notebooks are run by ``adapterkit.run_notebooks``.
+notebooks are run by ``adapterkit.notebook.run_notebooks``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def save_results(
     fig_entries = []
     for caption, fig in dict(figures).items():
         if hasattr(fig, "savefig"):
-            from adapterkit.plots import save_figure
+            from adapterkit.notebook.plots import save_figure
 
             path = save_figure(fig, out / (re.sub(r"[^a-z0-9]+", "_", caption.lower()).strip("_") + ".png"))
         else:  # a SavedPlot, or a PNG path
@@ -94,7 +94,7 @@ def _link(path: Path, folder: Path) -> str:
     return f"[{rel}]({rel})"
 
 
-def write_summary(output_dir: PathLike, runs: Sequence[Any], command: str = "python -m adapterkit.run_notebooks") -> Path:
+def write_summary(output_dir: PathLike, runs: Sequence[Any], command: str = "python -m adapterkit.notebook.run_notebooks") -> Path:
     """Write ``<output_dir>/summary.md``: run status and time per notebook, then each notebook's tables and plots."""
     out = Path(output_dir).resolve()
     lines = [

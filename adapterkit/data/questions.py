@@ -25,9 +25,9 @@ from llama_index.core.llms import LLM
 from llama_index.core.schema import BaseNode
 from tqdm.auto import tqdm
 
-from adapterkit.datasets import EmbeddingQAFinetuneDataset, node_texts
-from adapterkit.question_parsing import answer_pieces, parse_questions
-from adapterkit.llms import resolve_llm
+from adapterkit.data.datasets import EmbeddingQAFinetuneDataset, node_texts
+from adapterkit.data.llms import resolve_llm
+from adapterkit.data.question_parsing import answer_pieces, parse_questions
 
 __all__ = [
     "DEFAULT_QA_GENERATE_PROMPT_TMPL",

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from adapterkit.cache import EmbeddingCache, embed_texts
-from adapterkit.keys import INDEX_KINDS, KeyIndex, make_index
+from adapterkit.data.documents import chunk_sentences
+from adapterkit.memory.keys import INDEX_KINDS, KeyIndex, make_index
 from adapterkit.metrics import unit_rows
-from adapterkit.pseudo_queries import chunk_sentences
 
 MEMORY_DIR = "memory"  # beside the adapter's files in a model folder; one subfolder per memory
 CONFIG_NAME = "memory.json"
@@ -54,7 +54,7 @@ class CorpusMemory:
         temperature: sharpness of the key match (100: in effect, the few closest keys).
         top_k: keys looked up per query; the softmax runs over these (with temperature 100 the keys
             further away weigh less than e^-10 of the best).
-        index: how keys are looked up (``adapterkit.keys.make_index``): ``"exact"`` (a matrix
+        index: how keys are looked up (``adapterkit.memory.keys.make_index``): ``"exact"`` (a matrix
             product over every key), ``"ivf"`` (faiss, approximate, for millions of keys), or
             ``"auto"`` (exact up to 200,000 keys).
 

@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple, Type
 
 import torch
 
-from adapterkit.sampling import NEGATIVES
+from adapterkit.training.sampling import NEGATIVES
 
 
 @dataclass

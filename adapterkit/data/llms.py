@@ -8,8 +8,8 @@ directly, so llama-cpp-python is never imported.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import functools
+import importlib.util
 import os
 import threading
 from pathlib import Path

@@ -1,22 +1,12 @@
-"""Label-free training pairs from the corpus that will be searched: pieces of each chunk as its queries.
-
-The queries come from the chunk itself (sentences, or question-sized word windows), or from an LLM
-asked about the chunk (``generated_pseudo_queries``); either way no label of the target is used.
-"""
+"""Label-free pseudo-queries of a target corpus: its sentences, or questions an LLM writes about each chunk."""
 
 from __future__ import annotations
 
 import random
-import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-
-
-def chunk_sentences(text: str, min_words: int = 6) -> List[str]:
-    """The sentences of ``text`` (split after . ! ?) with at least ``min_words`` words."""
-    return [x.strip() for x in _SENTENCE.split(" ".join(text.split())) if len(x.split()) >= min_words]
+from adapterkit.data.documents import chunk_sentences
 
 
 def pseudo_queries(
@@ -57,8 +47,9 @@ def pseudo_queries(
 
 def generated_pseudo_queries(corpus: Dict[str, str], llm: Any, per_chunk: int, output_path: Path, show_progress: bool = True) -> List[tuple]:
     """Label-free training pairs asked of an LLM: ``[(question, chunk id)]``, resumable at ``output_path``."""
-    from adapterkit.questions import generate_qa_embedding_pairs  # LLM machinery only when asked for
+    from adapterkit.data.questions import (
+        generate_qa_embedding_pairs,  # LLM machinery only when asked for
+    )
 
     generated = generate_qa_embedding_pairs(corpus, llm=llm, num_questions_per_chunk=per_chunk, output_path=output_path, verbose=show_progress)
     return [(question, generated.relevant_docs[qid][0]) for qid, question in generated.queries.items()]
-

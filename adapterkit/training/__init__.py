@@ -1,0 +1,1 @@
+"""The engine and its parts: options, loss, batches and negatives, pseudo-queries, epoch choice, checkpoints."""
