@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -26,7 +27,34 @@ _SECRETS = re.compile(r"(_API_KEY|_API_BASE|_BASE_URL|_TOKEN)$|^(OPENAI|AZURE_OP
 for _name in [n for n in os.environ if _SECRETS.search(n)]:
     del os.environ[_name]
 os.environ["ADAPTERKIT_CACHE_DIR"] = os.environ.get("ADAPTERKIT_TEST_CACHE_DIR") or str(ROOT / ".cache" / "test-embeddings")
-os.environ["HF_HUB_OFFLINE"] = "1"  # local models only: a test never waits on the hub
+# Offline, always: data comes from the mirror folder, models from installed packages. The same variables
+# reach every subprocess and notebook kernel a test starts.
+os.environ.update(ADAPTERKIT_OFFLINE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+
+
+class NetworkAccessError(OSError):
+    """A test tried to reach a host other than this machine."""
+
+
+def _is_local(address: Any) -> bool:
+    if not isinstance(address, tuple):  # AF_UNIX paths (PostgreSQL's socket, kernels)
+        return True
+    host = str(address[0])
+    return host in ("localhost", "::1", "0.0.0.0", "") or host.startswith("127.") or host.startswith("::ffff:127.")
+
+
+def _guard(connect: Callable) -> Callable:
+    def guarded(self: socket.socket, address: Any, *args: Any) -> Any:
+        if not _is_local(address):
+            raise NetworkAccessError(f"Tests never touch the network, but something connected to {address!r}.")
+        return connect(self, address, *args)
+
+    return guarded
+
+
+# In this process (pytest itself), a connection to any other host fails loudly instead of leaking out.
+socket.socket.connect = _guard(socket.socket.connect)  # type: ignore[method-assign]
+socket.socket.connect_ex = _guard(socket.socket.connect_ex)  # type: ignore[method-assign]
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 COUNTS_TAG = "nbval-tolerant-counts"

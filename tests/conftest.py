@@ -5,6 +5,10 @@ The environment (no API keys, the project's own embedding cache) is set in the r
 
 from __future__ import annotations
 
+import threading
+from http.server import ThreadingHTTPServer
+
+import helpers
 import pytest
 
 from adapterkit import EmbeddingQAFinetuneDataset, resolve_embed_model
@@ -40,3 +44,16 @@ def val_small(val_full) -> EmbeddingQAFinetuneDataset:
 def bge():
     """The real offline default model (bge-small-en-v1.5, int8 ONNX)."""
     return resolve_embed_model("default")
+
+
+@pytest.fixture
+def fake_openai(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), helpers.FakeOpenAIHandler)
+    server.lock, server.requests, server.in_flight, server.max_in_flight = threading.Lock(), 0, 0, 0
+    server.fail_first, server.delay = 0, 0.0
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()

@@ -2,11 +2,10 @@ import json
 
 import pytest
 import torch
-from torch import nn
+from helpers import Scale
 
 from adapterkit.adapters import (
     AdapterLoadError,
-    BaseAdapter,
     LinearLayer,
     LowRankLinear,
     OrthogonalLinear,
@@ -14,21 +13,6 @@ from adapterkit.adapters import (
     check_adapter_dim,
 )
 from adapterkit.memory.corpus_memory import MemoryLoadError
-
-
-class Scale(BaseAdapter):
-    """A user adapter with only forward and get_config_dict."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim
-        self.scale = nn.Parameter(torch.ones(dim))
-
-    def forward(self, embed):
-        return embed * self.scale
-
-    def get_config_dict(self):
-        return {"dim": self.dim}
 
 
 def test_linear_starts_at_identity():

@@ -80,11 +80,9 @@ def test_unknown_and_keyless_specs_are_explained(monkeypatch):
 class FakeOpenAI(BaseHTTPRequestHandler):
     """Answers POST /v1/embeddings like OpenAI does, with a deterministic vector per input."""
 
-    requests = []
-
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeOpenAI.requests.append(body)
+        self.server.requests.append(body)  # type: ignore[attr-defined]
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0, float(i == 0)]} for i, t in enumerate(inputs)]
         payload = json.dumps({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
@@ -100,6 +98,7 @@ class FakeOpenAI(BaseHTTPRequestHandler):
 
 def test_openai_spec_through_the_http_boundary(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    server.requests = []  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         model = resolve_embed_model(
@@ -108,10 +107,10 @@ def test_openai_spec_through_the_http_boundary(tmp_path):
         cache = EmbeddingCache(tmp_path)
         vecs = embed_texts(model, ["abc", "abcdef"], "text", cache=cache)
         assert vecs[:, 0].tolist() == [3.0, 6.0]
-        assert FakeOpenAI.requests[-1]["model"] == "text-embedding-3-small"
-        sent = len(FakeOpenAI.requests)
+        assert server.requests[-1]["model"] == "text-embedding-3-small"
+        sent = len(server.requests)
         embed_texts(model, ["abc", "abcdef"], "text", cache=cache)
-        assert len(FakeOpenAI.requests) == sent  # served from the cache
+        assert len(server.requests) == sent  # served from the cache
         assert "sk-fake" not in model_identity(model)
     finally:
         server.shutdown()

@@ -7,10 +7,10 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 
 import pytest
+from helpers import marked_chunks, openai_llm
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.llms import (
     CompletionResponse,
@@ -36,9 +36,6 @@ def content_words(text: str) -> set:
     return {w for w in re.findall(r"[a-z]{4,}", text.lower())} - STOPWORDS
 
 
-def marked_chunks(n: int) -> dict:
-    """``{node_id: text}`` chunks long enough to ask about, each with a marker its questions echo."""
-    return {f"node-{i}": f"CHUNK-{i} " + "Lyft reported revenue and rides for the year. " * 4 for i in range(n)}
 
 
 # ---------------------------------------------------------------- the real offline model, real chunks
@@ -82,62 +79,10 @@ def test_offline_model_asks_questions_about_real_lyft_chunks(smollm, train_full,
 # ---------------------------------------------------------------- OpenAI's client, fake endpoint
 
 
-class FakeOpenAIHandler(BaseHTTPRequestHandler):
-    """``POST /v1/chat/completions``: questions that echo the chunk's marker, in an untidy list."""
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        server: Any = self.server
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with server.lock:
-            server.requests += 1
-            failing = server.requests <= server.fail_first
-            server.in_flight += 1
-            server.max_in_flight = max(server.max_in_flight, server.in_flight)
-        try:
-            time.sleep(server.delay)
-            if failing:
-                return self._send(500, {"error": {"message": "overloaded", "type": "server_error"}})
-            marker = re.search(r"CHUNK-\d+", body["messages"][-1]["content"]).group(0)
-            text = f"Here are two questions:\n1. What does {marker} say about revenue?\n2) **How many rides did {marker} count?**\nGood luck!"
-            self._send(200, {
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
-            })
-        finally:
-            with server.lock:
-                server.in_flight -= 1
-
-    def _send(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
-@pytest.fixture
-def fake_openai(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAIHandler)
-    server.lock, server.requests, server.in_flight, server.max_in_flight = threading.Lock(), 0, 0, 0
-    server.fail_first, server.delay = 0, 0.0
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
-def openai_llm(server) -> Any:
-    from llama_index.llms.openai import OpenAI
-
-    # max_retries=0: the client's own retries off, so a 500 reaches adapterkit's retry loop.
-    return OpenAI(model="gpt-4o-mini", api_base=f"http://127.0.0.1:{server.server_port}/v1", api_key="fake", max_retries=0)
 
 
 def test_openai_llm_runs_chunks_concurrently(fake_openai):
@@ -339,9 +284,10 @@ class HangingLLM(ScriptedLLM):
 
 def test_a_hung_call_times_out_and_is_retried(tmp_path):
     llm = HangingLLM(hang=("CHUNK-1",), max_concurrency=2)
-    started = time.perf_counter()
-    ds = generate_qa_embedding_pairs(marked_chunks(3), llm=llm, timeout=0.3, retry_delay=0.01, max_workers=2, verbose=False)
-    assert time.perf_counter() - started < 5
+    try:  # the first CHUNK-1 call never returns: the run ends only because the per-call timeout gave up on it
+        ds = generate_qa_embedding_pairs(marked_chunks(3), llm=llm, timeout=0.3, retry_delay=0.01, max_workers=2, verbose=False)
+    finally:
+        llm._release.set()
     assert len(ds.queries) == 6 and ds.stats.failed == 0 and llm.calls == 4  # CHUNK-1 asked twice
 
 
@@ -386,6 +332,8 @@ class Stuck(CustomLLM):
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         marker = re.search(r"CHUNK-\\d+", prompt).group(0)
         if marker != "CHUNK-0":
+            sys.stdout.write(f"hung {marker}\\n")  # one write per line: worker threads print at once
+            sys.stdout.flush()
             threading.Event().wait()  # never answers
         return CompletionResponse(text=f"1. What is {marker} about?\\n2. Who reported {marker}?")
     @llm_completion_callback()
@@ -410,10 +358,18 @@ def test_ctrl_c_stops_at_once_with_calls_hanging_and_keeps_answers(tmp_path):
     proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "started"
     progress = tmp_path / "qa.json.progress.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (progress.is_file() and progress.read_text().strip()):
-        time.sleep(0.1)
-    time.sleep(0.5)
+    # Ctrl-C once CHUNK-0's answer is journaled and the other workers are stuck inside the LLM; the
+    # process says when a call hangs, so nothing here waits on a guess of how long that takes.
+    hung = 0
+    while hung < 2:
+        line = proc.stdout.readline()
+        assert line, "the script ended before its calls hung: " + proc.stderr.read()[-2000:]
+        hung += line.count("hung ")
+    for _ in range(2400):  # a guard against a hang (2 minutes), not a measure of speed
+        if progress.is_file() and progress.read_text().strip():
+            break
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=10)  # before: the pool's threads kept the process alive

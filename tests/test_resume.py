@@ -11,54 +11,63 @@ from adapterkit.training.checkpoints import STATE_JSON, checkpoints
 from adapterkit.training.engine import TrainingDivergedError
 
 
-class Interrupting(torch.optim.AdamW):
-    """AdamW that raises KeyboardInterrupt (what Ctrl-C does) on optimiser step ``at`` (counted across runs)."""
+def interrupting() -> type:
+    """A new AdamW subclass (one per test, so no count leaks between tests) that raises KeyboardInterrupt
+    (what Ctrl-C does) on optimiser step ``at``, counting steps across the runs of that test in ``steps``."""
 
-    at = None
-    steps = 0
+    class Interrupting(torch.optim.AdamW):
+        at = None
+        steps = 0
 
-    def step(self, closure=None):
-        type(self).steps += 1
-        if type(self).at is not None and type(self).steps == type(self).at:
-            raise KeyboardInterrupt
-        return super().step(closure)
+        def step(self, closure=None):
+            type(self).steps += 1
+            if type(self).at is not None and type(self).steps == type(self).at:
+                raise KeyboardInterrupt
+            return super().step(closure)
+
+    return Interrupting
 
 
-class Poisoning(torch.optim.AdamW):
-    """AdamW that writes NaN into the weights from optimiser step ``at`` on."""
+def poisoning() -> type:
+    """A new AdamW subclass that writes NaN into the weights from optimiser step ``at`` on."""
 
-    at = 10**9
-    steps = 0
+    class Poisoning(torch.optim.AdamW):
+        at = 10**9
+        steps = 0
 
-    def step(self, closure=None):
-        out = super().step(closure)
-        type(self).steps += 1
-        if type(self).steps >= type(self).at:
-            with torch.no_grad():
-                for group in self.param_groups:
-                    for p in group["params"]:
-                        p.fill_(float("nan"))
-        return out
+        def step(self, closure=None):
+            out = super().step(closure)
+            type(self).steps += 1
+            if type(self).steps >= type(self).at:
+                with torch.no_grad():
+                    for group in self.param_groups:
+                        for p in group["params"]:
+                            p.fill_(float("nan"))
+            return out
+
+    return Poisoning
 
 
 ARGS = dict(epochs=4, batch_size=8, optimizer_params={"lr": 1e-3}, val_fraction=0.3, seed=3, checkpoint_save_steps=2,
-            optimizer_class=Interrupting, show_progress=False)
+            show_progress=False)
 
 
-def _run(train, bge, folder, interrupt_at=None, checkpoints_dir=None):
-    Interrupting.at, Interrupting.steps = interrupt_at, 0
-    return EmbeddingAdapterFinetuneEngine(train, bge, model_output_path=folder, model_checkpoint_path=checkpoints_dir, **ARGS)
+def _run(train, bge, folder, optimizer_class, interrupt_at=None, checkpoints_dir=None):
+    optimizer_class.at, optimizer_class.steps = interrupt_at, 0
+    return EmbeddingAdapterFinetuneEngine(train, bge, model_output_path=folder, model_checkpoint_path=checkpoints_dir,
+                                          optimizer_class=optimizer_class, **ARGS)
 
 
 @pytest.mark.parametrize("interrupt_at", [7, 41])  # mid-way through selection; in the refit (selection takes 24 steps)
 def test_interrupted_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one(tmp_path, train_small, bge, interrupt_at):
-    whole = _run(train_small, bge, tmp_path / "whole", checkpoints_dir=tmp_path / "whole_ckpt")
+    Interrupting = interrupting()
+    whole = _run(train_small, bge, tmp_path / "whole", Interrupting, checkpoints_dir=tmp_path / "whole_ckpt")
     whole.finetune()
     refit_steps = len(whole.loss_history)
     selection_steps = Interrupting.steps - refit_steps
     assert whole.best_epoch and selection_steps < interrupt_at < Interrupting.steps or interrupt_at < selection_steps
 
-    engine = _run(train_small, bge, tmp_path / "out", interrupt_at=interrupt_at, checkpoints_dir=tmp_path / "ckpt")
+    engine = _run(train_small, bge, tmp_path / "out", Interrupting, interrupt_at=interrupt_at, checkpoints_dir=tmp_path / "ckpt")
     with pytest.raises(KeyboardInterrupt):
         engine.finetune()
     assert torch.equal(engine.model.linear.weight.cpu(), torch.eye(384))  # back at the start, not half-trained
@@ -73,15 +82,16 @@ def test_interrupted_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupte
     assert engine.best_epoch == whole.best_epoch and engine.val_mrr == whole.val_mrr
     assert engine.loss_history == whole.loss_history
 
-    fresh = _run(train_small, bge, tmp_path / "new", interrupt_at=None, checkpoints_dir=tmp_path / "ckpt")
+    fresh = _run(train_small, bge, tmp_path / "new", Interrupting, checkpoints_dir=tmp_path / "ckpt")
     fresh.finetune(epochs=3)  # other options: another run, so the checkpoints are not resumed but replaced
     assert len(fresh.epoch_loss) == 3
 
 
 def test_without_checkpoints_an_interrupted_run_restarts_from_the_start(tmp_path, train_small, bge):
-    whole = _run(train_small, bge, tmp_path / "whole")
+    Interrupting = interrupting()
+    whole = _run(train_small, bge, tmp_path / "whole", Interrupting)
     whole.finetune()
-    engine = _run(train_small, bge, tmp_path / "out", interrupt_at=5)
+    engine = _run(train_small, bge, tmp_path / "out", Interrupting, interrupt_at=5)
     with pytest.raises(KeyboardInterrupt):
         engine.finetune()
     assert torch.equal(engine.model.linear.weight.cpu(), torch.eye(384))
@@ -92,6 +102,7 @@ def test_without_checkpoints_an_interrupted_run_restarts_from_the_start(tmp_path
 
 
 def test_a_nan_epoch_is_never_chosen_and_without_selection_is_an_error(tmp_path, train_small, bge):
+    Poisoning = poisoning()
     args = dict(epochs=4, batch_size=8, optimizer_params={"lr": 1e-3}, seed=3, optimizer_class=Poisoning, show_progress=False)
     Poisoning.at, Poisoning.steps = 17, 0  # from epoch 3 on (6 steps an epoch with 30% held out)
     engine = EmbeddingAdapterFinetuneEngine(train_small, bge, val_fraction=0.3, refit=False, model_output_path=tmp_path / "sel", **args)

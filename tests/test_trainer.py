@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from helpers import Scale, marked_chunks, openai_llm
 from llama_index.core import VectorStoreIndex
 from llama_index.core.schema import TextNode
-from test_adapters import Scale
-from test_questions import fake_openai, marked_chunks, openai_llm  # noqa: F401 (fake_openai is a fixture)
 
 from adapterkit import (
     AdapterEmbeddingModel,
