@@ -261,15 +261,25 @@ def resolve_embed_model(spec: Union[str, BaseEmbedding, None] = "default", **kwa
     )
 
 
-_SECRET_HINTS = ("key", "token", "secret", "password", "callback", "batch", "workers", "timeout", "retries", "cache", "rate")
+# Settings that cannot change a vector, by class name: they are left out of the embedding cache's key.
+# Every other setting is part of it, so a changed tokenizer, length limit, dimension count or model
+# folder never reuses old vectors. "*" applies to every LlamaIndex BaseEmbedding.
+NEVER_CHANGE_VECTORS: Dict[str, frozenset] = {
+    "*": frozenset({"embed_batch_size", "callback_manager", "num_workers", "embeddings_cache", "rate_limiter"}),
+    "OpenAIEmbedding": frozenset({"api_key", "max_retries", "timeout", "default_headers", "reuse_client"}),
+    "AzureOpenAIEmbedding": frozenset({"api_key", "azure_ad_token", "max_retries", "timeout", "default_headers", "reuse_client"}),
+    "HuggingFaceEmbedding": frozenset({"cache_folder", "show_progress_bar", "device", "parallel_process", "target_devices"}),
+}
 
 
 def model_identity(model: BaseEmbedding) -> str:
-    """A stable id for the embedding cache: the class, model name and every setting that changes vectors.
+    """A stable id for the embedding cache: the class and every setting that can change vectors.
 
-    Settings that only change speed (batch size, workers) and secrets (API keys) are left out. A
-    setting that names a local folder or file (``"local:<folder>"`` models) adds a fingerprint of
-    its contents, so new weights at the same path never get the old vectors.
+    A model may state its own (a ``cache_identity`` string, as ``OnnxBGEEmbedding`` does). Otherwise
+    every setting counts except those ``NEVER_CHANGE_VECTORS`` lists for its class (speed settings and
+    secrets, so an API key never lands in the cache's key). A setting that names a local folder or file
+    (``"local:<folder>"`` models) adds a fingerprint of its contents, so new weights at the same path
+    never get the old vectors.
     """
     ident = getattr(model, "cache_identity", None)
     if isinstance(ident, str):
@@ -278,7 +288,8 @@ def model_identity(model: BaseEmbedding) -> str:
         fields = model.model_dump()
     except Exception:  # some models hold objects pydantic cannot dump
         fields = {"model_name": getattr(model, "model_name", "unknown")}
-    kept = {k: v for k, v in fields.items() if not any(h in k.lower() for h in _SECRET_HINTS)}
+    skip = NEVER_CHANGE_VECTORS["*"] | NEVER_CHANGE_VECTORS.get(type(model).__name__, frozenset())
+    kept = {k: v for k, v in fields.items() if k not in skip}
     for key, value in list(kept.items()):
         if isinstance(value, str) and value and os.path.exists(value):
             kept[f"{key}:contents"] = path_fingerprint(value)

@@ -1,5 +1,8 @@
+from typing import Optional
+
 import numpy as np
 import pytest
+from llama_index.core.embeddings import MockEmbedding
 
 from adapterkit.cache import EmbeddingCache, NonFiniteEmbeddingError, embed_texts
 from adapterkit.embeddings import OnnxBGEEmbedding, model_identity
@@ -119,8 +122,6 @@ def test_ragged_vectors_and_broken_unicode_are_explained(tmp_path):
 
 
 def test_a_local_model_folder_is_keyed_by_its_contents(tmp_path):
-    from llama_index.core.embeddings import MockEmbedding
-
     class LocalModel(MockEmbedding):
         model_name: str = ""
 
@@ -131,3 +132,28 @@ def test_a_local_model_folder_is_keyed_by_its_contents(tmp_path):
     assert model_identity(LocalModel(embed_dim=4, model_name=str(folder))) == first
     (folder / "model.safetensors").write_bytes(b"weights v2")  # new weights, same path
     assert model_identity(LocalModel(embed_dim=4, model_name=str(folder))) != first
+
+
+class Configurable(MockEmbedding):
+    """A LlamaIndex embedding with the kinds of settings real ones have."""
+
+    tokenizer_name: str = "bert-base-uncased"
+    max_length: int = 512
+    dimensions: Optional[int] = None
+    model_path: Optional[str] = None
+
+
+@pytest.mark.parametrize("setting", [{"tokenizer_name": "roberta-base"}, {"max_length": 128}, {"dimensions": 256}])
+def test_every_setting_that_can_change_vectors_changes_the_identity(setting):
+    base = model_identity(Configurable(embed_dim=4))
+    assert model_identity(Configurable(embed_dim=4, **setting)) != base
+    # Speed settings do not: the same vectors come back whatever the batch size or worker count.
+    assert model_identity(Configurable(embed_dim=4, embed_batch_size=7, num_workers=3)) == base
+
+
+def test_openai_identity_keeps_the_dimensions_and_never_the_key():
+    from llama_index.embeddings.openai import OpenAIEmbedding
+
+    a = OpenAIEmbedding(model="text-embedding-3-small", api_key="sk-one", dimensions=256)
+    assert model_identity(a) == model_identity(OpenAIEmbedding(model="text-embedding-3-small", api_key="sk-two", dimensions=256, max_retries=9))
+    assert model_identity(a) != model_identity(OpenAIEmbedding(model="text-embedding-3-small", api_key="sk-one", dimensions=512))
