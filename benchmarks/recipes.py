@@ -43,7 +43,7 @@ RECIPES = {
     "defaults but 8-24-word window pseudo-queries + Uber chunks unlabelled": dict(unlabeled="val", pseudo_query_words=(8, 24)),
     "earlier defaults (lr 3e-3, 8 epochs, 2 pseudo-queries per chunk, no refit) + Uber chunks unlabelled": dict(unlabeled="val", **OLD),
     "defaults but in-batch negatives + 5 mined hard negatives, Lyft only": dict(negatives="in_batch", hard_negatives=5),
-    "no selection, no identity pull, lr 3e-2, 30 epochs (overfits)": dict(epochs=30, optimizer_params={"lr": 3e-2}, identity_reg=0.0, val_fraction=0.0),
+    "no selection, no identity pull, lr 3e-2, 30 epochs (overfits)": dict(epochs=30, optimizer_params={"lr": 3e-2}, identity_reg=0.0, val_fraction=0.0, guard=False, refit=False),
     "same overfitting run with held-out selection": dict(epochs=30, optimizer_params={"lr": 3e-2}, identity_reg=0.0),
 }
 

@@ -111,7 +111,7 @@ def test_a_nan_epoch_is_never_chosen_and_without_selection_is_an_error(tmp_path,
     assert torch.isfinite(engine.model.linear.weight).all()
     Poisoning.at, Poisoning.steps = 5, 0
     with pytest.raises(TrainingDivergedError, match="Lower the learning rate"):
-        EmbeddingAdapterFinetuneEngine(train_small, bge, val_fraction=0.0, model_output_path=tmp_path / "all", **args).finetune()
+        EmbeddingAdapterFinetuneEngine(train_small, bge, val_fraction=0.0, guard=False, refit=False, model_output_path=tmp_path / "all", **args).finetune()
     for bad in ({"scale": float("nan")}, {"optimizer_params": {"lr": float("nan")}}, {"checkpoint_save_steps": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             EmbeddingAdapterFinetuneEngine(train_small, bge, show_progress=False, **bad)

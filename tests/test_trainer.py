@@ -11,6 +11,7 @@ from adapterkit import (
     EmbeddingQAFinetuneDataset,
     LinearLayer,
     TwoLayerNN,
+    embed_texts,
     evaluate,
 )
 from adapterkit.training.sampling import no_duplicate_batches
@@ -30,7 +31,7 @@ def test_no_duplicate_batches():
 
 def test_finetune_trains_saves_checkpoints_and_reloads(tmp_path, train_small, val_small, bge):
     engine = EmbeddingAdapterFinetuneEngine(
-        train_small, bge, epochs=4, batch_size=8, optimizer_params={"lr": 1e-3}, val_fraction=0.0,
+        train_small, bge, epochs=4, batch_size=8, optimizer_params={"lr": 1e-3}, val_fraction=0.0, guard=False, refit=False,
         model_output_path=tmp_path / "out", model_checkpoint_path=tmp_path / "ckpt", checkpoint_save_steps=5,
         show_progress=False,
     )
@@ -72,7 +73,7 @@ def test_seeded_runs_are_reproducible(tmp_path, train_small, bge):
 def test_other_adapters_train_save_load(tmp_path, train_small, bge, make):
     torch.manual_seed(0)
     engine = EmbeddingAdapterFinetuneEngine(
-        train_small, bge, adapter_model=make(), epochs=3, optimizer_params={"lr": 1e-3}, val_fraction=0.0,
+        train_small, bge, adapter_model=make(), epochs=3, optimizer_params={"lr": 1e-3}, val_fraction=0.0, guard=False, refit=False,
         model_output_path=tmp_path / "out", negatives="corpus", show_progress=False,
     )
     engine.finetune()
@@ -128,7 +129,7 @@ def test_mined_hard_negatives_exclude_relevant_and_near_positive_chunks(tmp_path
 
     engine = EmbeddingAdapterFinetuneEngine(
         train_small, bge, negatives="in_batch", hard_negatives=3, epochs=2, optimizer_params={"lr": 1e-3},
-        val_fraction=0.0, model_output_path=tmp_path / "out", show_progress=False,
+        val_fraction=0.0, guard=False, refit=False, model_output_path=tmp_path / "out", show_progress=False,
     )
     group = engine.groups[0]
     assert group.hard.shape == (len(group.positives), 3)
@@ -155,7 +156,7 @@ def test_refit_trains_every_pair_and_keeps_the_chosen_epoch(tmp_path, train_smal
     # Every chunk is trained on now: no held-out score that would flatter the adapter.
     assert np.isnan(engine.validation_mrr())
     # The same run on every pair (no hold-out), seen through its per-step checkpoints.
-    full = EmbeddingAdapterFinetuneEngine(train_small, bge, val_fraction=0.0, refit=False, model_output_path=tmp_path / "full",
+    full = EmbeddingAdapterFinetuneEngine(train_small, bge, val_fraction=0.0, guard=False, refit=False, model_output_path=tmp_path / "full",
                                           model_checkpoint_path=tmp_path / "full_ckpt", checkpoint_save_steps=1, **args)
     full.finetune()
     steps_per_epoch = len(full.loss_history) // 4
@@ -318,3 +319,81 @@ def test_defaults_do_not_depend_on_other_arguments(tmp_path, train_small, bge):
     target = EmbeddingAdapterFinetuneEngine(train_small, bge, unlabeled_corpus=train_small.corpus,
                                             model_output_path=tmp_path / "b", show_progress=False)
     assert plain.config == target.config == FinetuneConfig()
+
+
+def test_one_registry_says_when_each_option_may_be_set():
+    import dataclasses
+
+    from adapterkit.training.config import FIXED_AT_CONSTRUCTION, RUN_OPTIONS, FinetuneConfig
+
+    fields = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
+    assert all({"fixed", "run"} <= set(f.metadata) for f in fields.values())  # every option is classified
+    assert {"val_fraction", "negatives", "hard_negatives", "pseudo_queries_per_chunk"} <= FIXED_AT_CONSTRUCTION
+    assert {"epochs", "optimizer_params", "loss_class", "seed"} <= RUN_OPTIONS
+    assert not {"verbose", "num_threads", "checkpoint_save_steps", "memory_weight"} & RUN_OPTIONS
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"hard_negatives": 3}, "negatives='in_batch'"),  # every chunk is a negative already with "corpus"
+    ({"val_fraction": 0.0}, "guard=False and refit=False"),  # nothing held out: nothing to choose, guard or refit
+    ({"val_fraction": 0.0, "guard": False}, "guard=False and refit=False"),
+    ({"num_threads": 0}, "num_threads"),
+])
+def test_an_option_that_cannot_take_effect_is_an_error(train_small, bge, options, message):
+    with pytest.raises(ValueError, match=message):
+        EmbeddingAdapterFinetuneEngine(train_small, bge, show_progress=False, **options)
+
+
+def test_num_threads_none_leaves_torch_as_it_is(tmp_path, train_small, bge):
+    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, num_threads=None, epochs=1, model_output_path=tmp_path, show_progress=False)
+    assert engine.config.num_threads is None  # kept, not dropped for the default (1)
+    before = torch.get_num_threads()
+    engine.finetune()
+    assert torch.get_num_threads() == before
+
+
+def test_the_loss_is_a_parameter(tmp_path, train_small, bge):
+    from adapterkit.training.losses import MultipleNegativesRankingLoss
+
+    class Counted(MultipleNegativesRankingLoss):
+        calls = 0
+
+        def forward(self, *args):
+            type(self).calls += 1
+            return super().forward(*args)
+
+    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, loss_class=Counted, epochs=1, refit=False, model_output_path=tmp_path,
+                                            show_progress=False)
+    engine.finetune()
+    assert Counted.calls == len(engine.loss_history) > 0
+
+
+def test_a_memory_weight_that_would_be_overruled_is_an_error(tmp_path, val_small, bge):
+    """Labelled questions about the target corpus choose the sentence memory's pull; setting it as well is refused."""
+    train, target = val_small, val_small.corpus  # questions whose chunks are in the searched corpus
+    with pytest.raises(ValueError, match="question_memory=False"):
+        EmbeddingAdapterFinetuneEngine(train, bge, unlabeled_corpus=target, memory_weight=0.5, model_output_path=tmp_path, show_progress=False)
+    engine = EmbeddingAdapterFinetuneEngine(train, bge, unlabeled_corpus=target, epochs=1, model_output_path=tmp_path, show_progress=False)
+    assert engine.memory_choice is not None
+    with pytest.raises(ValueError, match="question_memory=False"):
+        engine.finetune(memory_weight=0.5)
+    free = EmbeddingAdapterFinetuneEngine(train, bge, unlabeled_corpus=target, question_memory=False, memory_weight=0.5, epochs=1,
+                                          model_output_path=tmp_path / "free", show_progress=False)
+    free.finetune(memory_weight=0.4)
+    assert free.memories["sentences"].weight == 0.4
+
+
+def test_choosing_memories_leaves_the_sentence_memory_as_it_was(val_small, bge):
+    from adapterkit import CorpusMemory
+    from adapterkit.training.config import FinetuneConfig
+    from adapterkit.training.memory_choice import choose_memories
+
+    corpus = dict(val_small.corpus)
+    sentences = CorpusMemory.from_corpus(corpus, bge, weight=0.25)
+    questions = embed_texts(bge, list(val_small.queries.values()), "query", show_progress=False)
+    owners = {r: val_small.relevant_docs[q] for r, q in enumerate(val_small.queries)}
+    docs = embed_texts(bge, list(corpus.values()), "text", show_progress=False)
+    kept, choice = choose_memories(questions, owners, list(corpus), docs, sentences, FinetuneConfig())
+    assert sentences.weight == 0.25  # the candidates were copies
+    if "sentences" in kept:
+        assert kept["sentences"] is not sentences and kept["sentences"].weight == choice["sentence_weight"]

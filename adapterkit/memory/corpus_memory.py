@@ -13,6 +13,7 @@ keys reach that text. Documents are never re-embedded. The memory is keyed by ch
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -80,6 +81,13 @@ class CorpusMemory:
         self._index: Optional[KeyIndex] = None
 
     # ------------------------------------------------------------------ building
+
+    def with_pull(self, weight: float, temperature: Optional[float] = None) -> "CorpusMemory":
+        """The same keys and chunks (shared, not copied) with another pull; this memory is left as it is."""
+        other = copy.copy(self)
+        other.weight = float(weight)
+        other.temperature = float(self.temperature if temperature is None else temperature)
+        return other
 
     @classmethod
     def from_corpus(cls, corpus: Mapping[str, str], embed_model: BaseEmbedding, doc_vectors: Optional[np.ndarray] = None,

@@ -48,7 +48,6 @@ class RunState:
     val_mrr: List[float] = field(default_factory=list)
     epoch_loss: List[float] = field(default_factory=list)
     loss_history: List[float] = field(default_factory=list)
-    scheduler: Dict[str, Any] = field(default_factory=dict)
     optimizer: Dict[str, Any] = field(default_factory=dict)  # param_groups and non-tensor state
     tensors: Dict[str, Tensor] = field(default_factory=dict)  # "model.*", "best.*", "optimizer.*", "generator", "identity_rr"
 

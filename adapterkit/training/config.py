@@ -9,47 +9,64 @@ from typing import Any, Dict, Optional, Tuple, Type
 
 import torch
 
+from adapterkit.training.losses import MultipleNegativesRankingLoss
 from adapterkit.training.sampling import NEGATIVES
+
+
+def option(default: Any = dataclasses.MISSING, *, fixed: bool = False, run: bool = True, factory: Any = dataclasses.MISSING) -> Any:
+    """A ``FinetuneConfig`` field and how it may be set.
+
+    Args:
+        default, factory: its default value (``factory`` for mutable ones).
+        fixed: it shapes the data ``EmbeddingAdapterFinetuneEngine.__init__`` prepares (the held-out
+            split, negatives, pseudo-queries, memories), so ``finetune()`` cannot change it.
+        run: it changes the trained weights, so a checkpoint made under another value is not resumed.
+    """
+    return field(default=default, default_factory=factory, metadata={"fixed": fixed, "run": run})
 
 
 @dataclass
 class FinetuneConfig:
     """Options of a fine-tuning run. Defaults were chosen on training data only (``benchmarks/README.md``).
 
-    Options marked *data* shape what ``EmbeddingAdapterFinetuneEngine.__init__`` prepares (the
-    held-out split, negatives, pseudo-queries); the others can also be changed per ``finetune()`` call.
+    This class is the one registry of options: each field says (``option``) whether it is fixed at
+    construction (the options under "data" shape what ``EmbeddingAdapterFinetuneEngine.__init__``
+    prepares) or may change per ``finetune()`` call, and whether it changes the trained weights (and
+    so which checkpoints a run may resume). ``FIXED_AT_CONSTRUCTION`` and ``RUN_OPTIONS`` are read off it.
+    A value that cannot take effect with the others is an error (``check``), never ignored.
     """
 
-    batch_size: int = 32  # queries per step
-    epochs: int = 16  # passes over the training pairs; the best one on held-out chunks is kept
-    optimizer_class: Type[torch.optim.Optimizer] = torch.optim.AdamW  # any torch optimiser class
-    optimizer_params: Dict[str, Any] = field(default_factory=lambda: {"lr": 1e-3})  # its keyword arguments
-    scale: float = 30.0  # inverse temperature on cosine similarities in the loss
-    identity_reg: float = 0.03  # weight of ||W - I||^2 (linear adapters) or mean ||f(q) - q||^2 (others)
-    warmup_ratio: float = 0.1  # share of steps with a rising learning rate, then a linear decay
-    max_grad_norm: float = 1.0  # gradient clipping
-    shuffle: bool = True  # shuffle pairs each epoch (seeded)
-    no_duplicates: bool = True  # keep two queries of one chunk out of a batch (one would be the other's negative)
-    guard: bool = True  # an epoch must not be worse than the start on any held-out group (labelled chunks, target corpus),
+    batch_size: int = option(32)  # queries per step
+    epochs: int = option(16)  # passes over the training pairs; the best one on held-out chunks is kept
+    optimizer_class: Type[torch.optim.Optimizer] = option(torch.optim.AdamW)  # any torch optimiser class
+    optimizer_params: Dict[str, Any] = option(factory=lambda: {"lr": 1e-3})  # its keyword arguments
+    loss_class: Type[torch.nn.Module] = option(MultipleNegativesRankingLoss)  # built as loss_class(adapter, scale=scale)
+    scale: float = option(30.0)  # inverse temperature on cosine similarities in the loss
+    identity_reg: float = option(0.03)  # weight of ||W - I||^2 (linear adapters) or mean ||f(q) - q||^2 (others)
+    warmup_ratio: float = option(0.1)  # share of steps with a rising learning rate, then a linear decay
+    max_grad_norm: float = option(1.0)  # gradient clipping
+    shuffle: bool = option(True)  # shuffle pairs each epoch (seeded)
+    no_duplicates: bool = option(True)  # keep two queries of one chunk out of a batch (one would be the other's negative)
+    guard: bool = option(True)  # an epoch must not be worse than the start on any held-out group (labelled chunks, target corpus),
     #                     and must gain on the labelled questions when they are about the target corpus
-    refit: bool = True  # after choosing an epoch, train again on every pair (held-out chunks too) and keep that epoch
-    seed: int = 0  # seeds the held-out split, pseudo-queries and batch order: same seed, same adapter
-    checkpoint_save_steps: int = 100  # steps between checkpoints (with a model_checkpoint_path)
-    num_threads: Optional[int] = 1  # torch CPU threads while training: tiny adapters train fastest on one
-    verbose: bool = False  # print the loss (and held-out MRR) per epoch
-    memory_weight: float = 0.25  # how far a corpus memory pulls a query toward the chunks it matches
-    memory_temperature: float = 100.0  # sharpness of that match
+    refit: bool = option(True)  # after choosing an epoch, train again on every pair (held-out chunks too) and keep that epoch
+    seed: int = option(0)  # seeds the held-out split, pseudo-queries and batch order: same seed, same adapter
+    checkpoint_save_steps: int = option(100, run=False)  # steps between checkpoints (with a model_checkpoint_path)
+    num_threads: Optional[int] = option(1, run=False)  # torch CPU threads while training: tiny adapters train fastest on one
+    verbose: bool = option(False, run=False)  # print the loss (and held-out MRR) per epoch
+    memory_weight: float = option(0.25, run=False)  # how far a corpus memory pulls a query toward the chunks it matches
+    memory_temperature: float = option(100.0, run=False)  # sharpness of that match
 
     # data
-    negatives: str = "corpus"  # "corpus": every chunk of the query's corpus; "in_batch": the batch's positives (LlamaIndex)
-    hard_negatives: int = 0  # with "in_batch": mined hard negatives added per query
-    val_fraction: float = 0.2  # share of training chunks held out to pick the epoch (0: keep the last epoch)
-    pseudo_queries_per_chunk: int = 4  # label-free queries drawn from each chunk of an unlabeled corpus
-    pseudo_query_words: Optional[Tuple[int, int]] = None  # None: whole sentences; (a, b): windows of a..b words
-    corpus_memory: bool = True  # with an unlabeled corpus, save a CorpusMemory of its sentences beside the adapter
-    question_memory: bool = True  # and one of the labelled questions whose relevant chunks are in that corpus
-    question_memory_weights: Tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)  # its pull is chosen from these on held-out
-    question_memory_temperatures: Tuple[float, ...] = (20.0, 50.0, 100.0)  # questions (weight 0: no such memory)
+    negatives: str = option("corpus", fixed=True)  # "corpus": every chunk of the query's corpus; "in_batch": the batch's positives (LlamaIndex)
+    hard_negatives: int = option(0, fixed=True)  # with "in_batch": mined hard negatives added per query
+    val_fraction: float = option(0.2, fixed=True)  # share of training chunks held out to pick the epoch (0: keep the last epoch)
+    pseudo_queries_per_chunk: int = option(4, fixed=True)  # label-free queries drawn from each chunk of an unlabeled corpus
+    pseudo_query_words: Optional[Tuple[int, int]] = option(None, fixed=True)  # None: whole sentences; (a, b): windows of a..b words
+    corpus_memory: bool = option(True, fixed=True, run=False)  # with an unlabeled corpus, save a CorpusMemory of its sentences beside the adapter
+    question_memory: bool = option(True, fixed=True, run=False)  # and one of the labelled questions whose relevant chunks are in that corpus
+    question_memory_weights: Tuple[float, ...] = option((0.0, 0.1, 0.25, 0.5, 1.0), fixed=True, run=False)  # its pull is chosen from these on held-out
+    question_memory_temperatures: Tuple[float, ...] = option((20.0, 50.0, 100.0), fixed=True, run=False)  # questions (weight 0: no such memory)
 
     def __post_init__(self) -> None:
         self.optimizer_params = dict(self.optimizer_params)
@@ -86,6 +103,17 @@ class FinetuneConfig:
              "question_memory_weights must be finite numbers >= 0 and question_memory_temperatures finite numbers > 0.")
         need(isinstance(self.optimizer_class, type) and issubclass(self.optimizer_class, torch.optim.Optimizer),
              f"optimizer_class must be a torch.optim.Optimizer subclass, got {self.optimizer_class!r}.")
+        need(isinstance(self.loss_class, type) and issubclass(self.loss_class, torch.nn.Module),
+             f"loss_class must be a torch.nn.Module subclass taking (adapter, scale=...), got {self.loss_class!r}.")
+        need(self.num_threads is None or (whole(self.num_threads) and self.num_threads >= 1),
+             f"num_threads must be None (torch's own setting) or a whole number >= 1, got {self.num_threads!r}.")
+        # Options that could not take effect together with the others.
+        need(not self.hard_negatives or self.negatives == "in_batch",
+             f"hard_negatives={self.hard_negatives} adds mined negatives to in-batch negatives; with negatives="
+             f"{self.negatives!r} every chunk is already a negative. Pass negatives='in_batch' or hard_negatives=0.")
+        need(self.val_fraction > 0 or not (self.guard or self.refit),
+             "val_fraction=0 holds nothing out, so no epoch is chosen (the last one is kept), the guard has nothing to "
+             "check and there is nothing to refit: pass guard=False and refit=False with it, or a val_fraction > 0.")
 
     def updated(self, **changes: Any) -> "FinetuneConfig":
         """A checked copy with ``changes``; an unknown name is a ``TypeError``."""
@@ -99,9 +127,15 @@ class FinetuneConfig:
     def as_dict(self) -> Dict[str, Any]:
         """JSON-friendly values (the optimiser by name), for fingerprints and reports."""
         out = dataclasses.asdict(self)
-        out["optimizer_class"] = f"{self.optimizer_class.__module__}.{self.optimizer_class.__qualname__}"
+        for name in ("optimizer_class", "loss_class"):
+            cls = getattr(self, name)
+            out[name] = f"{cls.__module__}.{cls.__qualname__}"
         return out
 
 
-DATA_OPTIONS = frozenset({"negatives", "hard_negatives", "val_fraction", "pseudo_queries_per_chunk", "pseudo_query_words", "corpus_memory",
-                          "question_memory", "question_memory_weights", "question_memory_temperatures"})
+def _names(**metadata: bool) -> frozenset:
+    return frozenset(f.name for f in dataclasses.fields(FinetuneConfig) if all(f.metadata[k] == v for k, v in metadata.items()))
+
+
+FIXED_AT_CONSTRUCTION = _names(fixed=True)  # finetune() refuses to change these
+RUN_OPTIONS = _names(run=True)  # a checkpoint made under other values of these is not resumed

@@ -52,8 +52,8 @@ from adapterkit.training.checkpoints import (
     save_state,
     unprefixed,
 )
-from adapterkit.training.config import DATA_OPTIONS, FinetuneConfig
-from adapterkit.training.losses import MultipleNegativesRankingLoss, identity_penalty
+from adapterkit.training.config import FIXED_AT_CONSTRUCTION, RUN_OPTIONS, FinetuneConfig
+from adapterkit.training.losses import identity_penalty
 from adapterkit.training.memory_choice import choose_memories
 from adapterkit.training.pseudo_queries import generated_pseudo_queries, pseudo_queries
 from adapterkit.training.sampling import (
@@ -67,8 +67,14 @@ from adapterkit.training.sampling import (
 # no validation. Use as EmbeddingAdapterFinetuneEngine(train, model, epochs=4, **LLAMAINDEX_RECIPE).
 LLAMAINDEX_RECIPE: Dict[str, Any] = dict(
     batch_size=10, optimizer_params={"lr": 2e-5}, scale=20.0, negatives="in_batch", shuffle=False,
-    no_duplicates=False, identity_reg=0.0, val_fraction=0.0,
+    no_duplicates=False, identity_reg=0.0, val_fraction=0.0, guard=False, refit=False,
 )
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """The learning rate of optimiser step ``step`` (from 0) as a share of the configured one: a linear
+    warm-up over ``warmup`` steps, then a linear decay to 0 at ``total``."""
+    return (step + 1) / max(1, warmup) if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
 
 class TrainingDivergedError(RuntimeError):
     """The adapter's weights became NaN or infinite and no finite epoch could be kept."""
@@ -127,7 +133,8 @@ class EmbeddingAdapterFinetuneEngine:
         show_progress: bool = True,
         **options: Any,
     ) -> None:
-        self.config = FinetuneConfig().updated(**{k: v for k, v in options.items() if v is not None})
+        self.config = FinetuneConfig().updated(**options)
+        self._explicit = set(options)  # options the caller set, as opposed to defaults
         self.dataset = dataset.validate("the training dataset")
         self.embed_model = resolve_embed_model(embed_model)
         self._model_output_path = Path(model_output_path)
@@ -203,6 +210,12 @@ class EmbeddingAdapterFinetuneEngine:
         owners = {r: [d for d in self.dataset.relevant_docs[q] if d in corpus] for r, q in enumerate(self.dataset.queries)}
         self.memories, self.memory_choice = choose_memories(self.groups[0].queries, owners, list(corpus), self.groups[-1].docs,
                                                             self.memories.get("sentences"), self.config)
+        if self.memory_choice and self._explicit & {"memory_weight"}:
+            raise ValueError(self._CHOSEN_WEIGHT)
+
+    _CHOSEN_WEIGHT = ("memory_weight is chosen on the held-out labelled questions about the target corpus (they are "
+                      "the best evidence there is), so a value given here would be ignored: leave it out, or pass "
+                      "question_memory=False to set the sentence memory's pull yourself.")
 
     @classmethod
     def from_model_path(
@@ -243,10 +256,12 @@ class EmbeddingAdapterFinetuneEngine:
         start; an interrupted call leaves the adapter at that start (or, with checkpoints, the next
         call resumes the run where it stopped).
         """
-        frozen = sorted(k for k in changes if k in DATA_OPTIONS and changes[k] != getattr(self.config, k))
+        frozen = sorted(k for k in changes if k in FIXED_AT_CONSTRUCTION and changes[k] != getattr(self.config, k))
         if frozen:
             raise TypeError(f"finetune() cannot change {frozen}: they shape the data prepared in __init__; "
                             "pass them to EmbeddingAdapterFinetuneEngine(...).")
+        if "memory_weight" in changes and self.memory_choice:
+            raise ValueError(self._CHOSEN_WEIGHT)
         self.config = self.config.updated(**changes)
         threads = torch.get_num_threads()
         if self.config.num_threads and self._target_device.type == "cpu":
@@ -262,9 +277,7 @@ class EmbeddingAdapterFinetuneEngine:
     def _fingerprint(self) -> str:
         """What a resumable checkpoint must match: the data, the options and the start weights."""
         digest = hashlib.sha256()
-        skip = {"verbose", "num_threads", "checkpoint_save_steps", "memory_weight", "memory_temperature", "question_memory_weights",
-                "question_memory_temperatures", "question_memory", "corpus_memory"}
-        digest.update(json.dumps({k: v for k, v in self.config.as_dict().items() if k not in skip}, sort_keys=True, default=str).encode())
+        digest.update(json.dumps({k: v for k, v in self.config.as_dict().items() if k in RUN_OPTIONS}, sort_keys=True, default=str).encode())
         digest.update(f"{type(self.model).__module__}.{type(self.model).__qualname__}".encode())
         for name, tensor in sorted(self._start.items()):
             digest.update(name.encode() + tensor.numpy().tobytes())
@@ -300,7 +313,7 @@ class EmbeddingAdapterFinetuneEngine:
         config, device = self.config, self._target_device
         model = self.model.to(device)
         model.load_state_dict(self._start)
-        loss_model = MultipleNegativesRankingLoss(model, scale=config.scale)
+        loss_model = config.loss_class(model, scale=config.scale)
         tensors = [(torch.as_tensor(g.queries, device=device), torch.as_tensor(g.docs, device=device)) for g in self.groups]
         optimizer = config.optimizer_class(model.parameters(), **config.optimizer_params)
         generator = torch.Generator().manual_seed(config.seed)
@@ -308,14 +321,16 @@ class EmbeddingAdapterFinetuneEngine:
                                             torch.Generator().manual_seed(config.seed)))
         total = max(1, steps_per_epoch * config.epochs)
         warmup = int(total * config.warmup_ratio)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
-        )
+        base_lrs = [group["lr"] for group in optimizer.param_groups]
+
+        def schedule(step: int) -> None:  # the learning rate of this step: a pure function of the step, so a resumed run needs only its step
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr * lr_factor(step, total, warmup)
+
         best = {k: v.clone() for k, v in self._start.items()}
         if state.step or state.epoch:  # resuming: everything as it was at that step
             model.load_state_dict(unprefixed("model", state.tensors))
             load_optimizer_state(optimizer, state.optimizer, state.tensors)
-            schedule.load_state_dict({**state.scheduler, "lr_lambdas": [None]})
             generator.set_state(state.tensors["generator"])
             best = unprefixed("best", state.tensors) or best
         elif validate:
@@ -333,10 +348,11 @@ class EmbeddingAdapterFinetuneEngine:
             for b, (g, batch) in enumerate(batches):
                 if b < state.batch:  # done before the interruption
                     continue
-                state.loss_history.append(self._step(loss_model, optimizer, schedule, self.groups[g], batch, tensors[g]))
+                schedule(state.step)
+                state.loss_history.append(self._step(loss_model, optimizer, self.groups[g], batch, tensors[g]))
                 state.batch, state.step = b + 1, state.step + 1
                 if self._model_checkpoint_path is not None and state.step % config.checkpoint_save_steps == 0:
-                    self._checkpoint(state, model, optimizer, schedule, epoch_start, best)
+                    self._checkpoint(state, model, optimizer, epoch_start, best)
             losses = state.loss_history[len(state.loss_history) - len(batches):] if batches else []
             state.epoch, state.batch = epoch, 0
             state.epoch_loss.append(float(np.mean(losses)) if losses else math.nan)
@@ -364,8 +380,8 @@ class EmbeddingAdapterFinetuneEngine:
             model.load_state_dict(best)
         model.eval()
 
-    def _step(self, loss_model: MultipleNegativesRankingLoss, optimizer: torch.optim.Optimizer, schedule: Any,
-              group: TrainingGroup, rows: List[int], tensors: tuple) -> float:
+    def _step(self, loss_model: torch.nn.Module, optimizer: torch.optim.Optimizer, group: TrainingGroup, rows: List[int],
+              tensors: tuple) -> float:
         queries, docs = tensors
         cand, labels, mask = candidates(group, rows, self.config.negatives, docs.device)
         q = queries[rows]
@@ -376,7 +392,6 @@ class EmbeddingAdapterFinetuneEngine:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(loss_model.adapter.parameters(), self.config.max_grad_norm)
         optimizer.step()
-        schedule.step()
         return float(loss.item())
 
     def _diverged(self, epoch: int, has_finite: bool, state: RunState) -> None:
@@ -391,12 +406,11 @@ class EmbeddingAdapterFinetuneEngine:
             "or keep val_fraction > 0 so that a finite epoch is chosen."
         )
 
-    def _checkpoint(self, state: RunState, model: BaseAdapter, optimizer: torch.optim.Optimizer, schedule: Any,
-                    epoch_start: torch.Tensor, best: Dict[str, torch.Tensor]) -> None:
+    def _checkpoint(self, state: RunState, model: BaseAdapter, optimizer: torch.optim.Optimizer, epoch_start: torch.Tensor,
+                    best: Dict[str, torch.Tensor]) -> None:
         folder = self._model_checkpoint_path / f"step_{state.step}"
         model.save(folder)
         state.optimizer, optimizer_tensors = optimizer_state(optimizer)
-        state.scheduler = {k: v for k, v in schedule.state_dict().items() if k != "lr_lambdas"}
         state.tensors = {**{k: v for k, v in state.tensors.items() if k == "identity_rr"}, **prefixed("model", model.state_dict()),
                          **prefixed("best", best), **optimizer_tensors, "generator": epoch_start.clone()}
         save_state(folder, state)
@@ -407,10 +421,10 @@ class EmbeddingAdapterFinetuneEngine:
         memory_dir = self._model_output_path / MEMORY_DIR
         for old in memory_folders(memory_dir):  # an earlier run's memories would be composed with this adapter
             shutil.rmtree(old, ignore_errors=True)
-        for name, memory in self.memories.items():
-            if name == "sentences":  # chosen on labelled questions of this corpus, when there are some
-                memory.weight = self.memory_choice["sentence_weight"] if self.memory_choice else self.config.memory_weight
-                memory.temperature = self.config.memory_temperature
+        for name, memory in list(self.memories.items()):
+            if name == "sentences":  # its pull: chosen on labelled questions of this corpus when there are some, else this run's option
+                weight = self.memory_choice["sentence_weight"] if self.memory_choice else self.config.memory_weight
+                memory = self.memories[name] = memory.with_pull(weight, self.config.memory_temperature)
             memory.save(memory_dir / name)
 
     def get_finetuned_model(self, adapter_cls: Optional[Type[BaseAdapter]] = None, **model_kwargs: Any) -> AdapterEmbeddingModel:

@@ -41,7 +41,8 @@ def choose_memories(
             any are left out).
         corpus_ids: the searched corpus's ids, in the order of ``doc_vectors``' rows.
         doc_vectors: the searched corpus's frozen chunk vectors.
-        sentences: the corpus's sentence memory, if one was built (its weight is set to the choice).
+        sentences: the corpus's sentence memory, if one was built (left unchanged: the kept one is a copy
+            with the chosen pull).
         config: the run's options (grids, ``memory_weight``, ``seed``).
 
     Returns:
@@ -71,10 +72,7 @@ def choose_memories(
         questions = build(fit, 1.0, temperature) if temperature else None
         for weight in (w for w, t in candidates if t == temperature):
             for sentence_weight in sentence_weights:
-                for memory, w in ((questions, weight), (sentences, sentence_weight)):
-                    if memory is not None:
-                        memory.weight = w
-                used = [m for m, w in ((questions, weight), (sentences, sentence_weight)) if m is not None and w]
+                used = [m.with_pull(w) for m, w in ((questions, weight), (sentences, sentence_weight)) if m is not None and w]
                 scores[(weight, temperature, sentence_weight)] = mrr10(apply_memories(base, base, used).numpy(), doc_vectors, relevant)
     weight, temperature, sentence_weight = max(scores, key=lambda c: (round(scores[c], 6), -c[0], -c[2]))
     choice = {"question_weight": weight, "question_temperature": temperature, "sentence_weight": sentence_weight,
@@ -83,6 +81,5 @@ def choose_memories(
     if weight > 0:
         kept["questions"] = build(rows, weight, temperature)
     if sentences is not None and sentence_weight:
-        sentences.weight = sentence_weight
-        kept["sentences"] = sentences
+        kept["sentences"] = sentences.with_pull(sentence_weight)
     return kept, choice
