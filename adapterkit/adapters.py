@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -18,6 +17,8 @@ from typing import Any, Callable, Dict, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from adapterkit.atomic import atomic_path
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -70,9 +71,8 @@ class BaseAdapter(nn.Module):
             (TORCH_NAME, lambda p: torch.save(state, p)),
             (CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(self.get_config_dict(), indent=2))),
         ):
-            tmp = out / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # two writers never share one
-            write(str(tmp))
-            os.replace(tmp, out / name)
+            with atomic_path(out / name) as tmp:
+                write(str(tmp))
 
     @classmethod
     def load(cls, input_path: str | os.PathLike) -> "BaseAdapter":

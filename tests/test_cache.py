@@ -157,3 +157,14 @@ def test_openai_identity_keeps_the_dimensions_and_never_the_key():
     a = OpenAIEmbedding(model="text-embedding-3-small", api_key="sk-one", dimensions=256)
     assert model_identity(a) == model_identity(OpenAIEmbedding(model="text-embedding-3-small", api_key="sk-two", dimensions=256, max_retries=9))
     assert model_identity(a) != model_identity(OpenAIEmbedding(model="text-embedding-3-small", api_key="sk-one", dimensions=512))
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
+    from adapterkit.atomic import atomic_path, write_text
+
+    target = tmp_path / "config.json"
+    write_text(target, "old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.json"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 
 from llama_index.core.bridge.pydantic import BaseModel
 from llama_index.core.schema import BaseNode, MetadataMode
+
+from adapterkit.atomic import write_text
 
 __all__ = ["EmbeddingQAFinetuneDataset", "DatasetError", "node_texts"]
 
@@ -90,10 +91,7 @@ class EmbeddingQAFinetuneDataset(BaseModel):
 
     def save_json(self, path: str | os.PathLike) -> None:
         """Write LlamaIndex's JSON format (atomically: a crash leaves the old file)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")  # two writers never share one
-        tmp.write_text(json.dumps(self.model_dump(), indent=4), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text(path, json.dumps(self.model_dump(), indent=4))
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "EmbeddingQAFinetuneDataset":

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from adapterkit.atomic import atomic_path
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _LLAMA = "https://raw.githubusercontent.com/run-llama"
 
@@ -106,14 +108,11 @@ def sha256_of(path: Path) -> str:
 
 
 def _download(url: str, dest: Path, timeout: float) -> bool:
-    tmp = dest.with_suffix(dest.suffix + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
+        with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
             shutil.copyfileobj(resp, fh)
     except OSError:
-        tmp.unlink(missing_ok=True)
         return False
-    os.replace(tmp, dest)
     return True
 
 

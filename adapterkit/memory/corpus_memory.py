@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
+from adapterkit.atomic import atomic_path, write_text
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.data.documents import chunk_sentences
 from adapterkit.memory.keys import INDEX_KINDS, KeyIndex, make_index
@@ -245,17 +245,12 @@ class CorpusMemory:
         """Write ``memory.json`` (options, chunk ids) and the arrays as ``.npy`` files into ``folder``."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        tag = f"{os.getpid()}.{uuid.uuid4().hex}"
-        written = []
+        (out / CONFIG_NAME).unlink(missing_ok=True)  # memory.json last: a half-written folder has none
         for name in ARRAYS:
-            tmp = out / f".{name}.{tag}.npy"
-            np.save(tmp, np.ascontiguousarray(getattr(self, name)), allow_pickle=False)
-            written.append((tmp, out / f"{name}.npy"))
+            with atomic_path(out / f"{name}.npy") as tmp, open(tmp, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(getattr(self, name)), allow_pickle=False)
         meta = {**self.get_config_dict(), "chunk_ids": self.chunk_ids, "chunk_hash": self.chunk_hash}
-        tmp = out / f".{CONFIG_NAME}.{tag}.tmp"
-        tmp.write_text(json.dumps(meta), encoding="utf-8")
-        for src, dst in written + [(tmp, out / CONFIG_NAME)]:  # memory.json last: a half-written folder has none
-            os.replace(src, dst)
+        write_text(out / CONFIG_NAME, json.dumps(meta))
 
     @classmethod
     def load(cls, folder: PathLike, mmap: bool = True) -> "CorpusMemory":
@@ -333,13 +328,12 @@ class MemoryWriter:
             fh.close()
             shape = (self.counts[name], self.dim) if name != "owner" else (self.counts[name],)
             dtype = np.dtype(np.int64 if name == "owner" else np.float32)
-            with open(self.folder / f".{name}.npy.tmp", "wb") as out, open(self.folder / f".{name}.raw", "rb") as raw:
+            with atomic_path(self.folder / f"{name}.npy") as tmp, open(tmp, "wb") as out, open(self.folder / f".{name}.raw", "rb") as raw:
                 np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
                 shutil.copyfileobj(raw, out, 1 << 24)
-            os.replace(self.folder / f".{name}.npy.tmp", self.folder / f"{name}.npy")
             (self.folder / f".{name}.raw").unlink()
         meta = {**self.options, "chunk_ids": self.chunk_ids, "chunk_hash": self.chunk_hash}
-        (self.folder / CONFIG_NAME).write_text(json.dumps(meta), encoding="utf-8")
+        write_text(self.folder / CONFIG_NAME, json.dumps(meta))
         return self.folder
 
     def __enter__(self) -> "MemoryWriter":

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -20,6 +19,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 from torch import Tensor
+
+from adapterkit.atomic import atomic_path, write_text
 
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
@@ -90,12 +91,9 @@ def save_state(folder: PathLike, state: RunState) -> None:
     folder = Path(folder)
     plain = {k: v for k, v in asdict(state).items() if k != "tensors"}
     plain["best_score"] = None if not np.isfinite(plain["best_score"]) else plain["best_score"]
-    tag = f"{os.getpid()}.{uuid.uuid4().hex}"
-    tmp_tensors, tmp_json = folder / f".{STATE_TENSORS}.{tag}.tmp", folder / f".{STATE_JSON}.{tag}.tmp"
-    save_file({k: v.contiguous() for k, v in state.tensors.items()}, str(tmp_tensors))
-    tmp_json.write_text(json.dumps(plain, allow_nan=True), encoding="utf-8")
-    os.replace(tmp_tensors, folder / STATE_TENSORS)
-    os.replace(tmp_json, folder / STATE_JSON)
+    with atomic_path(folder / STATE_TENSORS) as tmp:
+        save_file({k: v.contiguous() for k, v in state.tensors.items()}, str(tmp))
+    write_text(folder / STATE_JSON, json.dumps(plain, allow_nan=True))
 
 
 def load_state(folder: PathLike) -> Optional[RunState]:
