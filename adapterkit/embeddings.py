@@ -15,6 +15,8 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
+from adapterkit.metrics import unit_rows
+
 BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
 
 
@@ -185,7 +187,7 @@ class OnnxBGEEmbedding(BaseEmbedding):
             self._tokenizer.enable_truncation(max_length=self.max_length)
 
     def _embed(self, texts: List[str]) -> List[List[float]]:
-        out = np.zeros((len(texts), 384), dtype=np.float32)
+        out: Optional[np.ndarray] = None  # (texts, the graph's output width), allocated on the first result
         encodings = self._tokenizer.encode_batch(list(texts))
         by_length: Dict[int, List[int]] = {}
         for i, enc in enumerate(encodings):
@@ -198,8 +200,10 @@ class OnnxBGEEmbedding(BaseEmbedding):
                 ids = np.array([encodings[i].ids for i in idx], dtype=np.int64)
                 feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
                 cls = self._session.run(None, feed)[0][:, 0, :]
-                out[idx] = cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
-        return out.tolist()
+                if out is None:
+                    out = np.zeros((len(texts), cls.shape[1]), dtype=np.float32)
+                out[idx] = unit_rows(cls)
+        return [] if out is None else out.tolist()
     def _get_query_embeddings(self, queries: List[str]) -> List[List[float]]:
         return self._embed([self.query_instruction + q for q in queries])
 

@@ -91,6 +91,12 @@ def _finite(scores: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(scores), scores, torch.tensor(-math.inf))
 
 
+def reciprocal_rank(first_rank: np.ndarray, k: int) -> np.ndarray:
+    """1 / the rank of the first relevant doc, 0 past ``k``: the per-query term of MRR@k."""
+    first_rank = np.asarray(first_rank, dtype=float)
+    return np.where(first_rank <= k, 1.0 / first_rank, 0.0)
+
+
 def metrics_at_k(ranks: Sequence[np.ndarray], k: int, gains: Optional[Sequence[Optional[np.ndarray]]] = None) -> Dict[str, np.ndarray]:
     """Hit, MRR, recall, nDCG and AP at ``k`` for many queries at once.
 
@@ -124,7 +130,7 @@ def metrics_at_k(ranks: Sequence[np.ndarray], k: int, gains: Optional[Sequence[O
     idcg = ((2**ideal - 1) / np.log2(np.arange(2, ideal.shape[1] + 2))).sum(1)
     return {
         "is_hit": first <= k,
-        "mrr": np.where(first <= k, 1.0 / first, 0.0),
+        "mrr": reciprocal_rank(first, k),
         "recall": in_k.sum(1) / n_rel,
         "ndcg": np.divide(dcg, idcg, out=np.zeros(n), where=idcg > 0),
         "ap": precision.sum(1) / np.minimum(n_rel, k),
@@ -138,7 +144,12 @@ def rank_metrics(ranks: np.ndarray, k: int, gains: Optional[np.ndarray] = None) 
 
 
 def merge_top_k(best_s: torch.Tensor, best_i: torch.Tensor, scores: torch.Tensor, offset: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The top ``best_s.shape[1]`` of the running best and a new block of ``scores`` whose columns start at ``offset``."""
+    """The top ``best_s.shape[1]`` of the running best and a new block of ``scores`` whose columns start at ``offset``.
+
+    Every exact top-k in adapterkit (``exact_search``, stored vectors, memory keys) merges through here,
+    so one rule holds for all: a NaN or infinite score (+inf included) counts as -inf, the lowest.
+    """
+    scores = _finite(scores)
     k = best_s.shape[1]
     s_top, i_top = scores.topk(min(k, scores.shape[1]), dim=1)
     merged_s, merged_i = torch.cat([best_s, s_top], dim=1), torch.cat([best_i, i_top + offset], dim=1)

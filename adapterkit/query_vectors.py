@@ -9,6 +9,7 @@ import torch
 
 from adapterkit.adapters import check_adapter_dim
 from adapterkit.memory.corpus_memory import CorpusMemory, apply_memories
+from adapterkit.metrics import unit_rows
 
 
 def apply_adapter(adapter: torch.nn.Module, embeddings: np.ndarray, memories: Sequence[CorpusMemory] = (),
@@ -38,6 +39,4 @@ def adapt_queries(adapter: torch.nn.Module, base_queries: np.ndarray, memories: 
     """
     check_adapter_dim(adapter, base_queries.shape[1])
     adapted = apply_adapter(adapter, base_queries, memories)
-    if normalize:
-        adapted /= np.maximum(np.linalg.norm(adapted, axis=1, keepdims=True), 1e-12)
-    return adapted
+    return unit_rows(adapted) if normalize else adapted

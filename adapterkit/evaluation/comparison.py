@@ -7,7 +7,7 @@ from typing import Dict, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from adapterkit.metrics import paired_bootstrap
+from adapterkit.metrics import paired_bootstrap, reciprocal_rank
 
 METRICS = ("hit@5", "mrr@5", "ndcg@10")
 
@@ -15,7 +15,7 @@ METRICS = ("hit@5", "mrr@5", "ndcg@10")
 def per_query(frame: pd.DataFrame) -> Dict[str, np.ndarray]:
     """hit@5 and MRR@5 (from the first relevant rank) and nDCG@10 of each query of an ``evaluate(top_k=10)`` frame."""
     rank = frame["rank"].to_numpy()
-    return {"hit@5": (rank <= 5).astype(float), "mrr@5": np.where(rank <= 5, 1.0 / rank, 0.0), "ndcg@10": frame["ndcg"].to_numpy(dtype=float)}
+    return {"hit@5": (rank <= 5).astype(float), "mrr@5": reciprocal_rank(rank, 5), "ndcg@10": frame["ndcg"].to_numpy(dtype=float)}
 
 
 def comparison_table(frames: Mapping[str, pd.DataFrame], base: str = "base", deltas: Sequence[str] = ("ndcg@10", "mrr@5"),

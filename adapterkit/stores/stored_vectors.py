@@ -219,7 +219,7 @@ def exact_top_k(query_vectors: np.ndarray, batches: Iterator[StoredBatch], k: in
     ids: List[str] = []
     for batch in batches:
         docs = torch.nn.functional.normalize(torch.as_tensor(batch.vectors), dim=1)
-        best_s, best_i = merge_top_k(best_s, best_i, torch.nan_to_num(q @ docs.T, nan=-torch.inf), len(ids))
+        best_s, best_i = merge_top_k(best_s, best_i, q @ docs.T, len(ids))
         ids.extend(batch.ids)
     return [[ids[j] for j in row if j >= 0] for row in best_i.tolist()], best_s.numpy()
 

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from adapterkit.metrics import exact_search
+from adapterkit.metrics import exact_search, reciprocal_rank
 from adapterkit.query_vectors import apply_adapter
 from adapterkit.training.sampling import TrainingGroup
 
@@ -35,7 +35,7 @@ def validation_rr(adapter: torch.nn.Module, groups: Sequence[TrainingGroup], k: 
         q = apply_adapter(adapter, group.queries[group.val_idx])
         rel = [[row[group.positives[i]], *(row[o] for o in group.other_relevant[i] if o in row)] for i in group.val_idx]
         _, _, ranks = exact_search(q, group.docs[chunks], 1, rel)
-        rr.extend(1.0 / r.min() if r.min() <= k else 0.0 for r in ranks)
+        rr.extend(reciprocal_rank([r.min() for r in ranks], k))
     return np.asarray(rr)
 
 
