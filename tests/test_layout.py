@@ -14,7 +14,7 @@ PACKAGE = ROOT / "adapterkit"
 
 # Lowest first: a module may import from its own layer or below, never from above.
 LAYERS = [
-    ["adapterkit.atomic", "adapterkit.metrics"],              # atomic writes; ranking metrics and exact top-k, on arrays
+    ["adapterkit.atomic", "adapterkit.logs", "adapterkit.metrics"],  # atomic writes, messages; ranking metrics and exact top-k
     ["adapterkit.data"],                                      # files, datasets, documents, questions
     ["adapterkit.embeddings", "adapterkit.cache"],            # base models and every vector they ever made
     ["adapterkit.adapters"],                                  # the trainable query maps

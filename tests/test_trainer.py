@@ -397,3 +397,13 @@ def test_choosing_memories_leaves_the_sentence_memory_as_it_was(val_small, bge):
     assert sentences.weight == 0.25  # the candidates were copies
     if "sentences" in kept:
         assert kept["sentences"] is not sentences and kept["sentences"].weight == choice["sentence_weight"]
+
+
+def test_verbose_messages_go_through_logging(tmp_path, train_small, bge, caplog):
+    import logging
+
+    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, epochs=2, verbose=True, model_output_path=tmp_path, show_progress=False)
+    with caplog.at_level(logging.INFO, logger="adapterkit"):
+        engine.finetune()
+    epochs = [r for r in caplog.records if r.name == "adapterkit.training.engine" and "mean loss" in r.getMessage()]
+    assert len(epochs) >= 2  # one line per epoch (and per refit epoch)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from adapterkit.data.datasets import EmbeddingQAFinetuneDataset, node_texts
 from adapterkit.data.llms import resolve_llm
 from adapterkit.data.question_parsing import answer_pieces, parse_questions
+from adapterkit.logs import show_messages
 
 __all__ = [
     "DEFAULT_QA_GENERATE_PROMPT_TMPL",
@@ -342,7 +343,8 @@ def generate_qa_embedding_pairs(
     if output_path:
         dataset.save_json(output_path)
     if verbose:
-        print(stats.summary())
+        show_messages()
+        logger.info(stats.summary())
     return dataset
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -40,6 +41,7 @@ from adapterkit.data.datasets import (
     node_texts,
 )
 from adapterkit.embeddings import resolve_embed_model
+from adapterkit.logs import show_messages
 from adapterkit.memory.corpus_memory import MEMORY_DIR, CorpusMemory, memory_folders
 from adapterkit.training import selection
 from adapterkit.training.checkpoints import (
@@ -75,6 +77,9 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     """The learning rate of optimiser step ``step`` (from 0) as a share of the configured one: a linear
     warm-up over ``warmup`` steps, then a linear decay to 0 at ``total``."""
     return (step + 1) / max(1, warmup) if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
+
+logger = logging.getLogger(__name__)
+
 
 class TrainingDivergedError(RuntimeError):
     """The adapter's weights became NaN or infinite and no finite epoch could be kept."""
@@ -263,6 +268,8 @@ class EmbeddingAdapterFinetuneEngine:
         if "memory_weight" in changes and self.memory_choice:
             raise ValueError(self._CHOSEN_WEIGHT)
         self.config = self.config.updated(**changes)
+        if self.config.verbose:
+            show_messages()
         threads = torch.get_num_threads()
         if self.config.num_threads and self._target_device.type == "cpu":
             torch.set_num_threads(self.config.num_threads)
@@ -294,7 +301,7 @@ class EmbeddingAdapterFinetuneEngine:
             remove_run_checkpoints(self._model_checkpoint_path)  # an earlier run's steps would mix with this one's
             state = RunState(fingerprint)
         elif self.config.verbose:
-            print(f"> resuming the {state.phase} run at step {state.step} (epoch {state.epoch}, batch {state.batch})")
+            logger.info(f"> resuming the {state.phase} run at step {state.step} (epoch {state.epoch}, batch {state.batch})")
         selecting = any(len(g.val_idx) for g in self.groups)
         if state.phase == "select":
             self._fit(state, rows=[g.train_idx for g in self.groups], validate=selecting)
@@ -372,7 +379,7 @@ class EmbeddingAdapterFinetuneEngine:
                     best, state.best_score, state.best_epoch = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, score, epoch
             self.best_epoch = state.best_epoch
             if config.verbose:
-                print(message)
+                logger.info(message)
             if not finite:
                 self._diverged(epoch, validate or (state.keep_epoch is not None and state.keep_epoch < epoch), state)
                 break
@@ -398,7 +405,7 @@ class EmbeddingAdapterFinetuneEngine:
         """Non-finite weights: training stops; the chosen finite epoch stays, or (none chosen yet) an error."""
         if has_finite:
             if self.config.verbose:
-                print(f"> training diverged at epoch {epoch} (non-finite weights); keeping epoch {state.best_epoch}")
+                logger.info(f"> training diverged at epoch {epoch} (non-finite weights); keeping epoch {state.best_epoch}")
             return
         raise TrainingDivergedError(
             f"The adapter's weights became NaN or infinite in epoch {epoch} ({'refit' if state.phase == 'refit' else 'training'} "
