@@ -4,6 +4,10 @@ Order for ``get_file(name)``: the local cache (``$ADAPTERKIT_DATA_DIR``, else ``
 the repository, else ``~/.cache/adapterkit/data`` for a pip-installed kit, e.g. on Colab),
 then the origin URL, then the mirror folder (``$ADAPTERKIT_DATA_MIRROR``, default ``../shared/data``
 beside the checkout). Every file is checked against its published sha256 before it is used.
+
+Why not pooch, which fetches and verifies files too: the fetch itself is one ``urlopen`` and a hash here,
+while the parts that matter (an ordered fallback to mirror folders, ``ADAPTERKIT_OFFLINE``, a cache inside
+a checkout) would still be this module; pooch would add a core dependency for those few lines.
 """
 
 from __future__ import annotations

@@ -166,7 +166,10 @@ def _call_with_timeout(llm: LLM, prompt: str, timeout: Optional[float]) -> str:
 
 def _ask(llm: LLM, prompt: str, retry_limit: int, retry_delay: float, timeout: Optional[float]) -> Tuple[List[str], int]:
     """``(usable questions, dropped lines)`` of one chunk; ``retry_limit`` attempts in all (an error, a
-    timeout and an answer without a usable question each cost one), waiting ``retry_delay`` * 1, 2, 4, ..."""
+    timeout and an answer without a usable question each cost one), waiting ``retry_delay`` * 1, 2, 4, ...
+
+    A loop rather than tenacity: an attempt here must also give up on a call that never returns
+    (``_call_with_timeout``) and count an unusable answer as a failure, which tenacity would only wrap."""
     for attempt in range(retry_limit):
         try:
             answer = _call_with_timeout(llm, prompt, timeout)

@@ -2,7 +2,9 @@
 
 Each notebook writes ``<output_dir>/results.json`` (its tables, plot files and notes) with
 ``save_results``; ``write_summary`` collects every notebook's results into ``summary.md``. The
-notebooks are run by ``adapterkit.notebook.run_notebooks``.
+notebooks are run by ``adapterkit.notebook.run_notebooks`` (papermill executes them). Results travel as
+a plain JSON file rather than through scrapbook (papermill's companion for recording values): scrapbook
+is archived upstream, and a JSON file is what the report and any other tool can read.
 """
 
 from __future__ import annotations
