@@ -62,3 +62,30 @@ def test_make_report_entry_point_on_one_small_notebook(tmp_path):
     proc = run_module("adapterkit.notebook.run_notebooks", "--output-dir", str(tmp_path), "--only", "01", "-p", "max_pages", "2")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "01_dataset.ipynb").is_file() and "| 01_dataset | ok |" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_readme_papermill_command_runs_notebook_02_with_a_parameter(tmp_path):
+    """The README's ``papermill notebooks/02_linear_adapter.ipynb out.ipynb -p adapter two_layer``."""
+    out = tmp_path / "out.ipynb"
+    proc = subprocess.run([sys.executable, "-m", "papermill", "notebooks/02_linear_adapter.ipynb", str(out), "-p", "adapter", "two_layer",
+                           "-p", "output_dir", str(tmp_path / "outputs"), "--cwd", "notebooks", "--no-progress-bar"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "outputs" / "results.json").read_text())
+    rows = [row for table in results["tables"].values() for row in table["rows"]]
+    assert any("two_layer adapter" in str(row[0]) for row in rows), rows  # the parameter reached the notebook
+
+
+def test_make_notebooks_entry_point_refreshes_outputs_in_place(tmp_path):
+    """``make notebooks`` = ``python -m adapterkit.notebook.run_notebooks --in-place`` (here on a tiny notebook)."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell("print(6 * 7)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "01_tiny.ipynb")
+    assert "$(BIN)/python -m adapterkit.notebook.run_notebooks --in-place" in make_recipe("notebooks")
+    proc = run_module("adapterkit.notebook.run_notebooks", "--in-place", "--notebooks-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert nbformat.read(tmp_path / "01_tiny.ipynb", as_version=4).cells[0].outputs[0]["text"] == "42\n"

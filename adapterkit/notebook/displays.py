@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Any, Dict, Sequence
 
 import pandas as pd
 from llama_index.core.schema import BaseNode, MetadataMode
 
+from adapterkit.adapters import infer_adapter_cls
 from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
 
 
@@ -56,3 +57,19 @@ def qa_examples(dataset: EmbeddingQAFinetuneDataset, n: int = 3, width: int = 20
             }
         )
     return pd.DataFrame(rows)
+
+
+def llamaindex_loads(base_model: Any, folder: Any) -> str:
+    """The adapter class LlamaIndex's own ``AdapterEmbeddingModel`` loads from ``folder``, or why it cannot.
+
+    LlamaIndex defaults to its ``LinearLayer``; for a two-layer adapter it must be told ``TwoLayerNN``,
+    and it has no class for adapterkit's other kinds.
+    """
+    from llama_index.embeddings.adapter import AdapterEmbeddingModel as LlamaIndexAdapterEmbeddingModel
+    from llama_index.embeddings.adapter.utils import LinearLayer, TwoLayerNN
+
+    kind = infer_adapter_cls(folder).__name__
+    theirs = {"LinearLayer": LinearLayer, "TwoLayerNN": TwoLayerNN}.get(kind)
+    if theirs is None:
+        return f"none: LlamaIndex has no class for a {kind} adapter (adapterkit's AdapterEmbeddingModel loads it)"
+    return type(LlamaIndexAdapterEmbeddingModel(base_model, str(folder), adapter_cls=theirs, device="cpu")._adapter).__name__
