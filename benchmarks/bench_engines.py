@@ -33,6 +33,7 @@ from adapterkit import (
 from adapterkit.cache import embed_texts
 from adapterkit.data.files import get_file
 from adapterkit.embeddings import OnnxBGEEmbedding
+from adapterkit.evaluation.runner import provenance
 
 
 class CachedEmbedding(BaseEmbedding):
@@ -117,7 +118,7 @@ def main() -> None:
         print(f"{key:28s} {value:10.3f}" if isinstance(value, float) else f"{key:28s} {value:>10}")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out.write_text(json.dumps({**results, "provenance": provenance()}, indent=2))
 
 
 def compare_engines(train: EmbeddingQAFinetuneDataset, model: BaseEmbedding, epochs: int, tmp: Path, cache: EmbeddingCache) -> dict:

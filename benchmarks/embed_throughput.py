@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -19,22 +17,13 @@ from pathlib import Path
 from adapterkit import EmbeddingCache, EmbeddingQAFinetuneDataset, embed_texts
 from adapterkit.data.files import get_file
 from adapterkit.embeddings import OnnxBGEEmbedding
+from adapterkit.evaluation.runner import provenance
 
 SETTINGS = {
     "float32, batched (default)": dict(precision="float32", embed_batch_size=32),
     "float32, one text per call": dict(precision="float32", embed_batch_size=1),
     "int8, one text per call (previous default)": dict(precision="int8", embed_batch_size=1),
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def texts_per_second(model: OnnxBGEEmbedding, texts: list, kind: str, repeats: int) -> float:
@@ -64,7 +53,7 @@ def main() -> None:
         rows.append(row)
         print(f"{name:45s} {row['chunks/s']:8.2f} chunks/s {row['queries/s']:8.2f} queries/s", flush=True)
     result = {"command": "python benchmarks/embed_throughput.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "output" and v is not None),
-              "machine": f"{cpu_name()}, {os.cpu_count()} cores", "rows": rows}
+              "provenance": provenance(), "rows": rows}
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -26,6 +26,7 @@ from adapterkit import (
     EmbeddingCache,
     EmbeddingQAFinetuneDataset,
 )
+from adapterkit.evaluation.runner import provenance
 from adapterkit.metrics import exact_search
 
 
@@ -98,7 +99,7 @@ def main() -> None:
     print(results["training"])
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out.write_text(json.dumps({**results, "provenance": provenance()}, indent=2))
 
 
 if __name__ == "__main__":

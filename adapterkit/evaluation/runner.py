@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import platform
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -73,4 +77,27 @@ def write_report(output: Optional[str], title: str, command: str, sections: Sequ
     print("\n".join(sections))
     if output:
         Path(output + ".md").write_text(f"# {title}\n\n`{command}`\n\n" + "\n".join(sections))
-        Path(output + ".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        Path(output + ".json").write_text(json.dumps({**results, "provenance": provenance()}, indent=2, default=str) + "\n")
+
+
+def provenance() -> Dict[str, Any]:
+    """What made a result file: the commit (``+changes`` when the tree differs from it), CPU, cores,
+    date (UTC) and the versions that can move numbers. Every benchmark result file records it."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+changes"
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import torch
+
+    return {"commit": commit, "cpu": cpu, "cores": os.cpu_count(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "python": platform.python_version(), "torch": torch.__version__}
