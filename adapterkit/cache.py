@@ -193,7 +193,8 @@ def embed_texts(
     store.stats["misses"] += len(todo)
     step = batch_size or max(1, model.embed_batch_size * 4)
     dim = None
-    with tqdm(total=len(todo), desc=f"Embedding {kind}s", unit=kind, disable=not show_progress or not todo) as bar:
+    with tqdm(total=len(todo), desc="Embedding " + ("queries" if kind == "query" else "texts"), unit=kind,
+              disable=not show_progress or not todo) as bar:
         while todo:
             for start in range(0, len(todo), step):
                 batch = todo[start : start + step]
