@@ -109,3 +109,18 @@ def test_nan_and_constant_adapters_never_score(tmp_path, val_small, bge):
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="top_k"):
             evaluate(val_small, bge, top_k=bad)
+
+
+def test_every_exact_top_k_ranks_nan_and_infinite_scores_last():
+    """One rule in merge_top_k, which stored-vector search and memory keys use too: +inf and NaN are the lowest."""
+    import torch
+
+    from adapterkit.memory.keys import ExactIndex
+    from adapterkit.metrics import merge_top_k
+
+    scores = torch.tensor([[0.2, float("inf"), float("nan"), 0.9]])
+    best_s, best_i = merge_top_k(torch.full((1, 4), -float("inf")), torch.full((1, 4), -1), scores, 0)
+    assert best_i[0, :2].tolist() == [3, 0] and set(best_i[0, 2:].tolist()) == {1, 2}
+    keys = np.array([[1.0, 0.0], [np.inf, 0.0], [0.0, 1.0]], dtype=np.float32)
+    s, i = ExactIndex(keys).search(np.array([[1.0, 0.1]], dtype=np.float32), 2)
+    assert i[0].tolist() == [0, 2]  # the infinite key never wins

@@ -33,7 +33,7 @@ from adapterkit.memory.keys import INDEX_KINDS, KeyIndex, make_index
 from adapterkit.metrics import unit_rows
 
 MEMORY_DIR = "memory"  # beside the adapter's files in a model folder; one subfolder per memory
-CONFIG_NAME = "memory.json"
+MEMORY_FILE = "memory.json"
 ARRAYS = ("chunks", "keys", "owner")  # saved as <name>.npy beside memory.json
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -245,12 +245,12 @@ class CorpusMemory:
         """Write ``memory.json`` (options, chunk ids) and the arrays as ``.npy`` files into ``folder``."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_NAME).unlink(missing_ok=True)  # memory.json last: a half-written folder has none
+        (out / MEMORY_FILE).unlink(missing_ok=True)  # memory.json last: a half-written folder has none
         for name in ARRAYS:
             with atomic_path(out / f"{name}.npy") as tmp, open(tmp, "wb") as fh:
                 np.save(fh, np.ascontiguousarray(getattr(self, name)), allow_pickle=False)
         meta = {**self.get_config_dict(), "chunk_ids": self.chunk_ids, "chunk_hash": self.chunk_hash}
-        write_text(out / CONFIG_NAME, json.dumps(meta))
+        write_text(out / MEMORY_FILE, json.dumps(meta))
 
     @classmethod
     def load(cls, folder: PathLike, mmap: bool = True) -> "CorpusMemory":
@@ -260,7 +260,7 @@ class CorpusMemory:
         """
         folder = Path(folder)
         try:
-            meta = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+            meta = json.loads((folder / MEMORY_FILE).read_text(encoding="utf-8"))
             arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r" if mmap else None, allow_pickle=False) for name in ARRAYS}
         except (OSError, ValueError) as exc:
             raise MemoryLoadError(f"{folder} is not a readable corpus memory ({exc}); rebuild it with CorpusMemory.from_corpus.") from exc
@@ -268,13 +268,13 @@ class CorpusMemory:
             memory = cls(**{k: meta[k] for k in ("dim", "weight", "temperature", "top_k", "index")})
             ids, hashes = [str(c) for c in meta["chunk_ids"]], [str(h) for h in meta["chunk_hash"]]
         except (KeyError, TypeError, ValueError) as exc:
-            raise MemoryLoadError(f"{folder / CONFIG_NAME} does not describe a memory ({exc}); rebuild the memory.") from exc
+            raise MemoryLoadError(f"{folder / MEMORY_FILE} does not describe a memory ({exc}); rebuild the memory.") from exc
         chunks, keys, owner = arrays["chunks"], arrays["keys"], arrays["owner"]
         fits = (chunks.ndim == keys.ndim == 2 and chunks.shape[1] == keys.shape[1] == memory.dim and owner.shape == (len(keys),)
                 and chunks.dtype == keys.dtype == np.float32 and owner.dtype == np.int64 and len(ids) == len(hashes) == len(chunks)
                 and (not len(owner) or 0 <= owner.min() <= owner.max() < len(chunks)))
         if not fits:
-            raise MemoryLoadError(f"The arrays in {folder} do not fit its {CONFIG_NAME}; rebuild the memory.")
+            raise MemoryLoadError(f"The arrays in {folder} do not fit its {MEMORY_FILE}; rebuild the memory.")
         memory.chunks, memory.keys, memory.owner = chunks, keys, np.asarray(owner)
         memory.chunk_ids, memory.chunk_hash = ids, hashes
         return memory
@@ -333,7 +333,7 @@ class MemoryWriter:
                 shutil.copyfileobj(raw, out, 1 << 24)
             (self.folder / f".{name}.raw").unlink()
         meta = {**self.options, "chunk_ids": self.chunk_ids, "chunk_hash": self.chunk_hash}
-        write_text(self.folder / CONFIG_NAME, json.dumps(meta))
+        write_text(self.folder / MEMORY_FILE, json.dumps(meta))
         return self.folder
 
     def __enter__(self) -> "MemoryWriter":
@@ -349,7 +349,7 @@ class MemoryWriter:
 
 def holds_memory(folder: PathLike) -> bool:
     """Whether ``folder`` holds a saved ``CorpusMemory``."""
-    return (Path(folder) / CONFIG_NAME).is_file()
+    return (Path(folder) / MEMORY_FILE).is_file()
 
 
 def memory_folders(folder: PathLike) -> List[Path]:
@@ -364,7 +364,7 @@ def load_memories(folder: PathLike) -> List[CorpusMemory]:
     """The memories saved in ``folder``: the folder itself, or each subfolder that holds one (by name)."""
     found = memory_folders(folder)
     if not found:
-        raise MemoryLoadError(f"{folder} holds no corpus memory (no {CONFIG_NAME} in it or in a subfolder).")
+        raise MemoryLoadError(f"{folder} holds no corpus memory (no {MEMORY_FILE} in it or in a subfolder).")
     return [CorpusMemory.load(p) for p in found]
 
 
