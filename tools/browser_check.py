@@ -63,6 +63,8 @@ def write_lab_settings(folder: Path) -> Path:
 
 def start_lab(folder: Path, port: int, token: str) -> subprocess.Popen:
     log = open(folder / "jupyterlab.log", "w")
+    for fresh in ("lab-settings", "lab-workspaces"):  # nothing carried over from an earlier run
+        shutil.rmtree(folder.parent / fresh, ignore_errors=True)
     env = {**os.environ,
            "JUPYTERLAB_SETTINGS_DIR": str(write_lab_settings(folder.parent / "lab-settings")),
            "JUPYTERLAB_WORKSPACES_DIR": str(folder.parent / "lab-workspaces")}  # no layout restored from earlier runs
