@@ -119,8 +119,8 @@ def simulate(workdir: Path, python: str) -> int:
     marker.touch()
     venv, content, fake = workdir / "venv", workdir / "content", workdir / "fake_colab"
     content.mkdir(parents=True)
+    # No google/__init__.py: "google" stays a namespace package, so google.protobuf (onnx needs it) still imports.
     (fake / "google" / "colab").mkdir(parents=True)
-    (fake / "google" / "__init__.py").write_text("")
     (fake / "google" / "colab" / "__init__.py").write_text(_FAKE_COLAB)
     (fake / "google" / "colab" / "output.py").write_text(_FAKE_OUTPUT)
     startup = workdir / "ipython" / "profile_default" / "startup"
@@ -141,7 +141,7 @@ def simulate(workdir: Path, python: str) -> int:
                ADAPTERKIT_CACHE_DIR=str(workdir / "cache"), XDG_CACHE_HOME=str(workdir / "xdg"), JUPYTER_PATH=str(venv / "share" / "jupyter"))
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"  # as on Colab, the kernel's python comes first
     env.pop("VIRTUAL_ENV", None)
-    runs = [("01_dataset.ipynb", ["-p", "max_pages", "5"]), ("02_linear_adapter.ipynb", ["-p", "epochs", "1"])]
+    runs = [("01_dataset.ipynb", ["-p", "max_pages", "5"]), ("02_linear_adapter.ipynb", [])]
     times = {}
     for name, params in runs:
         shutil.copy(ROOT / "notebooks" / name, content / name)
