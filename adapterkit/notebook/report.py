@@ -16,6 +16,8 @@ import re
 from pathlib import Path
 from typing import Any, List, Mapping, Sequence, Union
 
+from adapterkit.atomic import write_text
+
 __all__ = ["RESULTS_NAME", "combined_results", "markdown_table", "save_results", "write_summary"]
 
 RESULTS_NAME = "results.json"
@@ -70,7 +72,7 @@ def save_results(
         "figures": fig_entries,
     }
     target = out / RESULTS_NAME
-    target.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_text(target, json.dumps(payload, indent=2, ensure_ascii=False))
     return target
 
 

@@ -27,13 +27,13 @@ import pandas as pd
 from adapterkit import (
     AdapterEmbeddingModel,
     EmbeddingAdapterFinetuneEngine,
-    EmbeddingQAFinetuneDataset,
     display_results,
     evaluate,
+    load_qa_datasets,
     resolve_embed_model,
 )
 from adapterkit.cache import embed_texts
-from adapterkit.data.files import get_file
+from adapterkit.notebook.displays import llamaindex_loads
 from adapterkit.notebook.report import save_results, write_summary
 from adapterkit.notebook.run_notebooks import (
     NotebookRun,
@@ -49,8 +49,7 @@ SCRIPT_DIR = "walkthrough"  # the script part's folder inside the output folder
 
 def load_walkthrough_data(max_chunks: Optional[int] = None) -> tuple:
     """The published Lyft (train) and Uber (val) question sets; ``max_chunks``: only the first chunks of each, with their questions."""
-    train = EmbeddingQAFinetuneDataset.from_json(get_file("train_dataset.json"))
-    val = EmbeddingQAFinetuneDataset.from_json(get_file("val_dataset.json"))
+    train, val = load_qa_datasets("published")
     if max_chunks is not None:
         if max_chunks < 5:
             raise ValueError(f"max_chunks={max_chunks}: the engine holds out a fifth of the chunks; give at least 5.")
@@ -98,12 +97,8 @@ def run(embed: str = "default", epochs: int = 4, top_k: int = 5, output_dir: str
         trained = adapt_queries(engine.model, base_queries, list(engine.memories.values()))
         if not np.allclose(trained, reloaded.embed(questions, "query"), atol=1e-6):
             raise RuntimeError(f"The adapter reloaded from {folder} maps queries differently from the trained one.")
-        from llama_index.embeddings.adapter import (
-            AdapterEmbeddingModel as LlamaIndexAdapterModel,
-        )
-
-        LlamaIndexAdapterModel(base_model, str(folder), device="cpu")  # LlamaIndex's own class loads the folder
-        print(f"Saved {name} adapter to {folder}; reloaded: the same query vectors; LlamaIndex's class loads it.")
+        print(f"Saved {name} adapter to {folder}; reloaded: the same query vectors; LlamaIndex's class loads it as "
+              f"{llamaindex_loads(base_model, folder)}.")
         kind = "linear adapter + corpus memory" if engine.memories else "linear adapter"
         names.append(f"{kind}, {name} ({engine.config.epochs} epochs)")
         results.append(evaluate(val, reloaded, top_k=top_k))

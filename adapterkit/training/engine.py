@@ -162,7 +162,7 @@ class EmbeddingAdapterFinetuneEngine:
         rng = np.random.default_rng(self.config.seed)
         for group in self.groups:
             group.split(self.config.val_fraction, rng)
-            if self.config.hard_negatives and self.config.negatives == "in_batch":
+            if self.config.hard_negatives:  # FinetuneConfig allows them only with in-batch negatives
                 group.hard = mine_hard_negatives(group, self.config.hard_negatives)
 
         d = self.groups[0].docs.shape[1]
@@ -215,7 +215,7 @@ class EmbeddingAdapterFinetuneEngine:
         owners = {r: [d for d in self.dataset.relevant_docs[q] if d in corpus] for r, q in enumerate(self.dataset.queries)}
         self.memories, self.memory_choice = choose_memories(self.groups[0].queries, owners, list(corpus), self.groups[-1].docs,
                                                             self.memories.get("sentences"), self.config)
-        if self.memory_choice and self._explicit & {"memory_weight"}:
+        if self.memory_choice and "memory_weight" in self._explicit:
             raise ValueError(self._CHOSEN_WEIGHT)
 
     _CHOSEN_WEIGHT = ("memory_weight is chosen on the held-out labelled questions about the target corpus (they are "
