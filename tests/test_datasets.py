@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from adapterkit.data.datasets import DatasetError, EmbeddingQAFinetuneDataset
@@ -78,11 +79,26 @@ def test_restrict_keeps_chunks_and_their_queries():
     assert part.queries == {"q1": "a?", "q3": "c?"}
 
 
+@pytest.mark.parametrize("n, fraction, held", [(10, 0.2, 2), (8, 0.2, 2), (7, 0.2, 1), (2, 0.2, 1), (2, 0.9, 1), (1, 0.5, 0), (5, 0.0, 0)])
+def test_one_rule_for_how_many_rows_are_held_out(n, fraction, held):
+    from adapterkit.data.splits import held_out
+
+    kept, out = held_out(n, fraction, np.random.default_rng(0))
+    assert len(out) == held and sorted(np.concatenate([kept, out]).tolist()) == list(range(n))
+
+
+def test_a_held_out_fraction_out_of_range_is_an_error():
+    from adapterkit.data.splits import held_out
+
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        held_out(5, 1.0, np.random.default_rng(0))
+
+
 def test_held_out_splits_are_disjoint_seeded_and_keep_their_corpus(train_full):
     from adapterkit.data.splits import split_corpus, split_queries
 
     fit, held = split_queries(train_full, seed=0)
-    assert len(held.queries) == len(train_full.queries) // 5 and not set(fit.queries) & set(held.queries)
+    assert len(held.queries) == round(len(train_full.queries) / 5) and not set(fit.queries) & set(held.queries)
     assert set(fit.queries) | set(held.queries) == set(train_full.queries) and fit.corpus == held.corpus == train_full.corpus
     assert list(split_queries(train_full, seed=0)[1].queries) == list(held.queries) != list(split_queries(train_full, seed=1)[1].queries)
     one, other = split_corpus(train_full, seed=0)

@@ -355,17 +355,42 @@ def test_num_threads_none_leaves_torch_as_it_is(tmp_path, train_small, bge):
 def test_the_loss_is_a_parameter(tmp_path, train_small, bge):
     from adapterkit.training.losses import MultipleNegativesRankingLoss
 
-    class Counted(MultipleNegativesRankingLoss):
-        calls = 0
+    calls = []
 
+    class Counted(MultipleNegativesRankingLoss):
         def forward(self, *args):
-            type(self).calls += 1
+            calls.append(1)
             return super().forward(*args)
 
     engine = EmbeddingAdapterFinetuneEngine(train_small, bge, loss_class=Counted, epochs=1, refit=False, model_output_path=tmp_path,
                                             show_progress=False)
     engine.finetune()
-    assert Counted.calls == len(engine.loss_history) > 0
+    assert len(calls) == len(engine.loss_history) > 0
+
+
+def test_the_schedule_counts_every_epochs_batches(tmp_path, train_small, bge):
+    from adapterkit.training.sampling import epoch_batches
+
+    lrs = []
+
+    class Recorded(torch.optim.AdamW):
+        def step(self, closure=None):
+            lrs.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    options = dict(epochs=6, batch_size=16, negatives="in_batch", shuffle=True, no_duplicates=True, seed=3)
+    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, optimizer_class=Recorded, optimizer_params={"lr": 1e-3},
+                                            warmup_ratio=0.1, val_fraction=0.0, guard=False, refit=False,
+                                            model_output_path=tmp_path, show_progress=False, **options)
+    generator = torch.Generator().manual_seed(3)
+    rows = [g.all_rows() for g in engine.groups]
+    counts = [len(epoch_batches(engine.groups, rows, 16, True, True, generator)) for _ in range(6)]
+    assert len(set(counts)) > 1  # repeated chunks are deferred differently in each epoch
+    engine.finetune()
+    total, warmup = engine.total_steps, int(engine.total_steps * 0.1)
+    assert len(lrs) == len(engine.loss_history) == total == sum(counts)
+    assert all(lr > 0 for lr in lrs)  # no step falls past the end of the schedule
+    assert lrs[-1] == pytest.approx(1e-3 / (total - warmup))  # and the decay ends on the last step
 
 
 def test_a_memory_weight_that_would_be_overruled_is_an_error(tmp_path, val_small, bge):

@@ -22,6 +22,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
+from adapterkit.data.splits import held_out
 from adapterkit.embeddings import resolve_embed_model
 from adapterkit.metrics import exact_search, metrics_at_k
 
@@ -86,9 +87,8 @@ def nudge_documents(
     queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     row = {d: i for i, d in enumerate(doc_ids)}
     relevant = [[row[d] for d in dataset.relevant_docs[q]] for q in qids]
-    order = np.random.default_rng(seed).permutation(len(qids))
-    n_val = int(round(len(qids) * val_fraction))
-    val, train = order[:n_val], order[n_val:]
+    train, val = held_out(len(qids), val_fraction, np.random.default_rng(seed))
+    n_val = len(val)
     scores: Dict[float, float] = {}
     if n_val:
         gradient = _gradient(queries[train], [relevant[i] for i in train], len(docs))

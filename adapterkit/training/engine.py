@@ -61,6 +61,7 @@ from adapterkit.training.pseudo_queries import generated_pseudo_queries, pseudo_
 from adapterkit.training.sampling import (
     TrainingGroup,
     candidates,
+    count_steps,
     epoch_batches,
     mine_hard_negatives,
 )
@@ -147,6 +148,7 @@ class EmbeddingAdapterFinetuneEngine:
         self._cache, self._show_progress = cache, show_progress
         self._target_device = infer_device(device)
         self.loss_history: List[float] = []  # one value per optimiser step
+        self.total_steps = 0  # optimiser steps the last training pass was scheduled for
         self.epoch_loss: List[float] = []  # mean loss per epoch
         self.val_mrr: List[float] = []  # held-out MRR@10 before training (index 0) and after each epoch
         self.best_epoch: Optional[int] = None  # 0 means the identity start was kept
@@ -324,9 +326,8 @@ class EmbeddingAdapterFinetuneEngine:
         tensors = [(torch.as_tensor(g.queries, device=device), torch.as_tensor(g.docs, device=device)) for g in self.groups]
         optimizer = config.optimizer_class(model.parameters(), **config.optimizer_params)
         generator = torch.Generator().manual_seed(config.seed)
-        steps_per_epoch = len(epoch_batches(self.groups, rows, config.batch_size, config.shuffle, config.no_duplicates,
-                                            torch.Generator().manual_seed(config.seed)))
-        total = max(1, steps_per_epoch * config.epochs)
+        total = max(1, count_steps(self.groups, rows, config.batch_size, config.shuffle, config.no_duplicates, config.seed, config.epochs))
+        self.total_steps = total
         warmup = int(total * config.warmup_ratio)
         base_lrs = [group["lr"] for group in optimizer.param_groups]
 

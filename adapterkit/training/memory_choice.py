@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from adapterkit.data.splits import held_out
 from adapterkit.memory.corpus_memory import CorpusMemory, apply_memories
 from adapterkit.metrics import exact_search, metrics_at_k
 from adapterkit.training.config import FinetuneConfig
@@ -60,8 +61,9 @@ def choose_memories(
         return CorpusMemory.from_pairs(question_vectors[keys], ids, {d: doc_vectors[position[d]] for d in set(ids)},
                                        weight=weight, temperature=temperature)
 
-    held = np.random.default_rng(config.seed).permutation(rows)[: max(1, len(rows) // 5)]
-    fit = sorted(set(rows) - set(held.tolist()))
+    kept_at, held_at = held_out(len(rows), 0.2, np.random.default_rng(config.seed))
+    held = [rows[i] for i in held_at] if len(rows) > 1 else rows  # one question: all there is to choose on
+    fit = sorted(rows[i] for i in kept_at) if len(rows) > 1 else []
     relevant = [[position[d] for d in owners[r]] for r in held]
     base = torch.as_tensor(question_vectors[held])
     sentence_weights = sorted({0.0, 0.1, config.memory_weight}) if sentences is not None else [0.0]

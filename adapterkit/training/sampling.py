@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from adapterkit.data.splits import held_out
+
 NEGATIVES = ("corpus", "in_batch")
 
 
@@ -41,8 +43,7 @@ class TrainingGroup:
     def split(self, val_fraction: float, rng: np.random.Generator) -> None:
         """Hold out whole chunks (all their queries) so validation never sees a training chunk."""
         chunks = np.unique(self.positives)
-        n_val = int(round(len(chunks) * val_fraction)) if len(chunks) > 1 else 0
-        held = set(rng.permutation(chunks)[:n_val].tolist())
+        held = set(chunks[held_out(len(chunks), val_fraction, rng)[1]].tolist())
         is_val = np.array([p in held for p in self.positives], dtype=bool)
         self.train_idx, self.val_idx = np.where(~is_val)[0], np.where(is_val)[0]
 
@@ -102,6 +103,17 @@ def epoch_batches(groups: Sequence[TrainingGroup], rows: Sequence[np.ndarray], b
         perm = torch.randperm(len(batches), generator=generator).tolist()
         batches = [batches[i] for i in perm]
     return batches
+
+
+def count_steps(groups: Sequence[TrainingGroup], rows: Sequence[np.ndarray], batch_size: int, shuffle: bool,
+                no_duplicates: bool, seed: int, epochs: int) -> int:
+    """The number of batches ``epochs`` epochs will have, drawn exactly as training draws them.
+
+    Batch counts can differ between epochs (``no_duplicates`` defers a repeated positive to a later
+    batch), so the learning-rate schedule needs every epoch's count, not the first one's times ``epochs``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return sum(len(epoch_batches(groups, rows, batch_size, shuffle, no_duplicates, generator)) for _ in range(epochs))
 
 
 def candidates(group: TrainingGroup, rows: List[int], negatives: str, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
