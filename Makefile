@@ -4,6 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 QUIET  := | { grep -v -e Retrying -e "is ignored" || true; }
 VENV   := .venv
+comma  := ,
 BIN    := $(VENV)/bin
 # CPU-only machines get the CPU build of torch (the default PyPI wheel for Linux is the multi-GB CUDA
 # build); machines with an NVIDIA driver get the default CUDA build. Override with TORCH_SPEC=...
@@ -32,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 
 # LlamaIndex's engine pins older packages, so the side-by-side benchmark gets its own environment.
 .venv-bench/.installed: pyproject.toml
-	$(call venv,.venv-bench,bench)
+	$(call venv,.venv-bench,offline$(comma)bench)
 
 install: $(VENV)/.installed
 

@@ -1,6 +1,6 @@
 """LlamaIndex's EmbeddingAdapterFinetuneEngine vs adapterkit's, side by side in one process.
 
-Same data (published Lyft train set), same base model (offline bge-small-en-v1.5 int8 ONNX), same
+Same data (published Lyft train set), same base model (offline bge-small-en-v1.5, float32), same
 epochs. Prints wall time of each and the ratios, and compares ``evaluate`` on the Uber val set with
 the walkthrough's per-query ``VectorStoreIndex`` evaluation, both on a warm embedding cache.
 
