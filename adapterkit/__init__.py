@@ -25,9 +25,10 @@ for _module, _names in {
     "adapterkit.data.datasets": ["DatasetError", "EmbeddingQAFinetuneDataset"],
     "adapterkit.data.documents": ["chunk_sentences", "corpus_to_nodes", "load_corpus"],
     "adapterkit.data.qa_sets": ["load_qa_datasets", "qa_datasets"],
-    "adapterkit.data.splits": ["split_corpus", "split_queries"],
-    "adapterkit.data.questions": ["generate_qa_embedding_pairs"],
-    "adapterkit.data.llms": ["resolve_llm"],
+    "adapterkit.data.splits": ["held_out", "split_corpus", "split_queries"],
+    "adapterkit.data.folders": ["DocumentFolderError", "read_folder"],
+    "adapterkit.data.questions": ["CallsDeclined", "generate_qa_embedding_pairs"],
+    "adapterkit.data.llms": ["ask_before_paid_calls", "resolve_llm"],
     "adapterkit.memory.corpus_memory": ["CorpusMemory", "MemoryLoadError", "MemoryWriter"],
     "adapterkit.training.config": ["FinetuneConfig"],
     "adapterkit.training.engine": ["EmbeddingAdapterFinetuneEngine", "LLAMAINDEX_RECIPE", "TrainingDivergedError"],
@@ -43,6 +44,10 @@ for _module, _names in {
     "adapterkit.stores.retrieval": ["metrics_by_index", "retrieval_results"],
     "adapterkit.stores.stored_vectors": ["cache_stored_vectors", "exact_top_k", "read_stored", "recall_at_k", "store_top_k"],
     "adapterkit.stores.postgres": ["LocalPostgres"],
+    "adapterkit.pipeline.fit": ["FitResult", "OutputFolderError", "fit_documents"],
+    "adapterkit.pipeline.evaluate_folder": ["evaluate_model_folder"],
+    "adapterkit.pipeline.questions": ["write_questions"],
+    "adapterkit.pipeline.sources": ["chunks_from_folder", "chunks_from_store", "open_store"],
 }.items():
     _EXPORTS.update(dict.fromkeys(_names, _module))
 

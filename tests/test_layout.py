@@ -24,6 +24,8 @@ LAYERS = [
     ["adapterkit.evaluation"],
     ["adapterkit.stores"],
     ["adapterkit.notebook"],
+    ["adapterkit.pipeline"],                                  # your documents to a fitted, evaluated model folder
+    ["adapterkit.cli"],                                       # the adapterkit command
 ]
 MAX_LINES = 450
 
