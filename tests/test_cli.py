@@ -262,6 +262,8 @@ def test_fit_from_a_pgvector_table_embeds_no_stored_chunk(tmp_path, docs, capsys
 
         code, out, err = run(capsys, "fit", "--store", uri.replace("my_chunks", "nothing_here"), "--out", tmp_path / "m2", *FAST)
         assert code == 1 and "data_nothing_here\" does not exist" in err, err  # a table that is not there
+        code, out, err = run(capsys, "fit", "--store", uri.replace("postgres@", "nobody:secret@"), "--out", tmp_path / "m2", *FAST)
+        assert code == 1 and "Could not read the chunks" in err and "nobody" in err and "secret" not in err  # wrong credentials
 
     code, out, err = run(capsys, "fit", "--store", uri, "--out", tmp_path / "m3", *FAST)  # the server has gone
     assert code == 1 and "Could not read the chunks" in err and "server is running" in err
