@@ -19,6 +19,7 @@ for _module, _names in {
     "adapterkit.cache": ["EmbeddingCache", "EmbeddingCacheError", "NonFiniteEmbeddingError", "embed_once", "embed_texts"],
     "adapterkit.adapters": ["AdapterLoadError", "BaseAdapter", "LinearLayer", "LowRankLinear", "OrthogonalLinear",
                             "TwoLayerNN", "load_adapter", "make_adapter"],
+    "adapterkit.cross_model": ["SampleTooSmallError", "fit_linear_map"],
     "adapterkit.query_vectors": ["adapt_queries"],
     "adapterkit.adapter_embedding": ["AdapterEmbeddingModel", "LinearAdapterEmbeddingModel"],
     "adapterkit.data.files": ["get_file"],
