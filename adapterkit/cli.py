@@ -107,7 +107,7 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("--questions", metavar="FILE", help="your labelled questions (LlamaIndex dataset JSON); a fifth is held out to score")
     fit.add_argument("--llm", metavar="SPEC", help="an LLM writes questions about held-out chunks to score the model: default, hf:<id>, "
                      "openai:<model>, ollama:<model>")
-    fit.add_argument("--eval-chunks", type=int, default=40, metavar="N", help="most held-out chunks the LLM is asked about (default 40)")
+    fit.add_argument("--eval-chunks", type=int, default=None, metavar="N", help="with --llm: most held-out chunks it is asked about (default 40)")
     fit.add_argument("--epochs", type=int, default=None, help="training epochs (default: the package default)")
     fit.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any FinetuneConfig option, e.g. --set batch_size=64")
     fit.add_argument("--overwrite", action="store_true", help="replace a model folder fitted on other documents or with another model")
@@ -145,7 +145,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted: what was computed is kept (embedding cache, question journal); run again to continue.", file=sys.stderr)
         return 130
-    except (ValueError, OSError, ImportError, CallsDeclined) as exc:  # bad input: the message names the fix
+    except (ValueError, TypeError, OSError, ImportError, CallsDeclined) as exc:  # bad input: the message names the fix
         print(f"adapterkit {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return 0

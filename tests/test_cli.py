@@ -226,6 +226,16 @@ def test_questions_whose_ids_are_not_these_chunks_are_an_error(tmp_path, docs, c
     assert code == 1 and "are not chunks of these documents" in err and "adapterkit questions" in err
 
 
+def test_options_that_cannot_take_effect_are_errors(tmp_path, docs, capsys):
+    questions = write_questions(docs, tmp_path / "q.json")
+    code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m", "--questions", questions, "--llm", "default", *FAST)
+    assert code == 1 and "not both" in err
+    code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m", "--eval-chunks", "5", *FAST)
+    assert code == 1 and "give llm too" in err
+    code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m", "--set", "epochz=3", *FAST)
+    assert code == 1 and "epochz" in err and not (tmp_path / "m" / "config.json").exists()
+
+
 @pytest.mark.parametrize("uri, message", [
     ("mysql://host/db", "Unknown store URI"),
     ("postgresql://me:secret@127.0.0.1:1/db", "name the table"),

@@ -38,6 +38,7 @@ from adapterkit.evaluation.evaluate import evaluate
 from adapterkit.metrics import unit_rows
 from adapterkit.pipeline.sources import ChunkSource, source_of
 from adapterkit.stores.counting import CountingEmbedding
+from adapterkit.training.config import FinetuneConfig
 from adapterkit.training.engine import EmbeddingAdapterFinetuneEngine
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -207,7 +208,7 @@ def fit_documents(
     embed_model: Any = "default",
     questions: Optional[PathLike] = None,
     llm: Any = None,
-    eval_chunks: int = 40,
+    eval_chunks: Optional[int] = None,
     overwrite: bool = False,
     confirm: Optional[Callable[[str], bool]] = None,
     chunk_size: int = 1024,
@@ -229,7 +230,7 @@ def fit_documents(
             questions``); a fifth is held out for the evaluation, the rest is trained on.
         llm: without ``questions``, an LLM (spec or LlamaIndex ``LLM``) writes questions about held-out
             chunks for the evaluation.
-        eval_chunks: the most held-out chunks the LLM is asked about.
+        eval_chunks: the most held-out chunks the LLM is asked about (default 40; only with ``llm``).
         overwrite: replace a model folder fitted on other documents or with another model.
         confirm: asked before a paid LLM is called (None: go ahead; the command line asks).
         chunk_size, chunk_overlap: ``SentenceSplitter`` settings for folders.
@@ -246,6 +247,12 @@ def fit_documents(
     from adapterkit.adapter_embedding import AdapterEmbeddingModel
     from adapterkit.pipeline.report import write_fit_report
 
+    if questions is not None and llm is not None:
+        raise ValueError("Give questions or llm for the evaluation, not both: your questions are the better evidence, "
+                         "and the LLM would write questions nobody scores.")
+    if eval_chunks is not None and llm is None:
+        raise ValueError("eval_chunks sets how many held-out chunks the LLM is asked about: give llm too, or leave eval_chunks out.")
+    FinetuneConfig().updated(**options)  # an unknown or out-of-range option fails here, before any work
     started = time.perf_counter()
     out = Path(out)
     base = resolve_embed_model(embed_model)
@@ -265,7 +272,7 @@ def fit_documents(
                                                                "left_out_as_their_chunks_changed": stale})
     else:
         train = published_questions()
-        evaluation = (llm_evaluation(corpus, llm, out, eval_chunks, seed, confirm, show_progress) if llm is not None
+        evaluation = (llm_evaluation(corpus, llm, out, eval_chunks or 40, seed, confirm, show_progress) if llm is not None
                       else Evaluation("none", "none: no labelled questions and no LLM were given"))
     engine = EmbeddingAdapterFinetuneEngine(train, counter, unlabeled_corpus=corpus, model_output_path=out, cache=cache,
                                             show_progress=show_progress, seed=seed, **options)
