@@ -185,6 +185,13 @@ def test_unreadable_files_are_skipped_and_named(tmp_path, docs, capsys):
     assert "unreadable" in found.skipped["broken.pdf"] and "unsupported" in found.skipped["photo.jpg"]
 
 
+def test_html_pages_give_their_content_not_their_navigation(tmp_path):
+    page = "<html><body><nav>Home Chapters Search</nav><main><h1>Lifetimes</h1><p>Every reference has a <em>lifetime</em>.</p></main></body></html>"
+    (tmp_path / "page.html").write_text(page)
+    (node,) = read_folder(tmp_path, show_progress=False).nodes
+    assert node.text == "Lifetimes Every reference has a lifetime ." and node.metadata["file_path"] == "page.html"
+
+
 def test_a_file_that_changes_while_read_is_skipped(tmp_path, docs, monkeypatch):
     import adapterkit.data.folders as folders
 

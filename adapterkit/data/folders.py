@@ -25,8 +25,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # Suffixes read as plain text (SimpleDirectoryReader's fallback); the others need a reader class.
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst", ".text", ".tex", ".org", ".adoc")
-READER_SUFFIXES = (".pdf", ".docx", ".html", ".htm", ".epub", ".ipynb", ".csv")
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES + READER_SUFFIXES
+HTML_SUFFIXES = (".html", ".htm")
+READER_SUFFIXES = (".pdf", ".docx", ".epub", ".ipynb", ".csv")
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES + HTML_SUFFIXES + READER_SUFFIXES
 
 
 class DocumentFolderError(ValueError):
@@ -65,19 +66,34 @@ def _file_sha256(path: Path) -> str:
 
 def _readers() -> Dict[str, Any]:
     try:
-        from llama_index.readers.file import DocxReader, EpubReader, HTMLTagReader, IPYNBReader, PandasCSVReader, PDFReader
+        from llama_index.readers.file import DocxReader, EpubReader, IPYNBReader, PandasCSVReader, PDFReader
     except ImportError as exc:
         raise ImportError("Reading PDF, DOCX, HTML and other documents needs LlamaIndex's file readers: "
                           "pip install 'adapterkit[documents]'") from exc
-    html = HTMLTagReader(tag="body", ignore_no_id=False)
-    return {".pdf": PDFReader(), ".docx": DocxReader(), ".html": html, ".htm": html, ".epub": EpubReader(),
-            ".ipynb": IPYNBReader(), ".csv": PandasCSVReader(concat_rows=True)}
+    return {".pdf": PDFReader(), ".docx": DocxReader(), ".epub": EpubReader(), ".ipynb": IPYNBReader(),
+            ".csv": PandasCSVReader(concat_rows=True)}
+
+
+def _html_text(path: Path) -> str:
+    """The readable text of an HTML page: its ``main`` (else ``article``, else ``body``), without scripts,
+    styles and navigation. LlamaIndex's ``HTMLTagReader`` reads one fixed tag, and a page's ``body``
+    repeats its site navigation in every chunk, so the page's own content is picked here."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(path.read_bytes(), "html.parser")
+    for tag in soup(["script", "style", "nav", "header", "footer", "noscript"]):
+        tag.decompose()
+    root = soup.find("main") or soup.find("article") or soup.body or soup
+    lines = (" ".join(line.split()) for line in root.get_text(" ").splitlines())  # inline tags joined by spaces
+    return "\n".join(line for line in lines if line)
 
 
 def _read_one(path: Path, readers: Dict[str, Any]) -> List[Document]:
     suffix = path.suffix.lower()
     if suffix in TEXT_SUFFIXES:
         return [Document(text=path.read_text(encoding="utf-8", errors="strict"))]
+    if suffix in HTML_SUFFIXES:
+        return [Document(text=_html_text(path))]
     return list(readers[suffix].load_data(path))
 
 
