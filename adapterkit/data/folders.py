@@ -1,0 +1,161 @@
+"""A folder of the user's documents into ``TextNode`` chunks whose ids follow their content.
+
+Every file under the folder (recursively) that LlamaIndex's readers read as text is loaded; other
+files and files that fail to read are listed with the reason and skipped, so one bad file never
+stops the rest. A chunk's id is ``uuid5(NODE_NAMESPACE, "<relative path>:<sha256 of its text>")``
+(plus ``#n`` for a repeated text within a file): editing one file changes the ids of that file's
+changed chunks only, so a re-run embeds exactly what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Union
+
+from llama_index.core.schema import Document, MetadataMode, TextNode
+from tqdm.auto import tqdm
+
+from adapterkit.data.documents import NODE_NAMESPACE
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Suffixes read as plain text (SimpleDirectoryReader's fallback); the others need a reader class.
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst", ".text", ".tex", ".org", ".adoc")
+HTML_SUFFIXES = (".html", ".htm")
+READER_SUFFIXES = (".pdf", ".docx", ".epub", ".ipynb", ".csv")
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES + HTML_SUFFIXES + READER_SUFFIXES
+
+
+class DocumentFolderError(ValueError):
+    """A folder that gives no readable document (missing, empty, or nothing in it could be read)."""
+
+
+@dataclass
+class FolderChunks:
+    """What ``read_folder`` found.
+
+    Attributes:
+        nodes: the chunks, in file order then position, with metadata ``{"file_name", "file_path"}``.
+        files: ``{relative path: sha256 of the file's bytes}`` of every file read.
+        chunks_of: ``{relative path: [chunk ids]}``.
+        skipped: ``{relative path: reason}`` for files not read.
+    """
+
+    nodes: List[TextNode]
+    files: Dict[str, str]
+    chunks_of: Dict[str, List[str]]
+    skipped: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def corpus(self) -> Dict[str, str]:
+        """``{chunk id: text}`` (the text a model embeds: no metadata)."""
+        return {n.node_id: n.get_content(metadata_mode=MetadataMode.NONE) for n in self.nodes}
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _readers() -> Dict[str, Any]:
+    try:
+        from llama_index.readers.file import DocxReader, EpubReader, IPYNBReader, PandasCSVReader, PDFReader
+    except ImportError as exc:
+        raise ImportError("Reading PDF, DOCX, HTML and other documents needs LlamaIndex's file readers: "
+                          "pip install 'adapterkit[documents]'") from exc
+    return {".pdf": PDFReader(), ".docx": DocxReader(), ".epub": EpubReader(), ".ipynb": IPYNBReader(),
+            ".csv": PandasCSVReader(concat_rows=True)}
+
+
+def _html_text(path: Path) -> str:
+    """The readable text of an HTML page: its ``main`` (else ``article``, else ``body``), without scripts,
+    styles and navigation. LlamaIndex's ``HTMLTagReader`` reads one fixed tag, and a page's ``body``
+    repeats its site navigation in every chunk, so the page's own content is picked here."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(path.read_bytes(), "html.parser")
+    for tag in soup(["script", "style", "nav", "header", "footer", "noscript"]):
+        tag.decompose()
+    root = soup.find("main") or soup.find("article") or soup.body or soup
+    lines = (" ".join(line.split()) for line in root.get_text(" ").splitlines())  # inline tags joined by spaces
+    return "\n".join(line for line in lines if line)
+
+
+def _read_one(path: Path, readers: Dict[str, Any]) -> List[Document]:
+    suffix = path.suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        return [Document(text=path.read_text(encoding="utf-8", errors="strict"))]
+    if suffix in HTML_SUFFIXES:
+        return [Document(text=_html_text(path))]
+    return list(readers[suffix].load_data(path))
+
+
+def read_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 200, show_progress: bool = True) -> FolderChunks:
+    """Read every supported document under ``folder`` and split it into chunks with content-based ids.
+
+    Args:
+        folder: a directory; hidden files and folders (names starting with ".") are left out.
+        chunk_size: ``SentenceSplitter`` chunk size in tokens (LlamaIndex's default, 1024).
+        chunk_overlap: tokens shared by neighbouring chunks (LlamaIndex's default, 200).
+        show_progress: a progress bar over the files.
+
+    Raises ``DocumentFolderError`` when the folder is missing or no file in it gives any text; the
+    message lists what was skipped and why.
+
+    Example::
+
+        found = read_folder("my_docs")
+        print(len(found.nodes), "chunks;", "skipped:", found.skipped)
+    """
+    from llama_index.core.node_parser import SentenceSplitter
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise DocumentFolderError(f"{root} is not a folder: pass the folder that holds your documents.")
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    readers = _readers() if any(p.suffix.lower() in READER_SUFFIXES for p in paths) else {}
+    splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    nodes: List[TextNode] = []
+    files: Dict[str, str] = {}
+    chunks_of: Dict[str, List[str]] = {}
+    skipped: Dict[str, str] = {}
+    for path in tqdm(paths, desc="Reading documents", unit="file", disable=not show_progress):
+        name = path.relative_to(root).as_posix()
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            skipped[name] = f"unsupported file type {path.suffix or '(none)'}"
+            continue
+        try:
+            before = _file_sha256(path)
+            docs = _read_one(path, readers)
+            if _file_sha256(path) != before:  # written to while being read: its chunks may mix two versions
+                raise OSError("the file changed while it was being read; run again once it is written")
+        except Exception as exc:  # any reader error: skip this file, keep the others
+            skipped[name] = f"unreadable: {type(exc).__name__}: {exc}"
+            continue
+        texts = [t for doc in docs for t in splitter.split_text(doc.get_content()) if t.strip()]
+        if not texts:
+            skipped[name] = "no text found (a scanned PDF needs OCR first)"
+            continue
+        seen: Dict[str, int] = {}
+        ids = []
+        for text in texts:
+            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            seen[digest] = seen.get(digest, 0) + 1
+            suffix = f"#{seen[digest]}" if seen[digest] > 1 else ""
+            node_id = str(uuid.uuid5(NODE_NAMESPACE, f"{name}:{digest}{suffix}"))
+            ids.append(node_id)
+            # Metadata stays out of what a model embeds (and what an LLM is shown): a chunk's vector is its text's.
+            nodes.append(TextNode(id_=node_id, text=text, metadata={"file_name": path.name, "file_path": name},
+                                  excluded_embed_metadata_keys=["file_name", "file_path"], excluded_llm_metadata_keys=["file_name", "file_path"]))
+        files[name], chunks_of[name] = before, ids
+    if not nodes:
+        found = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:10]) or "no files"
+        raise DocumentFolderError(f"No readable document in {root} ({found}). Supported: {', '.join(SUPPORTED_SUFFIXES)}.")
+    return FolderChunks(nodes, files, chunks_of, skipped)

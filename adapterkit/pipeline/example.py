@@ -1,0 +1,51 @@
+"""A public stand-in for "your documents": labelled benchmark chunks written out as a folder of files.
+
+``write_example_folder`` writes each chunk of a dataset (e.g. SciFact abstracts) as a text file and
+its questions as a questions file whose ids are the chunk ids ``adapterkit fit`` gives that folder,
+so the whole your-documents path (folder -> fit -> report -> serve) runs on data anyone has.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Tuple, Union
+
+import numpy as np
+
+from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
+from adapterkit.data.folders import read_folder
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def write_example_folder(dataset: EmbeddingQAFinetuneDataset, folder: PathLike, questions: int = 100, other_documents: int = 100,
+                         seed: int = 0) -> Tuple[Path, Path]:
+    """Write ``questions`` questions' relevant chunks plus ``other_documents`` other chunks as ``.txt`` files.
+
+    Args:
+        dataset: labelled questions over a corpus (``load_qa_datasets("scifact")[1]``, for example).
+        folder: where ``docs/`` (one file per chunk) and ``questions.json`` are written.
+        questions: the first questions of ``dataset`` to keep.
+        other_documents: further chunks drawn at random (seeded), searched but asked about by no question.
+
+    Returns:
+        ``(docs folder, questions file)``: pass them to ``fit_documents`` / ``adapterkit fit --questions``.
+    """
+    qids = list(dataset.queries)[:questions]
+    if not qids:
+        raise ValueError("The dataset has no questions to write.")
+    relevant = list(dict.fromkeys(d for q in qids for d in dataset.relevant_docs[q]))
+    rest = [d for d in dataset.corpus if d not in set(relevant)]
+    others = [rest[i] for i in sorted(np.random.default_rng(seed).permutation(len(rest))[:other_documents])]
+    docs = Path(folder) / "docs"
+    docs.mkdir(parents=True, exist_ok=True)
+    for doc_id in relevant + others:
+        (docs / f"{doc_id}.txt").write_text(dataset.corpus[doc_id], encoding="utf-8")
+    read = read_folder(docs, show_progress=False)
+    chunks = {d: read.chunks_of[f"{d}.txt"] for d in relevant}  # a long document may be several chunks: all are relevant
+    written = EmbeddingQAFinetuneDataset(queries={q: dataset.queries[q] for q in qids}, corpus=read.corpus,
+                                         relevant_docs={q: [c for d in dataset.relevant_docs[q] for c in chunks[d]] for q in qids})
+    path = Path(folder) / "questions.json"
+    written.save_json(path)
+    return docs, path

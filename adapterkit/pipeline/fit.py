@@ -1,0 +1,293 @@
+"""Your documents to a better retriever in one call: ``fit_documents`` (the ``adapterkit fit`` command).
+
+1. The chunks to search come from a folder or a vector store (``sources``); their base vectors are
+   computed once (or read from the store) and cached.
+2. The adapter trains on the offline defaults with those chunks as the unlabelled target corpus, and on
+   labelled questions: yours (``questions``), or else the walkthrough's published Lyft questions,
+   the setting the public benchmark suite measures across domains.
+3. The evaluation is as honest as the inputs allow (``Evaluation``): a fifth of your questions, or
+   questions an LLM writes about held-out chunks, kept out of training and scored base next to
+   adapter; with neither, the report says there is no independent evaluation.
+4. The model folder gets ``report.md`` / ``report.json`` / plots and ``fit.json``, which a re-run
+   compares to say which files and chunks changed (only those are embedded: the cache holds the rest).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
+
+import numpy as np
+import pandas as pd
+
+from adapterkit.atomic import write_text
+from adapterkit.cache import EmbeddingCache, embed_texts
+from adapterkit.data.datasets import DatasetError, EmbeddingQAFinetuneDataset
+from adapterkit.data.llms import ask_before_paid_calls, resolve_llm
+from adapterkit.data.qa_sets import load_qa_datasets
+from adapterkit.data.questions import generate_qa_embedding_pairs
+from adapterkit.data.splits import held_out, split_queries
+from adapterkit.embeddings import model_identity, resolve_embed_model
+from adapterkit.evaluation.comparison import comparison_table
+from adapterkit.evaluation.evaluate import evaluate
+from adapterkit.metrics import unit_rows
+from adapterkit.pipeline.sources import ChunkSource, source_of
+from adapterkit.stores.counting import CountingEmbedding
+from adapterkit.training.config import FinetuneConfig
+from adapterkit.training.engine import EmbeddingAdapterFinetuneEngine
+
+PathLike = Union[str, "os.PathLike[str]"]
+MANIFEST = "fit.json"  # what a fit read and how: compared by the next run on the same folder
+EVAL_QUESTIONS = "eval_questions.json"  # LLM-written questions on held-out chunks (resumable)
+
+
+class OutputFolderError(ValueError):
+    """The output folder holds something this run must not overwrite."""
+
+
+@dataclass
+class Evaluation:
+    """How a fitted model was scored, and on what.
+
+    Attributes:
+        kind: ``"questions"`` (a held-out fifth of your labelled questions), ``"llm"`` (questions an
+            LLM wrote about held-out chunks) or ``"none"``.
+        source: where the scored questions came from, in words.
+        dataset: the scored questions over the whole corpus (None for ``"none"``).
+        details: counts to report (questions, chunks asked, answers that failed to parse).
+    """
+
+    kind: str
+    source: str
+    dataset: Optional[EmbeddingQAFinetuneDataset] = None
+    details: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FitResult:
+    """What ``fit_documents`` made: the model folder, its report and the numbers in it."""
+
+    folder: Path
+    report: Path
+    evaluation: Evaluation
+    table: Optional[pd.DataFrame]
+    changes: Dict[str, Any]
+    embedded: Dict[str, int]
+    seconds: float
+    summary: Dict[str, Any]
+
+
+def check_output_folder(out: Path, origin: str, model_id: str, overwrite: bool) -> Optional[Dict[str, Any]]:
+    """The previous run's manifest when ``out`` holds a fit of the same source and model, else None.
+
+    A folder holding anything else is refused unless ``overwrite``; even then only a folder that
+    holds a model (never an arbitrary folder of files) is cleared.
+    """
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return None
+    if not out.is_dir():
+        raise OutputFolderError(f"{out} is a file: pass a folder for the model.")
+    manifest = out / MANIFEST
+    previous = None
+    if manifest.is_file():
+        try:
+            previous = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            previous = None
+    same = isinstance(previous, dict) and previous.get("origin") == origin and previous.get("embed_model") == model_id
+    if same and not overwrite:
+        return previous
+    holds_model = (out / "config.json").is_file() or manifest.is_file()
+    if not overwrite:
+        what = (f"a model fitted on {previous.get('origin')} with {previous.get('embed_model')}" if isinstance(previous, dict)
+                else "another model" if holds_model else "files that are not a model")
+        raise OutputFolderError(f"{out} already holds {what}. Pass --overwrite (overwrite=True) to replace it, or choose another --out.")
+    if not holds_model:
+        raise OutputFolderError(f"{out} holds files that are not a model; overwrite only replaces a model folder. Choose an empty or new folder.")
+    shutil.rmtree(out)
+    return None
+
+
+def what_changed(previous: Optional[Dict[str, Any]], source: ChunkSource) -> Dict[str, Any]:
+    """Files and chunks added, changed, removed since the previous fit of the same source."""
+    old_files = previous.get("files", {}) if previous else {}
+    old_chunks = set(previous.get("chunks", [])) if previous else set()
+    new_chunks = set(source.corpus)
+    return {
+        "first_run": previous is None,
+        "files_added": sorted(f for f in source.files if f not in old_files),
+        "files_changed": sorted(f for f in source.files if f in old_files and old_files[f] != source.files[f]),
+        "files_removed": sorted(f for f in old_files if f not in source.files),
+        "chunks_added": len(new_chunks - old_chunks),
+        "chunks_removed": len(old_chunks - new_chunks),
+        "chunks_unchanged": len(new_chunks & old_chunks),
+    }
+
+
+def labelled_questions(path: PathLike, corpus: Dict[str, str]) -> tuple:
+    """``(dataset, left out)``: your questions file (LlamaIndex's dataset JSON) over the corpus being fitted.
+
+    Questions whose chunks are no longer in the documents (a file edited or removed since the
+    questions were written) are left out and counted; when none is left, the ids do not belong to
+    these documents at all, which is an error.
+    """
+    given = EmbeddingQAFinetuneDataset.from_json(path)
+    kept = {q: docs for q, docs in given.relevant_docs.items() if all(d in corpus for d in docs)}
+    if not kept:
+        unknown = sorted({d for docs in given.relevant_docs.values() for d in docs if d not in corpus})
+        raise DatasetError(
+            f"The chunk ids in {path}'s relevant_docs are not chunks of these documents (e.g. {unknown[:3]}). "
+            "Ids must be the ones adapterkit gives these chunks: write the questions with `adapterkit questions` on the "
+            "same folder, or drop the questions about documents that are not in it.")
+    dataset = EmbeddingQAFinetuneDataset(queries={q: given.queries[q] for q in kept}, corpus=dict(corpus), relevant_docs=kept)
+    return dataset.validate(str(path)), len(given.queries) - len(kept)
+
+
+def llm_evaluation(corpus: Dict[str, str], llm: Any, out: Path, eval_chunks: int, seed: int, confirm: Optional[Callable[[str], bool]],
+                   show_progress: bool) -> Evaluation:
+    """Questions an LLM writes about held-out chunks, to be scored and never trained on.
+
+    A fifth of the chunks (at most ``eval_chunks``) is drawn with the package's held-out rule; the
+    questions about them are scored and never trained on. The chunks stay searchable, and their
+    sentences stay in the memory: at serving time every chunk has its memory keys too.
+    """
+    ids = list(corpus)
+    _, held = held_out(len(ids), 0.2, np.random.default_rng(seed))
+    asked = sorted(ids[i] for i in held[:eval_chunks])
+    if not asked:
+        raise DatasetError("An LLM evaluation needs at least 2 chunks (one held out, one to train on); add documents.")
+    llm = resolve_llm(llm)
+    generated = generate_qa_embedding_pairs({c: corpus[c] for c in asked}, llm=llm, output_path=out / EVAL_QUESTIONS, verbose=show_progress,
+                                            confirm=ask_before_paid_calls(confirm))
+    stats = generated.stats
+    details = {"chunks_asked": len(asked), "questions": len(generated.queries), "chunks_failed": stats.failed,
+               "chunks_too_short": stats.skipped_short, "unparsed_lines_dropped": stats.dropped_lines}
+    name = getattr(getattr(llm, "metadata", None), "model_name", type(llm).__name__)
+    source = f"{len(generated.queries)} questions written by {name} about {len(asked)} held-out chunks (not trained on)"
+    dataset = EmbeddingQAFinetuneDataset(queries=dict(generated.queries), corpus=dict(corpus), relevant_docs=dict(generated.relevant_docs))
+    return Evaluation("llm", source, dataset if dataset.queries else None, details)
+
+
+def query_movement(model: Any, corpus: Dict[str, str], cache: Any = None, sample: int = 200, seed: int = 0) -> Dict[str, Any]:
+    """How far the served model moves queries, on sentences of the chunks: a change, never a score.
+
+    Cosine between each sentence's base and served query vector, and the share of sentences whose
+    nearest chunk changes. Nothing here says whether a move is right (that needs questions).
+    """
+    from adapterkit.data.documents import chunk_sentences
+
+    sentences = [s for text in corpus.values() for s in chunk_sentences(text)]
+    if not sentences:
+        return {}
+    texts = [sentences[i] for i in np.random.default_rng(seed).permutation(len(sentences))[:sample]]
+    base = model.base_embed_model
+    a = unit_rows(embed_texts(base, texts, "query", cache=cache))
+    b = model.embed(texts, "query")
+    docs = unit_rows(embed_texts(base, list(corpus.values()), "text", cache=cache))
+    cos = (a * unit_rows(b)).sum(1)
+    moved = float(np.mean((a @ docs.T).argmax(1) != (b @ docs.T).argmax(1)))
+    return {"sentences": len(texts), "median_cosine_base_vs_served": round(float(np.median(cos)), 4),
+            "min_cosine_base_vs_served": round(float(cos.min()), 4), "share_whose_nearest_chunk_changes": round(moved, 4)}
+
+
+def published_questions() -> EmbeddingQAFinetuneDataset:
+    """The labelled side when you bring none: LlamaIndex's published Lyft 10-K questions (offline copy)."""
+    return load_qa_datasets("published")[0]
+
+
+def fit_documents(
+    docs: Optional[PathLike] = None,
+    out: PathLike = "adapter_model",
+    *,
+    store: Any = None,
+    embed_model: Any = "default",
+    questions: Optional[PathLike] = None,
+    llm: Any = None,
+    eval_chunks: Optional[int] = None,
+    overwrite: bool = False,
+    confirm: Optional[Callable[[str], bool]] = None,
+    chunk_size: int = 1024,
+    chunk_overlap: int = 200,
+    cache: Union[EmbeddingCache, PathLike, None] = None,
+    seed: int = 0,
+    show_progress: bool = True,
+    **options: Any,
+) -> FitResult:
+    """Train an adapter for the chunks you will search, evaluate it honestly, and write a model folder.
+
+    Args:
+        docs: a folder of documents (read recursively: PDF, DOCX, HTML, Markdown, text, ...).
+        out: the model folder; ``AdapterEmbeddingModel(base, out)`` and LlamaIndex's class load it.
+        store: instead of ``docs``, a vector store holding your chunks and their vectors (a URI such
+            as ``postgresql://user@host/db?table=chunks`` or a LlamaIndex store); nothing is re-embedded.
+        embed_model: the base model (a spec such as ``"default"`` or a LlamaIndex ``BaseEmbedding``).
+        questions: your labelled questions (LlamaIndex's dataset JSON, ids from ``adapterkit
+            questions``); a fifth is held out for the evaluation, the rest is trained on.
+        llm: without ``questions``, an LLM (spec or LlamaIndex ``LLM``) writes questions about held-out
+            chunks for the evaluation.
+        eval_chunks: the most held-out chunks the LLM is asked about (default 40; only with ``llm``).
+        overwrite: replace a model folder fitted on other documents or with another model.
+        confirm: asked before a paid LLM is called (None: go ahead; the command line asks).
+        chunk_size, chunk_overlap: ``SentenceSplitter`` settings for folders.
+        cache: the embedding cache (None: ``$ADAPTERKIT_CACHE_DIR``).
+        seed: seeds the held-out draws and training.
+        options: ``FinetuneConfig`` fields (``epochs``, ``batch_size``, ...); the defaults are the ones
+            the public benchmark suite measures.
+
+    Example::
+
+        result = fit_documents("my_docs", "my_model")
+        print(result.report.read_text())
+    """
+    from adapterkit.adapter_embedding import AdapterEmbeddingModel
+    from adapterkit.pipeline.report import write_fit_report
+
+    if questions is not None and llm is not None:
+        raise ValueError("Give questions or llm for the evaluation, not both: your questions are the better evidence, "
+                         "and the LLM would write questions nobody scores.")
+    if eval_chunks is not None and llm is None:
+        raise ValueError("eval_chunks sets how many held-out chunks the LLM is asked about: give llm too, or leave eval_chunks out.")
+    FinetuneConfig().updated(**options)  # an unknown or out-of-range option fails here, before any work
+    started = time.perf_counter()
+    out = Path(out)
+    base = resolve_embed_model(embed_model)
+    counter = CountingEmbedding(base, cache=False)  # below the cache: counts only texts the base model really embeds
+    source = source_of(docs, store, counter, cache, chunk_size, chunk_overlap, show_progress)
+    previous = check_output_folder(out, source.origin, model_identity(base), overwrite)
+    changes = what_changed(previous, source)
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = source.corpus
+    if questions is not None:
+        mine, stale = labelled_questions(questions, corpus)
+        train, held = split_queries(mine, seed=seed)
+        if not held.queries or not train.queries:
+            raise DatasetError(f"{questions} has {len(mine.queries)} usable question(s): at least 2 are needed (one to train on, one held out).")
+        evaluation = Evaluation("questions", f"{len(held.queries)} of your {len(mine.queries)} questions ({Path(questions).name}), "
+                                "held out of training", held, {"questions": len(held.queries), "trained_on": len(train.queries),
+                                                               "left_out_as_their_chunks_changed": stale})
+    else:
+        train = published_questions()
+        evaluation = (llm_evaluation(corpus, llm, out, eval_chunks or 40, seed, confirm, show_progress) if llm is not None
+                      else Evaluation("none", "none: no labelled questions and no LLM were given"))
+    engine = EmbeddingAdapterFinetuneEngine(train, counter, unlabeled_corpus=corpus, model_output_path=out, cache=cache,
+                                            show_progress=show_progress, seed=seed, **options)
+    engine.finetune()
+    served = AdapterEmbeddingModel(counter, out, cache=cache)
+    frames, table = {}, None
+    if evaluation.dataset is not None:
+        frames = {"base": evaluate(evaluation.dataset, counter, top_k=10, cache=cache),
+                  "adapter": evaluate(evaluation.dataset, served, top_k=10, cache=cache)}
+        table = comparison_table(frames)
+    movement = query_movement(served, corpus, cache=cache, seed=seed)
+    manifest = {"origin": source.origin, "embed_model": model_identity(base),
+                "embed_spec": embed_model if isinstance(embed_model, str) else None, "files": source.files,
+                "chunks_of": source.chunks_of, "chunks": list(corpus)}
+    write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+    result = FitResult(out, out / "report.md", evaluation, table, changes, counter.counts, round(time.perf_counter() - started, 1), {})
+    result.summary = write_fit_report(result, engine, source, frames, movement)
+    return result

@@ -1,0 +1,128 @@
+"""What ``adapterkit fit`` and ``adapterkit eval`` write: ``report.md``, ``report.json`` and plots.
+
+The report says where the scored questions came from (or that there were none), shows base next to
+adapter with paired bootstrap intervals, what the held-out guard decided, how far queries move, what a
+re-run changed and how many texts the base model embedded, and ends with the lines that serve the
+model from an existing LlamaIndex index.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import pandas as pd
+
+from adapterkit.atomic import write_text
+from adapterkit.notebook.plots import plot_hit_rate_at_k, plot_loss, plot_rank_movement
+from adapterkit.notebook.report import markdown_table
+
+NO_EVALUATION = (
+    "**There is no independent evaluation in this report.** No labelled questions (`--questions`) and no LLM "
+    "(`--llm`) were given, and the label-free training signals (sentences of your chunks) cannot score the model: "
+    "the corpus memory is built from those same sentences, so a score on them would be circular. What is shown "
+    "instead is how far queries move and what the held-out guard decided. To measure the gain, give `--llm` "
+    "(questions written about held-out chunks) or `--questions`."
+)
+
+
+def serving_lines(folder: Path, embed_spec: Optional[str]) -> str:
+    """Python that loads the model folder into an existing LlamaIndex index."""
+    base = f'resolve_embed_model("{embed_spec}")' if embed_spec else "your_base_embed_model  # the model that built the index"
+    return "\n".join([
+        "```python",
+        "from llama_index.core import VectorStoreIndex",
+        "from adapterkit import AdapterEmbeddingModel, resolve_embed_model",
+        "",
+        f'embed_model = AdapterEmbeddingModel({base}, "{folder}")',
+        "# your existing store: documents keep their base vectors, only queries go through the adapter",
+        "index = VectorStoreIndex.from_vector_store(vector_store, embed_model=embed_model)",
+        "retriever = index.as_retriever(similarity_top_k=5)",
+        "```",
+        "",
+        "Rankings are what the evaluation measured; the cosine scores of adapted queries differ from the base "
+        "model's, so a `similarity_cutoff` (or any score threshold) tuned on base scores must be tuned again.",
+    ])
+
+
+def _table_md(table: pd.DataFrame) -> str:
+    columns = [c for c in table.columns]
+    return markdown_table(columns, table.values.tolist())
+
+
+def _plots(folder: Path, frames: Mapping[str, pd.DataFrame], engine: Any = None) -> List[str]:
+    written = []
+    if engine is not None and engine.loss_history:
+        plot_loss(engine.loss_history, engine.epoch_loss, engine.val_mrr or None, path=folder / "loss.png")
+        written.append("loss.png")
+    if frames:
+        plot_hit_rate_at_k(frames, path=folder / "hit_rate_at_k.png")
+        plot_rank_movement(frames["base"], frames["adapter"], path=folder / "rank_movement.png")
+        written += ["hit_rate_at_k.png", "rank_movement.png"]
+    return written
+
+
+def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str, pd.DataFrame], movement: Mapping[str, Any]) -> Dict[str, Any]:
+    """Write ``report.md`` and ``report.json`` into the model folder; returns the JSON's content."""
+    folder, evaluation = Path(result.folder), result.evaluation
+    manifest = json.loads((folder / "fit.json").read_text())
+    guard = {"best_epoch": engine.best_epoch, "held_out_mrr@10_per_epoch": [round(v, 4) for v in engine.val_mrr],
+             "memories": sorted(engine.memories), "memory_choice": engine.memory_choice}
+    summary = {
+        "origin": source.origin, "files": len(source.files), "chunks": len(source.corpus), "skipped": source.skipped,
+        "changes": result.changes, "embedded_by_base_model": result.embedded, "seconds": result.seconds,
+        "evaluation": {"kind": evaluation.kind, "source": evaluation.source, **evaluation.details},
+        "table": result.table.to_dict(orient="records") if result.table is not None else None,
+        "guard": guard, "query_movement": dict(movement),
+    }
+    plots = _plots(folder, frames, engine)
+    lines = [f"# Adapter for {source.origin}", ""]
+    where = f"{len(source.files)} files" if source.files else "the store"
+    lines += [f"{len(source.corpus)} chunks from {where}; base model `{manifest['embed_model']}`; "
+              f"{result.seconds} s; the base model embedded {result.embedded['text']} chunks and {result.embedded['query']} queries "
+              "in this run (the rest came from the cache or the store).", ""]
+    if source.skipped:
+        lines += ["Skipped files:", ""] + [f"- `{name}`: {why}" for name, why in source.skipped.items()] + [""]
+    c = result.changes
+    if not c["first_run"]:
+        lines += ["## Since the last run", "",
+                  f"Files added {c['files_added'] or 'none'}, changed {c['files_changed'] or 'none'}, removed {c['files_removed'] or 'none'}; "
+                  f"chunks added {c['chunks_added']}, removed {c['chunks_removed']}, unchanged {c['chunks_unchanged']}.", ""]
+    lines += ["## Evaluation", "", f"Questions scored: {evaluation.source}."]
+    if evaluation.details:
+        lines += ["", ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in evaluation.details.items()) + "."]
+    lines += [""]
+    if result.table is not None:
+        lines += [_table_md(result.table), "", "Δ: adapter minus base, with a paired bootstrap 95% interval over the questions.", ""]
+    elif evaluation.kind == "llm":
+        lines += ["The LLM wrote no usable question, so nothing could be scored; try another `--llm`.", ""]
+    else:
+        lines += [NO_EVALUATION, ""]
+    lines += ["## What training decided", "",
+              f"Epoch kept: {engine.best_epoch} (0 is the start: no epoch scored higher on held-out chunks without scoring lower on "
+              "one of the held-out groups, your chunks or the labelled questions' chunks). "
+              f"Held-out MRR@10 per epoch, on sentences of held-out chunks (a selection signal, not an evaluation): "
+              f"{guard['held_out_mrr@10_per_epoch']}. Memories saved: {guard['memories'] or 'none'}.", ""]
+    if movement:
+        lines += [f"Query movement on {movement['sentences']} sentences of your chunks: median cosine between base and served "
+                  f"vector {movement['median_cosine_base_vs_served']}, lowest {movement['min_cosine_base_vs_served']}; the nearest "
+                  f"chunk changes for {movement['share_whose_nearest_chunk_changes']:.0%} of them.", ""]
+    lines += [f"![{p}]({p})" for p in plots] + ([""] if plots else [])
+    lines += ["## Use it", "", serving_lines(folder, manifest.get("embed_spec")), ""]
+    write_text(folder / "report.md", "\n".join(lines))
+    write_text(folder / "report.json", json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def write_eval_report(out: Path, model_folder: Path, questions: Path, table: pd.DataFrame, frames: Mapping[str, pd.DataFrame]) -> Path:
+    """``eval.md`` / ``eval.json`` / plots in ``out``: base next to the adapter on a questions file."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots = _plots(out, frames)
+    lines = [f"# {model_folder} on {questions.name}", "", f"{len(frames['base'])} questions over {questions.name}'s corpus.", "",
+             _table_md(table), "", "Δ: adapter minus base, with a paired bootstrap 95% interval over the questions.", ""]
+    lines += [f"![{p}]({p})" for p in plots]
+    write_text(out / "eval.md", "\n".join(lines) + "\n")
+    write_text(out / "eval.json", json.dumps({"model": str(model_folder), "questions": str(questions),
+                                              "table": table.to_dict(orient="records")}, indent=1))
+    return out / "eval.md"

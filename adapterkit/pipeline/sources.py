@@ -1,0 +1,129 @@
+"""Where the chunks to search come from: a folder of documents or a vector store the user already has.
+
+``chunks_from_folder`` reads documents (``adapterkit.data.folders``); ``chunks_from_store`` reads
+``(id, text, vector)`` rows from PostgreSQL/pgvector or Qdrant and puts the stored vectors into the
+embedding cache under the base model's identity, so no stored chunk is embedded again. Both give a
+``ChunkSource``: the corpus plus what identifies it (file hashes, or the store's URI), which is what a
+re-run compares to say what changed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
+from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
+
+from llama_index.core.base.embeddings.base import BaseEmbedding
+
+from adapterkit.cache import EmbeddingCache
+from adapterkit.data.folders import read_folder
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass
+class ChunkSource:
+    """The corpus a model will search, and where it came from.
+
+    Attributes:
+        corpus: ``{chunk id: text}``.
+        origin: the folder (absolute path) or the store URI (password removed).
+        files: ``{name: content hash}`` per file (folders) or ``{}`` (stores: compared chunk by chunk).
+        chunks_of: ``{name: [chunk ids]}`` per file.
+        skipped: ``{name: reason}`` for files not read.
+    """
+
+    corpus: Dict[str, str]
+    origin: str
+    files: Dict[str, str] = field(default_factory=dict)
+    chunks_of: Dict[str, List[str]] = field(default_factory=dict)
+    skipped: Dict[str, str] = field(default_factory=dict)
+
+
+def chunks_from_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 200, show_progress: bool = True) -> ChunkSource:
+    """Every readable document under ``folder``, chunked with content-based ids."""
+    found = read_folder(folder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, show_progress=show_progress)
+    return ChunkSource(found.corpus, str(os.path.abspath(folder)), found.files, found.chunks_of, found.skipped)
+
+
+def open_store(uri: str) -> Any:
+    """A LlamaIndex vector store for a URI.
+
+    - ``postgresql://user:password@host:port/database?table=NAME`` (LlamaIndex's ``PGVectorStore``;
+      ``table`` is the name given to it, without the ``data_`` prefix it adds; ``embed_dim`` (default
+      384) its vector size; other parameters, such as ``host=/socket/dir`` or ``sslmode``, go to the driver);
+    - ``qdrant:///path/to/folder?collection=NAME`` (local Qdrant) or ``qdrant+http://host:6333?collection=NAME``.
+    """
+    parsed = urlparse(uri)
+    query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+    if parsed.scheme in ("postgresql", "postgres"):
+        if not query.get("table"):
+            raise ValueError(f"{redact(uri)}: name the table, e.g. postgresql://user@host:5432/db?table=my_chunks.")
+        try:
+            from llama_index.vector_stores.postgres import PGVectorStore
+        except ImportError as exc:
+            raise ImportError("postgresql:// stores need LlamaIndex's pgvector store: pip install 'adapterkit[postgres]'") from exc
+        rest = urlencode({k: v for k, v in query.items() if k not in ("table", "embed_dim")})  # e.g. host=/socket/dir, sslmode
+        server = parsed._replace(query=rest)
+        return PGVectorStore.from_params(
+            connection_string=urlunparse(server._replace(scheme="postgresql+psycopg2")),
+            async_connection_string=urlunparse(server._replace(scheme="postgresql+asyncpg")),
+            table_name=query["table"], embed_dim=int(query.get("embed_dim", 384)))
+    if parsed.scheme in ("qdrant", "qdrant+http", "qdrant+https"):
+        if not query.get("collection"):
+            raise ValueError(f"{redact(uri)}: name the collection, e.g. qdrant:///data/qdrant?collection=my_chunks.")
+        try:
+            from llama_index.vector_stores.qdrant import QdrantVectorStore
+            from qdrant_client import QdrantClient
+        except ImportError as exc:
+            raise ImportError("qdrant stores need qdrant-client and LlamaIndex's Qdrant store: pip install 'adapterkit[local]'") from exc
+        if parsed.scheme == "qdrant":
+            client = QdrantClient(path=parsed.path)
+        else:
+            client = QdrantClient(url=f"{parsed.scheme.split('+')[1]}://{parsed.netloc}")
+        if not client.collection_exists(query["collection"]):
+            raise ValueError(f"{redact(uri)}: there is no collection {query['collection']!r}; "
+                             f"it has {[c.name for c in client.get_collections().collections]}.")
+        return QdrantVectorStore(client=client, collection_name=query["collection"])
+    raise ValueError(f"Unknown store URI {redact(uri)!r}: use postgresql://...?table=NAME or qdrant:///path?collection=NAME.")
+
+
+def redact(uri: str) -> str:
+    """``uri`` without its password (for reports and error messages)."""
+    parsed = urlparse(uri)
+    if parsed.password:
+        return uri.replace(f":{parsed.password}@", ":***@", 1)
+    return uri
+
+
+def chunks_from_store(uri_or_store: Any, embed_model: BaseEmbedding, cache: Union[EmbeddingCache, PathLike, None] = None,
+                      verify: int = 3, show_progress: bool = True) -> ChunkSource:
+    """Every chunk of a vector store; its stored vectors enter the embedding cache, none is re-embedded.
+
+    ``verify`` chunks are embedded again to check that ``embed_model`` made the stored vectors (a
+    store built by another model is an error that says so).
+    """
+    from adapterkit.stores.stored_vectors import cache_stored_vectors
+
+    uri = uri_or_store if isinstance(uri_or_store, str) else None
+    store = open_store(uri) if uri else uri_or_store
+    try:
+        corpus = cache_stored_vectors(store, embed_model, cache=cache, verify=verify, show_progress=show_progress)
+    except ValueError:
+        raise
+    except Exception as exc:  # the server went away, wrong credentials, ...
+        where = redact(uri) if uri else type(store).__name__
+        raise ConnectionError(f"Could not read the chunks of {where}: {type(exc).__name__}: {exc}. "
+                              "Check the URI, the credentials and that the server is running.") from exc
+    return ChunkSource(corpus, redact(uri) if uri else type(store).__name__)
+
+
+def source_of(docs: Optional[PathLike], store: Any, embed_model: BaseEmbedding, cache: Any, chunk_size: int, chunk_overlap: int,
+              show_progress: bool) -> ChunkSource:
+    """One of a folder or a store (exactly one must be given)."""
+    if (docs is None) == (store is None):
+        raise ValueError("Give either a documents folder or a store URI (--store), not both and not neither.")
+    if docs is not None:
+        return chunks_from_folder(docs, chunk_size, chunk_overlap, show_progress)
+    return chunks_from_store(store, embed_model, cache=cache, show_progress=show_progress)
