@@ -11,23 +11,22 @@ import os
 from pathlib import Path
 from typing import Tuple, Union
 
-import numpy as np
-
 from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
 from adapterkit.data.folders import read_folder
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def write_example_folder(dataset: EmbeddingQAFinetuneDataset, folder: PathLike, questions: int = 100, other_documents: int = 100,
-                         seed: int = 0) -> Tuple[Path, Path]:
+def write_example_folder(dataset: EmbeddingQAFinetuneDataset, folder: PathLike, questions: int = 100,
+                         other_documents: int = 100) -> Tuple[Path, Path]:
     """Write ``questions`` questions' relevant chunks plus ``other_documents`` other chunks as ``.txt`` files.
 
     Args:
         dataset: labelled questions over a corpus (``load_qa_datasets("scifact")[1]``, for example).
         folder: where ``docs/`` (one file per chunk) and ``questions.json`` are written.
         questions: the first questions of ``dataset`` to keep.
-        other_documents: further chunks drawn at random (seeded), searched but asked about by no question.
+        other_documents: further chunks, the first ones in corpus order that no kept question is about
+            (searched, asked about by none).
 
     Returns:
         ``(docs folder, questions file)``: pass them to ``fit_documents`` / ``adapterkit fit --questions``.
@@ -36,8 +35,7 @@ def write_example_folder(dataset: EmbeddingQAFinetuneDataset, folder: PathLike, 
     if not qids:
         raise ValueError("The dataset has no questions to write.")
     relevant = list(dict.fromkeys(d for q in qids for d in dataset.relevant_docs[q]))
-    rest = [d for d in dataset.corpus if d not in set(relevant)]
-    others = [rest[i] for i in sorted(np.random.default_rng(seed).permutation(len(rest))[:other_documents])]
+    others = [d for d in dataset.corpus if d not in set(relevant)][:other_documents]
     docs = Path(folder) / "docs"
     docs.mkdir(parents=True, exist_ok=True)
     for doc_id in relevant + others:
