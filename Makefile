@@ -43,8 +43,8 @@ NBVAL := --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg --
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest $(NBVAL)
+	$(BIN)/python -m pytest tests --durations=10
+	$(BIN)/python -m pytest $(NBVAL) --durations=10
 
 # The unit tests alone: no notebooks, no end-to-end runs of the README's commands (tests marked slow).
 test-fast: install

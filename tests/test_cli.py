@@ -74,6 +74,7 @@ def test_the_console_script_is_installed():
     assert [e.value for e in entry_points(group="console_scripts") if e.name == "adapterkit"] == ["adapterkit.cli:main"]
 
 
+@pytest.mark.slow
 def test_fit_with_your_questions_reports_base_next_to_the_adapter(tmp_path, docs, capsys):
     questions = write_questions(docs, tmp_path / "questions.json")
     code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "model", "--questions", questions, *FAST)
@@ -109,6 +110,7 @@ def test_without_labels_or_llm_the_report_says_there_is_no_evaluation(tmp_path, 
     assert 0 < summary["query_movement"]["median_cosine_base_vs_served"] <= 1
 
 
+@pytest.mark.slow
 def test_a_re_run_embeds_only_what_changed(tmp_path, docs, capsys):
     cache = tmp_path / "cache"  # a cache of its own: the counts are this folder's texts only
     model = tmp_path / "model"
@@ -139,6 +141,7 @@ def test_a_re_run_embeds_only_what_changed(tmp_path, docs, capsys):
     assert len(memory.chunk_ids) == 6 and set(memory.chunk_ids) == set(read_folder(docs, show_progress=False).corpus)
 
 
+@pytest.mark.slow
 def test_an_llm_writes_the_evaluation_questions_and_none_is_trained_on(tmp_path, docs, capsys, fake_openai, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "fake")
     monkeypatch.setenv("OPENAI_API_BASE", f"http://127.0.0.1:{fake_openai.server_port}/v1")
@@ -259,6 +262,7 @@ def test_eval_needs_a_model_folder(tmp_path, capsys):
     assert code == 1 and "not a model folder" in err
 
 
+@pytest.mark.slow
 def test_fit_from_a_pgvector_table_embeds_no_stored_chunk(tmp_path, docs, capsys, bge):
     from llama_index.core import StorageContext, VectorStoreIndex
 
