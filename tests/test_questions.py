@@ -245,7 +245,7 @@ def test_chunks_too_short_are_skipped_and_counted(train_full):
 def test_resolve_llm_specs(monkeypatch):
     llm = ScriptedLLM()
     assert resolve_llm(llm) is llm
-    with pytest.raises(ValueError, match="'default', 'hf:<folder or hf id>', 'openai:<model>', 'ollama:<model>'"):
+    with pytest.raises(ValueError, match="'default', 'hf:<folder or hf id>', 'gguf:<file>', 'openai:<model>', 'ollama:<model>'"):
         resolve_llm("gpt-4")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ValueError, match="OPENAI_API_KEY"):
