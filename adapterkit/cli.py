@@ -105,9 +105,9 @@ def parser() -> argparse.ArgumentParser:
                      "qdrant:///path?collection=NAME (stored vectors are used, nothing re-embedded)")
     fit.add_argument("--embed-model", default="default", metavar="SPEC", help="base model: default, minilm, hf:<id>, openai:<model>")
     fit.add_argument("--questions", metavar="FILE", help="your labelled questions (LlamaIndex dataset JSON); a fifth is held out to score")
-    fit.add_argument("--llm", metavar="SPEC", help="an LLM writes questions about held-out chunks to score the model: default, hf:<id>, "
+    fit.add_argument("--llm", metavar="SPEC", help="an LLM writes questions about sampled chunks to score the model: default, hf:<id>, "
                      "openai:<model>, ollama:<model>")
-    fit.add_argument("--eval-chunks", type=int, default=None, metavar="N", help="with --llm: most held-out chunks it is asked about (default 40)")
+    fit.add_argument("--eval-chunks", type=int, default=None, metavar="N", help="with --llm: most chunks it is asked about (default 40)")
     fit.add_argument("--epochs", type=int, default=None, help="training epochs (default: the package default)")
     fit.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any FinetuneConfig option, e.g. --set batch_size=64")
     fit.add_argument("--overwrite", action="store_true", help="replace a model folder fitted on other documents or with another model")

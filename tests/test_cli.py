@@ -288,3 +288,15 @@ def test_fit_from_a_pgvector_table_embeds_no_stored_chunk(tmp_path, docs, capsys
 
     code, out, err = run(capsys, "fit", "--store", uri, "--out", tmp_path / "m3", *FAST)  # the server has gone
     assert code == 1 and "Could not read the chunks" in err and "server is running" in err
+
+
+def test_store_uris_are_redacted_wherever_they_are_shown():
+    from adapterkit.pipeline.sources import redact
+
+    shown = redact("postgresql://me:pw1@db:5432/rag?table=chunks&sslpassword=pw2&host=/run/pg")
+    assert "pw1" not in shown and "pw2" not in shown and "table=chunks" in shown and "host=/run/pg" in shown
+
+
+def test_an_output_folder_inside_the_documents_is_refused(docs, capsys):
+    code, out, err = run(capsys, "fit", docs, "--out", docs / "model", *FAST)
+    assert code == 1 and "inside the documents folder" in err and not (docs / "model").exists()

@@ -6,7 +6,7 @@
    labelled questions: yours (``questions``), or else the walkthrough's published Lyft questions,
    the setting the public benchmark suite measures across domains.
 3. The evaluation is as honest as the inputs allow (``Evaluation``): a fifth of your questions, or
-   questions an LLM writes about held-out chunks, kept out of training and scored base next to
+   questions an LLM writes about a random sample of chunks, kept out of training and scored base next to
    adapter; with neither, the report says there is no independent evaluation.
 4. The model folder gets ``report.md`` / ``report.json`` / plots and ``fit.json``, which a re-run
    compares to say which files and chunks changed (only those are embedded: the cache holds the rest).
@@ -43,7 +43,7 @@ from adapterkit.training.engine import EmbeddingAdapterFinetuneEngine
 
 PathLike = Union[str, "os.PathLike[str]"]
 MANIFEST = "fit.json"  # what a fit read and how: compared by the next run on the same folder
-EVAL_QUESTIONS = "eval_questions.json"  # LLM-written questions on held-out chunks (resumable)
+EVAL_QUESTIONS = "eval_questions.json"  # LLM-written evaluation questions (resumable)
 
 
 class OutputFolderError(ValueError):
@@ -56,7 +56,7 @@ class Evaluation:
 
     Attributes:
         kind: ``"questions"`` (a held-out fifth of your labelled questions), ``"llm"`` (questions an
-            LLM wrote about held-out chunks) or ``"none"``.
+            LLM wrote about sampled chunks) or ``"none"``.
         source: where the scored questions came from, in words.
         dataset: the scored questions over the whole corpus (None for ``"none"``).
         details: counts to report (questions, chunks asked, answers that failed to parse).
@@ -101,8 +101,9 @@ def check_output_folder(out: Path, origin: str, model_id: str, overwrite: bool) 
             previous = None
     same = isinstance(previous, dict) and previous.get("origin") == origin and previous.get("embed_model") == model_id
     if same and not overwrite:
-        return previous
-    holds_model = (out / "config.json").is_file() or manifest.is_file()
+        return previous if previous.get("complete", True) else None  # an interrupted first fit starts again (its journals kept)
+    # Only a folder a fit wrote (its fit.json names what it read) is ever deleted: a config.json alone is no proof.
+    holds_model = isinstance(previous, dict) and "origin" in previous
     if not overwrite:
         what = (f"a model fitted on {previous.get('origin')} with {previous.get('embed_model')}" if isinstance(previous, dict)
                 else "another model" if holds_model else "files that are not a model")
@@ -150,7 +151,7 @@ def labelled_questions(path: PathLike, corpus: Dict[str, str]) -> tuple:
 
 def llm_evaluation(corpus: Dict[str, str], llm: Any, out: Path, eval_chunks: int, seed: int, confirm: Optional[Callable[[str], bool]],
                    show_progress: bool) -> Evaluation:
-    """Questions an LLM writes about held-out chunks, to be scored and never trained on.
+    """Questions an LLM writes about a random fifth of the chunks, to be scored and never trained on.
 
     A fifth of the chunks (at most ``eval_chunks``) is drawn with the package's held-out rule; the
     questions about them are scored and never trained on. The chunks stay searchable, and their
@@ -168,7 +169,7 @@ def llm_evaluation(corpus: Dict[str, str], llm: Any, out: Path, eval_chunks: int
     details = {"chunks_asked": len(asked), "questions": len(generated.queries), "chunks_failed": stats.failed,
                "chunks_too_short": stats.skipped_short, "unparsed_lines_dropped": stats.dropped_lines}
     name = getattr(getattr(llm, "metadata", None), "model_name", type(llm).__name__)
-    source = f"{len(generated.queries)} questions written by {name} about {len(asked)} held-out chunks (not trained on)"
+    source = f"{len(generated.queries)} questions written by {name} about {len(asked)} sampled chunks (the questions were not trained on)"
     dataset = EmbeddingQAFinetuneDataset(queries=dict(generated.queries), corpus=dict(corpus), relevant_docs=dict(generated.relevant_docs))
     return Evaluation("llm", source, dataset if dataset.queries else None, details)
 
@@ -230,7 +231,7 @@ def fit_documents(
             questions``); a fifth is held out for the evaluation, the rest is trained on.
         llm: without ``questions``, an LLM (spec or LlamaIndex ``LLM``) writes questions about held-out
             chunks for the evaluation.
-        eval_chunks: the most held-out chunks the LLM is asked about (default 40; only with ``llm``).
+        eval_chunks: the most chunks the LLM is asked about (default 40, at least 1; only with ``llm``).
         overwrite: replace a model folder fitted on other documents or with another model.
         confirm: asked before a paid LLM is called (None: go ahead; the command line asks).
         chunk_size, chunk_overlap: ``SentenceSplitter`` settings for folders.
@@ -251,7 +252,9 @@ def fit_documents(
         raise ValueError("Give questions or llm for the evaluation, not both: your questions are the better evidence, "
                          "and the LLM would write questions nobody scores.")
     if eval_chunks is not None and llm is None:
-        raise ValueError("eval_chunks sets how many held-out chunks the LLM is asked about: give llm too, or leave eval_chunks out.")
+        raise ValueError("eval_chunks sets how many chunks the LLM is asked about: give llm too, or leave eval_chunks out.")
+    if eval_chunks is not None and eval_chunks < 1:
+        raise ValueError(f"eval_chunks must be at least 1, got {eval_chunks}.")
     FinetuneConfig().updated(**options)  # an unknown or out-of-range option fails here, before any work
     started = time.perf_counter()
     out = Path(out)
@@ -260,7 +263,12 @@ def fit_documents(
     source = source_of(docs, store, counter, cache, chunk_size, chunk_overlap, show_progress)
     previous = check_output_folder(out, source.origin, model_identity(base), overwrite)
     changes = what_changed(previous, source)
+    if docs is not None and Path(out).resolve().is_relative_to(Path(docs).resolve()):
+        raise OutputFolderError(f"{out} is inside the documents folder {docs}: its reports would be read as documents next time. "
+                                "Choose an --out outside it.")
     out.mkdir(parents=True, exist_ok=True)
+    if previous is None:  # so an interrupted run (LLM questions half written) is seen as this fit, and resumed
+        write_text(out / MANIFEST, json.dumps({"origin": source.origin, "embed_model": model_identity(base), "complete": False}))
     corpus = source.corpus
     if questions is not None:
         mine, stale = labelled_questions(questions, corpus)

@@ -23,7 +23,7 @@ NO_EVALUATION = (
     "(`--llm`) were given, and the label-free training signals (sentences of your chunks) cannot score the model: "
     "the corpus memory is built from those same sentences, so a score on them would be circular. What is shown "
     "instead is how far queries move and what the held-out guard decided. To measure the gain, give `--llm` "
-    "(questions written about held-out chunks) or `--questions`."
+    "(questions written about sampled chunks) or `--questions`."
 )
 
 

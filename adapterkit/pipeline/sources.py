@@ -89,12 +89,17 @@ def open_store(uri: str) -> Any:
     raise ValueError(f"Unknown store URI {redact(uri)!r}: use postgresql://...?table=NAME or qdrant:///path?collection=NAME.")
 
 
+SECRET_PARAMETERS = ("password", "sslpassword", "api_key", "apikey", "token")
+
+
 def redact(uri: str) -> str:
-    """``uri`` without its password (for reports and error messages)."""
+    """``uri`` without its secrets (the password, and parameters such as ``password=`` or ``api_key=``):
+    what reports, ``fit.json`` and error messages show."""
     parsed = urlparse(uri)
-    if parsed.password:
-        return uri.replace(f":{parsed.password}@", ":***@", 1)
-    return uri
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1) if parsed.password else parsed.netloc
+    query = "&".join(f"{k}=***" if k.lower() in SECRET_PARAMETERS else f"{k}={v}"
+                     for k, v in (part.partition("=")[::2] for part in parsed.query.split("&") if part))
+    return urlunparse(parsed._replace(netloc=netloc, query=query))
 
 
 def chunks_from_store(uri_or_store: Any, embed_model: BaseEmbedding, cache: Union[EmbeddingCache, PathLike, None] = None,
