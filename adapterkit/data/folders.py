@@ -20,6 +20,7 @@ from llama_index.core.schema import Document, MetadataMode, TextNode
 from tqdm.auto import tqdm
 
 from adapterkit.data.documents import NODE_NAMESPACE
+from adapterkit.data.files import sha256_of
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -54,14 +55,6 @@ class FolderChunks:
     def corpus(self) -> Dict[str, str]:
         """``{chunk id: text}`` (the text a model embeds: no metadata)."""
         return {n.node_id: n.get_content(metadata_mode=MetadataMode.NONE) for n in self.nodes}
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _readers() -> Dict[str, Any]:
@@ -132,9 +125,9 @@ def read_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 2
             skipped[name] = f"unsupported file type {path.suffix or '(none)'}"
             continue
         try:
-            before = _file_sha256(path)
+            before = sha256_of(path)
             docs = _read_one(path, readers)
-            if _file_sha256(path) != before:  # written to while being read: its chunks may mix two versions
+            if sha256_of(path) != before:  # written to while being read: its chunks may mix two versions
                 raise OSError("the file changed while it was being read; run again once it is written")
         except Exception as exc:  # any reader error: skip this file, keep the others
             skipped[name] = f"unreadable: {type(exc).__name__}: {exc}"
