@@ -57,6 +57,27 @@ def test_interrupted_run_keeps_finished_batches(tmp_path):
     assert cache.stats == {"hits": 4, "misses": 6, "bad_rows": 0}
 
 
+class Recording(OnnxBGEEmbedding):
+    """The real model, recording the token counts of each call's texts."""
+
+    seen: list = []
+
+    def _embed(self, texts):
+        self.seen.append(self.token_counts(texts))
+        return super()._embed(texts)
+
+
+def test_texts_reach_the_model_shortest_first_and_their_vectors_do_not_change(tmp_path):
+    texts = ["A long sentence about the ridesharing marketplace and its regulation in many cities.", "Short one.",
+             "A medium sentence about Uber Eats.", "Tiny.", "Another fairly long sentence about risk factors in the 10-K."]
+    model = Recording(seen=[])
+    vectors = embed_texts(model, texts, "text", cache=EmbeddingCache(tmp_path), batch_size=2)
+    counts = [n for call in model.seen for n in call]
+    assert counts == sorted(counts) and len(model.seen) == 3  # 2 texts per call, shortest first
+    one_by_one = np.stack([embed_texts(Counting(), [t], "text", cache=EmbeddingCache(tmp_path / "single"))[0] for t in texts])
+    np.testing.assert_allclose(vectors, one_by_one, atol=1e-6)  # rows come back in the caller's order
+
+
 class NaNModel(OnnxBGEEmbedding):
     def _embed(self, texts):
         out = np.asarray(super()._embed(texts))
