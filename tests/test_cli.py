@@ -140,6 +140,12 @@ def test_a_re_run_embeds_only_what_changed(tmp_path, docs, capsys):
     memory = AdapterEmbeddingModel("default", model).memories[0]
     assert len(memory.chunk_ids) == 6 and set(memory.chunk_ids) == set(read_folder(docs, show_progress=False).corpus)
 
+    (docs / "moss.txt").unlink()
+    assert run(capsys, *fit)[0] == 0
+    removed = json.loads((model / "report.json").read_text())
+    assert removed["changes"]["files_removed"] == ["moss.txt"]
+    assert removed["embedded_by_base_model"] == {"text": 0, "query": 0}  # the other chunks' pseudo-queries stay as drawn
+
 
 @pytest.mark.slow
 def test_an_llm_writes_the_evaluation_questions_and_none_is_trained_on(tmp_path, docs, capsys, fake_openai, monkeypatch):

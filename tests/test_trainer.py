@@ -110,6 +110,18 @@ def test_pseudo_queries_come_from_the_chunk():
     assert len(sentences) == 2 and all(d == "u1" and q in UBER and q.endswith(".") for q, d in sentences)
 
 
+def test_a_chunks_pseudo_queries_do_not_depend_on_the_other_chunks(val_small):
+    from adapterkit.training.pseudo_queries import pseudo_queries
+
+    corpus = dict(list(val_small.corpus.items())[:8])
+    for words in [None, (8, 24)]:
+        whole = pseudo_queries(corpus, per_chunk=3, words=words, seed=0)
+        without_first = pseudo_queries(dict(list(corpus.items())[1:]), per_chunk=3, words=words, seed=0)
+        first = next(iter(corpus))
+        assert without_first == [pair for pair in whole if pair[1] != first]  # removing a file re-draws nothing else
+        assert whole != pseudo_queries(corpus, per_chunk=3, words=words, seed=1)
+
+
 def test_held_out_selection_never_ends_worse_than_identity(tmp_path, train_small, bge):
     """A run that overfits (huge lr, many epochs) keeps its best held-out epoch, or the identity."""
     engine = EmbeddingAdapterFinetuneEngine(

@@ -21,15 +21,17 @@ def pseudo_queries(
         words: ``(shortest, longest)``: the query is a window of that many consecutive words
             (question-sized), at a random place. None: one to ``max_sentences`` whole sentences of at
             least ``min_words`` words instead.
-        seed: the same seed gives the same pairs.
+        seed: the same seed gives the same pairs. Each chunk draws from its own stream, seeded by the seed
+            and its id, so a chunk's queries do not change when other chunks are added or removed (a
+            re-run on an edited folder embeds no new query for an unchanged chunk).
 
     Returns ``[(query text, chunk id)]``; chunks too short for one query give none.
     """
     if words is not None and not 1 <= words[0] <= words[1]:
         raise ValueError(f"words must be (shortest, longest) with 1 <= shortest <= longest, got {words}.")
-    rng = random.Random(seed)
     pairs = []
     for doc_id, text in corpus.items():
+        rng = random.Random(f"{seed}:{doc_id}")  # a str seed is hashed with sha512: the same on every run
         if words is not None:
             tokens = text.split()
             if len(tokens) < words[0]:
