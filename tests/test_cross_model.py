@@ -46,3 +46,43 @@ def test_bad_samples_are_errors():
         fit_linear_map(new, old[:30])
     with pytest.raises(ValueError, match="method='lstsq'"):
         fit_linear_map(rng.normal(size=(40, 8)), rng.normal(size=(40, 4)), method="procrustes")
+
+
+def test_the_sample_is_a_count_or_a_share_and_anything_else_is_an_error():
+    from adapterkit.cross_model import choose_sample, sample_count
+    from adapterkit.training.config import FinetuneConfig
+
+    assert [sample_count(s, 395) for s in (0, 40, 0.1, 1.0, 10_000)] == [0, 40, 40, 395, 395]
+    ids = [f"c{i}" for i in range(50)]
+    picked = choose_sample(ids, 0.2, seed=3)
+    assert len(picked) == 10 and picked == sorted(picked, key=ids.index) and picked == choose_sample(ids, 0.2, seed=3)
+    for bad in (-1, 1.5, True, "10%"):
+        with pytest.raises(ValueError, match="map_sample must be a count"):
+            FinetuneConfig().updated(map_sample=bad)
+
+
+def test_a_damaged_identity_file_and_a_wrong_index_dimension_are_named(tmp_path):
+    from adapterkit.cross_model import CROSS_MODEL_FILE, CrossModelError, check_index_dim, read_identity
+
+    assert read_identity(tmp_path) is None  # a folder of one model
+    (tmp_path / CROSS_MODEL_FILE).write_text("{not json")
+    with pytest.raises(CrossModelError, match="not valid JSON"):
+        read_identity(tmp_path)
+    (tmp_path / CROSS_MODEL_FILE).write_text('{"query_model": "A:1", "index_dim": "384"}')
+    with pytest.raises(CrossModelError, match="index_dim"):
+        read_identity(tmp_path)
+    record = {"query_model_name": "bge", "index_model_name": "MiniLM", "index_dim": 384}
+    with pytest.raises(CrossModelError, match="holds 768-dimensional vectors: serve it against an index built by MiniLM"):
+        check_index_dim(record, 384, 768, "the vector store")
+    with pytest.raises(CrossModelError, match="index_model="):
+        check_index_dim(None, 384, 768)
+    check_index_dim(record, 384, 384)  # equal: nothing to say
+
+
+def test_options_that_mean_nothing_across_models_are_errors(train_small, bge):
+    from adapterkit import EmbeddingAdapterFinetuneEngine, LinearLayer
+
+    for options, message in [({"hard_negatives": 2, "negatives": "in_batch"}, "hard_negatives"),
+                             ({"adapter_model": LinearLayer(384, 384)}, "leave adapter_model=None")]:
+        with pytest.raises(ValueError, match=message):
+            EmbeddingAdapterFinetuneEngine(train_small, bge, index_model="minilm", show_progress=False, **options)
