@@ -144,7 +144,7 @@ class EmbeddingAdapterFinetuneEngine:
         self.index_model = resolve_embed_model(index_model) if index_model is not None else None
         self.map_info: Optional[Dict[str, Any]] = None  # a cross-model run: the sample that fitted its start map
         self._doc_vectors: Dict[str, np.ndarray] = {}  # chunk id -> index-model vector (cross-model runs)
-        self._query_texts: List[str] = []  # cross-model runs: every query text, for the start map's pairs
+        self.query_texts: List[str] = []  # cross-model runs: every query text, for the start map's pairs
         if self.index_model is not None:
             check_cross_options(self.config, adapter_model)
         self._model_output_path = Path(model_output_path)
@@ -172,7 +172,7 @@ class EmbeddingAdapterFinetuneEngine:
             raise ValueError(f"dim={dim} but {(self.index_model or self.embed_model).model_name} gives {d}-dimensional embeddings; drop dim or fix it.")
         if self.index_model is not None:
             adapter_model, self.map_info = fit_start_map(
-                self.embed_model, self.index_model, self._query_texts, target if target is not None else dataset.corpus,
+                self.embed_model, self.index_model, self.query_texts, target if target is not None else dataset.corpus,
                 self._doc_vectors, self.config.map_sample, self.config.seed, self._cache, self._show_progress)
         if target is not None:
             self._add_memories(target, adapter_model if self.index_model is not None else None)
@@ -193,7 +193,7 @@ class EmbeddingAdapterFinetuneEngine:
         docs = embed(self.index_model or self.embed_model, [corpus[d] for d in doc_ids], "text")
         if self.index_model is not None:
             self._doc_vectors.update(zip(doc_ids, docs))
-            self._query_texts.extend(queries[q] for q in qids)
+            self.query_texts.extend(queries[q] for q in qids)
         return TrainingGroup(
             name=name,
             queries=embed(self.embed_model, [queries[q] for q in qids], "query"),
