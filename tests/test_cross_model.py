@@ -1,9 +1,14 @@
 """Maps between two models' spaces fitted on a paired sample (the start of a cross-model adapter)."""
 
+from typing import Any, List
+
 import numpy as np
 import pytest
 import torch
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.bridge.pydantic import PrivateAttr
 
+from adapterkit.cache import embed_texts
 from adapterkit.cross_model import SampleTooSmallError, fit_linear_map, minimum_pairs
 from adapterkit.metrics import unit_rows
 
@@ -86,3 +91,51 @@ def test_options_that_mean_nothing_across_models_are_errors(train_small, bge):
                              ({"adapter_model": LinearLayer(384, 384)}, "leave adapter_model=None")]:
         with pytest.raises(ValueError, match=message):
             EmbeddingAdapterFinetuneEngine(train_small, bge, index_model="minilm", show_progress=False, **options)
+
+
+class FirstCoordinates(BaseEmbedding):
+    """A smaller model made from a real one: the first ``k`` coordinates of bge's vectors, at unit length
+    (what a Matryoshka-trained model serves when truncated). Its vectors go through the shared cache."""
+
+    k: int = 192
+    _inner: Any = PrivateAttr()
+
+    def __init__(self, inner: BaseEmbedding, **kwargs: Any) -> None:
+        super().__init__(model_name=f"first coordinates of {inner.model_name}", **kwargs)
+        self._inner = inner
+
+    def _cut(self, texts: List[str], kind: str) -> List[List[float]]:
+        return unit_rows(embed_texts(self._inner, texts, kind)[:, : self.k]).tolist()
+
+    def _get_text_embeddings(self, texts: List[str]) -> List[List[float]]:
+        return self._cut(texts, "text")
+
+    def _get_query_embeddings(self, queries: List[str]) -> List[List[float]]:
+        return self._cut(queries, "query")
+
+    def _get_text_embedding(self, text: str) -> List[float]:
+        return self._cut([text], "text")[0]
+
+    def _get_query_embedding(self, query: str) -> List[float]:
+        return self._cut([query], "query")[0]
+
+    async def _aget_query_embedding(self, query: str) -> List[float]:
+        return self._get_query_embedding(query)
+
+
+def test_an_index_of_another_dimension_is_handled_memories_included(tmp_path, train_small, val_full, bge):
+    from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine
+
+    old = FirstCoordinates(bge)  # a 192-d index; bge's 384-d queries are mapped into it
+    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, index_model=old, unlabeled_corpus=val_full.corpus, epochs=2,
+                                            model_output_path=tmp_path / "cross", show_progress=False)
+    assert (engine.map_info["method"], engine.map_info["query_dim"], engine.map_info["index_dim"]) == ("lstsq", 384, 192)
+    engine.finetune()
+    memory = engine.memories["sentences"]
+    assert (memory.key_dim, memory.dim) == (384, 192)  # keys: bge queries; pulled toward the index's 192-d chunks
+    served = engine.get_finetuned_model()
+    question = next(iter(val_full.queries.values()))
+    vector = np.asarray(served.get_query_embedding(question))
+    reloaded = AdapterEmbeddingModel(bge, tmp_path / "cross", index_model=old)
+    assert vector.shape == (192,) and np.allclose(reloaded.get_query_embedding(question), vector, atol=1e-6)
+    assert reloaded.memories[0].key_dim == 384 and len(served.get_text_embedding("a new chunk")) == 192

@@ -223,7 +223,7 @@ class EmbeddingAdapterFinetuneEngine:
         if config.corpus_memory:
             memory = CorpusMemory.from_corpus(corpus, self.embed_model, doc_vectors=self.groups[-1].docs, cache=self._cache,
                                               show_progress=self._show_progress, weight=config.memory_weight,
-                                              temperature=config.memory_temperature)
+                                              temperature=config.memory_temperature, key_dim=self.groups[0].queries.shape[1])
             if len(memory.keys):
                 self.memories["sentences"] = memory
         # Labelled questions whose chunks are in this corpus are questions about it: the best evidence there is.
