@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Type, Union
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -16,7 +16,8 @@ from llama_index.core.callbacks import CallbackManager
 
 from adapterkit.adapters import BaseAdapter, infer_device, load_adapter
 from adapterkit.cache import EmbeddingCache, call_model, embed_texts
-from adapterkit.embeddings import resolve_embed_model
+from adapterkit.cross_model import CROSS_MODEL_FILE, CrossModelError, check_query_model, read_identity
+from adapterkit.embeddings import model_identity, resolve_embed_model
 from adapterkit.memory.corpus_memory import (
     MEMORY_DIR,
     CorpusMemory,
@@ -46,6 +47,10 @@ class AdapterEmbeddingModel(BaseEmbedding):
             stores score like cosine ones. Rankings do not change either way; the cosine scores of
             an adapted query differ from the base model's, so a ``similarity_cutoff`` tuned on base
             scores must be tuned again (notebook 05 measures both).
+        index_model: for a cross-model folder (``cross_model.json``: queries of ``base_embed_model``
+            mapped into an index another model built), that other model; documents are embedded by
+            it. Without it such a model embeds queries only. The folder refuses a base model other
+            than the one it was trained over.
 
     Example::
 
@@ -60,6 +65,8 @@ class AdapterEmbeddingModel(BaseEmbedding):
     _cache: Any = PrivateAttr()
     _memories: List[CorpusMemory] = PrivateAttr()
     _normalize: bool = PrivateAttr()
+    _cross: Any = PrivateAttr()  # cross_model.json's record, or None
+    _index_model: Any = PrivateAttr()
 
     def __init__(
         self,
@@ -73,8 +80,15 @@ class AdapterEmbeddingModel(BaseEmbedding):
         cache: Union[EmbeddingCache, str, os.PathLike, None, bool] = None,
         memory: Union[CorpusMemory, Sequence[CorpusMemory], str, os.PathLike, None, bool] = None,
         normalize: bool = True,
+        index_model: Union[BaseEmbedding, str, None] = None,
     ) -> None:
         base = resolve_embed_model(base_embed_model)
+        cross = read_identity(adapter_path)
+        if cross is not None:
+            check_query_model(cross, base, adapter_path)
+        elif index_model is not None:
+            raise CrossModelError(f"{adapter_path} maps queries into its own base model's index (it has no {CROSS_MODEL_FILE}): "
+                                  "drop index_model, or train with EmbeddingAdapterFinetuneEngine(..., index_model=...).")
         super().__init__(
             embed_batch_size=embed_batch_size,
             callback_manager=callback_manager,
@@ -86,6 +100,11 @@ class AdapterEmbeddingModel(BaseEmbedding):
         self._transform_query = transform_query
         self._cache = cache
         self._normalize = normalize
+        self._cross = cross
+        self._index_model = resolve_embed_model(index_model) if index_model is not None else None
+        if cross is not None and self._index_model is not None and model_identity(self._index_model) != cross["index_model"]:
+            raise CrossModelError(f"{adapter_path} maps queries into the index of {cross['index_model_name']}, but index_model is "
+                                  f"{self._index_model.class_name()}: pass the model that built the index.")
         if memory is None:
             memory = Path(adapter_path) / MEMORY_DIR if memory_folders(Path(adapter_path) / MEMORY_DIR) else False
         if isinstance(memory, (str, os.PathLike)):
@@ -105,18 +124,36 @@ class AdapterEmbeddingModel(BaseEmbedding):
         return self._adapter
 
     @property
+    def cross_model(self) -> Optional[Dict[str, Any]]:
+        """The folder's ``cross_model.json`` (which models embed queries and built the index), or None."""
+        return dict(self._cross) if self._cross is not None else None
+
+    @property
+    def index_dim(self) -> Optional[int]:
+        """The dimension of the index this model's queries are for, when a cross-model folder says so."""
+        return self._cross["index_dim"] if self._cross is not None else None
+
+    @property
     def memories(self) -> List[CorpusMemory]:
         """The corpus memories composed with the adapter (empty: the adapter alone)."""
         return list(self._memories)
 
     def embed(self, texts: Sequence[str], kind: str = "text", show_progress: bool = False) -> np.ndarray:
-        """Embed many texts at once: base embeddings (cached), then the adapter on queries."""
+        """Embed many texts at once: base embeddings (cached), then the adapter on queries.
+
+        Documents of a cross-model folder are embedded by its ``index_model``, never the base model."""
+        model = self._base_embed_model
+        if self._cross is not None and (kind == "text" or not self._transform_query):
+            if self._index_model is None:
+                raise CrossModelError(f"This adapter's documents live in {self._cross['index_model_name']}'s space: pass "
+                                      "index_model=<that model> to embed documents (or queries without the adapter).")
+            model = self._index_model
         if self._cache is False:
-            base = np.asarray(call_model(self._base_embed_model, list(texts), kind), dtype=np.float32)
+            base = np.asarray(call_model(model, list(texts), kind), dtype=np.float32)
         else:
-            base = embed_texts(self._base_embed_model, texts, kind, cache=self._cache, show_progress=show_progress)
+            base = embed_texts(model, texts, kind, cache=self._cache, show_progress=show_progress)
         if kind == "query" and self._transform_query and len(base):
-            return adapt_queries(self._adapter, base, self._memories, self._normalize)
+            return adapt_queries(self._adapter, base, self._memories, self._normalize, out_dim=self.index_dim)
         return base
 
     def _get_query_embeddings(self, queries: List[str]) -> List[List[float]]:

@@ -172,8 +172,12 @@ def _load_into(model: nn.Module, folder: Path, state: Optional[Dict[str, Tensor]
         ) from exc
 
 
-def check_adapter_dim(adapter: nn.Module, dim: int) -> int:
-    """Run the adapter on one ``dim``-vector; return its output dimension or say what does not fit."""
+def check_adapter_dim(adapter: nn.Module, dim: int, out_dim: Optional[int] = None) -> int:
+    """Run the adapter on one ``dim``-vector; return its output dimension or say what does not fit.
+
+    ``out_dim``: the documents' dimension (default ``dim``; another one when the documents were
+    embedded by another model, see ``cross_model``)."""
+    out_dim = dim if out_dim is None else out_dim
     param = next(adapter.parameters(), None)
     probe = torch.zeros(1, dim, device=param.device if param is not None else "cpu")
     try:
@@ -182,12 +186,12 @@ def check_adapter_dim(adapter: nn.Module, dim: int) -> int:
     except RuntimeError as exc:
         raise ValueError(
             f"The adapter does not accept {dim}-dimensional embeddings ({exc}). Build it for the base "
-            f"model's dimension, e.g. LinearLayer({dim}, {dim}), or leave adapter_model=None."
+            f"model's dimension, e.g. LinearLayer({dim}, {out_dim}), or leave adapter_model=None."
         ) from exc
-    if out.shape[-1] != dim:
+    if out.shape[-1] != out_dim:
         raise ValueError(
             f"The adapter maps {dim}-dimensional queries to {out.shape[-1]} dimensions, but the documents "
-            f"stay {dim}-dimensional; set out_features={dim}."
+            f"are {out_dim}-dimensional; set out_features={out_dim}."
         )
     return int(out.shape[-1])
 

@@ -6,6 +6,9 @@ map is the orthogonal Procrustes solution (a rotation: it keeps every angle betw
 with different dimensions (e.g. 768 -> 384) it is ridge-regularised least squares. Rows are taken at
 unit length, as cosine search sees them.
 
+A model folder trained this way holds ``cross_model.json``: both models' identities and dimensions.
+``AdapterEmbeddingModel`` reads it and refuses a base model or an index it was not made for.
+
 Example::
 
     start = fit_linear_map(new_chunk_vectors, old_chunk_vectors)   # LinearLayer(d_new, d_old)
@@ -14,17 +17,32 @@ Example::
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
 import numpy as np
 import torch
+from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from adapterkit.adapters import LinearLayer
+from adapterkit.atomic import write_text
+from adapterkit.embeddings import model_identity
 from adapterkit.metrics import unit_rows
 
 METHODS = ("auto", "procrustes", "lstsq")
+CROSS_MODEL_FILE = "cross_model.json"  # in a model folder whose queries and documents come from two models
+_FIELDS = {"query_model": str, "query_model_name": str, "query_dim": int, "index_model": str, "index_model_name": str,
+           "index_dim": int, "sample_chunks": int}
 
 
 class SampleTooSmallError(ValueError):
     """Fewer paired rows than the map needs."""
+
+
+class CrossModelError(ValueError):
+    """A cross-model adapter used over a model, or against an index, it was not trained for."""
 
 
 def minimum_pairs(new_dim: int) -> int:
@@ -56,7 +74,7 @@ def fit_linear_map(new: np.ndarray, old: np.ndarray, method: str = "auto", ridge
             raise ValueError(f"The {name} model's vector of sample row {row} is NaN or infinite: check that model (or drop that text).")
     d_new, d_old = new.shape[1], old.shape[1]
     if len(new) < minimum_pairs(d_new):
-        raise SampleTooSmallError(f"{len(new)} paired chunks cannot fit a map from {d_new} dimensions: give at least "
+        raise SampleTooSmallError(f"{len(new)} paired texts cannot fit a map from {d_new} dimensions: give at least "
                                   f"{minimum_pairs(d_new)} (one per dimension of the new model; a few times more fits better).")
     if method == "procrustes" and d_new != d_old:
         raise ValueError(f"Procrustes maps equal dimensions; these are {d_new} -> {d_old}: use method='lstsq' (or 'auto').")
@@ -71,3 +89,68 @@ def fit_linear_map(new: np.ndarray, old: np.ndarray, method: str = "auto", ridge
     with torch.no_grad():
         layer.linear.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
     return layer
+
+
+def sample_count(size: Union[int, float], n_chunks: int) -> int:
+    """Chunks in the paired sample: ``size`` chunks (an int >= 0), or that share of ``n_chunks`` (a float in [0, 1])."""
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 <= size or (isinstance(size, float) and size > 1):
+        raise ValueError(f"map_sample must be a count of chunks (int >= 0) or a share of them (float in [0, 1]), got {size!r}.")
+    return min(n_chunks, size if isinstance(size, int) else round(size * n_chunks))
+
+
+def choose_sample(chunk_ids: Sequence[str], size: Union[int, float], seed: int) -> List[str]:
+    """The chunks both models embed to fit the start map: a seeded random choice, in corpus order."""
+    n = sample_count(size, len(chunk_ids))
+    rows = np.sort(np.random.default_rng(seed).permutation(len(chunk_ids))[:n])
+    return [chunk_ids[i] for i in rows]
+
+
+def _name(model: BaseEmbedding) -> str:
+    return f"{model.class_name()} {getattr(model, 'model_name', '')}".strip()
+
+
+def write_identity(folder: Union[str, os.PathLike], query_model: BaseEmbedding, index_model: BaseEmbedding,
+                   query_dim: int, index_dim: int, sample_chunks: int) -> None:
+    """Record in ``folder`` which model embeds the queries and which built the index."""
+    record = {"query_model": model_identity(query_model), "query_model_name": _name(query_model), "query_dim": int(query_dim),
+              "index_model": model_identity(index_model), "index_model_name": _name(index_model), "index_dim": int(index_dim),
+              "sample_chunks": int(sample_chunks)}
+    write_text(Path(folder) / CROSS_MODEL_FILE, json.dumps(record, indent=2))
+
+
+def read_identity(folder: Union[str, os.PathLike]) -> Optional[Dict[str, Any]]:
+    """``cross_model.json`` of a model folder as a dict (plain JSON, checked field by field), or None without one."""
+    path = Path(folder) / CROSS_MODEL_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CrossModelError(f"{path} is not valid JSON ({exc}); train the adapter again or restore the file.") from exc
+    wrong = [k for k, kind in _FIELDS.items() if not isinstance(record, dict) or not isinstance(record.get(k), kind)]
+    if wrong:
+        raise CrossModelError(f"{path} lacks or mistypes {wrong}; train the adapter again or restore the file.")
+    return record
+
+
+def check_query_model(record: Dict[str, Any], model: BaseEmbedding, folder: Union[str, os.PathLike]) -> None:
+    """Refuse to serve a cross-model folder over a base model other than the one its queries were trained on."""
+    if model_identity(model) != record["query_model"]:
+        raise CrossModelError(
+            f"{folder} maps queries of {record['query_model_name']} ({record['query_model']}) into the index of "
+            f"{record['index_model_name']}, but it was loaded over {_name(model)} ({model_identity(model)}). "
+            "Load it over the model it was trained with; the vectors of any other model mean nothing to it.")
+
+
+def check_index_dim(record: Optional[Dict[str, Any]], query_dim: int, index_dim: int, what: str = "the index") -> None:
+    """Refuse query vectors of another dimension than ``what``'s, naming both models where known."""
+    if query_dim == index_dim:
+        return
+    if record is not None:
+        raise CrossModelError(
+            f"This adapter maps {record['query_model_name']} queries into {record['index_dim']}-dimensional vectors of "
+            f"{record['index_model_name']}, but {what} holds {index_dim}-dimensional vectors: serve it against an index "
+            f"built by {record['index_model_name']}.")
+    raise CrossModelError(f"The query vectors are {query_dim}-dimensional but {what} holds {index_dim}-dimensional vectors: "
+                          "embed the queries with the model that built the index, or train a cross-model adapter "
+                          "(EmbeddingAdapterFinetuneEngine(..., index_model=...)).")

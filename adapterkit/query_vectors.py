@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,12 +31,13 @@ def apply_adapter(adapter: torch.nn.Module, embeddings: np.ndarray, memories: Se
 
 
 def adapt_queries(adapter: torch.nn.Module, base_queries: np.ndarray, memories: Sequence[CorpusMemory] = (),
-                  normalize: bool = True) -> np.ndarray:
+                  normalize: bool = True, out_dim: Optional[int] = None) -> np.ndarray:
     """The served query vectors: ``adapter`` (then ``memories``) over base query vectors, unit length if ``normalize``.
 
     ``AdapterEmbeddingModel`` serves exactly this; any check of "the trained model's query vectors"
-    calls it too, so trained and served vectors cannot drift apart.
+    calls it too, so trained and served vectors cannot drift apart. ``out_dim``: the documents'
+    dimension (default: the base model's).
     """
-    check_adapter_dim(adapter, base_queries.shape[1])
+    check_adapter_dim(adapter, base_queries.shape[1], out_dim)  # out_dim: the index's, when another model built it
     adapted = apply_adapter(adapter, base_queries, memories)
     return unit_rows(adapted) if normalize else adapted

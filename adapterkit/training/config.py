@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple, Type
+from typing import Any, Dict, Optional, Tuple, Type, Union
 
 import torch
 
+from adapterkit.cross_model import sample_count
 from adapterkit.training.losses import MultipleNegativesRankingLoss
 from adapterkit.training.sampling import NEGATIVES
 
@@ -63,6 +64,7 @@ class FinetuneConfig:
     val_fraction: float = option(0.2, fixed=True)  # share of training chunks held out to pick the epoch (0: keep the last epoch)
     pseudo_queries_per_chunk: int = option(4, fixed=True)  # label-free queries drawn from each chunk of an unlabeled corpus
     pseudo_query_words: Optional[Tuple[int, int]] = option(None, fixed=True)  # None: whole sentences; (a, b): windows of a..b words
+    map_sample: Union[int, float] = option(0.1, fixed=True)  # with an index_model: chunks of the searched corpus both models embed for the start map (a count or a share)
     corpus_memory: bool = option(True, fixed=True, run=False)  # with an unlabeled corpus, save a CorpusMemory of its sentences beside the adapter
     question_memory: bool = option(True, fixed=True, run=False)  # and one of the labelled questions whose relevant chunks are in that corpus
     question_memory_weights: Tuple[float, ...] = option((0.0, 0.1, 0.25, 0.5, 1.0), fixed=True, run=False)  # its pull is chosen from these on held-out
@@ -108,6 +110,7 @@ class FinetuneConfig:
         need(self.num_threads is None or (whole(self.num_threads) and self.num_threads >= 1),
              f"num_threads must be None (torch's own setting) or a whole number >= 1, got {self.num_threads!r}.")
         # Options that could not take effect together with the others.
+        sample_count(self.map_sample, 1)  # raises with the range it takes
         need(not self.hard_negatives or self.negatives == "in_batch",
              f"hard_negatives={self.hard_negatives} adds mined negatives to in-batch negatives; with negatives="
              f"{self.negatives!r} every chunk is already a negative. Pass negatives='in_batch' or hard_negatives=0.")

@@ -10,8 +10,6 @@ Checkpoints carry the whole run state (``checkpoints``), so an interrupted run r
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -35,6 +33,7 @@ from adapterkit.adapters import (
     load_adapter,
 )
 from adapterkit.cache import EmbeddingCache, embed_texts
+from adapterkit.cross_model import write_identity
 from adapterkit.data.datasets import (
     DatasetError,
     EmbeddingQAFinetuneDataset,
@@ -48,14 +47,14 @@ from adapterkit.training.checkpoints import (
     RunState,
     latest_state,
     load_optimizer_state,
-    optimizer_state,
-    prefixed,
     remove_run_checkpoints,
-    save_state,
+    run_fingerprint,
+    save_checkpoint,
     unprefixed,
 )
 from adapterkit.training.config import FIXED_AT_CONSTRUCTION, RUN_OPTIONS, FinetuneConfig
-from adapterkit.training.losses import identity_penalty
+from adapterkit.training.cross_start import check_cross_options, fit_start_map
+from adapterkit.training.losses import identity_penalty, start_penalty
 from adapterkit.training.memory_choice import choose_memories
 from adapterkit.training.pseudo_queries import generated_pseudo_queries, pseudo_queries
 from adapterkit.training.sampling import (
@@ -63,8 +62,10 @@ from adapterkit.training.sampling import (
     candidates,
     count_steps,
     epoch_batches,
+    lr_factor,
     mine_hard_negatives,
 )
+from adapterkit.training.selection import TrainingDivergedError  # noqa: F401 (its home for callers of the engine)
 
 # LlamaIndex's walkthrough recipe: pairs in order, in-batch negatives, lr 2e-5, 10% linear warm-up,
 # no validation. Use as EmbeddingAdapterFinetuneEngine(train, model, epochs=4, **LLAMAINDEX_RECIPE).
@@ -74,16 +75,7 @@ LLAMAINDEX_RECIPE: Dict[str, Any] = dict(
 )
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """The learning rate of optimiser step ``step`` (from 0) as a share of the configured one: a linear
-    warm-up over ``warmup`` steps, then a linear decay to 0 at ``total``."""
-    return (step + 1) / max(1, warmup) if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
-
 logger = logging.getLogger(__name__)
-
-
-class TrainingDivergedError(RuntimeError):
-    """The adapter's weights became NaN or infinite and no finite epoch could be kept."""
 
 
 class EmbeddingAdapterFinetuneEngine:
@@ -113,6 +105,11 @@ class EmbeddingAdapterFinetuneEngine:
             ``<model_output_path>/pseudo_queries.json``.
         cache: embedding cache (an ``EmbeddingCache``, a folder, or None for ``$ADAPTERKIT_CACHE_DIR``).
         show_progress: tqdm bars for embedding and epochs.
+        index_model: the model that built the index, when it is not ``embed_model`` (None: the same).
+            Documents are embedded by it (or read from its store), queries by ``embed_model``, and the
+            adapter maps the one into the other: it starts at ``cross_model.fit_linear_map`` fitted on
+            ``map_sample`` chunks of the searched corpus embedded by both, then trains as usual (the
+            held-out guard's "start" is that map). ``embed_model`` never embeds the rest of the corpus.
         options: ``FinetuneConfig`` fields (``epochs``, ``batch_size``, ``optimizer_params``, ...).
 
     Example::
@@ -137,12 +134,19 @@ class EmbeddingAdapterFinetuneEngine:
         pseudo_query_llm: Any = None,
         cache: Union[EmbeddingCache, str, os.PathLike, None] = None,
         show_progress: bool = True,
+        index_model: Union[BaseEmbedding, str, None] = None,
         **options: Any,
     ) -> None:
         self.config = FinetuneConfig().updated(**options)
         self._explicit = set(options)  # options the caller set, as opposed to defaults
         self.dataset = dataset.validate("the training dataset")
         self.embed_model = resolve_embed_model(embed_model)
+        self.index_model = resolve_embed_model(index_model) if index_model is not None else None
+        self.map_info: Optional[Dict[str, Any]] = None  # a cross-model run: the sample that fitted its start map
+        self._doc_vectors: Dict[str, np.ndarray] = {}  # chunk id -> index-model vector (cross-model runs)
+        self.query_texts: List[str] = []  # cross-model runs: every query text, for the start map's pairs
+        if self.index_model is not None:
+            check_cross_options(self.config, adapter_model)
         self._model_output_path = Path(model_output_path)
         self._model_checkpoint_path = Path(model_checkpoint_path) if model_checkpoint_path else None
         self._cache, self._show_progress = cache, show_progress
@@ -159,36 +163,47 @@ class EmbeddingAdapterFinetuneEngine:
 
         # Embed every text once (cached across runs), then train on tensors.
         self.groups = [self._group("train", dataset.queries, dataset.corpus, dataset.relevant_docs)]
-        if unlabeled_corpus is not None:
-            self._add_target_corpus(node_texts(unlabeled_corpus), pseudo_query_llm)
+        target = node_texts(unlabeled_corpus) if unlabeled_corpus is not None else None
+        if target is not None:
+            self._add_target_corpus(target, pseudo_query_llm)
+        d = self.groups[0].docs.shape[1]
+        self.dim = dim or d
+        if self.dim != d:
+            raise ValueError(f"dim={dim} but {(self.index_model or self.embed_model).model_name} gives {d}-dimensional embeddings; drop dim or fix it.")
+        if self.index_model is not None:
+            adapter_model, self.map_info = fit_start_map(
+                self.embed_model, self.index_model, self.query_texts, target if target is not None else dataset.corpus,
+                self._doc_vectors, self.config.map_sample, self.config.seed, self._cache, self._show_progress)
+        if target is not None:
+            self._add_memories(target, adapter_model if self.index_model is not None else None)
         rng = np.random.default_rng(self.config.seed)
         for group in self.groups:
             group.split(self.config.val_fraction, rng)
             if self.config.hard_negatives:  # FinetuneConfig allows them only with in-batch negatives
                 group.hard = mine_hard_negatives(group, self.config.hard_negatives)
 
-        d = self.groups[0].docs.shape[1]
-        self.dim = dim or d
-        if self.dim != d:
-            raise ValueError(f"dim={dim} but {self.embed_model.model_name} gives {d}-dimensional embeddings; drop dim or fix it.")
         self.model: BaseAdapter = adapter_model if adapter_model is not None else LinearLayer(self.dim, self.dim, bias=bias)
-        check_adapter_dim(self.model, self.dim)
+        check_adapter_dim(self.model, self.groups[0].queries.shape[1], self.dim)
         self._start = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}  # every run starts here
 
     def _group(self, name: str, queries: Mapping[str, str], corpus: Mapping[str, str], relevant: Mapping[str, List[str]]) -> TrainingGroup:
         qids, doc_ids = list(queries), list(corpus)
         pos = {d: i for i, d in enumerate(doc_ids)}
-        embed = lambda texts, kind: embed_texts(self.embed_model, texts, kind, cache=self._cache, show_progress=self._show_progress)  # noqa: E731
+        embed = lambda model, texts, kind: embed_texts(model, texts, kind, cache=self._cache, show_progress=self._show_progress)  # noqa: E731
+        docs = embed(self.index_model or self.embed_model, [corpus[d] for d in doc_ids], "text")
+        if self.index_model is not None:
+            self._doc_vectors.update(zip(doc_ids, docs))
+            self.query_texts.extend(queries[q] for q in qids)
         return TrainingGroup(
             name=name,
-            queries=embed([queries[q] for q in qids], "query"),
+            queries=embed(self.embed_model, [queries[q] for q in qids], "query"),
             positives=np.array([pos[relevant[q][0]] for q in qids]),
-            docs=embed([corpus[d] for d in doc_ids], "text"),
+            docs=docs,
             other_relevant=[[pos[d] for d in relevant[q][1:]] for q in qids],
         )
 
     def _add_target_corpus(self, corpus: Dict[str, str], llm: Any) -> None:
-        """Pseudo-queries of the corpus that will be searched as a second group, and its memory."""
+        """Pseudo-queries of the corpus that will be searched, as a second group."""
         config = self.config
         if llm is None:
             pairs = pseudo_queries(corpus, config.pseudo_queries_per_chunk, words=config.pseudo_query_words, seed=config.seed)
@@ -201,22 +216,26 @@ class EmbeddingAdapterFinetuneEngine:
         queries = {f"pseudo-{i}": q for i, (q, _) in enumerate(pairs)}
         relevant = {f"pseudo-{i}": [d] for i, (_, d) in enumerate(pairs)}
         self.groups.append(self._group("unlabeled", queries, corpus, relevant))
+
+    def _add_memories(self, corpus: Dict[str, str], start: Optional[BaseAdapter]) -> None:
+        """The searched corpus's memories (its sentences; labelled questions about it), added to ``start``'s queries."""
+        config = self.config
         if config.corpus_memory:
             memory = CorpusMemory.from_corpus(corpus, self.embed_model, doc_vectors=self.groups[-1].docs, cache=self._cache,
                                               show_progress=self._show_progress, weight=config.memory_weight,
-                                              temperature=config.memory_temperature)
+                                              temperature=config.memory_temperature, key_dim=self.groups[0].queries.shape[1])
             if len(memory.keys):
                 self.memories["sentences"] = memory
         # Labelled questions whose chunks are in this corpus are questions about it: the best evidence there is.
         self.labels_on_target = any(d in corpus for docs in self.dataset.relevant_docs.values() for d in docs)
         if config.question_memory and self.labels_on_target:
-            self._add_question_memory(corpus)
+            self._add_question_memory(corpus, start)
 
-    def _add_question_memory(self, corpus: Dict[str, str]) -> None:
+    def _add_question_memory(self, corpus: Dict[str, str], start: Optional[BaseAdapter]) -> None:
         """Labelled questions about the searched corpus become a memory; they also decide each memory's pull."""
         owners = {r: [d for d in self.dataset.relevant_docs[q] if d in corpus] for r, q in enumerate(self.dataset.queries)}
         self.memories, self.memory_choice = choose_memories(self.groups[0].queries, owners, list(corpus), self.groups[-1].docs,
-                                                            self.memories.get("sentences"), self.config)
+                                                            self.memories.get("sentences"), self.config, start)
         if self.memory_choice and "memory_weight" in self._explicit:
             raise ValueError(self._CHOSEN_WEIGHT)
 
@@ -283,21 +302,9 @@ class EmbeddingAdapterFinetuneEngine:
         finally:
             torch.set_num_threads(threads)
 
-    def _fingerprint(self) -> str:
-        """What a resumable checkpoint must match: the data, the options and the start weights."""
-        digest = hashlib.sha256()
-        digest.update(json.dumps({k: v for k, v in self.config.as_dict().items() if k in RUN_OPTIONS}, sort_keys=True, default=str).encode())
-        digest.update(f"{type(self.model).__module__}.{type(self.model).__qualname__}".encode())
-        for name, tensor in sorted(self._start.items()):
-            digest.update(name.encode() + tensor.numpy().tobytes())
-        for g in self.groups:
-            for array in (g.queries, g.docs, g.positives, g.train_idx, g.val_idx, g.hard if g.hard is not None else np.zeros(0)):
-                digest.update(np.ascontiguousarray(array).tobytes())
-        return digest.hexdigest()
-
     def _run(self) -> None:
         self._refitted = False
-        fingerprint = self._fingerprint()
+        fingerprint = run_fingerprint({k: v for k, v in self.config.as_dict().items() if k in RUN_OPTIONS}, self.model, self._start, self.groups)
         state = latest_state(self._model_checkpoint_path, fingerprint)
         if state is None:
             remove_run_checkpoints(self._model_checkpoint_path)  # an earlier run's steps would mix with this one's
@@ -360,7 +367,7 @@ class EmbeddingAdapterFinetuneEngine:
                 state.loss_history.append(self._step(loss_model, optimizer, self.groups[g], batch, tensors[g]))
                 state.batch, state.step = b + 1, state.step + 1
                 if self._model_checkpoint_path is not None and state.step % config.checkpoint_save_steps == 0:
-                    self._checkpoint(state, model, optimizer, epoch_start, best)
+                    save_checkpoint(self._model_checkpoint_path / f"step_{state.step}", state, model, optimizer, epoch_start, best)
             losses = state.loss_history[len(state.loss_history) - len(batches):] if batches else []
             state.epoch, state.batch = epoch, 0
             state.epoch_loss.append(float(np.mean(losses)) if losses else math.nan)
@@ -382,7 +389,7 @@ class EmbeddingAdapterFinetuneEngine:
             if config.verbose:
                 logger.info(message)
             if not finite:
-                self._diverged(epoch, validate or (state.keep_epoch is not None and state.keep_epoch < epoch), state)
+                selection.diverged(epoch, validate or (state.keep_epoch is not None and state.keep_epoch < epoch), state, config)
                 break
         if validate or state.keep_epoch is not None:
             model.load_state_dict(best)
@@ -395,37 +402,20 @@ class EmbeddingAdapterFinetuneEngine:
         q = queries[rows]
         loss = loss_model(q, docs[cand], labels, mask)
         if self.config.identity_reg:
-            loss = loss + self.config.identity_reg * identity_penalty(loss_model.adapter, q)
+            near = start_penalty(loss_model.adapter, self._start) if self.index_model is not None else identity_penalty(loss_model.adapter, q)
+            loss = loss + self.config.identity_reg * near
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(loss_model.adapter.parameters(), self.config.max_grad_norm)
         optimizer.step()
         return float(loss.item())
 
-    def _diverged(self, epoch: int, has_finite: bool, state: RunState) -> None:
-        """Non-finite weights: training stops; the chosen finite epoch stays, or (none chosen yet) an error."""
-        if has_finite:
-            if self.config.verbose:
-                logger.info(f"> training diverged at epoch {epoch} (non-finite weights); keeping epoch {state.best_epoch}")
-            return
-        raise TrainingDivergedError(
-            f"The adapter's weights became NaN or infinite in epoch {epoch} ({'refit' if state.phase == 'refit' else 'training'} "
-            f"with lr {self.config.optimizer_params.get('lr')}, scale {self.config.scale}). Lower the learning rate, "
-            "or keep val_fraction > 0 so that a finite epoch is chosen."
-        )
-
-    def _checkpoint(self, state: RunState, model: BaseAdapter, optimizer: torch.optim.Optimizer, epoch_start: torch.Tensor,
-                    best: Dict[str, torch.Tensor]) -> None:
-        folder = self._model_checkpoint_path / f"step_{state.step}"
-        model.save(folder)
-        state.optimizer, optimizer_tensors = optimizer_state(optimizer)
-        state.tensors = {**{k: v for k, v in state.tensors.items() if k == "identity_rr"}, **prefixed("model", model.state_dict()),
-                         **prefixed("best", best), **optimizer_tensors, "generator": epoch_start.clone()}
-        save_state(folder, state)
-
     def _save(self) -> None:
         self.model.eval()
         self.model.save(self._model_output_path)
+        if self.index_model is not None:
+            write_identity(self._model_output_path, self.embed_model, self.index_model, self.map_info["query_dim"], self.dim,
+                           self.map_info["sample_chunks"])
         memory_dir = self._model_output_path / MEMORY_DIR
         for old in memory_folders(memory_dir):  # an earlier run's memories would be composed with this adapter
             shutil.rmtree(old, ignore_errors=True)
@@ -442,5 +432,7 @@ class EmbeddingAdapterFinetuneEngine:
         model_kwargs.setdefault("cache", self._cache)
         model_kwargs.setdefault("device", str(self._target_device))  # where it was trained, not wherever a GPU is
         custom = None if ADAPTER_CLASSES.get(type(self.model).__name__) is type(self.model) else type(self.model)
+        if self.index_model is not None:
+            model_kwargs.setdefault("index_model", self.index_model)
         return AdapterEmbeddingModel(self.embed_model, self._model_output_path, adapter_cls=adapter_cls or custom, **model_kwargs)
 

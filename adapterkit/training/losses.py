@@ -58,3 +58,14 @@ def identity_penalty(adapter: nn.Module, queries: Tensor) -> Tensor:
         penalty = (adapter.linear.weight - eye).pow(2).sum()
         return penalty + (adapter.linear.bias.pow(2).sum() if adapter.bias else 0.0)
     return (adapter(queries) - queries).pow(2).sum(-1).mean()
+
+
+def start_penalty(adapter: nn.Module, start: Dict[str, Tensor]) -> Tensor:
+    """How far ``adapter``'s weights are from ``start`` (a state dict): ``sum ||p - p_start||^2``.
+
+    For a square linear adapter started at the identity this is ``identity_penalty``; a cross-model
+    adapter starts at a fitted map (``cross_model.fit_linear_map``), and training stays near it."""
+    total = torch.zeros((), device=next(adapter.parameters()).device)
+    for name, param in adapter.named_parameters():
+        total = total + (param - start[name].to(param.device)).pow(2).sum()
+    return total

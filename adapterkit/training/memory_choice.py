@@ -33,6 +33,7 @@ def choose_memories(
     doc_vectors: np.ndarray,
     sentences: Optional[CorpusMemory],
     config: FinetuneConfig,
+    start: Optional[torch.nn.Module] = None,
 ) -> Tuple[Dict[str, CorpusMemory], Dict[str, Any]]:
     """The memories to keep and how they were chosen.
 
@@ -45,6 +46,8 @@ def choose_memories(
         sentences: the corpus's sentence memory, if one was built (left unchanged: the kept one is a copy
             with the chosen pull).
         config: the run's options (grids, ``memory_weight``, ``seed``).
+        start: the adapter the memories are added to while choosing (default: none, the base queries);
+            a cross-model run's fitted map, without which its queries are not in the documents' space.
 
     Returns:
         ``({"questions": ..., "sentences": ...}`` with the memories kept, ``choice``), where ``choice``
@@ -66,6 +69,8 @@ def choose_memories(
     fit = sorted(rows[i] for i in kept_at) if len(rows) > 1 else []
     relevant = [[position[d] for d in owners[r]] for r in held]
     base = torch.as_tensor(question_vectors[held])
+    with torch.no_grad():
+        adapted = start(base).float() if start is not None else base
     sentence_weights = sorted({0.0, 0.1, config.memory_weight}) if sentences is not None else [0.0]
     candidates = [(0.0, 0.0)] + [(w, t) for t in (config.question_memory_temperatures if fit else ())
                                  for w in config.question_memory_weights if w > 0]
@@ -75,7 +80,7 @@ def choose_memories(
         for weight in (w for w, t in candidates if t == temperature):
             for sentence_weight in sentence_weights:
                 used = [m.with_pull(w) for m, w in ((questions, weight), (sentences, sentence_weight)) if m is not None and w]
-                scores[(weight, temperature, sentence_weight)] = mrr10(apply_memories(base, base, used).numpy(), doc_vectors, relevant)
+                scores[(weight, temperature, sentence_weight)] = mrr10(apply_memories(adapted, base, used).numpy(), doc_vectors, relevant)
     weight, temperature, sentence_weight = max(scores, key=lambda c: (round(scores[c], 6), -c[0], -c[2]))
     choice = {"question_weight": weight, "question_temperature": temperature, "sentence_weight": sentence_weight,
               "held_out_questions": len(held), "mrr@10": {"/".join(map(str, c)): round(v, 4) for c, v in scores.items()}}

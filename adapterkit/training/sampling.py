@@ -144,3 +144,9 @@ def candidates(group: TrainingGroup, rows: List[int], negatives: str, device: to
             mask[r, : len(rows)] &= cand[: len(rows)] != cand[r]
         mask[r, label_cols[r]] = False
     return torch.as_tensor(cand, device=device), labels, (torch.as_tensor(mask, device=device) if mask.any() else None)
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """The learning rate of optimiser step ``step`` (from 0) as a share of the configured one: a linear
+    warm-up over ``warmup`` steps, then a linear decay to 0 at ``total``."""
+    return (step + 1) / max(1, warmup) if step < warmup else max(0.0, (total - step) / max(1, total - warmup))

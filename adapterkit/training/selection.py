@@ -7,8 +7,9 @@ is larger than one standard error, and a model whose weights or scores are not f
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +17,8 @@ import torch
 from adapterkit.metrics import exact_search, reciprocal_rank
 from adapterkit.query_vectors import apply_adapter
 from adapterkit.training.sampling import TrainingGroup
+
+logger = logging.getLogger("adapterkit.training.engine")  # the engine's messages, under the engine's name
 
 
 def validation_rr(adapter: torch.nn.Module, groups: Sequence[TrainingGroup], k: int = 10) -> np.ndarray:
@@ -81,3 +84,20 @@ def choose(score: float, best_score: float, rr: Optional[np.ndarray], identity_r
     if must_gain is not None and must_gain < len(slices) and not clearly_better(rr[slices[must_gain]], identity_rr[slices[must_gain]]):
         return False
     return not any(clearly_worse(rr[part], identity_rr[part]) for part in slices)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The adapter's weights became NaN or infinite and no finite epoch could be kept."""
+
+
+def diverged(epoch: int, has_finite: bool, state: Any, config: Any) -> None:
+    """Non-finite weights: training stops; the chosen finite epoch stays, or (none chosen yet) an error."""
+    if has_finite:
+        if config.verbose:
+            logger.info(f"> training diverged at epoch {epoch} (non-finite weights); keeping epoch {state.best_epoch}")
+        return
+    raise TrainingDivergedError(
+        f"The adapter's weights became NaN or infinite in epoch {epoch} ({'refit' if state.phase == 'refit' else 'training'} "
+        f"with lr {config.optimizer_params.get('lr')}, scale {config.scale}). Lower the learning rate, "
+        "or keep val_fraction > 0 so that a finite epoch is chosen."
+    )

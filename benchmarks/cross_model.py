@@ -1,0 +1,124 @@
+"""Upgrading the query model without re-indexing: NEW-model queries answered from an OLD-model index.
+
+For each benchmark (``uber``: Lyft questions train, the published Uber questions test over the Uber
+10-K's chunks; ``scifact``: SciFact train claims, test claims over its 5,183 abstracts) and each
+direction between the two offline models (MiniLM and bge-small, both 384-d), it scores:
+
+- OLD only: OLD embeds queries and documents (what is served today);
+- NEW everywhere: NEW re-embeds the whole corpus (the upgrade that costs a re-index);
+- the start map alone (``fit_linear_map``) fitted on the run's query texts plus 0, 1%, 5%, 10%, 20%,
+  500 and 2,000 chunks of the corpus embedded by both models;
+- the map refined by the engine's defaults (``index_model=OLD``, ``map_sample`` 0.1): labelled
+  questions, the target corpus's pseudo-queries and its sentence memory; no document re-embedded.
+
+Each row gives MRR@5 (hit@5 and nDCG@10 too), the share of NEW everywhere's MRR@5 it recovers, the
+corpus chunks NEW embeds, and microseconds per query for the map. Repeat:
+
+    python benchmarks/cross_model.py --output benchmarks/results/cross_model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+from adapterkit import EmbeddingAdapterFinetuneEngine, resolve_embed_model
+from adapterkit.cache import embed_texts
+from adapterkit.cross_model import choose_sample, fit_linear_map
+from adapterkit.data.qa_sets import load_qa_datasets
+from adapterkit.evaluation.runner import provenance
+from adapterkit.metrics import exact_search, metrics_at_k, unit_rows
+from adapterkit.query_vectors import adapt_queries
+
+SAMPLES = [0, 0.01, 0.05, 0.1, 0.2, 500, 2000]  # chunks both models embed for the map: shares of the corpus, or counts
+MODELS = {"minilm": "MiniLM-L6", "default": "bge-small"}
+
+
+def scores(queries: np.ndarray, docs: np.ndarray, relevant: List[List[int]]) -> Dict[str, float]:
+    _, _, ranks = exact_search(queries, docs, 10, relevant)
+    at5, at10 = metrics_at_k(ranks, 5), metrics_at_k(ranks, 10)
+    return {"hit@5": float(at5["is_hit"].mean()), "mrr@5": float(at5["mrr"].mean()), "ndcg@10": float(at10["ndcg"].mean())}
+
+
+def run(name: str, old_spec: str, new_spec: str, work: Path) -> List[Dict]:
+    train, test = load_qa_datasets("published" if name == "uber" else "scifact")
+    old, new = resolve_embed_model(old_spec), resolve_embed_model(new_spec)
+    ids = list(test.corpus)
+    position = {d: i for i, d in enumerate(ids)}
+    relevant = [[position[d] for d in test.relevant_docs[q] if d in position] for q in test.queries]
+    questions = list(test.queries.values())
+    docs_old = unit_rows(embed_texts(old, [test.corpus[d] for d in ids], "text", show_progress=True))
+    q_old, q_new = embed_texts(old, questions, "query"), embed_texts(new, questions, "query")
+    full = scores(q_new, unit_rows(embed_texts(new, [test.corpus[d] for d in ids], "text", show_progress=True)), relevant)
+    rows = [{"method": "OLD only", **scores(q_old, docs_old, relevant), "new_chunks": 0},
+            {"method": "NEW everywhere (re-embed the corpus)", **full, "new_chunks": len(ids)}]
+
+    # The map alone, on the texts a refined run would pair: its questions and pseudo-queries, plus sampled chunks.
+    engine = EmbeddingAdapterFinetuneEngine(train, new, index_model=old, unlabeled_corpus=test.corpus, cache=None,
+                                            model_output_path=work / f"{name}-{old_spec}-{new_spec}", show_progress=False)
+    texts = list(dict.fromkeys(engine.query_texts))
+    pair_new, pair_old = embed_texts(new, texts, "query"), embed_texts(old, texts, "query")
+    for size in SAMPLES:
+        chosen = choose_sample(ids, size, 0) if size else []
+        x = np.concatenate([pair_new, embed_texts(new, [test.corpus[d] for d in chosen], "text")]) if chosen else pair_new
+        y = np.concatenate([pair_old, docs_old[[position[d] for d in chosen]]]) if chosen else pair_old
+        start = time.perf_counter()
+        layer = fit_linear_map(x, y)
+        fit_s = time.perf_counter() - start
+        label = f"{size:.0%}" if isinstance(size, float) else f"{size} chunks"
+        rows.append({"method": f"map alone: {len(texts)} query texts + {label} of the corpus", "new_chunks": len(chosen),
+                     **scores(adapt_queries(layer, q_new, out_dim=docs_old.shape[1]), docs_old, relevant), "fit_s": round(fit_s, 3)})
+
+    engine.finetune()
+    served = adapt_queries(engine.model, q_new, list(engine.memories.values()), out_dim=docs_old.shape[1])
+    rows.append({"method": f"map refined (defaults: {engine.map_info['sample_chunks']} chunks, memories {sorted(engine.memories)})",
+                 **scores(served, docs_old, relevant), "new_chunks": engine.map_info["sample_chunks"],
+                 "best_epoch": engine.best_epoch})
+    many = torch.as_tensor(np.tile(q_new, (max(1, 10_000 // len(q_new)), 1)), dtype=torch.float32)
+    with torch.no_grad():
+        start = time.perf_counter()
+        engine.model(many)
+        us = (time.perf_counter() - start) / len(many) * 1e6
+    for row in rows:
+        row["recovered"] = round(row["mrr@5"] / full["mrr@5"], 4)
+        row.update(benchmark=name, old=MODELS[old_spec], new=MODELS[new_spec], corpus_chunks=len(ids), queries=len(questions))
+    rows[-1]["map_us_per_query"] = round(us, 2)
+    return rows
+
+
+def markdown(rows: List[Dict]) -> str:
+    lines = ["| benchmark | OLD index | NEW queries | method | NEW embeds (chunks) | hit@5 | MRR@5 | nDCG@10 | share of re-embedding's MRR@5 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['benchmark']} | {r['old']} | {r['new']} | {r['method']} | {r['new_chunks']} of {r['corpus_chunks']} | "
+                     f"{r['hit@5']:.4f} | {r['mrr@5']:.4f} | {r['ndcg@10']:.4f} | {r['recovered']:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmarks", nargs="+", default=["uber", "scifact"], choices=["uber", "scifact"])
+    parser.add_argument("--output", default=None, help="write <output>.json and <output>.md")
+    args = parser.parse_args()
+    rows: List[Dict] = []
+    with tempfile.TemporaryDirectory(prefix="adapterkit-cross-") as work:
+        for name in args.benchmarks:
+            for old, new in [("minilm", "default"), ("default", "minilm")]:
+                rows += run(name, old, new, Path(work))
+                print(markdown([r for r in rows if r["benchmark"] == name and r["old"] == MODELS[old]]), flush=True)
+    if args.output:
+        Path(f"{args.output}.json").write_text(json.dumps({"provenance": provenance(), "rows": rows}, indent=2))
+        Path(f"{args.output}.md").write_text(f"# NEW-model queries over an OLD-model index\n\n"
+                                             f"`python benchmarks/cross_model.py --benchmarks {' '.join(args.benchmarks)} --output {args.output}`"
+                                             "\n\n" + markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
