@@ -34,13 +34,20 @@ def _confirm(assume_yes: bool) -> Optional[Callable[[str], bool]]:
 
 def _options(pairs: List[str]) -> dict:
     """``--set epochs=8 --set lr=...``: FinetuneConfig fields, values read as JSON when they parse."""
+    import dataclasses
     import json
 
+    from adapterkit.training.config import FinetuneConfig
+
+    fields = sorted(f.name for f in dataclasses.fields(FinetuneConfig))
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--set takes NAME=VALUE (a FinetuneConfig field), got {pair!r}.")
+        if key not in fields:
+            raise ValueError(f"--set {key}: not a training option (the command's own options are flags, e.g. --embed-model); "
+                             f"training options: {', '.join(fields)}.")
         try:
             options[key] = json.loads(value)
         except ValueError:
@@ -138,14 +145,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
+    from adapterkit.cache import EmbeddingCacheError
     from adapterkit.data.questions import CallsDeclined
+    from adapterkit.training.selection import TrainingDivergedError
 
     try:
         args.run(args)
     except KeyboardInterrupt:
         print("Interrupted: what was computed is kept (embedding cache, question journal); run again to continue.", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, ImportError, CallsDeclined) as exc:  # bad input: the message names the fix
+    except (ValueError, TypeError, OSError, ImportError, CallsDeclined, TrainingDivergedError, EmbeddingCacheError) as exc:  # the message names the fix
         print(f"adapterkit {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return 0

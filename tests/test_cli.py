@@ -99,6 +99,8 @@ def test_fit_with_your_questions_reports_base_next_to_the_adapter(tmp_path, docs
     assert code == 0, err
     assert "adapter" in out and (model / "eval" / "eval.md").is_file()
     assert json.loads((model / "eval" / "eval.json").read_text())["table"][0]["model"] == "base"
+    code, out, err = run(capsys, "eval", model, questions, "--embed-model", "minilm", "--quiet")
+    assert code == 1 and "was fitted over the base model" in err  # another base model is refused, not scored
 
 
 def test_without_labels_or_llm_the_report_says_there_is_no_evaluation(tmp_path, docs, capsys):
@@ -189,9 +191,11 @@ def test_a_folder_with_nothing_readable_is_an_error(tmp_path, capsys, make, mess
 def test_unreadable_files_are_skipped_and_named(tmp_path, docs, capsys):
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4 truncated")
     (docs / "photo.jpg").write_bytes(b"\xff\xd8")
+    (docs / "latin1.txt").write_bytes("Caf\xe9 cr\xe8me, a notes file saved in Latin-1.".encode("latin-1"))
     found = read_folder(docs, show_progress=False)
-    assert len(found.nodes) == 6 and set(found.skipped) == {"broken.pdf", "photo.jpg"}
+    assert len(found.nodes) == 6 and set(found.skipped) == {"broken.pdf", "photo.jpg", "latin1.txt"}
     assert "unreadable" in found.skipped["broken.pdf"] and "unsupported" in found.skipped["photo.jpg"]
+    assert "save it as UTF-8" in found.skipped["latin1.txt"]
 
 
 def test_html_pages_give_their_content_not_their_navigation(tmp_path):
@@ -250,11 +254,22 @@ def test_options_that_cannot_take_effect_are_errors(tmp_path, docs, capsys):
     assert code == 1 and "give llm too" in err
     code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m", "--set", "epochz=3", *FAST)
     assert code == 1 and "epochz" in err and not (tmp_path / "m" / "config.json").exists()
+    code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m", "--set", "embed_model=minilm", *FAST)
+    assert code == 1 and "not a training option" in err and "--embed-model" in err  # the command's own option
+
+
+def test_a_corrupt_cache_is_an_error_message_not_a_traceback(tmp_path, docs, capsys):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "embeddings.sqlite").write_bytes(b"this is not a database" * 100)
+    code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m", "--cache-dir", tmp_path / "cache", *FAST)
+    assert code == 1 and "cannot be read" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("uri, message", [
-    ("mysql://host/db", "Unknown store URI"),
+    ("mysql://me:secret@host/db?password=secret", "Unknown store URI"),
     ("postgresql://me:secret@127.0.0.1:1/db", "name the table"),
+    ("qdrant://myhost/data?collection=chunks&api_key=secret", "three slashes"),  # a host where a folder was meant
+    ("qdrant+http://127.0.0.1:1?collection=chunks&colection=x&api_key=secret", "unknown parameter"),
 ])
 def test_a_wrong_store_uri_is_an_error(tmp_path, capsys, uri, message):
     code, out, err = run(capsys, "fit", "--store", uri, "--out", tmp_path / "model", *FAST)
@@ -306,3 +321,22 @@ def test_store_uris_are_redacted_wherever_they_are_shown():
 def test_an_output_folder_inside_the_documents_is_refused(docs, capsys):
     code, out, err = run(capsys, "fit", docs, "--out", docs / "model", *FAST)
     assert code == 1 and "inside the documents folder" in err and not (docs / "model").exists()
+
+
+def test_a_missing_reader_package_is_named_with_the_fix(tmp_path, monkeypatch):
+    (tmp_path / "page.html").write_text("<html><body><main><p>Bees dance to tell where flowers are.</p></main></body></html>")
+    (tmp_path / "notes.txt").write_text("Mosses grow in damp shade and have no roots at all.")
+    monkeypatch.setitem(sys.modules, "bs4", None)  # as if beautifulsoup4 were not installed: importing it fails
+    found = read_folder(tmp_path, show_progress=False)
+    assert list(found.skipped) == ["page.html"] and "pip install 'adapterkit[documents]'" in found.skipped["page.html"]
+
+
+def test_two_store_objects_are_told_apart_and_no_password_is_shown():
+    from types import SimpleNamespace
+
+    from adapterkit.pipeline.sources import store_origin
+
+    first = SimpleNamespace(connection_string="postgresql://me:secret@db.example/prod", table_name="chunks")
+    second = SimpleNamespace(connection_string="postgresql://me:secret@db.example/prod", table_name="other_chunks")
+    assert store_origin(first) != store_origin(second)
+    assert "secret" not in store_origin(first) and "/chunks" in store_origin(first) and "db.example" in store_origin(first)

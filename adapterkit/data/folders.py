@@ -129,6 +129,12 @@ def read_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 2
             docs = _read_one(path, readers)
             if sha256_of(path) != before:  # written to while being read: its chunks may mix two versions
                 raise OSError("the file changed while it was being read; run again once it is written")
+        except ImportError as exc:  # a reader's own dependency (bs4 for HTML, docx2txt for DOCX, ...) is missing
+            skipped[name] = f"a reader's package is missing ({exc}): pip install 'adapterkit[documents]'"
+            continue
+        except UnicodeDecodeError:
+            skipped[name] = "not UTF-8 text: save it as UTF-8 (or convert it) and run again"
+            continue
         except Exception as exc:  # any reader error: skip this file, keep the others
             skipped[name] = f"unreadable: {type(exc).__name__}: {exc}"
             continue

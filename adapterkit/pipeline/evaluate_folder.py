@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import pandas as pd
 
 from adapterkit.cache import EmbeddingCache
 from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
-from adapterkit.embeddings import resolve_embed_model
+from adapterkit.embeddings import model_identity, resolve_embed_model
 from adapterkit.evaluation.comparison import comparison_table
 from adapterkit.evaluation.evaluate import evaluate
 from adapterkit.pipeline.fit import MANIFEST
@@ -21,17 +21,28 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def base_model_of(folder: Path, embed_model: Any = None) -> Any:
-    """The base model a folder was fitted with: ``embed_model`` if given, else the spec ``fit`` recorded, else ``"default"``."""
-    if embed_model is not None:
-        return resolve_embed_model(embed_model)
+    """The base model a folder was fitted with: ``embed_model`` if given, else the spec ``fit`` recorded.
+
+    When ``fit.json`` records the model's identity, ``embed_model`` must match it; a folder without a
+    record needs ``embed_model`` (an adapter over another model's vectors would score nonsense)."""
+    record: Dict[str, Any] = {}
     manifest = folder / MANIFEST
-    spec = None
     if manifest.is_file():
         try:
-            spec = json.loads(manifest.read_text()).get("embed_spec")
-        except (OSError, ValueError, AttributeError):
-            spec = None
-    return resolve_embed_model(spec if isinstance(spec, str) else "default")
+            loaded = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{manifest} is not readable JSON ({exc}); pass --embed-model SPEC, or fit the folder again.") from exc
+        record = loaded if isinstance(loaded, dict) else {}
+    spec = embed_model if embed_model is not None else record.get("embed_spec")
+    if spec is None:
+        raise ValueError(f"{folder} does not say which base model it was trained over (no embed_spec in {MANIFEST}): "
+                         "pass it, e.g. --embed-model default.")
+    model = resolve_embed_model(spec)
+    recorded = record.get("embed_model")
+    if isinstance(recorded, str) and model_identity(model) != recorded:
+        raise ValueError(f"{folder} was fitted over the base model {recorded}, but {spec!r} is {model_identity(model)}: "
+                         "evaluate it with the model it was fitted with.")
+    return model
 
 
 def evaluate_model_folder(model_dir: PathLike, questions: PathLike, out: Optional[PathLike] = None, embed_model: Any = None,

@@ -78,10 +78,16 @@ def open_store(uri: str) -> Any:
             from qdrant_client import QdrantClient
         except ImportError as exc:
             raise ImportError("qdrant stores need qdrant-client and LlamaIndex's Qdrant store: pip install 'adapterkit[local]'") from exc
+        unknown = sorted(set(query) - {"collection", "api_key"})
+        if unknown:
+            raise ValueError(f"{redact(uri)}: unknown parameter(s) {unknown}; qdrant URIs take collection= and, for a server, api_key=.")
         if parsed.scheme == "qdrant":
+            if parsed.netloc or "api_key" in query:
+                raise ValueError(f"{redact(uri)} names a host or a key, but qdrant:// is a local folder (three slashes: "
+                                 "qdrant:///path?collection=NAME); a server is qdrant+http://host:6333?collection=NAME.")
             client = QdrantClient(path=parsed.path)
         else:
-            client = QdrantClient(url=f"{parsed.scheme.split('+')[1]}://{parsed.netloc}")
+            client = QdrantClient(url=f"{parsed.scheme.split('+')[1]}://{parsed.netloc}", api_key=query.get("api_key"))
         if not client.collection_exists(query["collection"]):
             raise ValueError(f"{redact(uri)}: there is no collection {query['collection']!r}; "
                              f"it has {[c.name for c in client.get_collections().collections]}.")
@@ -118,10 +124,23 @@ def chunks_from_store(uri_or_store: Any, embed_model: BaseEmbedding, cache: Unio
     except ValueError:
         raise
     except Exception as exc:  # the server went away, wrong credentials, ...
-        where = redact(uri) if uri else type(store).__name__
+        where = redact(uri) if uri else store_origin(store)
         raise ConnectionError(f"Could not read the chunks of {where}: {type(exc).__name__}: {exc}. "
                               "Check the URI, the credentials and that the server is running.") from exc
-    return ChunkSource(corpus, redact(uri) if uri else type(store).__name__)
+    return ChunkSource(corpus, redact(uri) if uri else store_origin(store))
+
+
+def store_origin(store: Any) -> str:
+    """What a store object is, for reports and for telling two stores apart: its class, its server (no
+    password) and its table or collection."""
+    parts = [type(store).__name__]
+    connection = getattr(store, "connection_string", None)
+    if connection:
+        parts.append(redact(str(connection)))
+    name = getattr(store, "table_name", None) or getattr(store, "collection_name", None)
+    if name:
+        parts.append(f"/{name}")
+    return " ".join(parts)
 
 
 def source_of(docs: Optional[PathLike], store: Any, embed_model: BaseEmbedding, cache: Any, chunk_size: int, chunk_overlap: int,
