@@ -103,8 +103,8 @@ class AdapterEmbeddingModel(BaseEmbedding):
         self._cross = cross
         self._index_model = resolve_embed_model(index_model) if index_model is not None else None
         if cross is not None and self._index_model is not None and model_identity(self._index_model) != cross["index_model"]:
-            raise CrossModelError(f"{adapter_path} maps queries into the index of {cross['index_model_name']}, but index_model is "
-                                  f"{self._index_model.class_name()}: pass the model that built the index.")
+            raise CrossModelError(f"{adapter_path} maps queries into the index of {cross['index_model_name']} ({cross['index_model']}), "
+                                  f"but index_model is {model_identity(self._index_model)}: pass the model that built the index.")
         if memory is None:
             memory = Path(adapter_path) / MEMORY_DIR if memory_folders(Path(adapter_path) / MEMORY_DIR) else False
         if isinstance(memory, (str, os.PathLike)):

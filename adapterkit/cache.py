@@ -191,7 +191,7 @@ def embed_texts(
     todo = [(k, t) for k, t in unique.items() if k not in found]
     # Texts of similar length share a call: less padding, and a model that batches only equal token counts
     # (the offline default) gets full batches. Measured on Uber's sentences: 121 s in corpus order, 86 s sorted.
-    count = getattr(model, "token_counts", None)
+    count = getattr(model, "token_lengths", None)
     lengths = count([t for _, t in todo]) if callable(count) and todo else [len(t) for _, t in todo]
     todo = [kt for _, kt in sorted(zip(lengths, todo), key=lambda pair: pair[0])]
     store.stats["hits"] += len(unique) - len(todo)

@@ -39,15 +39,15 @@ def _options(pairs: List[str]) -> dict:
 
     from adapterkit.training.config import FinetuneConfig
 
-    fields = sorted(f.name for f in dataclasses.fields(FinetuneConfig))
+    fields = sorted({f.name for f in dataclasses.fields(FinetuneConfig)} | {"chunk_size", "chunk_overlap"})  # and the chunker's
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--set takes NAME=VALUE (a FinetuneConfig field), got {pair!r}.")
         if key not in fields:
-            raise ValueError(f"--set {key}: not a training option (the command's own options are flags, e.g. --embed-model); "
-                             f"training options: {', '.join(fields)}.")
+            raise ValueError(f"--set {key}: not a training or chunking option (the command's own options are flags, e.g. "
+                             f"--embed-model); --set takes: {', '.join(fields)}.")
         try:
             options[key] = json.loads(value)
         except ValueError:
@@ -79,7 +79,7 @@ def _eval(args: argparse.Namespace) -> None:
     from adapterkit.pipeline.evaluate_folder import evaluate_model_folder
 
     table, report = evaluate_model_folder(args.model_dir, args.questions, out=args.out, embed_model=args.embed_model,
-                                          cache=args.cache_dir, show_progress=not args.quiet)
+                                          cache=args.cache_dir, show_progress=not args.quiet, index_model=args.index_model)
     print(table.to_string(index=False))
     print(f"Report: {report}")
 
@@ -128,6 +128,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("questions", metavar="QUESTIONS")
     ev.add_argument("--out", default=None, metavar="DIR", help="report folder (default MODEL_DIR/eval)")
     ev.add_argument("--embed-model", default=None, metavar="SPEC", help="base model (default: the one the folder was fitted with)")
+    ev.add_argument("--index-model", default=None, metavar="SPEC", help="a cross-model folder: the model that built the index")
     ev.set_defaults(run=_eval)
 
     qs = commands.add_parser("questions", parents=[common], help="have an LLM write questions about a folder's chunks",

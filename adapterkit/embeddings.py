@@ -186,6 +186,11 @@ class OnnxBGEEmbedding(BaseEmbedding):
         finally:
             self._tokenizer.enable_truncation(max_length=self.max_length)
 
+    def token_lengths(self, texts: List[str]) -> List[int]:
+        """Tokens per text as the model reads them (cut at ``max_length``); the cache groups calls by them.
+        Unlike ``token_counts`` it leaves the tokenizer's settings alone, so it is safe beside ``_embed``."""
+        return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
+
     def _embed(self, texts: List[str]) -> List[List[float]]:
         out: Optional[np.ndarray] = None  # (texts, the graph's output width), allocated on the first result
         encodings = self._tokenizer.encode_batch(list(texts))

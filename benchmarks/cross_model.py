@@ -63,7 +63,7 @@ def run(name: str, old_spec: str, new_spec: str, work: Path) -> List[Dict]:
     # The map alone, on the texts a refined run would pair: its questions and pseudo-queries, plus sampled chunks.
     engine = EmbeddingAdapterFinetuneEngine(train, new, index_model=old, unlabeled_corpus=test.corpus, cache=None,
                                             model_output_path=work / f"{name}-{old_spec}-{new_spec}", show_progress=False)
-    texts = list(dict.fromkeys(engine.query_texts))
+    texts = list(dict.fromkeys(engine.map_texts))  # the training query texts (held-out chunks' left out)
     pair_new, pair_old = embed_texts(new, texts, "query"), embed_texts(old, texts, "query")
     for size in SAMPLES:
         chosen = choose_sample(ids, size, 0) if size else []

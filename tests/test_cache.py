@@ -63,7 +63,7 @@ class Recording(OnnxBGEEmbedding):
     seen: list = []
 
     def _embed(self, texts):
-        self.seen.append(self.token_counts(texts))
+        self.seen.append(self.token_lengths(texts))
         return super()._embed(texts)
 
 

@@ -88,9 +88,22 @@ def test_options_that_mean_nothing_across_models_are_errors(train_small, bge):
     from adapterkit import EmbeddingAdapterFinetuneEngine, LinearLayer
 
     for options, message in [({"hard_negatives": 2, "negatives": "in_batch"}, "hard_negatives"),
-                             ({"adapter_model": LinearLayer(384, 384)}, "leave adapter_model=None")]:
+                             ({"adapter_model": LinearLayer(384, 384)}, "leave adapter_model=None"),
+                             ({"bias": True}, "leave bias=False")]:
         with pytest.raises(ValueError, match=message):
             EmbeddingAdapterFinetuneEngine(train_small, bge, index_model="minilm", show_progress=False, **options)
+    with pytest.raises(ValueError, match="give index_model too"):  # an option that could not take effect
+        EmbeddingAdapterFinetuneEngine(train_small, bge, map_sample=0.5, show_progress=False)
+
+
+def test_a_plain_run_into_a_cross_model_folder_drops_its_record(tmp_path, train_small, bge):
+    from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine
+    from adapterkit.cross_model import CROSS_MODEL_FILE
+
+    (tmp_path / CROSS_MODEL_FILE).write_text("{}")  # left by an earlier cross-model run into the same folder
+    EmbeddingAdapterFinetuneEngine(train_small, bge, epochs=1, model_output_path=tmp_path, show_progress=False).finetune()
+    assert not (tmp_path / CROSS_MODEL_FILE).exists()
+    assert len(AdapterEmbeddingModel(bge, tmp_path).get_text_embedding("a chunk")) == 384  # an ordinary folder again
 
 
 class FirstCoordinates(BaseEmbedding):
@@ -139,3 +152,12 @@ def test_an_index_of_another_dimension_is_handled_memories_included(tmp_path, tr
     reloaded = AdapterEmbeddingModel(bge, tmp_path / "cross", index_model=old)
     assert vector.shape == (192,) and np.allclose(reloaded.get_query_embedding(question), vector, atol=1e-6)
     assert reloaded.memories[0].key_dim == 384 and len(served.get_text_embedding("a new chunk")) == 192
+
+    from adapterkit.pipeline.evaluate_folder import evaluate_model_folder
+
+    questions = tmp_path / "questions.json"
+    val_full.restrict(list(val_full.corpus)[:20]).save_json(questions)
+    with pytest.raises(ValueError, match="--index-model"):  # scoring it needs the index's model
+        evaluate_model_folder(tmp_path / "cross", questions, embed_model=bge, show_progress=False)
+    table, _ = evaluate_model_folder(tmp_path / "cross", questions, embed_model=bge, index_model=old, show_progress=False)
+    assert list(table["model"]) == ["base", "adapter"]

@@ -132,8 +132,9 @@ def read_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 2
         except ImportError as exc:  # a reader's own dependency (bs4 for HTML, docx2txt for DOCX, ...) is missing
             skipped[name] = f"a reader's package is missing ({exc}): pip install 'adapterkit[documents]'"
             continue
-        except UnicodeDecodeError:
-            skipped[name] = "not UTF-8 text: save it as UTF-8 (or convert it) and run again"
+        except UnicodeDecodeError as exc:
+            text_file = path.suffix.lower() in TEXT_SUFFIXES
+            skipped[name] = "not UTF-8 text: save it as UTF-8 and run again" if text_file else f"unreadable: UnicodeDecodeError: {exc}"
             continue
         except Exception as exc:  # any reader error: skip this file, keep the others
             skipped[name] = f"unreadable: {type(exc).__name__}: {exc}"

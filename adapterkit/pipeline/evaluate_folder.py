@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import pandas as pd
 
 from adapterkit.cache import EmbeddingCache
+from adapterkit.cross_model import read_identity
 from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import model_identity, resolve_embed_model
 from adapterkit.evaluation.comparison import comparison_table
@@ -46,14 +47,16 @@ def base_model_of(folder: Path, embed_model: Any = None) -> Any:
 
 
 def evaluate_model_folder(model_dir: PathLike, questions: PathLike, out: Optional[PathLike] = None, embed_model: Any = None,
-                          cache: Union[EmbeddingCache, PathLike, None] = None, show_progress: bool = True) -> Tuple[pd.DataFrame, Path]:
+                          cache: Union[EmbeddingCache, PathLike, None] = None, show_progress: bool = True,
+                          index_model: Any = None) -> Tuple[pd.DataFrame, Path]:
     """Score the base model and the model folder on a questions file (LlamaIndex's dataset JSON, with its corpus).
 
     Args:
         model_dir: a folder written by ``fit_documents`` or the engine.
         questions: the questions to score, over the corpus the file holds.
         out: where ``eval.md`` / ``eval.json`` / plots go (default ``<model_dir>/eval``).
-        embed_model: the base model (default: the one ``fit`` recorded in the folder, else ``"default"``).
+        embed_model: the base model (default: the one ``fit`` recorded in the folder).
+        index_model: for a cross-model folder, the model that built the index (scored as the base).
 
     Returns:
         ``(comparison table, path of eval.md)``.
@@ -65,8 +68,13 @@ def evaluate_model_folder(model_dir: PathLike, questions: PathLike, out: Optiona
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json): pass the --out folder of `adapterkit fit`.")
     dataset = EmbeddingQAFinetuneDataset.from_json(questions)
     base = base_model_of(folder, embed_model)
-    served = AdapterEmbeddingModel(base, folder, cache=cache)
-    frames = {"base": evaluate(dataset, base, top_k=10, cache=cache, verbose=show_progress),
+    record = read_identity(folder)
+    if record is not None and index_model is None:
+        raise ValueError(f"{folder} maps {record['query_model_name']} queries into an index of {record['index_model_name']}: "
+                         "give that model too (--index-model SPEC); it is also the base the adapter is scored against.")
+    index = resolve_embed_model(index_model) if index_model is not None else None
+    served = AdapterEmbeddingModel(base, folder, cache=cache, index_model=index)
+    frames = {"base": evaluate(dataset, index or base, top_k=10, cache=cache, verbose=show_progress),
               "adapter": evaluate(dataset, served, top_k=10, cache=cache, verbose=show_progress)}
     table = comparison_table(frames)
     report = write_eval_report(Path(out) if out else folder / "eval", folder, questions, table, frames)

@@ -20,11 +20,13 @@ from adapterkit.cache import embed_texts
 from adapterkit.cross_model import SampleTooSmallError, choose_sample, fit_linear_map
 
 
-def check_cross_options(config: Any, adapter_model: Optional[Any]) -> None:
+def check_cross_options(config: Any, adapter_model: Optional[Any], bias: bool = False) -> None:
     """Options that cannot mean anything when queries and documents come from two models: an error each."""
     if adapter_model is not None:
         raise ValueError("With an index_model the adapter starts at the map fitted on the paired sample (a LinearLayer "
                          "from the query model's dimension to the index's); leave adapter_model=None.")
+    if bias:
+        raise ValueError("With an index_model the adapter is the fitted map (no bias); leave bias=False.")
     if config.hard_negatives:
         raise ValueError("hard_negatives are mined by comparing queries with documents in one model's space; with an "
                          "index_model the two are in different spaces: pass hard_negatives=0.")

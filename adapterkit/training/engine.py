@@ -33,7 +33,7 @@ from adapterkit.adapters import (
     load_adapter,
 )
 from adapterkit.cache import EmbeddingCache, embed_texts
-from adapterkit.cross_model import write_identity
+from adapterkit.cross_model import CROSS_MODEL_FILE, write_identity
 from adapterkit.data.datasets import (
     DatasetError,
     EmbeddingQAFinetuneDataset,
@@ -144,9 +144,12 @@ class EmbeddingAdapterFinetuneEngine:
         self.index_model = resolve_embed_model(index_model) if index_model is not None else None
         self.map_info: Optional[Dict[str, Any]] = None  # a cross-model run: the sample that fitted its start map
         self._doc_vectors: Dict[str, np.ndarray] = {}  # chunk id -> index-model vector (cross-model runs)
-        self.query_texts: List[str] = []  # cross-model runs: every query text, for the start map's pairs
+        self._cross_rows: List[tuple] = []  # cross-model runs: each group's query texts and chunk ids
+        self.map_texts: List[str] = []  # cross-model runs: the training query texts the start map was fitted on
         if self.index_model is not None:
-            check_cross_options(self.config, adapter_model)
+            check_cross_options(self.config, adapter_model, bias)
+        elif "map_sample" in options:
+            raise ValueError("map_sample sizes the start map of a cross-model run: give index_model too, or leave it out.")
         self._model_output_path = Path(model_output_path)
         self._model_checkpoint_path = Path(model_checkpoint_path) if model_checkpoint_path else None
         self._cache, self._show_progress = cache, show_progress
@@ -170,17 +173,20 @@ class EmbeddingAdapterFinetuneEngine:
         self.dim = dim or d
         if self.dim != d:
             raise ValueError(f"dim={dim} but {(self.index_model or self.embed_model).model_name} gives {d}-dimensional embeddings; drop dim or fix it.")
-        if self.index_model is not None:
-            adapter_model, self.map_info = fit_start_map(
-                self.embed_model, self.index_model, self.query_texts, target if target is not None else dataset.corpus,
-                self._doc_vectors, self.config.map_sample, self.config.seed, self._cache, self._show_progress)
-        if target is not None:
-            self._add_memories(target, adapter_model if self.index_model is not None else None)
         rng = np.random.default_rng(self.config.seed)
         for group in self.groups:
             group.split(self.config.val_fraction, rng)
             if self.config.hard_negatives:  # FinetuneConfig allows them only with in-batch negatives
                 group.hard = mine_hard_negatives(group, self.config.hard_negatives)
+        if self.index_model is not None:  # fitted on training rows only: the held-out chunks judge the start fairly
+            held = {ids[p] for g, (_, ids) in zip(self.groups, self._cross_rows) for p in g.positives[g.val_idx]}
+            self.map_texts = [texts[i] for g, (texts, _) in zip(self.groups, self._cross_rows) for i in g.train_idx]
+            searched = target if target is not None else dataset.corpus
+            adapter_model, self.map_info = fit_start_map(
+                self.embed_model, self.index_model, self.map_texts, {d: t for d, t in searched.items() if d not in held},
+                self._doc_vectors, self.config.map_sample, self.config.seed, self._cache, self._show_progress)
+        if target is not None:
+            self._add_memories(target, adapter_model if self.index_model is not None else None)
 
         self.model: BaseAdapter = adapter_model if adapter_model is not None else LinearLayer(self.dim, self.dim, bias=bias)
         check_adapter_dim(self.model, self.groups[0].queries.shape[1], self.dim)
@@ -193,7 +199,7 @@ class EmbeddingAdapterFinetuneEngine:
         docs = embed(self.index_model or self.embed_model, [corpus[d] for d in doc_ids], "text")
         if self.index_model is not None:
             self._doc_vectors.update(zip(doc_ids, docs))
-            self.query_texts.extend(queries[q] for q in qids)
+            self._cross_rows.append(([queries[q] for q in qids], doc_ids))
         return TrainingGroup(
             name=name,
             queries=embed(self.embed_model, [queries[q] for q in qids], "query"),
@@ -413,6 +419,7 @@ class EmbeddingAdapterFinetuneEngine:
     def _save(self) -> None:
         self.model.eval()
         self.model.save(self._model_output_path)
+        (self._model_output_path / CROSS_MODEL_FILE).unlink(missing_ok=True)  # an earlier cross-model run's record
         if self.index_model is not None:
             write_identity(self._model_output_path, self.embed_model, self.index_model, self.map_info["query_dim"], self.dim,
                            self.map_info["sample_chunks"])
