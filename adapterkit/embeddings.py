@@ -295,8 +295,8 @@ def model_identity(model: BaseEmbedding) -> str:
     A model may state its own (a ``cache_identity`` string, as ``OnnxBGEEmbedding`` does). Otherwise
     every setting counts except those ``NEVER_CHANGE_VECTORS`` lists for its class (speed settings and
     secrets, so an API key never lands in the cache's key). A setting that names a local folder or file
-    (``"local:<folder>"`` models) adds a fingerprint of its contents, so new weights at the same path
-    never get the old vectors.
+    (``"local:<folder>"`` models) counts by a fingerprint of its contents instead of its path, so new
+    weights at the same path never get the old vectors, and the same weights in another folder do.
     """
     ident = getattr(model, "cache_identity", None)
     if isinstance(ident, str):
@@ -309,7 +309,8 @@ def model_identity(model: BaseEmbedding) -> str:
     kept = {k: v for k, v in fields.items() if k not in skip}
     for key, value in list(kept.items()):
         if isinstance(value, str) and value and os.path.exists(value):
-            kept[f"{key}:contents"] = path_fingerprint(value)
+            # the contents, not the path: one model installed in two environments is one model
+            kept[key] = f"contents:{path_fingerprint(value)}"
     blob = json.dumps(kept, sort_keys=True, default=str)
     return f"{model.class_name()}:{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 

@@ -142,7 +142,7 @@ def test_ragged_vectors_and_broken_unicode_are_explained(tmp_path):
         embed_texts(Counting(), ["broken \ud800 text"], "text", cache=EmbeddingCache(tmp_path))
 
 
-def test_a_local_model_folder_is_keyed_by_its_contents(tmp_path):
+def test_a_local_model_folder_is_keyed_by_its_contents_not_its_path(tmp_path):
     class LocalModel(MockEmbedding):
         model_name: str = ""
 
@@ -153,6 +153,11 @@ def test_a_local_model_folder_is_keyed_by_its_contents(tmp_path):
     assert model_identity(LocalModel(embed_dim=4, model_name=str(folder))) == first
     (folder / "model.safetensors").write_bytes(b"weights v2")  # new weights, same path
     assert model_identity(LocalModel(embed_dim=4, model_name=str(folder))) != first
+    # the same weights installed elsewhere (another virtualenv) are the same model
+    moved = tmp_path / "elsewhere" / "model"
+    moved.mkdir(parents=True)
+    (moved / "model.safetensors").write_bytes(b"weights v2")
+    assert model_identity(LocalModel(embed_dim=4, model_name=str(moved))) == model_identity(LocalModel(embed_dim=4, model_name=str(folder)))
 
 
 class Configurable(MockEmbedding):
