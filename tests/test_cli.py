@@ -331,7 +331,7 @@ def test_a_missing_reader_package_is_named_with_the_fix(tmp_path, monkeypatch):
     assert list(found.skipped) == ["page.html"] and "pip install 'adapterkit[documents]'" in found.skipped["page.html"]
 
 
-def test_two_store_objects_are_told_apart_and_no_password_is_shown():
+def test_two_store_objects_are_told_apart_and_no_password_is_shown(tmp_path):
     from types import SimpleNamespace
 
     from adapterkit.pipeline.sources import store_origin
@@ -340,3 +340,11 @@ def test_two_store_objects_are_told_apart_and_no_password_is_shown():
     second = SimpleNamespace(connection_string="postgresql://me:secret@db.example/prod", table_name="other_chunks")
     assert store_origin(first) != store_origin(second)
     assert "secret" not in store_origin(first) and "/chunks" in store_origin(first) and "db.example" in store_origin(first)
+    # Qdrant: two servers, and two local folders, are two origins
+    one, two = SimpleNamespace(url="http://qdrant-a:6333", collection_name="c"), SimpleNamespace(url="http://qdrant-b:6333", collection_name="c")
+    assert store_origin(one) != store_origin(two) and "qdrant-a" in store_origin(one)
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+    from qdrant_client import QdrantClient
+
+    here, there = (QdrantVectorStore(collection_name="c", client=QdrantClient(path=str(tmp_path / name))) for name in ("a", "b"))
+    assert store_origin(here) != store_origin(there) and str(tmp_path / "a") in store_origin(here)

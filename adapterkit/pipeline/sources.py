@@ -134,13 +134,28 @@ def store_origin(store: Any) -> str:
     """What a store object is, for reports and for telling two stores apart: its class, its server (no
     password) and its table or collection."""
     parts = [type(store).__name__]
-    connection = getattr(store, "connection_string", None)
-    if connection:
-        parts.append(redact(str(connection)))
+    server = _server_of(store)
+    if server:
+        parts.append(redact(server))
     name = getattr(store, "table_name", None) or getattr(store, "collection_name", None)
     if name:
         parts.append(f"/{name}")
     return " ".join(parts)
+
+
+def _server_of(store: Any) -> Optional[str]:
+    """A store's server: a connection string or URL, else what its client was opened on (Qdrant's host,
+    URL or local folder, from the client's ``init_options``)."""
+    connection = getattr(store, "connection_string", None) or getattr(store, "url", None)
+    if connection:
+        return str(connection)
+    options = getattr(getattr(store, "client", None), "init_options", None)
+    if isinstance(options, dict):
+        for key in ("url", "host", "location", "path"):
+            if options.get(key):
+                port = options.get("port") if key == "host" else None
+                return f"{options[key]}:{port}" if port else str(options[key])
+    return None
 
 
 def source_of(docs: Optional[PathLike], store: Any, embed_model: BaseEmbedding, cache: Any, chunk_size: int, chunk_overlap: int,
