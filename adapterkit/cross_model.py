@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from adapterkit.adapters import LinearLayer
+from adapterkit.adapters import TORCH_NAME, LinearLayer
 from adapterkit.atomic import write_text
 from adapterkit.embeddings import model_identity
 from adapterkit.metrics import unit_rows
@@ -116,6 +116,9 @@ def write_identity(folder: Union[str, os.PathLike], query_model: BaseEmbedding, 
               "index_model": model_identity(index_model), "index_model_name": _name(index_model), "index_dim": int(index_dim),
               "sample_chunks": int(sample_chunks)}
     write_text(Path(folder) / CROSS_MODEL_FILE, json.dumps(record, indent=2))
+    # LlamaIndex's AdapterEmbeddingModel reads only this weights file and would embed documents with the
+    # query model: without it, LlamaIndex refuses the folder (adapterkit reads model.safetensors).
+    (Path(folder) / TORCH_NAME).unlink(missing_ok=True)
 
 
 def read_identity(folder: Union[str, os.PathLike]) -> Optional[Dict[str, Any]]:

@@ -94,6 +94,8 @@ def test_options_that_mean_nothing_across_models_are_errors(train_small, bge):
             EmbeddingAdapterFinetuneEngine(train_small, bge, index_model="minilm", show_progress=False, **options)
     with pytest.raises(ValueError, match="give index_model too"):  # an option that could not take effect
         EmbeddingAdapterFinetuneEngine(train_small, bge, map_sample=0.5, show_progress=False)
+    with pytest.raises(ValueError, match="starts at the map fitted"):
+        EmbeddingAdapterFinetuneEngine.from_model_path(train_small, bge, "any-folder", index_model="minilm")
 
 
 def test_a_plain_run_into_a_cross_model_folder_drops_its_record(tmp_path, train_small, bge):
@@ -136,27 +138,41 @@ class FirstCoordinates(BaseEmbedding):
         return self._get_query_embedding(query)
 
 
-def test_an_index_of_another_dimension_is_handled_memories_included(tmp_path, train_small, val_full, bge):
+def test_an_index_of_another_dimension_is_handled_memories_included(tmp_path, val_full, bge):
     from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine
 
+    from conftest import take
+
+    uber = take(val_full, 140)  # the chunks (and so the bge vectors) of the PostgreSQL cross-model test
+    train = uber.restrict(list(uber.corpus)[:100])
     old = FirstCoordinates(bge)  # a 192-d index; bge's 384-d queries are mapped into it
-    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, index_model=old, unlabeled_corpus=val_full.corpus, epochs=2,
+    engine = EmbeddingAdapterFinetuneEngine(train, bge, index_model=old, unlabeled_corpus=uber.corpus, epochs=2, map_sample=1.0,
                                             model_output_path=tmp_path / "cross", show_progress=False)
     assert (engine.map_info["method"], engine.map_info["query_dim"], engine.map_info["index_dim"]) == ("lstsq", 384, 192)
     engine.finetune()
     memory = engine.memories["sentences"]
     assert (memory.key_dim, memory.dim) == (384, 192)  # keys: bge queries; pulled toward the index's 192-d chunks
     served = engine.get_finetuned_model()
-    question = next(iter(val_full.queries.values()))
+    question = next(iter(uber.queries.values()))
     vector = np.asarray(served.get_query_embedding(question))
     reloaded = AdapterEmbeddingModel(bge, tmp_path / "cross", index_model=old)
     assert vector.shape == (192,) and np.allclose(reloaded.get_query_embedding(question), vector, atol=1e-6)
     assert reloaded.memories[0].key_dim == 384 and len(served.get_text_embedding("a new chunk")) == 192
+    assert not (tmp_path / "cross" / "pytorch_model.bin").exists()  # LlamaIndex's loader finds no weights (it would embed documents with bge)
+    # the memory follows the index with the index's model; the query model alone would put 384-d vectors among 192-d ones
+    saved = reloaded.memories[0]
+    grown = dict(list(uber.corpus.items())[:3], new="Gross bookings of the mobility segment rose in the fourth quarter of 2021.")
+    with pytest.raises(ValueError, match="chunk vectors are vectors of .*index_model"):
+        saved.update(grown, bge)
+    with pytest.raises(ValueError, match="keys are vectors of"):
+        saved.update(grown, old, index_model=old)
+    saved.update(grown, bge, index_model=old)
+    assert saved.chunks[saved.chunk_ids.index("new")].tolist() == pytest.approx(old.get_text_embedding(grown["new"]), abs=1e-6)
 
     from adapterkit.pipeline.evaluate_folder import evaluate_model_folder
 
     questions = tmp_path / "questions.json"
-    val_full.restrict(list(val_full.corpus)[:20]).save_json(questions)
+    uber.restrict(list(uber.corpus)[100:]).save_json(questions)
     with pytest.raises(ValueError, match="--index-model"):  # scoring it needs the index's model
         evaluate_model_folder(tmp_path / "cross", questions, embed_model=bge, show_progress=False)
     table, _ = evaluate_model_folder(tmp_path / "cross", questions, embed_model=bge, index_model=old, show_progress=False)

@@ -29,6 +29,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from adapterkit.atomic import atomic_path, write_text
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.data.documents import chunk_sentences
+from adapterkit.embeddings import model_identity
 from adapterkit.memory.keys import INDEX_KINDS, KeyIndex, make_index
 from adapterkit.metrics import unit_rows
 
@@ -77,6 +78,9 @@ class CorpusMemory:
                              f"{INDEX_KINDS}; got {dim!r}, {key_dim!r}, {weight!r}, {temperature!r}, {top_k!r}, {index!r}.")
         self.dim, self.weight, self.temperature, self.top_k, self.index_kind = dim, float(weight), float(temperature), int(top_k), index
         self.key_dim = key_dim
+        # identities of the models behind the keys and the chunk vectors, where known (from_corpus records them)
+        self.key_model: Optional[str] = None
+        self.chunk_model: Optional[str] = None
         self.chunk_ids: List[str] = []
         self.chunk_hash: List[str] = []
         self.chunks = np.zeros((0, dim), dtype=np.float32)  # (m, d) normalised chunk vectors
@@ -95,7 +99,8 @@ class CorpusMemory:
 
     @classmethod
     def from_corpus(cls, corpus: Mapping[str, str], embed_model: BaseEmbedding, doc_vectors: Optional[np.ndarray] = None,
-                    cache: Union[EmbeddingCache, PathLike, None] = None, show_progress: bool = False, **options: Any) -> "CorpusMemory":
+                    cache: Union[EmbeddingCache, PathLike, None] = None, show_progress: bool = False,
+                    index_model: Optional[BaseEmbedding] = None, **options: Any) -> "CorpusMemory":
         """A memory whose keys are the sentences (6+ words) of each chunk of ``corpus``.
 
         Args:
@@ -103,13 +108,17 @@ class CorpusMemory:
             embed_model: the base model (sentences are embedded as queries, chunks as documents).
             doc_vectors: the chunks' base vectors in ``corpus`` order, when already at hand (e.g. read
                 from a vector store); else embedded (through the cache).
+            index_model: the model of the chunk vectors when it is not ``embed_model`` (an index built
+                by an older model, queried by ``embed_model``); the memory records both and ``update``
+                embeds chunks with this one.
             options: ``CorpusMemory`` arguments (weight, temperature, top_k, index, key_dim).
         """
         ids = list(corpus)
         if doc_vectors is None:
-            doc_vectors = embed_texts(embed_model, [corpus[c] for c in ids], "text", cache=cache, show_progress=show_progress)
+            doc_vectors = embed_texts(index_model or embed_model, [corpus[c] for c in ids], "text", cache=cache, show_progress=show_progress)
         memory = cls(int(np.asarray(doc_vectors).shape[1]), **options)
-        memory.update(corpus, embed_model, doc_vectors=doc_vectors, cache=cache, show_progress=show_progress)
+        memory.key_model, memory.chunk_model = model_identity(embed_model), model_identity(index_model or embed_model)
+        memory.update(corpus, embed_model, doc_vectors=doc_vectors, cache=cache, show_progress=show_progress, index_model=index_model)
         return memory
 
     @classmethod
@@ -178,12 +187,17 @@ class CorpusMemory:
         return len(drop)
 
     def update(self, corpus: Mapping[str, str], embed_model: BaseEmbedding, doc_vectors: Optional[np.ndarray] = None,
-               cache: Union[EmbeddingCache, PathLike, None] = None, show_progress: bool = False) -> Dict[str, int]:
+               cache: Union[EmbeddingCache, PathLike, None] = None, show_progress: bool = False,
+               index_model: Optional[BaseEmbedding] = None) -> Dict[str, int]:
         """Follow ``corpus`` (the whole corpus as it is now): new and changed chunks are embedded and
         added, chunks no longer in it are removed, unchanged ones are left as they are.
 
+        Keys are embedded by ``embed_model``, chunks by ``index_model`` (default ``embed_model``); a
+        memory that records its models refuses others.
+
         Returns ``{"added": .., "changed": .., "removed": .., "unchanged": ..}``.
         """
+        self._check_models(embed_model, index_model)
         held = dict(zip(self.chunk_ids, self.chunk_hash))
         ids = list(corpus)
         hashes = {c: _text_hash(corpus[c]) for c in ids}
@@ -197,13 +211,23 @@ class CorpusMemory:
         if doc_vectors is not None:
             docs = np.asarray(doc_vectors, dtype=np.float32)[[position[c] for c in todo]]
         else:
-            docs = embed_texts(embed_model, [corpus[c] for c in todo], "text", cache=cache, show_progress=show_progress)
+            docs = embed_texts(index_model or embed_model, [corpus[c] for c in todo], "text", cache=cache, show_progress=show_progress)
         sentences = [chunk_sentences(corpus[c]) for c in todo]  # a chunk without a 6+ word sentence is held with no key
         flat = [x for found in sentences for x in found]
         keys = embed_texts(embed_model, flat, "query", cache=cache, show_progress=show_progress) if flat else np.zeros((0, self.key_dim), np.float32)
         key_chunk = np.repeat(np.arange(len(todo)), [len(found) for found in sentences])
         self.add_chunks(todo, docs, keys, key_chunk, [hashes[c] for c in todo])
         return counts
+
+    def _check_models(self, embed_model: BaseEmbedding, index_model: Optional[BaseEmbedding]) -> None:
+        """Refuse models other than those the memory's keys and chunk vectors came from."""
+        pairs = (("keys", self.key_model, embed_model, "embed_model"), ("chunk vectors", self.chunk_model, index_model or embed_model, "index_model"))
+        for what, recorded, model, arg in pairs:
+            if recorded is not None and model_identity(model) != recorded:
+                hint = ("; an index built by another model than the queries needs index_model=<that model>"
+                        if arg == "index_model" and index_model is None else "")
+                raise ValueError(f"This memory's {what} are vectors of {recorded}, not of {model_identity(model)}: pass the model "
+                                 f"they came from as {arg}{hint}.")
 
     # ------------------------------------------------------------------ query time
 
@@ -227,12 +251,9 @@ class CorpusMemory:
         q = F.normalize(queries.detach().float(), dim=-1).cpu().numpy()
         sims, rows = self.index.search(q, min(self.top_k, len(self.keys)))
         found = rows >= 0  # an approximate index may find fewer than top_k keys
-        attention = torch.softmax(self.temperature * torch.as_tensor(np.where(found, sims, -np.inf)), dim=-1)  # (Q, k)
-        attention = torch.nan_to_num(attention)  # a query with no key found at all: no pull
         owners = self.owner[np.where(found, rows, 0)]  # (Q, k) chunk rows
         vectors = torch.as_tensor(np.asarray(self.chunks[owners.ravel()], dtype=np.float32)).view(*owners.shape, self.dim)
-        pulled = (attention[..., None] * vectors).sum(1)  # keys of one chunk add up
-        return (self.weight * pulled).to(queries.device)
+        return pull_from(np.where(found, sims, -np.inf), vectors, self.temperature, self.weight).to(queries.device)
 
     def apply(self, adapted: torch.Tensor, base_queries: torch.Tensor) -> torch.Tensor:
         """The query vectors with the memory: ``normalize(adapted) + pull(base_queries)``."""
@@ -243,7 +264,7 @@ class CorpusMemory:
 
     def get_config_dict(self) -> Dict[str, Any]:
         return {"dim": self.dim, "key_dim": self.key_dim, "weight": self.weight, "temperature": self.temperature, "top_k": self.top_k,
-                "index": self.index_kind}
+                "index": self.index_kind, "key_model": self.key_model, "chunk_model": self.chunk_model}
 
     # ------------------------------------------------------------------ files
 
@@ -273,6 +294,7 @@ class CorpusMemory:
         try:
             memory = cls(**{k: meta[k] for k in ("dim", "weight", "temperature", "top_k", "index")}, key_dim=meta.get("key_dim"))
             ids, hashes = [str(c) for c in meta["chunk_ids"]], [str(h) for h in meta["chunk_hash"]]
+            memory.key_model, memory.chunk_model = (_optional_str(meta.get(k)) for k in ("key_model", "chunk_model"))
         except (KeyError, TypeError, ValueError) as exc:
             raise MemoryLoadError(f"{folder / MEMORY_FILE} does not describe a memory ({exc}); rebuild the memory.") from exc
         chunks, keys, owner = arrays["chunks"], arrays["keys"], arrays["owner"]
@@ -284,6 +306,12 @@ class CorpusMemory:
         memory.chunks, memory.keys, memory.owner = chunks, keys, np.asarray(owner)
         memory.chunk_ids, memory.chunk_hash = ids, hashes
         return memory
+
+
+def _optional_str(value: Any) -> Optional[str]:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"a model identity is a string, not {type(value).__name__}")
+    return value
 
 
 class MemoryWriter:
@@ -373,6 +401,15 @@ def load_memories(folder: PathLike) -> List[CorpusMemory]:
     if not found:
         raise MemoryLoadError(f"{folder} holds no corpus memory (no {MEMORY_FILE} in it or in a subfolder).")
     return [CorpusMemory.load(p) for p in found]
+
+
+def pull_from(sims: np.ndarray, chunk_vectors: torch.Tensor, temperature: float, weight: float) -> torch.Tensor:
+    """``weight * sum_i softmax(temperature * sims)_i * chunk_i`` per query: ``sims`` ``(Q, k)`` (-inf where no
+    key was found), ``chunk_vectors`` ``(Q, k, d)`` the found keys' chunks. Every memory pulls through here."""
+    attention = torch.softmax(temperature * torch.as_tensor(sims), dim=-1)  # (Q, k)
+    attention = torch.nan_to_num(attention)  # a query with no key found at all: no pull
+    pulled = (attention[..., None] * chunk_vectors).sum(1)  # keys of one chunk add up
+    return weight * pulled
 
 
 def apply_memories(adapted: torch.Tensor, base_queries: torch.Tensor, memories: Sequence[CorpusMemory]) -> torch.Tensor:

@@ -228,7 +228,7 @@ class EmbeddingAdapterFinetuneEngine:
         config = self.config
         if config.corpus_memory:
             memory = CorpusMemory.from_corpus(corpus, self.embed_model, doc_vectors=self.groups[-1].docs, cache=self._cache,
-                                              show_progress=self._show_progress, weight=config.memory_weight,
+                                              show_progress=self._show_progress, index_model=self.index_model, weight=config.memory_weight,
                                               temperature=config.memory_temperature, key_dim=self.groups[0].queries.shape[1])
             if len(memory.keys):
                 self.memories["sentences"] = memory
@@ -259,6 +259,10 @@ class EmbeddingAdapterFinetuneEngine:
         **kwargs: Any,
     ) -> "EmbeddingAdapterFinetuneEngine":
         """Continue training a saved adapter (it is the start of every ``finetune()`` run)."""
+        if kwargs.get("index_model") is not None:
+            raise ValueError("from_model_path continues a saved adapter, and a run with an index_model starts at the map fitted "
+                             "between the two models: train one with EmbeddingAdapterFinetuneEngine(dataset, embed_model, "
+                             "index_model=...), whose labelled questions and pseudo-queries refine that map.")
         return cls(dataset, embed_model, adapter_model=load_adapter(model_path, model_cls), **kwargs)
 
     # ------------------------------------------------------------------ held-out scores
