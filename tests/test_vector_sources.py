@@ -177,6 +177,10 @@ def test_a_cross_model_adapter_serves_new_model_queries_from_an_old_model_store(
     assert after == before
     assert evaluate(test, served, top_k=5)["mrr"].mean() > evaluate(test, minilm, top_k=5)["mrr"].mean() - 0.05
 
+    from llama_index.embeddings.adapter import AdapterEmbeddingModel as LlamaIndexAdapterModel
+
+    with pytest.raises(FileNotFoundError):  # LlamaIndex's own loader would embed documents with bge: it finds no weights
+        LlamaIndexAdapterModel(bge, str(tmp_path / "cross"), device="cpu")
     with pytest.raises(CrossModelError, match="loaded over"):  # the folder over the wrong base model
         AdapterEmbeddingModel(minilm, tmp_path / "cross")
     with pytest.raises(CrossModelError, match="documents live in"):  # documents need the index model
@@ -185,3 +189,40 @@ def test_a_cross_model_adapter_serves_new_model_queries_from_an_old_model_store(
     other.add([TextNode(id_="a", text="a chunk", embedding=[1.0] * 8)])
     with pytest.raises(CrossModelError, match="holds 8-dimensional vectors"):  # an index another model built
         check_serving(served, other)
+
+
+def test_training_reads_only_the_chunks_it_needs_from_a_large_store(pg, uber, uber_nodes, bge, tmp_path):
+    """The store holds the Uber chunks and 600 others; training holds the questions' chunks and a sample."""
+    from adapterkit.stores.training_sample import id_hash, sample_stored_corpus
+
+    rng = np.random.default_rng(0)
+    others = [TextNode(id_=f"other-{i}", text=f"filler chunk number {i}", embedding=(v / np.linalg.norm(v)).tolist())
+              for i, v in enumerate(rng.normal(size=(600, 384)).astype(np.float32))]
+    store = pg.vector_store("large_store", embed_dim=384)
+    store.add(uber_nodes + others)
+    train, _ = _split(uber, uber.corpus)
+    keep = {d for docs in train.relevant_docs.values() for d in docs}
+
+    counter = CountingEmbedding(bge, cache=False)
+    cache = EmbeddingCache(tmp_path / "cache")
+    drawn = sample_stored_corpus(store, counter, keep=keep, sample=50, cache=cache, batch_size=64)
+    total = len(uber_nodes) + len(others)
+    assert (drawn.rows, drawn.kept, drawn.sampled) == (total, len(keep), 50) and len(drawn.corpus) == len(keep) + 50
+    # the 50 smallest hashes among the chunks not kept: the same whatever the batches
+    rest = sorted((n.node_id for n in uber_nodes + others if n.node_id not in keep), key=lambda i: id_hash(i, 0))
+    assert list(drawn.corpus)[len(keep):] == rest[:50]
+    again = sample_stored_corpus(store, counter, keep=keep, sample=50, cache=cache, batch_size=7)
+    assert again.corpus == drawn.corpus
+
+    engine = EmbeddingAdapterFinetuneEngine(
+        EmbeddingQAFinetuneDataset(queries=train.queries, corpus=drawn.corpus, relevant_docs=train.relevant_docs),
+        counter, cache=cache, epochs=1, corpus_memory=False, model_output_path=tmp_path / "adapter", show_progress=False)
+    assert engine.groups[0].docs.shape[0] == len(keep) + 50 < total  # not every stored vector
+    assert counter.counts["text"] == 0  # and none embedded: each came from the store
+    engine.finetune()
+
+    with pytest.raises(ValueError, match="1 of the .* chunks the questions name are not in the store"):
+        sample_stored_corpus(store, counter, keep=keep | {"deleted-chunk"}, sample=5, cache=cache)
+    twice = StoredBatch(["a", "b", "a"], ["x", "y", "z"], np.eye(3, 4, dtype=np.float32))
+    with pytest.raises(ValueError, match="more than once"):
+        sample_stored_corpus(None, counter, keep={"b"}, sample=1, cache=cache, batches=iter([twice]))

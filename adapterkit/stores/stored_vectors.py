@@ -181,12 +181,8 @@ def cache_stored_vectors(
     bar = tqdm(desc="Reading stored vectors", unit="row", disable=not show_progress)
     for batch in batches if batches is not None else read_stored(vector_store, batch_size):
         if dim is None:
-            dim = _check_first(batch, embed_model, verify)
-        if batch.vectors.ndim != 2 or batch.vectors.shape[1] != dim or len(batch.vectors) != len(batch.ids):
-            raise ValueError(f"Stored vectors of varying shape: {batch.vectors.shape} after {dim}-dimensional ones (at id {batch.ids[0]!r}).")
-        bad = np.where(~np.isfinite(batch.vectors).all(axis=1))[0]
-        if len(bad):
-            raise ValueError(f"The stored vector of node {batch.ids[bad[0]]!r} is not finite (NaN/inf): re-embed that node in the store.")
+            dim = check_first(batch, embed_model, verify)
+        check_batch(batch, dim)
         repeated = next((i for i in batch.ids if i in corpus), None)
         if repeated is not None or len(set(batch.ids)) != len(batch.ids):
             raise ValueError(f"The store holds node id {repeated or batch.ids[0]!r} more than once: ids must be unique; "
@@ -200,7 +196,16 @@ def cache_stored_vectors(
     return corpus
 
 
-def _check_first(batch: StoredBatch, model: BaseEmbedding, verify: int) -> int:
+def check_batch(batch: StoredBatch, dim: int) -> None:
+    """Refuse a batch of another shape than the first, or with a vector that is not finite."""
+    if batch.vectors.ndim != 2 or batch.vectors.shape[1] != dim or len(batch.vectors) != len(batch.ids) or len(batch.texts) != len(batch.ids):
+        raise ValueError(f"Stored vectors of varying shape: {batch.vectors.shape} after {dim}-dimensional ones (at id {batch.ids[0]!r}).")
+    bad = np.where(~np.isfinite(batch.vectors).all(axis=1))[0]
+    if len(bad):
+        raise ValueError(f"The stored vector of node {batch.ids[bad[0]]!r} is not finite (NaN/inf): re-embed that node in the store.")
+
+
+def check_first(batch: StoredBatch, model: BaseEmbedding, verify: int) -> int:
     """The stored dimension; with ``verify``, proof that ``model`` made these vectors."""
     dim = int(batch.vectors.shape[1])
     if verify:
@@ -235,13 +240,15 @@ def exact_top_k(query_vectors: np.ndarray, batches: Iterator[StoredBatch], k: in
     q = torch.nn.functional.normalize(torch.as_tensor(np.asarray(query_vectors, dtype=np.float32)), dim=1)
     best_s = torch.full((len(q), k), -torch.inf)
     best_i = torch.full((len(q), k), -1, dtype=torch.long)
-    ids: List[str] = []
+    named: Dict[int, str] = {}  # ids of the rows in the running top k only: memory does not grow with the store
+    seen = 0
     for batch in batches:
         check_index_dim(None, q.shape[1], batch.vectors.shape[1], "the store")
         docs = torch.nn.functional.normalize(torch.as_tensor(batch.vectors), dim=1)
-        best_s, best_i = merge_top_k(best_s, best_i, q @ docs.T, len(ids))
-        ids.extend(batch.ids)
-    return [[ids[j] for j in row if j >= 0] for row in best_i.tolist()], best_s.numpy()
+        best_s, best_i = merge_top_k(best_s, best_i, q @ docs.T, seen)
+        named = {j: named[j] if j < seen else batch.ids[j - seen] for j in set(best_i.flatten().tolist()) if j >= 0}
+        seen += len(batch.ids)
+    return [[named[j] for j in row if j >= 0] for row in best_i.tolist()], best_s.numpy()
 
 
 def store_top_k(vector_store: Any, query_vectors: Sequence[Sequence[float]], k: int) -> List[List[str]]:
