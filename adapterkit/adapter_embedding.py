@@ -109,7 +109,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
             memory = Path(adapter_path) / MEMORY_DIR if memory_folders(Path(adapter_path) / MEMORY_DIR) else False
         if isinstance(memory, (str, os.PathLike)):
             memory = load_memories(memory)
-        self._memories = [memory] if isinstance(memory, CorpusMemory) else list(memory or [])
+        self._memories = [memory] if hasattr(memory, "pull") else list(memory or [])  # a CorpusMemory, a PgMemory, or a list
 
     @classmethod
     def class_name(cls) -> str:
