@@ -36,7 +36,10 @@ def _write(url, name, memory, batches=2, **options):
     return writer
 
 
-def test_a_database_memory_pulls_as_the_local_one_does(pg, local, val_full, bge, tmp_path):
+def test_a_database_memory_pulls_as_the_local_one_does(pg, local, val_full, bge, tmp_path, monkeypatch):
+    from adapterkit.memory import pg_memory
+
+    monkeypatch.setattr(pg_memory, "COPY_ROWS", 5)  # several COPY statements per batch
     url = pg.url()
     db = _write(url, "uber_sentences", local).finish()
     assert len(db) == len(local.chunk_ids) and db.key_count() == len(local.keys)

@@ -91,15 +91,22 @@ def _text_field(text: str) -> bytes:
     return struct.pack("!i", len(data)) + data
 
 
+COPY_ROWS = 8192  # rows per COPY statement, all in one transaction: what is held in memory at once while writing
+
+
 def _copy_rows(cur: Any, table: str, rows: Iterable[tuple]) -> int:
-    """COPY (chunk_id, chunk_hash, key, chunk) rows in the binary format; returns how many."""
-    parts = [b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)]
+    """COPY (chunk_id, chunk_hash, key, chunk) rows in the binary format, ``COPY_ROWS`` at a time; returns how many."""
+    head, tail = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0), struct.pack("!h", -1)
+    parts: List[bytes] = []
     n = 0
     for chunk_id, chunk_hash, key, chunk in rows:
         parts.append(struct.pack("!h", 4) + _text_field(chunk_id) + _text_field(chunk_hash) + _vector_field(key) + _vector_field(chunk))
         n += 1
-    parts.append(struct.pack("!h", -1))
-    cur.copy_expert(f"COPY {table} (chunk_id, chunk_hash, key, chunk) FROM STDIN WITH (FORMAT binary)", io.BytesIO(b"".join(parts)))
+        if len(parts) == COPY_ROWS:
+            cur.copy_expert(f"COPY {table} (chunk_id, chunk_hash, key, chunk) FROM STDIN WITH (FORMAT binary)", io.BytesIO(b"".join([head, *parts, tail])))
+            parts = []
+    if parts:
+        cur.copy_expert(f"COPY {table} (chunk_id, chunk_hash, key, chunk) FROM STDIN WITH (FORMAT binary)", io.BytesIO(b"".join([head, *parts, tail])))
     return n
 
 
