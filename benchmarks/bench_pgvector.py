@@ -3,18 +3,23 @@
 Synthetic 384-d vectors (clustered, so that neighbours exist; speed and memory only) are written with
 COPY into a LlamaIndex ``PGVectorStore`` table on a ``LocalPostgres`` server. Then, timed:
 
-1. read every stored vector in batches (``read_stored``) and into an empty embedding cache
-   (``cache_stored_vectors``);
-2. train an adapter on ``--pairs`` (query, chunk) pairs over the stored chunks (in-batch negatives,
-   one epoch, 20% of the chunks held out), documents from the cache only;
-3. build a memory of the corpus from the streamed vectors (``MemoryWriter``, one key per chunk);
-4. evaluate ``--queries`` queries: exact search over the streamed vectors (``exact_top_k``), and the
-   database's own IVFFlat index (``store_top_k``), with its recall against exact.
+1. read every stored vector in batches (``read_stored``);
+2. read what training needs into an empty embedding cache (``sample_stored_corpus``): the chunks of
+   ``--pairs`` (query, chunk) pairs and a ``--sample`` of the others, so that memory does not grow
+   with the store; train an adapter on them (in-batch negatives, one epoch, 20% held out, ranked
+   among the pairs' chunks and the sample), documents from the cache only;
+3. build a memory of the corpus from the streamed vectors, one key per chunk: in the database
+   (``PgMemoryWriter``, an IVFFlat index on the keys) and, up to ``--local-memory-max`` chunks, as
+   local ``.npy`` files (``MemoryWriter``) with faiss; key lookups of ``--lookups`` queries are timed
+   and their recall@10 measured against exact search over the same keys (streamed);
+4. evaluate ``--queries`` queries: exact search over the streamed vectors (``exact_top_k``), and,
+   unless ``--no-ann``, the database's own IVFFlat index (``store_top_k``), with its recall against exact.
 
-Peak RSS is this process's (the server runs in its own processes; its data folder's size is reported).
+Peak RSS is this process's (the server runs in its own processes; its data folder's size is reported);
+the local memory is built and searched in a child process, whose peak is reported apart.
 Run::
 
-    python benchmarks/bench_pgvector.py --chunks 1000000 --output benchmarks/results/pgvector_scale
+    python benchmarks/bench_pgvector.py --chunks 1000000 --output benchmarks/results/pgvector_scale_1m
     python benchmarks/bench_pgvector.py --chunks 100000 --output benchmarks/results/pgvector_scale_100k
 """
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import resource
 import struct
 import tempfile
@@ -40,19 +46,27 @@ from adapterkit import (
     EmbeddingCache,
     EmbeddingQAFinetuneDataset,
 )
+from adapterkit.evaluation.runner import provenance
 from adapterkit.memory.corpus_memory import CorpusMemory, MemoryWriter
+from adapterkit.memory.keys import IVFIndex
+from adapterkit.memory.pg_memory import PgMemory, PgMemoryWriter
 from adapterkit.stores.postgres import LocalPostgres
 from adapterkit.stores.stored_vectors import (
-    cache_stored_vectors,
     exact_top_k,
     read_stored,
     recall_at_k,
     store_top_k,
 )
+from adapterkit.stores.training_sample import sample_stored_corpus
 
 
 def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    """This process's peak RSS: VmHWM on Linux (a child process starts from zero; ru_maxrss would carry the parent's)."""
+    try:
+        with open("/proc/self/status") as fh:
+            return round(next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024, 1)
+    except (OSError, StopIteration):
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -68,6 +82,12 @@ def doc_vectors(block: int, centers: np.ndarray, n: int) -> np.ndarray:
     rng = np.random.default_rng(block)
     idx = np.arange(start, stop) % len(centers)
     return unit(centers[idx] + 0.6 * rng.standard_normal((stop - start, centers.shape[1])).astype(np.float32) / np.sqrt(centers.shape[1]))
+
+
+def key_vectors(block: int, vectors: np.ndarray) -> np.ndarray:
+    """The memory keys of a block's chunks (one per chunk: a noisy copy), seeded by the block alone."""
+    rng = np.random.default_rng(1_000_000 + block)
+    return unit(vectors + 0.5 * rng.standard_normal(vectors.shape).astype(np.float32) / np.sqrt(vectors.shape[1]))
 
 
 def rows_of(rows: np.ndarray, centers: np.ndarray, n: int) -> np.ndarray:
@@ -127,12 +147,75 @@ def timed(rows: dict, name: str, fn):
     return value
 
 
+def ann_eval(rows: dict, pg: LocalPostgres, store, table: str, queries: np.ndarray, exact: List[List[str]], args) -> None:
+    """The database's own IVFFlat index: build time, latency and recall@10 against exact search."""
+    timed(rows, "ivfflat_build_s", lambda: pg.psql(
+        f"SET maintenance_work_mem = '2GB'; CREATE INDEX ON {table} USING ivfflat (embedding vector_cosine_ops) WITH (lists = {args.ivf_lists});"))
+    pg.psql(f"ALTER DATABASE postgres SET ivfflat.probes = {args.probes};")
+    store_ann = pg.vector_store("bench", embed_dim=args.dim, hnsw=False)  # new connections see the probes setting
+    found = timed(rows, "ivfflat_eval_s", lambda: store_top_k(store_ann, queries, 10))
+    rows["ivfflat_recall@10"] = round(recall_at_k(found, exact, 10), 4)
+    rows["ivfflat_ms_per_query"] = round(rows["ivfflat_eval_s"] * 1000 / len(queries), 2)
+
+
+def memories(rows: dict, pg: LocalPostgres, store, work: Path, centers: np.ndarray, args) -> None:
+    """One key per chunk, in the database and (small enough) locally; lookups against exact search."""
+    def build_db() -> PgMemory:
+        with PgMemoryWriter(pg.url(), "bench_memory", args.dim, index="ivfflat", top_k=10) as writer:
+            for block, batch in enumerate(read_stored(store, BLOCK)):
+                writer.add(batch.ids, batch.vectors, key_vectors(block, batch.vectors), np.arange(len(batch.ids)))
+        return PgMemory(pg.url(), "bench_memory", probes=args.probes)
+    db = timed(rows, "memory_db_build_s", build_db)
+    rows["memory_db_mb"] = round(int(pg.psql("SELECT pg_total_relation_size('bench_memory');").split()[2]) / 2**20, 1)
+
+    rng = np.random.default_rng(7)
+    picked = np.sort(rng.choice(args.chunks, size=args.lookups, replace=False))
+    q = key_vectors(-1, rows_of(picked, centers, args.chunks))  # queries near keys: noisy copies of chunks
+    ids_exact, _ = exact_top_k(q, (type(b)(b.ids, b.texts, key_vectors(i, b.vectors)) for i, b in enumerate(read_stored(store, BLOCK))), 10)
+    start = time.perf_counter()
+    _, ids_db, _ = db.lookup(q)
+    rows["memory_db_ms_per_lookup"] = round((time.perf_counter() - start) * 1000 / len(q), 2)
+    rows["memory_db_recall@10"] = round(recall_at_k(ids_db, ids_exact, 10), 4)
+    rows["peak_rss_after_memory_db_lookup_mb"] = peak_rss_mb()
+    if args.chunks <= args.local_memory_max:  # in a process of its own: its RSS (the faiss index, mapped keys) is reported apart
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            rows.update(pool.apply(local_memory, (pg.url(), store.table_name, work, q, ids_exact, args.dim)))
+
+
+def local_memory(url: str, table: str, work: Path, q: np.ndarray, ids_exact: List[List[str]], dim: int) -> dict:
+    """The same keys as local ``.npy`` files (``MemoryWriter``) looked up through faiss: build, size, latency, recall."""
+    from llama_index.vector_stores.postgres import PGVectorStore
+
+    store = PGVectorStore.from_params(connection_string=url, table_name=table, embed_dim=dim)
+    rows: dict = {}
+
+    def build_local() -> CorpusMemory:
+        writer = MemoryWriter(work / "memory", dim)
+        for block, batch in enumerate(read_stored(store, BLOCK)):
+            writer.add(batch.ids, batch.vectors, key_vectors(block, batch.vectors), np.arange(len(batch.ids)))
+        writer.close()
+        return CorpusMemory.load(work / "memory")
+    memory = timed(rows, "memory_local_build_s", build_local)
+    rows["memory_local_mb"] = round(sum(p.stat().st_size for p in (work / "memory").iterdir()) / 2**20, 1)
+    index = timed(rows, "memory_local_faiss_build_s", lambda: IVFIndex(memory.keys))
+    start = time.perf_counter()
+    _, found = index.search(q, 10)
+    rows["memory_local_faiss_ms_per_lookup"] = round((time.perf_counter() - start) * 1000 / len(q), 2)
+    rows["memory_local_faiss_recall@10"] = round(recall_at_k([[memory.chunk_ids[memory.owner[r]] for r in row if r >= 0] for row in found], ids_exact, 10), 4)
+    rows["memory_local_peak_rss_mb"] = peak_rss_mb()
+    return {k.replace("peak_rss_after_memory_local", "memory_local_peak_rss_after"): v for k, v in rows.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--pairs", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=10_000)
+    parser.add_argument("--pairs", type=int, default=20_000, help="training (query, chunk) pairs")
+    parser.add_argument("--sample", type=int, default=50_000, help="other chunks read for training")
+    parser.add_argument("--queries", type=int, default=2_000, help="evaluation queries")
+    parser.add_argument("--no-ann", action="store_true", help="skip the IVFFlat index on the chunks (its build takes long past 1M rows)")
+    parser.add_argument("--lookups", type=int, default=1_000, help="memory key lookups timed")
+    parser.add_argument("--local-memory-max", type=int, default=1_000_000, help="build the local .npy memory up to this many chunks")
     parser.add_argument("--batch", type=int, default=20_000, help="rows per read from the server")
     parser.add_argument("--ivf-lists", type=int, default=1000)
     parser.add_argument("--probes", type=int, default=10)
@@ -140,7 +223,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     centers = unit(rng.standard_normal((max(1, args.chunks // 100), args.dim)).astype(np.float32))
-    rows: dict = {"chunks": args.chunks, "dim": args.dim, "pairs": args.pairs, "queries": args.queries}
+    rows: dict = {"chunks": args.chunks, "dim": args.dim, "pairs": args.pairs, "sample": args.sample, "queries": args.queries}
     work = Path(tempfile.mkdtemp(prefix="adapterkit-pgbench-"))
     with LocalPostgres(work / "pg") as pg:
         store = pg.vector_store("bench", embed_dim=args.dim, hnsw=False)
@@ -152,49 +235,38 @@ def main() -> None:
         timed(rows, "read_stream_s", lambda: sum(len(b.ids) for b in read_stored(store, args.batch)))
         model = LookupEmbedding(embed_batch_size=2048)
         cache = EmbeddingCache(work / "cache")
-        corpus = timed(rows, "read_into_cache_s", lambda: cache_stored_vectors(store, model, cache=cache, batch_size=args.batch))
 
-        # Training pairs: each query is a noisy copy of its chunk's vector.
-        ids = list(corpus)
-        chosen = rng.choice(len(ids), size=args.pairs, replace=False)
+        # Training pairs: each query is a noisy copy of its chunk's vector (node ids are n0, n1, ...).
+        chosen = rng.choice(args.chunks, size=args.pairs, replace=False)
         noisy = lambda rows_: unit(rows_of(rows_, centers, args.chunks) + 0.4 * rng.standard_normal((len(rows_), args.dim)).astype(np.float32) / np.sqrt(args.dim))  # noqa: E731
         model.add([f"query {i}" for i in chosen], noisy(chosen))
-        train = EmbeddingQAFinetuneDataset(queries={f"q{i}": f"query {i}" for i in chosen}, corpus=corpus,
-                                           relevant_docs={f"q{i}": [ids[i]] for i in chosen})
+        drawn = timed(rows, "read_for_training_s", lambda: sample_stored_corpus(
+            store, model, keep={f"n{i}" for i in chosen}, sample=args.sample, cache=cache, batch_size=args.batch))
+        rows["training_chunks"] = len(drawn.corpus)
+        train = EmbeddingQAFinetuneDataset(queries={f"q{i}": f"query {i}" for i in chosen}, corpus=drawn.corpus,
+                                           relevant_docs={f"q{i}": [f"n{i}"] for i in chosen})
         engine = timed(rows, "engine_from_cache_s", lambda: EmbeddingAdapterFinetuneEngine(
-            train, model, cache=cache, negatives="in_batch", batch_size=256, epochs=1, show_progress=False,
+            train, model, cache=cache, negatives="in_batch", batch_size=256, epochs=1, show_progress=False, corpus_memory=False,
             model_output_path=work / "adapter"))
         timed(rows, "train_s", engine.finetune)
 
-        def build_memory() -> CorpusMemory:
-            writer = MemoryWriter(work / "memory", args.dim)
-            for batch in read_stored(store, args.batch):
-                keys = unit(batch.vectors + 0.5 * rng.standard_normal(batch.vectors.shape).astype(np.float32) / np.sqrt(args.dim))
-                writer.add(batch.ids, batch.vectors, keys, np.arange(len(batch.ids)))
-            writer.close()
-            return CorpusMemory.load(work / "memory")
-        memory = timed(rows, "memory_build_s", build_memory)
-        rows["memory_mb"] = round(sum(p.stat().st_size for p in (work / "memory").iterdir()) / 2**20, 1)
-        del memory
+        memories(rows, pg, store, work, centers, args)
 
-        picked = rng.choice(len(ids), size=args.queries, replace=False)
+        picked = rng.choice(args.chunks, size=args.queries, replace=False)
         queries = engine.model(torch.as_tensor(noisy(picked))).detach().numpy()
         exact, _ = timed(rows, "exact_eval_streamed_s", lambda: exact_top_k(queries, read_stored(store, args.batch), 10))
-        rows["exact_hit@10"] = round(float(np.mean([ids[p] in e for p, e in zip(picked, exact)])), 4)
-        timed(rows, "ivfflat_build_s", lambda: pg.psql(
-            f"SET maintenance_work_mem = '2GB'; CREATE INDEX ON {table} USING ivfflat (embedding vector_cosine_ops) WITH (lists = {args.ivf_lists});"))
-        pg.psql(f"ALTER DATABASE postgres SET ivfflat.probes = {args.probes};")
-        store_ann = pg.vector_store("bench", embed_dim=args.dim, hnsw=False)  # new connections see the probes setting
-        found = timed(rows, "ivfflat_eval_s", lambda: store_top_k(store_ann, queries, 10))
-        rows["ivfflat_recall@10"] = round(recall_at_k(found, exact, 10), 4)
-        rows["ivfflat_ms_per_query"] = round(rows["ivfflat_eval_s"] * 1000 / args.queries, 2)
+        rows["exact_hit@10"] = round(float(np.mean([f"n{p}" in e for p, e in zip(picked, exact)])), 4)
+        if not args.no_ann:
+            ann_eval(rows, pg, store, table, queries, exact, args)
         rows["server_data_mb"] = round(sum(p.stat().st_size for p in (work / "pg").rglob("*") if p.is_file()) / 2**20, 1)
     rows["peak_rss_mb"] = peak_rss_mb()
+    rows["provenance"] = provenance()
     print(json.dumps(rows, indent=2))
     if args.output:
         Path(args.output + ".json").write_text(json.dumps(rows, indent=2) + "\n")
-        command = f"python benchmarks/bench_pgvector.py --chunks {args.chunks} --pairs {args.pairs} --queries {args.queries} --output {args.output}"
-        table_md = "\n".join(f"| {k} | {v} |" for k, v in rows.items())
+        command = (f"python benchmarks/bench_pgvector.py --chunks {args.chunks} --pairs {args.pairs} --sample {args.sample} "
+                   f"--queries {args.queries}{' --no-ann' if args.no_ann else ''} --output {args.output}")
+        table_md = "\n".join(f"| {k} | {v} |" for k, v in rows.items() if k != "provenance")
         Path(args.output + ".md").write_text(f"# Stored vectors in PostgreSQL + pgvector: {args.chunks:,} chunks ({args.dim}-d, synthetic)\n\n"
                                              f"`{command}`\n\n| measure | value |\n|---|---|\n{table_md}\n")
 
