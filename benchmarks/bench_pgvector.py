@@ -164,7 +164,7 @@ def memories(rows: dict, pg: LocalPostgres, store, work: Path, centers: np.ndarr
         with PgMemoryWriter(pg.url(), "bench_memory", args.dim, index="ivfflat", top_k=10) as writer:
             for block, batch in enumerate(read_stored(store, BLOCK)):
                 writer.add(batch.ids, batch.vectors, key_vectors(block, batch.vectors), np.arange(len(batch.ids)))
-        return PgMemory(pg.url(), "bench_memory", probes=args.probes)
+        return PgMemory(pg.url(), "bench_memory")  # probes: the square root of the lists
     db = timed(rows, "memory_db_build_s", build_db)
     rows["memory_db_mb"] = round(int(pg.psql("SELECT pg_total_relation_size('bench_memory');").split()[2]) / 2**20, 1)
 

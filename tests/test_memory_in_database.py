@@ -121,4 +121,5 @@ def test_an_ivfflat_memory_finds_the_exact_keys_when_it_probes_every_list(pg, lo
     every = PgMemory(pg.url(), "ivf_sentences", probes=4)
     questions = list(take(val_full, 12).queries.values())[:10]
     q = torch.as_tensor(np.stack([bge.get_query_embedding(t) for t in questions]))
-    assert db.get_config_dict()["index"] == "ivfflat" and torch.allclose(every.pull(q), local.pull(q), atol=1e-5)
+    assert db.get_config_dict()["index"] == "ivfflat" and db.probes == 2  # by default the square root of the lists
+    assert torch.allclose(every.pull(q), local.pull(q), atol=1e-5)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import struct
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
@@ -236,10 +237,11 @@ class PgMemory:
         url: the server (a SQLAlchemy URL).
         name: the memory's table, as written by ``PgMemoryWriter``.
         ef_search: HNSW candidates per lookup (pgvector's ``hnsw.ef_search``; at least ``top_k``).
-        probes: IVFFlat lists scanned per lookup (``ivfflat.probes``).
+        probes: IVFFlat lists scanned per lookup (``ivfflat.probes``); default the square root of the
+            lists, pgvector's own advice (1M keys, 1,000 lists: 32 probes).
     """
 
-    def __init__(self, url: str, name: str, ef_search: int = 100, probes: int = 10) -> None:
+    def __init__(self, url: str, name: str, ef_search: int = 100, probes: Optional[int] = None) -> None:
         self.url, self.name = url, _check_name(name)
         self._conn = _connect(url)
         with self._conn, self._conn.cursor() as cur:
@@ -256,9 +258,11 @@ class PgMemory:
             self.dim, self.key_dim = int(config["dim"]), int(config["key_dim"])
             self.weight, self.temperature, self.top_k = float(config["weight"]), float(config["temperature"]), int(config["top_k"])
             self.index = config.get("index", "hnsw")
+            lists = int(config.get("lists", 1))
         except (ValueError, KeyError, TypeError) as exc:
             raise PgMemoryError(f"The record of memory {name!r} in {META_TABLE} is damaged ({exc}): build the memory again.") from exc
-        self.ef_search, self.probes = max(int(ef_search), self.top_k), int(probes)
+        self.ef_search = max(int(ef_search), self.top_k)
+        self.probes = int(probes) if probes is not None else max(1, math.ceil(math.sqrt(lists)))
 
     def __len__(self) -> int:
         with self._conn, self._conn.cursor() as cur:
