@@ -40,7 +40,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
         embed_batch_size: texts per base-model call.
         cache: base embeddings go through adapterkit's disk cache (an ``EmbeddingCache``, a folder,
             None for the default folder, or False to call the base model directly).
-        memory: ``CorpusMemory`` objects (one or a list) composed with the adapter at query time, or a
+        memory: ``CorpusMemory`` or ``PgMemory`` objects (one or a list) composed with the adapter at query time, or a
             folder of them; None: those saved beside the adapter (``<adapter_path>/memory``), if any;
             False: none.
         normalize: return unit-length query vectors, as the base model's are, so that dot-product

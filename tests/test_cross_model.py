@@ -140,7 +140,6 @@ class FirstCoordinates(BaseEmbedding):
 
 def test_an_index_of_another_dimension_is_handled_memories_included(tmp_path, val_full, bge):
     from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine
-
     from conftest import take
 
     uber = take(val_full, 140)  # the chunks (and so the bge vectors) of the PostgreSQL cross-model test

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_cross_model import FirstCoordinates
 
 from adapterkit import AdapterEmbeddingModel, LinearLayer
 from adapterkit.memory.corpus_memory import CorpusMemory, _text_hash
@@ -37,9 +38,9 @@ def _write(url, name, memory, batches=2, **options):
 
 
 def test_a_database_memory_pulls_as_the_local_one_does(pg, local, val_full, bge, tmp_path, monkeypatch):
-    from adapterkit.memory import pg_memory
+    from adapterkit.memory import pg_rows
 
-    monkeypatch.setattr(pg_memory, "COPY_ROWS", 5)  # several COPY statements per batch
+    monkeypatch.setattr(pg_rows, "COPY_ROWS", 5)  # several COPY statements per batch
     url = pg.url()
     db = _write(url, "uber_sentences", local).finish()
     assert len(db) == len(local.chunk_ids) and db.key_count() == len(local.keys)
@@ -56,8 +57,10 @@ def test_a_database_memory_pulls_as_the_local_one_does(pg, local, val_full, bge,
 
 
 def test_the_database_memory_follows_the_index(pg, local, val_full, bge):
+    from adapterkit.embeddings import model_identity
+
     url = pg.url()
-    db = _write(url, "follows", local).finish()
+    db = _write(url, "follows", local, key_model=model_identity(bge), chunk_model=model_identity(bge)).finish()
     mirror = CorpusMemory.from_corpus(take(val_full, 12).corpus, bge, index="exact")
     corpus = dict(take(val_full, 12).corpus)
     first = next(iter(corpus))
@@ -70,6 +73,8 @@ def test_the_database_memory_follows_the_index(pg, local, val_full, bge):
     assert torch.allclose(db.pull(q), mirror.pull(q), atol=1e-5)
     assert db.update(corpus, bge) == {"added": 0, "changed": 0, "removed": 0, "unchanged": 12}
     assert db.remove(["new-chunk", "not-held"]) == 1 and "new-chunk" not in db.chunk_hashes()
+    with pytest.raises(ValueError, match="pass the model they came from"):  # vectors of another model never mix in
+        db.update(corpus, FirstCoordinates(bge))
 
 
 def test_an_unfinished_build_is_never_read_and_resumes(pg, local):
@@ -91,10 +96,17 @@ def test_an_unfinished_build_is_never_read_and_resumes(pg, local):
     with pytest.raises(PgMemoryError):
         PgMemory(url, "cut_off")
     again = PgMemoryWriter(url, "cut_off", local.dim, resume=True)
-    assert again.written == set(local.chunk_ids[:half])
+    # everything offered again: only the chunks the first writer had not written are
     assert _write_rest(again, local, 0) == len(local.keys[np.isin(local.owner, range(half, len(local.chunk_ids)))])
+    assert _write_rest(again, local, 0) == 0  # a chunk offered twice is held once
     done = again.finish()
     assert len(done) == len(local.chunk_ids) and done.key_count() == len(local.keys)
+    assert again.finish().key_count() == len(local.keys)  # finishing twice (with-block and call) is harmless
+    with pytest.raises(RuntimeError, match="died"):
+        with _write(url, "other_dim", local):
+            raise RuntimeError("died")
+    with pytest.raises(PgMemoryError, match="resume=False"):  # resuming it with another dimension
+        PgMemoryWriter(url, "other_dim", 8, resume=True)
 
 
 def _write_rest(writer, memory, start):
@@ -105,10 +117,30 @@ def _write_rest(writer, memory, start):
 
 
 def test_bad_names_options_and_vectors_are_errors(pg):
-    with pytest.raises(ValueError, match="lower-case"):
-        PgMemoryWriter(pg.url(), "Robert'); DROP TABLE x;--", 4)
+    for name in ("Robert'); DROP TABLE x;--", "memory\n"):
+        with pytest.raises(ValueError, match="lower-case"):
+            PgMemoryWriter(pg.url(), name, 4)
     with pytest.raises(ValueError, match="Unknown PgMemory options"):
         PgMemoryWriter(pg.url(), "opts", 4, nprobe=3)
+    with pytest.raises(ValueError, match="top_k >= 1"):
+        PgMemoryWriter(pg.url(), "opts", 4, top_k=0)
+    with pytest.raises(ValueError, match="index='ivfflat'"):
+        PgMemoryWriter(pg.url(), "opts", 4, lists=10)
+    pg.psql("CREATE TABLE users_own_table (x int); INSERT INTO users_own_table VALUES (1);")
+    with pytest.raises(PgMemoryError, match="not an adapterkit memory"):  # never replaced by a memory
+        PgMemoryWriter(pg.url(), "users_own_table", 4)
+    assert "1 row" in pg.psql("SELECT count(*) FROM users_own_table;")
+    # a reserved word is a name like any other; a chunk without keys is held and never found
+    with PgMemoryWriter(pg.url(), "order", 4, index="ivfflat") as writer:
+        writer.add(["a", "b"], np.eye(2, 4), np.eye(1, 4), np.array([0]), ["h1", "h2"])
+    memory = PgMemory(pg.url(), "order")
+    assert memory.chunk_hashes() == {"a": "h1", "b": "h2"} and memory.key_count() == 1
+    sims, ids, _ = memory.lookup(np.eye(2, 4)[1:])
+    assert ids == [["a"]] and sims[0, 1] == -np.inf
+    with pytest.raises(ValueError, match="4-dimensional"):
+        memory.lookup(np.ones((1, 8)))
+    with pytest.raises(ValueError, match="probes for IVFFlat"):
+        PgMemory(pg.url(), "order", ef_search=50)
     writer = PgMemoryWriter(pg.url(), "bad_vectors", 4)
     with pytest.raises(ValueError, match="finite"):
         writer.add(["a"], np.array([[np.nan, 0, 0, 1]]), np.ones((1, 4)), np.array([0]))

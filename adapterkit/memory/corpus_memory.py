@@ -220,14 +220,7 @@ class CorpusMemory:
         return counts
 
     def _check_models(self, embed_model: BaseEmbedding, index_model: Optional[BaseEmbedding]) -> None:
-        """Refuse models other than those the memory's keys and chunk vectors came from."""
-        pairs = (("keys", self.key_model, embed_model, "embed_model"), ("chunk vectors", self.chunk_model, index_model or embed_model, "index_model"))
-        for what, recorded, model, arg in pairs:
-            if recorded is not None and model_identity(model) != recorded:
-                hint = ("; an index built by another model than the queries needs index_model=<that model>"
-                        if arg == "index_model" and index_model is None else "")
-                raise ValueError(f"This memory's {what} are vectors of {recorded}, not of {model_identity(model)}: pass the model "
-                                 f"they came from as {arg}{hint}.")
+        check_models(self.key_model, self.chunk_model, embed_model, index_model)
 
     # ------------------------------------------------------------------ query time
 
@@ -401,6 +394,18 @@ def load_memories(folder: PathLike) -> List[CorpusMemory]:
     if not found:
         raise MemoryLoadError(f"{folder} holds no corpus memory (no {MEMORY_FILE} in it or in a subfolder).")
     return [CorpusMemory.load(p) for p in found]
+
+
+def check_models(key_model: Optional[str], chunk_model: Optional[str], embed_model: BaseEmbedding,
+                 index_model: Optional[BaseEmbedding]) -> None:
+    """Refuse models other than those a memory's keys and chunk vectors came from (identities recorded, or None)."""
+    pairs = (("keys", key_model, embed_model, "embed_model"), ("chunk vectors", chunk_model, index_model or embed_model, "index_model"))
+    for what, recorded, model, arg in pairs:
+        if recorded is not None and model_identity(model) != recorded:
+            hint = ("; an index built by another model than the queries needs index_model=<that model>"
+                    if arg == "index_model" and index_model is None else "")
+            raise ValueError(f"This memory's {what} are vectors of {recorded}, not of {model_identity(model)}: pass the model "
+                             f"they came from as {arg}{hint}.")
 
 
 def pull_from(sims: np.ndarray, chunk_vectors: torch.Tensor, temperature: float, weight: float) -> torch.Tensor:

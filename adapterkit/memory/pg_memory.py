@@ -22,20 +22,19 @@ new writer with ``resume=True`` continues it, skipping the chunks already writte
 Example::
 
     with PgMemoryWriter(store.connection_string, "uber_sentences", dim=384) as writer:
-        for ids, chunk_vecs, key_vecs, key_chunk in batches:
-            writer.add(ids, chunk_vecs, key_vecs, key_chunk)
+        for ids, chunk_vecs, key_vecs, key_chunk, text_hashes in batches:
+            writer.add(ids, chunk_vecs, key_vecs, key_chunk, text_hashes)  # hashes: what update() compares
     memory = PgMemory(store.connection_string, "uber_sentences")
     model = AdapterEmbeddingModel(base, "model_output", memory=[memory])
 """
 
 from __future__ import annotations
 
-import io
+import copy
 import json
 import math
 import re
-import struct
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -44,11 +43,13 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from adapterkit.cache import embed_texts
 from adapterkit.data.documents import chunk_sentences
-from adapterkit.memory.corpus_memory import _text_hash, apply_memories, pull_from
+from adapterkit.memory.corpus_memory import CorpusMemory, _text_hash, apply_memories, check_models, pull_from
+from adapterkit.memory.pg_rows import copy_rows, key_rows
 from adapterkit.metrics import unit_rows
 
 META_TABLE = "adapterkit_memories"  # name, config (JSON), ready: a memory is read only once ready
-_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")  # PostgreSQL names stop at 63 bytes; the staging table and indexes add 19
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")  # PostgreSQL names stop at 63 bytes; the staging table and indexes add 19
+LOOKUP_BATCH = 256  # queries per round trip: bounds the rows fetched at once
 
 
 class PgMemoryError(ValueError):
@@ -68,58 +69,25 @@ def _connect(url: str) -> Any:
     return psycopg2.connect(*args, **kwargs)
 
 
-def _lost(name: str, exc: Exception) -> PgMemoryError:
-    return PgMemoryError(f"Writing memory {name!r} failed ({type(exc).__name__}: {str(exc).strip()}); that batch was rolled back and "
-                         "nothing unfinished is ever read. Continue with PgMemoryWriter(..., resume=True) once the server is back.")
+def _failed(name: str, exc: Exception) -> PgMemoryError:
+    """The error for a failed write: the server gone (resume later), or the data refused (fix it)."""
+    import psycopg2
+
+    said = f"Writing memory {name!r} failed ({type(exc).__name__}: {str(exc).strip()}); that batch was rolled back and nothing unfinished is ever read."
+    if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        return PgMemoryError(f"{said} Continue with PgMemoryWriter(..., resume=True) once the server is back.")
+    return PgMemoryError(f"{said} The server refused the rows: fix them and write the batch again.")
+
+
+def _q(name: str) -> str:
+    """A checked name, quoted: a reserved word (``order``, ``user``) is a valid memory name too."""
+    return f'"{name}"'
 
 
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"A memory name is 1-40 lower-case letters, digits or _ (starting with a letter or _), got {name!r}.")
     return name
-
-
-def _vector_field(vector: Optional[np.ndarray]) -> bytes:
-    """One pgvector value in COPY's binary format (NULL when ``vector`` is None)."""
-    if vector is None:
-        return struct.pack("!i", -1)
-    data = np.asarray(vector, dtype=">f4").tobytes()
-    return struct.pack("!ihh", 4 + len(data), len(vector), 0) + data
-
-
-def _text_field(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack("!i", len(data)) + data
-
-
-COPY_ROWS = 8192  # rows per COPY statement, all in one transaction: what is held in memory at once while writing
-
-
-def _copy_rows(cur: Any, table: str, rows: Iterable[tuple]) -> int:
-    """COPY (chunk_id, chunk_hash, key, chunk) rows in the binary format, ``COPY_ROWS`` at a time; returns how many."""
-    head, tail = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0), struct.pack("!h", -1)
-    parts: List[bytes] = []
-    n = 0
-    for chunk_id, chunk_hash, key, chunk in rows:
-        parts.append(struct.pack("!h", 4) + _text_field(chunk_id) + _text_field(chunk_hash) + _vector_field(key) + _vector_field(chunk))
-        n += 1
-        if len(parts) == COPY_ROWS:
-            cur.copy_expert(f"COPY {table} (chunk_id, chunk_hash, key, chunk) FROM STDIN WITH (FORMAT binary)", io.BytesIO(b"".join([head, *parts, tail])))
-            parts = []
-    if parts:
-        cur.copy_expert(f"COPY {table} (chunk_id, chunk_hash, key, chunk) FROM STDIN WITH (FORMAT binary)", io.BytesIO(b"".join([head, *parts, tail])))
-    return n
-
-
-def _rows(chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
-          hashes: Sequence[str]) -> Iterable[tuple]:
-    """A row per key, and a keyless row for a chunk without keys."""
-    has_key = np.zeros(len(chunk_ids), dtype=bool)
-    for key, owner in zip(key_vectors, key_chunk.tolist()):
-        has_key[owner] = True
-        yield str(chunk_ids[owner]), hashes[owner], key, chunk_vectors[owner]
-    for row in np.flatnonzero(~has_key).tolist():
-        yield str(chunk_ids[row]), hashes[row], None, chunk_vectors[row]
 
 
 def _checked(chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
@@ -137,10 +105,28 @@ def _checked(chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: n
 
 
 def _create(cur: Any, table: str, dim: int, key_dim: int) -> None:
-    cur.execute(f"CREATE TABLE IF NOT EXISTS {table} (row_id bigserial PRIMARY KEY, chunk_id text NOT NULL, "
+    cur.execute(f"CREATE TABLE IF NOT EXISTS {_q(table)} (row_id bigserial PRIMARY KEY, chunk_id text NOT NULL, "
                 f"chunk_hash text NOT NULL, key vector({key_dim}), chunk vector({dim}) NOT NULL)")
-    cur.execute(f"CREATE INDEX IF NOT EXISTS {table}_chunk_id ON {table} (chunk_id)")
+    cur.execute(f"CREATE INDEX IF NOT EXISTS {_q(table + '_chunk_id')} ON {_q(table)} (chunk_id)")
     cur.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (name text PRIMARY KEY, config text NOT NULL, ready boolean NOT NULL)")
+
+
+def _not_a_memory(cur: Any, name: str) -> bool:
+    """Whether a table ``name`` exists that is not a memory (a build must never replace the user's own table)."""
+    cur.execute("SELECT to_regclass(%s)", (_q(name),))
+    if cur.fetchone()[0] is None:
+        return False
+    cur.execute("SELECT to_regclass(%s)", (META_TABLE,))
+    if cur.fetchone()[0] is None:
+        return True
+    cur.execute(f"SELECT 1 FROM {META_TABLE} WHERE name = %s", (name,))
+    return cur.fetchone() is None
+
+
+def _column_types(cur: Any, table: str) -> Dict[str, str]:
+    cur.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                "AND attname IN ('key', 'chunk')", (_q(table),))
+    return dict(cur.fetchall())
 
 
 class PgMemoryWriter:
@@ -149,75 +135,104 @@ class PgMemoryWriter:
 
     Args:
         url: the server (a SQLAlchemy URL, e.g. ``PGVectorStore.connection_string``).
-        name: the memory's table name.
+        name: the memory's table name (lower-case letters, digits, _); never an existing table that is not a memory.
         dim: the chunk vectors' dimension.
         key_dim: the keys' dimension (default ``dim``; another when queries come from another model).
-        resume: continue a staging table an earlier writer left (its chunks are skipped); else start afresh.
+        resume: continue a staging table an earlier writer left; else start afresh.
         index: the keys' ANN index, ``"hnsw"`` or ``"ivfflat"``.
-        lists: IVFFlat lists (default: the square root of the key count).
+        lists: IVFFlat lists (default: the square root of the key count); only with ``index="ivfflat"``.
+        key_model, chunk_model: identities (``model_identity``) of the models behind the keys and the
+            chunk vectors; recorded, so that ``PgMemory.update`` refuses other models.
         options: weight, temperature, top_k (as ``CorpusMemory``).
+
+    A chunk already in the staging table (written before a resume, or twice) is skipped by ``add``.
     """
 
     def __init__(self, url: str, name: str, dim: int, key_dim: Optional[int] = None, resume: bool = False, index: str = "hnsw",
-                 lists: Optional[int] = None, **options: Any) -> None:
+                 lists: Optional[int] = None, key_model: Optional[str] = None, chunk_model: Optional[str] = None,
+                 **options: Any) -> None:
         if index not in ("hnsw", "ivfflat"):
             raise ValueError(f"index must be 'hnsw' or 'ivfflat', got {index!r}.")
-        self.url, self.name, self.dim = url, _check_name(name), int(dim)
-        self.key_dim = int(key_dim or dim)
-        self.index, self.lists = index, lists
-        self.options = {"weight": 0.25, "temperature": 100.0, "top_k": 32, **options}
-        unknown = set(self.options) - {"weight", "temperature", "top_k"}
+        if lists is not None and (index != "ivfflat" or isinstance(lists, bool) or not isinstance(lists, int) or lists < 1):
+            raise ValueError(f"lists sizes an IVFFlat index: an int >= 1 with index='ivfflat' (got lists={lists!r}, index={index!r}).")
+        unknown = set(options) - {"weight", "temperature", "top_k"}
         if unknown:
             raise ValueError(f"Unknown PgMemory options {sorted(unknown)}: use weight, temperature, top_k.")
+        checked = CorpusMemory(dim, key_dim=key_dim, **options)  # the same checks of dim, weight, temperature and top_k
+        self.url, self.name, self.dim, self.key_dim = url, _check_name(name), checked.dim, checked.key_dim
+        self.index, self.lists = index, lists
+        self.options = {"weight": checked.weight, "temperature": checked.temperature, "top_k": checked.top_k,
+                        "key_model": key_model, "chunk_model": chunk_model}
         self.staging = f"{name}__building"
+        self._finished = False
         self._conn = _connect(url)
-        with self._conn, self._conn.cursor() as cur:
-            if not resume:
-                cur.execute(f"DROP TABLE IF EXISTS {self.staging}")
-            _create(cur, self.staging, self.dim, self.key_dim)
-            cur.execute(f"SELECT DISTINCT chunk_id FROM {self.staging}")
-            self.written: Set[str] = {r[0] for r in cur.fetchall()}  # by an earlier writer (resume); skipped by add
+        try:
+            with self._conn, self._conn.cursor() as cur:
+                if _not_a_memory(cur, name):
+                    raise PgMemoryError(f"A table {name!r} exists on this server and is not an adapterkit memory: choose another name.")
+                if not resume:
+                    cur.execute(f"DROP TABLE IF EXISTS {_q(self.staging)}")
+                held = _column_types(cur, self.staging)
+                want = {"key": f"vector({self.key_dim})", "chunk": f"vector({self.dim})"}
+                if held and held != want:
+                    raise PgMemoryError(f"The unfinished build of {name!r} holds {held}, not {want}: start afresh with resume=False.")
+                _create(cur, self.staging, self.dim, self.key_dim)
+        except BaseException:
+            self._conn.close()
+            raise
 
     def add(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
             text_hashes: Optional[Sequence[str]] = None) -> int:
-        """Append chunks and their keys (one transaction); chunks a resumed build already holds are skipped."""
-        chunk_vectors, key_vectors, key_chunk = _checked(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim)
-        hashes = list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
-        new = np.array([str(c) not in self.written for c in chunk_ids], dtype=bool)
-        if not new.any():
-            return 0
-        keep = new[key_chunk] if len(key_chunk) else np.zeros(0, dtype=bool)
-        renumber = np.cumsum(new) - 1
-        ids = [str(c) for c, n in zip(chunk_ids, new) if n]
+        """Append chunks and their keys in one transaction; returns the rows written (chunks already held are skipped).
+
+        ``text_hashes``: a hash of each chunk's text (``update`` re-embeds a chunk whose hash differs;
+        without them, the first ``update`` re-embeds every chunk)."""
         import psycopg2
 
+        chunk_vectors, key_vectors, key_chunk = _checked(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim)
+        hashes = list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
+        ids = [str(c) for c in chunk_ids]
         try:
             with self._conn, self._conn.cursor() as cur:
-                n = _copy_rows(cur, self.staging, _rows(ids, chunk_vectors[new], key_vectors[keep], renumber[key_chunk[keep]],
-                                                       [h for h, n in zip(hashes, new) if n]))
+                cur.execute(f"SELECT DISTINCT chunk_id FROM {_q(self.staging)} WHERE chunk_id = ANY(%s)", (ids,))
+                held = {r[0] for r in cur.fetchall()}
+                new = np.array([c not in held for c in ids], dtype=bool)
+                if not new.any():
+                    return 0
+                keep = new[key_chunk] if len(key_chunk) else np.zeros(0, dtype=bool)
+                renumber = np.cumsum(new) - 1
+                return copy_rows(cur, self.staging, key_rows([c for c, n in zip(ids, new) if n], chunk_vectors[new], key_vectors[keep],
+                                                           renumber[key_chunk[keep]], [h for h, n in zip(hashes, new) if n]))
         except psycopg2.Error as exc:
-            raise _lost(self.name, exc) from exc
-        return n
+            raise _failed(self.name, exc) from exc
 
     def finish(self) -> "PgMemory":
         """Index the keys and make the staging table the memory ``name`` (replacing an older one) in one transaction."""
+        if self._finished:
+            return PgMemory(self.url, self.name)
         config = {"dim": self.dim, "key_dim": self.key_dim, "index": self.index, **self.options}
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute("SET LOCAL maintenance_work_mem = '1GB'")  # an index built in memory builds many times faster
-            if self.index == "ivfflat":
-                cur.execute(f"SELECT count(key) FROM {self.staging}")
-                lists = self.lists or max(1, int(cur.fetchone()[0] ** 0.5))
-                cur.execute(f"CREATE INDEX {self.staging}_key ON {self.staging} USING ivfflat (key vector_cosine_ops) WITH (lists = {int(lists)})")
-                config["lists"] = int(lists)
-            else:
-                cur.execute(f"CREATE INDEX {self.staging}_key ON {self.staging} USING hnsw (key vector_cosine_ops)")
-            cur.execute(f"DROP TABLE IF EXISTS {self.name}")
-            cur.execute(f"ALTER TABLE {self.staging} RENAME TO {self.name}")
-            cur.execute(f"ALTER INDEX {self.staging}_key RENAME TO {self.name}_key")
-            cur.execute(f"ALTER INDEX {self.staging}_chunk_id RENAME TO {self.name}_chunk_id")
-            cur.execute(f"INSERT INTO {META_TABLE} (name, config, ready) VALUES (%s, %s, true) "
-                        "ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config, ready = true", (self.name, json.dumps(config)))
-        self._conn.close()
+        staging, table = _q(self.staging), _q(self.name)
+        try:
+            with self._conn, self._conn.cursor() as cur:
+                if _not_a_memory(cur, self.name):  # made since this writer opened
+                    raise PgMemoryError(f"A table {self.name!r} exists on this server and is not an adapterkit memory: choose another name.")
+                cur.execute("SET LOCAL maintenance_work_mem = '1GB'")  # an index built in memory builds many times faster
+                if self.index == "ivfflat":
+                    cur.execute(f"SELECT count(key) FROM {staging}")
+                    lists = self.lists or max(1, int(cur.fetchone()[0] ** 0.5))
+                    cur.execute(f"CREATE INDEX {_q(self.staging + '_key')} ON {staging} USING ivfflat (key vector_cosine_ops) WITH (lists = {int(lists)})")
+                    config["lists"] = int(lists)
+                else:
+                    cur.execute(f"CREATE INDEX {_q(self.staging + '_key')} ON {staging} USING hnsw (key vector_cosine_ops)")
+                cur.execute(f"DROP TABLE IF EXISTS {table}")
+                cur.execute(f"ALTER TABLE {staging} RENAME TO {table}")
+                cur.execute(f"ALTER INDEX {_q(self.staging + '_key')} RENAME TO {_q(self.name + '_key')}")
+                cur.execute(f"ALTER INDEX {_q(self.staging + '_chunk_id')} RENAME TO {_q(self.name + '_chunk_id')}")
+                cur.execute(f"INSERT INTO {META_TABLE} (name, config, ready) VALUES (%s, %s, true) "
+                            "ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config, ready = true", (self.name, json.dumps(config)))
+            self._finished = True
+        finally:
+            self._conn.close()
         return PgMemory(self.url, self.name)
 
     def __enter__(self) -> "PgMemoryWriter":
@@ -236,12 +251,13 @@ class PgMemory:
     Args:
         url: the server (a SQLAlchemy URL).
         name: the memory's table, as written by ``PgMemoryWriter``.
-        ef_search: HNSW candidates per lookup (pgvector's ``hnsw.ef_search``; at least ``top_k``).
+        ef_search: HNSW candidates per lookup (pgvector's ``hnsw.ef_search``; default 100, at least
+            ``top_k``); only for an HNSW memory.
         probes: IVFFlat lists scanned per lookup (``ivfflat.probes``); default the square root of the
-            lists, pgvector's own advice (1M keys, 1,000 lists: 32 probes).
+            lists, pgvector's own advice (1M keys, 1,000 lists: 32 probes); only for an IVFFlat memory.
     """
 
-    def __init__(self, url: str, name: str, ef_search: int = 100, probes: Optional[int] = None) -> None:
+    def __init__(self, url: str, name: str, ef_search: Optional[int] = None, probes: Optional[int] = None) -> None:
         self.url, self.name = url, _check_name(name)
         self._conn = _connect(url)
         with self._conn, self._conn.cursor() as cur:
@@ -259,24 +275,28 @@ class PgMemory:
             self.weight, self.temperature, self.top_k = float(config["weight"]), float(config["temperature"]), int(config["top_k"])
             self.index = config.get("index", "hnsw")
             lists = int(config.get("lists", 1))
+            self.key_model, self.chunk_model = config.get("key_model"), config.get("chunk_model")
         except (ValueError, KeyError, TypeError) as exc:
             raise PgMemoryError(f"The record of memory {name!r} in {META_TABLE} is damaged ({exc}): build the memory again.") from exc
-        self.ef_search = max(int(ef_search), self.top_k)
+        if (ef_search is not None and self.index != "hnsw") or (probes is not None and self.index != "ivfflat"):
+            raise ValueError(f"Memory {name!r} has an {self.index} index: ef_search is for HNSW, probes for IVFFlat.")
+        self.ef_search = max(int(ef_search or 100), self.top_k)
         self.probes = int(probes) if probes is not None else max(1, math.ceil(math.sqrt(lists)))
 
     def __len__(self) -> int:
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(f"SELECT count(DISTINCT chunk_id) FROM {self.name}")
+            cur.execute(f"SELECT count(DISTINCT chunk_id) FROM {_q(self.name)}")
             return int(cur.fetchone()[0])
 
     def key_count(self) -> int:
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(f"SELECT count(key) FROM {self.name}")
+            cur.execute(f"SELECT count(key) FROM {_q(self.name)}")
             return int(cur.fetchone()[0])
 
     def with_pull(self, weight: float, temperature: Optional[float] = None) -> "PgMemory":
         """The same table with another pull (a new connection); this one is left as it is."""
-        other = PgMemory(self.url, self.name, self.ef_search, self.probes)
+        other = copy.copy(self)
+        other._conn = _connect(self.url)
         other.weight = float(weight)
         other.temperature = float(self.temperature if temperature is None else temperature)
         return other
@@ -285,23 +305,29 @@ class PgMemory:
 
     def lookup(self, queries: np.ndarray) -> Tuple[np.ndarray, List[List[str]], np.ndarray]:
         """Each query's top keys: cosine ``(Q, k)`` (-inf where nothing was found), their chunk ids, and
-        their chunk vectors ``(Q, k, dim)``."""
-        q = unit_rows(np.asarray(queries, dtype=np.float32).reshape(-1, self.key_dim))
+        their chunk vectors ``(Q, k, dim)``; ``LOOKUP_BATCH`` queries per round trip."""
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.key_dim:
+            raise ValueError(f"Memory {self.name!r} looks up {self.key_dim}-dimensional base query vectors, got shape {q.shape}.")
+        q = unit_rows(q)
         k = self.top_k
         sims = np.full((len(q), k), -np.inf, dtype=np.float32)
         chunks = np.zeros((len(q), k, self.dim), dtype=np.float32)
         ids: List[List[str]] = [[] for _ in range(len(q))]
-        texts = ["[" + ",".join(f"{x:.9g}" for x in row) + "]" for row in q]
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute(f"SET LOCAL hnsw.ef_search = {self.ef_search}" if self.index == "hnsw" else f"SET LOCAL ivfflat.probes = {self.probes}")
-            cur.execute(f"SELECT q.i, m.cos, m.chunk_id, m.chunk::real[] FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, i) "
-                        f"CROSS JOIN LATERAL (SELECT 1 - (key <=> q.v::vector) AS cos, chunk_id, chunk FROM {self.name} "
-                        f"WHERE key IS NOT NULL ORDER BY key <=> q.v::vector LIMIT {k}) AS m", (texts,))
-            for i, cos, chunk_id, chunk in cur.fetchall():
-                row = int(i) - 1
-                place = len(ids[row])
-                sims[row, place], chunks[row, place] = cos, chunk
-                ids[row].append(chunk_id)
+        search = f"SET LOCAL hnsw.ef_search = {self.ef_search}" if self.index == "hnsw" else f"SET LOCAL ivfflat.probes = {self.probes}"
+        for start in range(0, len(q), LOOKUP_BATCH):
+            texts = ["[" + ",".join(f"{x:.9g}" for x in row) + "]" for row in q[start : start + LOOKUP_BATCH]]
+            with self._conn, self._conn.cursor() as cur:
+                cur.execute(search)
+                cur.execute(f"SELECT q.i, m.cos, m.chunk_id, m.chunk::real[] FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, i) "
+                            f"CROSS JOIN LATERAL (SELECT 1 - (key <=> q.v::vector) AS cos, chunk_id, chunk FROM {_q(self.name)} "
+                            f"WHERE key IS NOT NULL ORDER BY key <=> q.v::vector LIMIT {k}) AS m", (texts,))
+                for i, cos, chunk_id, chunk in cur.fetchall():
+                    row = start + int(i) - 1
+                    place = len(ids[row])
+                    sims[row, place] = cos if cos == cos else -np.inf  # NaN (a zero vector): not a match
+                    chunks[row, place] = chunk
+                    ids[row].append(chunk_id)
         return sims, ids, chunks
 
     def pull(self, queries: torch.Tensor) -> torch.Tensor:
@@ -319,7 +345,7 @@ class PgMemory:
     def chunk_hashes(self) -> Dict[str, str]:
         """``{chunk id: text hash}`` of every chunk held."""
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(f"SELECT DISTINCT chunk_id, chunk_hash FROM {self.name}")
+            cur.execute(f"SELECT DISTINCT chunk_id, chunk_hash FROM {_q(self.name)}")
             return dict(cur.fetchall())
 
     def add_chunks(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
@@ -328,19 +354,21 @@ class PgMemory:
         chunk_vectors, key_vectors, key_chunk = _checked(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim)
         hashes = list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(f"DELETE FROM {self.name} WHERE chunk_id = ANY(%s)", ([str(c) for c in chunk_ids],))
-            _copy_rows(cur, self.name, _rows([str(c) for c in chunk_ids], chunk_vectors, key_vectors, key_chunk, hashes))
+            cur.execute(f"DELETE FROM {_q(self.name)} WHERE chunk_id = ANY(%s)", ([str(c) for c in chunk_ids],))
+            copy_rows(cur, self.name, key_rows([str(c) for c in chunk_ids], chunk_vectors, key_vectors, key_chunk, hashes))
 
     def remove(self, chunk_ids: Iterable[str]) -> int:
         """Drop these chunks and their keys; returns how many chunks were held."""
         ids = [str(c) for c in chunk_ids]
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(f"DELETE FROM {self.name} WHERE chunk_id = ANY(%s) RETURNING chunk_id", (ids,))
+            cur.execute(f"DELETE FROM {_q(self.name)} WHERE chunk_id = ANY(%s) RETURNING chunk_id", (ids,))
             return len({r[0] for r in cur.fetchall()})
 
     def update(self, corpus: Mapping[str, str], embed_model: BaseEmbedding, doc_vectors: Optional[np.ndarray] = None,
                cache: Any = None, show_progress: bool = False, index_model: Optional[BaseEmbedding] = None) -> Dict[str, int]:
-        """Follow ``corpus`` as ``CorpusMemory.update`` does; the changes land in one transaction."""
+        """Follow ``corpus`` as ``CorpusMemory.update`` does (models checked against those recorded); the
+        changes land in one transaction."""
+        check_models(self.key_model, self.chunk_model, embed_model, index_model)
         held = self.chunk_hashes()
         ids = list(corpus)
         hashes = {c: _text_hash(corpus[c]) for c in ids}
@@ -361,13 +389,14 @@ class PgMemory:
         key_chunk = np.repeat(np.arange(len(todo)), [len(found) for found in sentences])
         chunk_vectors, key_vectors, key_chunk = _checked(todo, docs, keys, key_chunk, self.dim, self.key_dim)
         with self._conn, self._conn.cursor() as cur:  # one transaction: removals and additions together
-            cur.execute(f"DELETE FROM {self.name} WHERE chunk_id = ANY(%s)", (gone + todo,))
-            _copy_rows(cur, self.name, _rows(todo, chunk_vectors, key_vectors, key_chunk, [hashes[c] for c in todo]))
+            cur.execute(f"DELETE FROM {_q(self.name)} WHERE chunk_id = ANY(%s)", (gone + todo,))
+            copy_rows(cur, self.name, key_rows(todo, chunk_vectors, key_vectors, key_chunk, [hashes[c] for c in todo]))
         return counts
 
     def get_config_dict(self) -> Dict[str, Any]:
         return {"kind": "pgvector", "name": self.name, "dim": self.dim, "key_dim": self.key_dim, "weight": self.weight,
-                "temperature": self.temperature, "top_k": self.top_k, "index": self.index, "ef_search": self.ef_search, "probes": self.probes}
+                "temperature": self.temperature, "top_k": self.top_k, "index": self.index, "ef_search": self.ef_search, "probes": self.probes,
+                "key_model": self.key_model, "chunk_model": self.chunk_model}
 
     def close(self) -> None:
         self._conn.close()
