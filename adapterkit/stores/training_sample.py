@@ -9,12 +9,12 @@ pseudo-queries are drawn from). ``sample_stored_corpus`` streams the store once 
 - ``sample`` others, chosen as the smallest values of a seeded hash of the node id (a bottom-k
   sample): every chunk is equally likely, and the choice does not depend on the order or the
   batches in which the store returns its rows;
-- a duplicate node id is found from 8-byte hashes of every id (80 MB per 10M chunks), so the
-  stream holds no id list.
+- a duplicate node id is found from 8-byte hashes of every id (80 MB per 10M chunks, twice that
+  while they are sorted at the end), so the stream holds no id list.
 
 Their vectors go into the embedding cache under the base model's identity, as ``cache_stored_vectors``
 does, so the engine embeds none of them. Memory is about ``(len(keep) + sample) * (dim * 4 + text)``
-bytes, whatever the store's size.
+bytes, and the 8 bytes per stored chunk above.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class _BottomK:
         self.hash = np.zeros(0, dtype=np.int64)
         self.ids: List[str] = []
         self.texts: List[str] = []
-        self.vectors: Optional[np.ndarray] = None  # (k, dim), allocated at the first row
+        self.vectors: Optional[np.ndarray] = None  # (up to k, dim), grown as rows come
 
     def offer(self, batch: StoredBatch, h: np.ndarray, allowed: np.ndarray) -> None:
         rows = np.flatnonzero(allowed)
@@ -140,11 +140,13 @@ class _BottomK:
             rows = rows[h[rows] < self.hash.max()] if self.k else rows[:0]
         if not len(rows):
             return
-        if self.vectors is None:
-            self.vectors = np.zeros((self.k, batch.vectors.shape[1]), dtype=np.float32)
         held = len(self.hash)
         both = np.concatenate([self.hash, h[rows]])
         best = np.argpartition(both, self.k - 1)[: self.k] if len(both) > self.k else np.arange(len(both))
+        if self.vectors is None or len(self.vectors) < len(best):  # doubling, so a large k costs nothing on a small store
+            grown = np.zeros((min(self.k, max(len(best), 2 * held)), batch.vectors.shape[1]), dtype=np.float32)
+            grown[:held] = self.vectors[:held] if self.vectors is not None else grown[:0]
+            self.vectors = grown
         stay = np.zeros(held, dtype=bool)
         stay[best[best < held]] = True
         incoming = rows[best[best >= held] - held]
