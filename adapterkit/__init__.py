@@ -17,6 +17,7 @@ _EXPORTS: Dict[str, str] = {}
 for _module, _names in {
     "adapterkit.embeddings": ["OnnxBGEEmbedding", "resolve_embed_model", "model_identity"],
     "adapterkit.cache": ["EmbeddingCache", "EmbeddingCacheError", "NonFiniteEmbeddingError", "embed_once", "embed_texts"],
+    "adapterkit.cluster": ["embed_on_cluster"],
     "adapterkit.adapters": ["AdapterLoadError", "BaseAdapter", "LinearLayer", "LowRankLinear", "OrthogonalLinear",
                             "TwoLayerNN", "load_adapter", "make_adapter"],
     "adapterkit.cross_model": ["CrossModelError", "SampleTooSmallError", "fit_linear_map"],

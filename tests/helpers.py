@@ -78,3 +78,65 @@ def openai_llm(server) -> Any:
 
     # max_retries=0: the client's own retries off, so a 500 reaches adapterkit's retry loop.
     return OpenAI(model="gpt-4o-mini", api_base=f"http://127.0.0.1:{server.server_port}/v1", api_key="fake", max_retries=0)
+
+
+def marked_bge():
+    """The offline model for the cluster test, built in each worker (``embed_on_cluster``'s model source)."""
+    from adapterkit.embeddings import OnnxBGEEmbedding
+
+    return MarkedModel(OnnxBGEEmbedding(num_threads=1))
+
+
+def _marked_model_class():
+    import os
+    from pathlib import Path
+    from typing import List
+
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+    from pydantic import PrivateAttr
+
+    from adapterkit.cache import call_model
+    from adapterkit.embeddings import model_identity
+
+    class MarkedModel(BaseEmbedding):
+        """A real model whose batches leave a trace: each logs its first text in a file of its process
+        ($ADAPTERKIT_TEST_TASK_LOG); a batch holding "SLOW" waits the first time (its worker is to be
+        killed mid-batch); one holding "FAIL" raises. Its vectors are the inner model's, cached as such."""
+
+        _inner: Any = PrivateAttr()
+
+        def __init__(self, inner: BaseEmbedding, **kwargs: Any) -> None:
+            super().__init__(model_name=inner.model_name, **kwargs)
+            self._inner = inner
+
+        @property
+        def cache_identity(self) -> str:
+            return model_identity(self._inner)
+
+        def _batch(self, texts: List[str]) -> List[List[float]]:
+            folder = Path(os.environ["ADAPTERKIT_TEST_TASK_LOG"])
+            with open(folder / f"{os.getpid()}.log", "a") as fh:
+                fh.write(f"{texts[0]}\t{any('SLOW' in t for t in texts)}\n")
+            if any("FAIL" in t for t in texts):
+                raise ValueError("this batch fails")
+            if any("SLOW" in t for t in texts) and not (folder / "slow.pid").exists():
+                (folder / "slow.pid").write_text(str(os.getpid()))
+                time.sleep(120)
+            return call_model(self._inner, texts, "query")
+
+        def _get_query_embeddings(self, queries: List[str]) -> List[List[float]]:
+            return self._batch(queries)
+
+        def _get_query_embedding(self, query: str) -> List[float]:
+            return self._batch([query])[0]
+
+        def _get_text_embedding(self, text: str) -> List[float]:
+            raise NotImplementedError
+
+        async def _aget_query_embedding(self, query: str) -> List[float]:
+            return self._get_query_embedding(query)
+
+    return MarkedModel
+
+
+MarkedModel = _marked_model_class()

@@ -16,7 +16,7 @@ PACKAGE = ROOT / "adapterkit"
 LAYERS = [
     ["adapterkit.atomic", "adapterkit.logs", "adapterkit.metrics"],  # atomic writes, messages; ranking metrics and exact top-k
     ["adapterkit.data"],                                      # files, datasets, documents, questions
-    ["adapterkit.embeddings", "adapterkit.cache"],            # base models and every vector they ever made
+    ["adapterkit.embeddings", "adapterkit.cache", "adapterkit.cluster"],  # base models, every vector they ever made, and where they make them
     ["adapterkit.adapters", "adapterkit.cross_model"],        # the trainable query maps, and maps fitted between two models
     ["adapterkit.memory"],                                    # corpus memories
     ["adapterkit.query_vectors", "adapterkit.adapter_embedding"],  # serving: how a query vector is made
