@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import take
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -73,11 +75,17 @@ def test_make_report_entry_point_writes_the_summary(tmp_path):
 
 
 @pytest.mark.slow
-def test_readme_papermill_command_runs_notebook_02_with_a_parameter(tmp_path):
-    """The README's ``papermill notebooks/02_linear_adapter.ipynb out.ipynb -p adapter two_layer``."""
+def test_readme_papermill_command_runs_notebook_02_with_a_parameter(tmp_path, train_full, val_full):
+    """The README's ``papermill notebooks/02_linear_adapter.ipynb out.ipynb -p adapter two_layer``, on a slice
+    of the question sets (``data_source``: a folder as 01_dataset writes; nbval runs the whole notebook)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    take(train_full, 40).save_json(data / "train_dataset.json")
+    take(val_full, 40).save_json(data / "val_dataset.json")
     out = tmp_path / "out.ipynb"
     proc = subprocess.run([sys.executable, "-m", "papermill", "notebooks/02_linear_adapter.ipynb", str(out), "-p", "adapter", "two_layer",
-                           "-p", "output_dir", str(tmp_path / "outputs"), "--cwd", "notebooks", "--no-progress-bar"],
+                           "-p", "data_source", str(data), "-p", "output_dir", str(tmp_path / "outputs"), "--cwd", "notebooks",
+                           "--no-progress-bar"],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "outputs" / "results.json").read_text())
