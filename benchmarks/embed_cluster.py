@@ -54,6 +54,7 @@ def main() -> None:
             start = time.perf_counter()
             counts = embed_on_cluster(client, source, texts, kind="query", cache=cache, batch_size=args.batch)
             seconds = time.perf_counter() - start
+        assert counts["embedded"] == len(texts), counts  # every vector came from the workers
         same = np.allclose(embed_texts(OnnxBGEEmbedding(), texts, "query", cache=cache), reference, atol=1e-5)
         rows.append({"setting": f"LocalCluster: {workers} worker(s) x {threads} thread(s)", "workers": workers,
                      "seconds": round(seconds, 1), "batches": counts["batches"], "same_vectors": bool(same)})
