@@ -207,15 +207,7 @@ class CorpusMemory:
                   "unchanged": len(ids) - len(todo)}
         if not todo:
             return counts
-        position = {c: i for i, c in enumerate(ids)}
-        if doc_vectors is not None:
-            docs = np.asarray(doc_vectors, dtype=np.float32)[[position[c] for c in todo]]
-        else:
-            docs = embed_texts(index_model or embed_model, [corpus[c] for c in todo], "text", cache=cache, show_progress=show_progress)
-        sentences = [chunk_sentences(corpus[c]) for c in todo]  # a chunk without a 6+ word sentence is held with no key
-        flat = [x for found in sentences for x in found]
-        keys = embed_texts(embed_model, flat, "query", cache=cache, show_progress=show_progress) if flat else np.zeros((0, self.key_dim), np.float32)
-        key_chunk = np.repeat(np.arange(len(todo)), [len(found) for found in sentences])
+        docs, keys, key_chunk = chunk_keys(corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim)
         self.add_chunks(todo, docs, keys, key_chunk, [hashes[c] for c in todo])
         return counts
 
@@ -394,6 +386,21 @@ def load_memories(folder: PathLike) -> List[CorpusMemory]:
     if not found:
         raise MemoryLoadError(f"{folder} holds no corpus memory (no {MEMORY_FILE} in it or in a subfolder).")
     return [CorpusMemory.load(p) for p in found]
+
+
+def chunk_keys(corpus: Mapping[str, str], todo: Sequence[str], embed_model: BaseEmbedding, index_model: Optional[BaseEmbedding],
+               doc_vectors: Optional[np.ndarray], cache: Any, show_progress: bool, key_dim: int) -> tuple:
+    """For the chunks ``todo`` of ``corpus``: their vectors (from ``doc_vectors``, in ``corpus`` order, else
+    embedded by the index model), their sentences' vectors as queries (the keys), and each key's chunk row."""
+    if doc_vectors is not None:
+        position = {c: i for i, c in enumerate(corpus)}
+        docs = np.asarray(doc_vectors, dtype=np.float32)[[position[c] for c in todo]]
+    else:
+        docs = embed_texts(index_model or embed_model, [corpus[c] for c in todo], "text", cache=cache, show_progress=show_progress)
+    sentences = [chunk_sentences(corpus[c]) for c in todo]  # a chunk without a 6+ word sentence is held with no key
+    flat = [x for found in sentences for x in found]
+    keys = embed_texts(embed_model, flat, "query", cache=cache, show_progress=show_progress) if flat else np.zeros((0, key_dim), np.float32)
+    return docs, keys, np.repeat(np.arange(len(todo)), [len(found) for found in sentences])
 
 
 def check_models(key_model: Optional[str], chunk_model: Optional[str], embed_model: BaseEmbedding,

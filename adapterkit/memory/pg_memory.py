@@ -41,9 +41,7 @@ import torch
 import torch.nn.functional as F
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from adapterkit.cache import embed_texts
-from adapterkit.data.documents import chunk_sentences
-from adapterkit.memory.corpus_memory import CorpusMemory, _text_hash, apply_memories, check_models, pull_from
+from adapterkit.memory.corpus_memory import CorpusMemory, _text_hash, apply_memories, check_models, chunk_keys, pull_from
 from adapterkit.memory.pg_rows import copy_rows, key_rows
 from adapterkit.metrics import unit_rows
 
@@ -378,15 +376,7 @@ class PgMemory:
                   "unchanged": len(ids) - len(todo)}
         if not todo and not gone:
             return counts
-        position = {c: i for i, c in enumerate(ids)}
-        if doc_vectors is not None:
-            docs = np.asarray(doc_vectors, dtype=np.float32)[[position[c] for c in todo]]
-        else:
-            docs = embed_texts(index_model or embed_model, [corpus[c] for c in todo], "text", cache=cache, show_progress=show_progress)
-        sentences = [chunk_sentences(corpus[c]) for c in todo]
-        flat = [x for found in sentences for x in found]
-        keys = embed_texts(embed_model, flat, "query", cache=cache, show_progress=show_progress) if flat else np.zeros((0, self.key_dim), np.float32)
-        key_chunk = np.repeat(np.arange(len(todo)), [len(found) for found in sentences])
+        docs, keys, key_chunk = chunk_keys(corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim)
         chunk_vectors, key_vectors, key_chunk = _checked(todo, docs, keys, key_chunk, self.dim, self.key_dim)
         with self._conn, self._conn.cursor() as cur:  # one transaction: removals and additions together
             cur.execute(f"DELETE FROM {_q(self.name)} WHERE chunk_id = ANY(%s)", (gone + todo,))
