@@ -30,6 +30,7 @@ import io
 import json
 import multiprocessing
 import resource
+import shutil
 import struct
 import tempfile
 import time
@@ -225,6 +226,24 @@ def main() -> None:
     centers = unit(rng.standard_normal((max(1, args.chunks // 100), args.dim)).astype(np.float32))
     rows: dict = {"chunks": args.chunks, "dim": args.dim, "pairs": args.pairs, "sample": args.sample, "queries": args.queries}
     work = Path(tempfile.mkdtemp(prefix="adapterkit-pgbench-"))
+    try:
+        run(rows, work, centers, rng, args)
+    finally:  # the server's data folder is gigabytes past 1M rows
+        shutil.rmtree(work, ignore_errors=True)
+    rows["peak_rss_mb"] = peak_rss_mb()
+    rows["provenance"] = provenance()
+    print(json.dumps(rows, indent=2))
+    if args.output:
+        Path(args.output + ".json").write_text(json.dumps(rows, indent=2) + "\n")
+        command = (f"python benchmarks/bench_pgvector.py --chunks {args.chunks} --pairs {args.pairs} --sample {args.sample} "
+                   f"--queries {args.queries}{' --no-ann' if args.no_ann else ''} --local-memory-max {args.local_memory_max} --output {args.output}")
+        table_md = "\n".join(f"| {k} | {v} |" for k, v in rows.items() if k != "provenance")
+        Path(args.output + ".md").write_text(f"# Stored vectors in PostgreSQL + pgvector: {args.chunks:,} chunks ({args.dim}-d, synthetic)\n\n"
+                                             f"`{command}`\n\n| measure | value |\n|---|---|\n{table_md}\n")
+
+
+def run(rows: dict, work: Path, centers: np.ndarray, rng: np.random.Generator, args) -> None:
+    """Write, read, train, build memories and evaluate on a server in ``work``; measures go into ``rows``."""
     with LocalPostgres(work / "pg") as pg:
         store = pg.vector_store("bench", embed_dim=args.dim, hnsw=False)
         store.add([])  # creates the table
@@ -259,16 +278,6 @@ def main() -> None:
         if not args.no_ann:
             ann_eval(rows, pg, store, table, queries, exact, args)
         rows["server_data_mb"] = round(sum(p.stat().st_size for p in (work / "pg").rglob("*") if p.is_file()) / 2**20, 1)
-    rows["peak_rss_mb"] = peak_rss_mb()
-    rows["provenance"] = provenance()
-    print(json.dumps(rows, indent=2))
-    if args.output:
-        Path(args.output + ".json").write_text(json.dumps(rows, indent=2) + "\n")
-        command = (f"python benchmarks/bench_pgvector.py --chunks {args.chunks} --pairs {args.pairs} --sample {args.sample} "
-                   f"--queries {args.queries}{' --no-ann' if args.no_ann else ''} --output {args.output}")
-        table_md = "\n".join(f"| {k} | {v} |" for k, v in rows.items() if k != "provenance")
-        Path(args.output + ".md").write_text(f"# Stored vectors in PostgreSQL + pgvector: {args.chunks:,} chunks ({args.dim}-d, synthetic)\n\n"
-                                             f"`{command}`\n\n| measure | value |\n|---|---|\n{table_md}\n")
 
 
 if __name__ == "__main__":
