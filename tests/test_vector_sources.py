@@ -226,3 +226,42 @@ def test_training_reads_only_the_chunks_it_needs_from_a_large_store(pg, uber, ub
     twice = StoredBatch(["a", "b", "a"], ["x", "y", "z"], np.eye(3, 4, dtype=np.float32))
     with pytest.raises(ValueError, match="more than once"):
         sample_stored_corpus(None, counter, keep={"b"}, sample=1, cache=cache, batches=iter([twice]))
+
+
+def _numbered_table(pg, name, rows):
+    """A LlamaIndex table of ``rows`` 4-d rows (node ids n1, n2, ...), filled by the server itself."""
+    store = pg.vector_store(name, embed_dim=4, hnsw=False)
+    store.add([])  # creates the table
+    pg.psql(f"INSERT INTO data_{name} (text, metadata_, node_id, embedding) SELECT 'chunk ' || i, '{{}}', 'n' || i, "
+            f"('[' || i || ',1,1,1]')::vector FROM generate_series(1, {rows}) AS i;")
+    return store
+
+
+def test_a_read_cut_off_by_the_server_is_an_error_and_the_next_read_is_whole(pg):
+    store = _numbered_table(pg, "cut_off", 300_000)  # megabytes: the server is still sending when the first batch arrives
+    batches = read_stored(store, 1_000)
+    assert len(next(batches).ids) == 1_000
+    pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT node_id%';")
+    with pytest.raises(RuntimeError, match="Reading .*cut_off.* failed .*the rest were not read"):
+        for _ in batches:
+            pass
+    ids = [i for batch in read_stored(store, 50_000) for i in batch.ids]
+    assert len(ids) == len(set(ids)) == 300_000
+
+
+def test_a_read_sees_the_table_as_it_was_when_the_read_began(pg):
+    store = _numbered_table(pg, "changing", 200_000)
+    batches = read_stored(store, 1_000)
+    first = next(batches)
+    # another client deletes half the rows and rewrites the rest while the read is under way
+    pg.psql("DELETE FROM data_changing WHERE id % 2 = 0; UPDATE data_changing SET embedding = '[0,0,0,1]';")
+    rest = list(batches)
+    vectors = np.concatenate([first.vectors] + [b.vectors for b in rest])
+    assert len(vectors) == 200_000 and np.array_equal(vectors[:, 0], np.arange(1, 200_001))  # one snapshot, not a mix
+    after = list(read_stored(store, 50_000))
+    assert sum(len(b.ids) for b in after) == 100_000 and all((b.vectors == [0, 0, 0, 1]).all() for b in after)
+    # the column altered to another dimension between two reads: a search with the old queries says so
+    pg.psql("ALTER TABLE data_changing DROP COLUMN embedding; ALTER TABLE data_changing ADD COLUMN embedding vector(2); "
+            "UPDATE data_changing SET embedding = '[1,0]';")
+    with pytest.raises(ValueError, match="4.*2|2.*4"):
+        exact_top_k(np.ones((1, 4), np.float32), read_stored(store, 50_000), 3)

@@ -80,15 +80,21 @@ def _read_pgvector(store: Any, batch_size: int) -> Iterator[StoredBatch]:
 
     thread = threading.Thread(target=produce, daemon=True)
     thread.start()
+    cut: Optional[EOFError] = None
     try:
         with os.fdopen(read_fd, "rb", buffering=1 << 20) as source:
-            yield from _copy_batches(source, batch_size)
+            try:
+                yield from _copy_batches(source, batch_size)
+            except EOFError as exc:  # the stream broke mid-row: the producer's error (below) says why
+                cut = exc
     finally:
         thread.join(timeout=60)
         pooled.close()
         engine.dispose()
-    if failed and not isinstance(failed[0], BrokenPipeError):
-        raise RuntimeError(f"Reading {table} failed: {failed[0]}") from failed[0]
+    why = failed[0] if failed and not isinstance(failed[0], BrokenPipeError) else cut
+    if why is not None:  # one statement is one snapshot: a read that did not end is never passed off as the table
+        raise RuntimeError(f"Reading {table} failed ({type(why).__name__}: {str(why).strip()}); the batches given before "
+                           "it are valid, the rest were not read. Read again once the server is back.") from why
 
 
 def _copy_batches(source: Any, batch_size: int) -> Iterator[StoredBatch]:
