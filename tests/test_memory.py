@@ -135,3 +135,34 @@ def test_a_memory_written_in_batches_loads_as_one(tmp_path):
     assert loaded.chunk_ids == memory.chunk_ids and isinstance(loaded.keys, np.memmap)
     q = torch.as_tensor(memory.keys[[0, 2, 4]] * 2.0)
     assert torch.allclose(loaded.pull(q), memory.pull(q), atol=1e-6)
+
+
+def test_a_cap_on_keys_per_chunk_keeps_a_fixed_sample_of_its_sentences(bge, tmp_path, val_full):
+    text = " ".join(f"Sentence number {i} of this chunk has more than six words." for i in range(10))
+    every = chunk_sentences(text)
+    two = chunk_sentences(text, most=2)
+    assert len(every) == 10 and len(two) == 2 and set(two) <= set(every)
+    assert two == [s for s in every if s in two]  # in text order
+    # the choice depends on the sentences alone: in another order, the same two are kept
+    assert chunk_sentences(" ".join(reversed(every)), most=2) == list(reversed(two))
+    assert chunk_sentences("Too short. Also short.", most=2) == [] and chunk_sentences(text, most=20) == every
+
+    corpus = {c: val_full.corpus[c] for c in list(val_full.corpus)[:6]}
+    full = CorpusMemory.from_corpus(corpus, bge)
+    capped = CorpusMemory.from_corpus(corpus, bge, max_keys=2)
+    counts = np.bincount(capped.owner, minlength=len(capped.chunk_ids))
+    assert counts.max() <= 2 and len(capped.keys) < len(full.keys)
+    assert np.array_equal(counts, [min(2, len(chunk_sentences(corpus[c]))) for c in capped.chunk_ids])
+    # the kept keys are those sentences' vectors
+    first = capped.chunk_ids[0]
+    expected = np.asarray([bge.get_query_embedding(s) for s in chunk_sentences(corpus[first], most=2)], dtype=np.float32)
+    assert np.allclose(capped.keys[capped.owner == 0], expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
+    capped.save(tmp_path / "m")
+    loaded = CorpusMemory.load(tmp_path / "m")
+    assert loaded.max_keys == 2
+    changed = dict(corpus, extra=text)
+    loaded.update(changed, bge)  # an update keeps to the saved cap
+    assert np.bincount(loaded.owner).max() <= 2 and (np.asarray(loaded.owner) == loaded.chunk_ids.index("extra")).sum() == 2
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="max_keys"):
+            CorpusMemory(8, max_keys=bad)

@@ -155,3 +155,35 @@ def test_an_ivfflat_memory_finds_the_exact_keys_when_it_probes_every_list(pg, lo
     q = torch.as_tensor(np.stack([bge.get_query_embedding(t) for t in questions]))
     assert db.get_config_dict()["index"] == "ivfflat" and db.probes == 2  # by default the square root of the lists
     assert torch.allclose(every.pull(q), local.pull(q), atol=1e-5)
+
+
+def test_a_lookup_outlives_a_dropped_connection_and_a_changed_table_is_named(pg, local):
+    url = pg.url()
+    _write(url, "faults", local).finish()
+    memory = PgMemory(url, "faults")
+    q = local.keys[:5]
+    before = memory.lookup(q)
+    pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend';")
+    after = memory.lookup(q)  # a read is repeated once on a new connection
+    assert after[1] == before[1] and np.array_equal(after[0], before[0]) and np.array_equal(after[2], before[2])
+    pg.psql('ALTER TABLE "faults" DROP COLUMN chunk;')
+    with pytest.raises(PgMemoryError, match="changed or dropped.*build the memory again"):
+        memory.lookup(q)
+    pg.psql('DROP TABLE "faults";')
+    with pytest.raises(PgMemoryError, match="changed or dropped"):
+        memory.lookup(q)
+
+
+def test_a_capped_memory_refuses_more_keys_and_its_updates_keep_the_cap(pg, local, val_full, bge):
+    url = pg.url()
+    with pytest.raises(ValueError, match="max_keys=1"):
+        _write(url, "capped", local, max_keys=1)  # the local memory holds several sentences per chunk
+    corpus = take(val_full, 4).corpus
+    capped = CorpusMemory.from_corpus(corpus, bge, index="exact", max_keys=2)
+    _write(url, "capped", capped, max_keys=2).finish()
+    memory = PgMemory(url, "capped")
+    assert memory.max_keys == 2 and memory.get_config_dict()["max_keys"] == 2
+    text = " ".join(f"Revenue line {i} of the mobility segment grew in the fourth quarter." for i in range(6))
+    counts = memory.update(dict(corpus, extra=text), bge)
+    capped.update(dict(corpus, extra=text), bge)
+    assert counts["added"] == 1 and memory.key_count() == len(capped.keys)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import uuid
@@ -85,6 +86,13 @@ def corpus_to_nodes(corpus: Union[EmbeddingQAFinetuneDataset, Dict[str, str]]) -
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
-def chunk_sentences(text: str, min_words: int = 6) -> List[str]:
-    """The sentences of ``text`` (split after . ! ?) with at least ``min_words`` words."""
-    return [x.strip() for x in _SENTENCE.split(" ".join(text.split())) if len(x.split()) >= min_words]
+def chunk_sentences(text: str, min_words: int = 6, most: Optional[int] = None) -> List[str]:
+    """The sentences of ``text`` (split after . ! ?) with at least ``min_words`` words.
+
+    With ``most``, at most that many: the ones whose text hashes smallest, in text order, so the
+    choice depends on the sentences alone (not on the chunk's position, a seed or the machine)."""
+    found = [x.strip() for x in _SENTENCE.split(" ".join(text.split())) if len(x.split()) >= min_words]
+    if most is None or len(found) <= most:
+        return found
+    rank = sorted(range(len(found)), key=lambda i: (hashlib.blake2b(found[i].encode("utf-8", "surrogatepass"), digest_size=8).digest(), i))
+    return [found[i] for i in sorted(rank[:most])]

@@ -59,6 +59,9 @@ class CorpusMemory:
         index: how keys are looked up (``adapterkit.memory.keys.make_index``): ``"exact"`` (a matrix
             product over every key), ``"ivf"`` (faiss, approximate, for millions of keys), or
             ``"auto"`` (exact up to 200,000 keys).
+        key_dim: the keys' dimension when the queries' model is not the chunks' (default ``dim``).
+        max_keys: sentence keys per chunk at most (``from_corpus`` / ``update``; a fixed sample of the
+            chunk's sentences): caps the base-model calls at corpus scale (None: every sentence).
 
     Example::
 
@@ -69,8 +72,9 @@ class CorpusMemory:
     """
 
     def __init__(self, dim: int, weight: float = 0.25, temperature: float = 100.0, top_k: int = 32, index: str = "auto",
-                 key_dim: Optional[int] = None) -> None:
+                 key_dim: Optional[int] = None, max_keys: Optional[int] = None) -> None:
         key_dim = dim if key_dim is None else key_dim  # another one when the queries come from another model than the chunks
+        self.max_keys = check_max_keys(max_keys)
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (dim, weight, temperature, top_k, key_dim))
         if not (numbers and isinstance(dim, int) and isinstance(key_dim, int) and dim > 0 and key_dim > 0 and top_k >= 1
                 and weight >= 0 and temperature > 0 and index in INDEX_KINDS):
@@ -207,7 +211,8 @@ class CorpusMemory:
                   "unchanged": len(ids) - len(todo)}
         if not todo:
             return counts
-        docs, keys, key_chunk = chunk_keys(corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim)
+        docs, keys, key_chunk = chunk_keys(corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim,
+                                           self.max_keys)
         self.add_chunks(todo, docs, keys, key_chunk, [hashes[c] for c in todo])
         return counts
 
@@ -249,7 +254,7 @@ class CorpusMemory:
 
     def get_config_dict(self) -> Dict[str, Any]:
         return {"dim": self.dim, "key_dim": self.key_dim, "weight": self.weight, "temperature": self.temperature, "top_k": self.top_k,
-                "index": self.index_kind, "key_model": self.key_model, "chunk_model": self.chunk_model}
+                "index": self.index_kind, "max_keys": self.max_keys, "key_model": self.key_model, "chunk_model": self.chunk_model}
 
     # ------------------------------------------------------------------ files
 
@@ -277,7 +282,8 @@ class CorpusMemory:
         except (OSError, ValueError) as exc:
             raise MemoryLoadError(f"{folder} is not a readable corpus memory ({exc}); rebuild it with CorpusMemory.from_corpus.") from exc
         try:
-            memory = cls(**{k: meta[k] for k in ("dim", "weight", "temperature", "top_k", "index")}, key_dim=meta.get("key_dim"))
+            memory = cls(**{k: meta[k] for k in ("dim", "weight", "temperature", "top_k", "index")}, key_dim=meta.get("key_dim"),
+                         max_keys=meta.get("max_keys"))
             ids, hashes = [str(c) for c in meta["chunk_ids"]], [str(h) for h in meta["chunk_hash"]]
             memory.key_model, memory.chunk_model = (_optional_str(meta.get(k)) for k in ("key_model", "chunk_model"))
         except (KeyError, TypeError, ValueError) as exc:
@@ -388,16 +394,23 @@ def load_memories(folder: PathLike) -> List[CorpusMemory]:
     return [CorpusMemory.load(p) for p in found]
 
 
+def check_max_keys(max_keys: Optional[int]) -> Optional[int]:
+    if max_keys is not None and (isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1):
+        raise ValueError(f"max_keys caps the sentence keys per chunk: None (every sentence) or an int >= 1, got {max_keys!r}.")
+    return max_keys
+
+
 def chunk_keys(corpus: Mapping[str, str], todo: Sequence[str], embed_model: BaseEmbedding, index_model: Optional[BaseEmbedding],
-               doc_vectors: Optional[np.ndarray], cache: Any, show_progress: bool, key_dim: int) -> tuple:
+               doc_vectors: Optional[np.ndarray], cache: Any, show_progress: bool, key_dim: int, max_keys: Optional[int] = None) -> tuple:
     """For the chunks ``todo`` of ``corpus``: their vectors (from ``doc_vectors``, in ``corpus`` order, else
-    embedded by the index model), their sentences' vectors as queries (the keys), and each key's chunk row."""
+    embedded by the index model), their sentences' vectors as queries (the keys; at most ``max_keys`` per
+    chunk), and each key's chunk row."""
     if doc_vectors is not None:
         position = {c: i for i, c in enumerate(corpus)}
         docs = np.asarray(doc_vectors, dtype=np.float32)[[position[c] for c in todo]]
     else:
         docs = embed_texts(index_model or embed_model, [corpus[c] for c in todo], "text", cache=cache, show_progress=show_progress)
-    sentences = [chunk_sentences(corpus[c]) for c in todo]  # a chunk without a 6+ word sentence is held with no key
+    sentences = [chunk_sentences(corpus[c], most=max_keys) for c in todo]  # a chunk without a 6+ word sentence is held with no key
     flat = [x for found in sentences for x in found]
     keys = embed_texts(embed_model, flat, "query", cache=cache, show_progress=show_progress) if flat else np.zeros((0, key_dim), np.float32)
     return docs, keys, np.repeat(np.arange(len(todo)), [len(found) for found in sentences])

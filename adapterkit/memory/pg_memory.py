@@ -41,7 +41,15 @@ import torch
 import torch.nn.functional as F
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from adapterkit.memory.corpus_memory import CorpusMemory, _text_hash, apply_memories, check_models, chunk_keys, pull_from
+from adapterkit.memory.corpus_memory import (
+    CorpusMemory,
+    _text_hash,
+    apply_memories,
+    check_max_keys,
+    check_models,
+    chunk_keys,
+    pull_from,
+)
 from adapterkit.memory.pg_rows import copy_rows, key_rows
 from adapterkit.metrics import unit_rows
 
@@ -141,7 +149,8 @@ class PgMemoryWriter:
         lists: IVFFlat lists (default: the square root of the key count); only with ``index="ivfflat"``.
         key_model, chunk_model: identities (``model_identity``) of the models behind the keys and the
             chunk vectors; recorded, so that ``PgMemory.update`` refuses other models.
-        options: weight, temperature, top_k (as ``CorpusMemory``).
+        options: weight, temperature, top_k, max_keys (as ``CorpusMemory``; ``add`` refuses a chunk
+            with more than ``max_keys`` keys, and ``PgMemory.update`` keeps to it).
 
     A chunk already in the staging table (written before a resume, or twice) is skipped by ``add``.
     """
@@ -153,14 +162,14 @@ class PgMemoryWriter:
             raise ValueError(f"index must be 'hnsw' or 'ivfflat', got {index!r}.")
         if lists is not None and (index != "ivfflat" or isinstance(lists, bool) or not isinstance(lists, int) or lists < 1):
             raise ValueError(f"lists sizes an IVFFlat index: an int >= 1 with index='ivfflat' (got lists={lists!r}, index={index!r}).")
-        unknown = set(options) - {"weight", "temperature", "top_k"}
+        unknown = set(options) - {"weight", "temperature", "top_k", "max_keys"}
         if unknown:
-            raise ValueError(f"Unknown PgMemory options {sorted(unknown)}: use weight, temperature, top_k.")
+            raise ValueError(f"Unknown PgMemory options {sorted(unknown)}: use weight, temperature, top_k, max_keys.")
         checked = CorpusMemory(dim, key_dim=key_dim, **options)  # the same checks of dim, weight, temperature and top_k
         self.url, self.name, self.dim, self.key_dim = url, _check_name(name), checked.dim, checked.key_dim
         self.index, self.lists = index, lists
         self.options = {"weight": checked.weight, "temperature": checked.temperature, "top_k": checked.top_k,
-                        "key_model": key_model, "chunk_model": chunk_model}
+                        "max_keys": checked.max_keys, "key_model": key_model, "chunk_model": chunk_model}
         self.staging = f"{name}__building"
         self._finished = False
         self._conn = _connect(url)
@@ -188,6 +197,10 @@ class PgMemoryWriter:
         import psycopg2
 
         chunk_vectors, key_vectors, key_chunk = _checked(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim)
+        most = self.options["max_keys"]
+        if most is not None and len(key_chunk) and np.bincount(key_chunk).max() > most:
+            raise ValueError(f"Chunk {chunk_ids[int(np.bincount(key_chunk).argmax())]!r} has {np.bincount(key_chunk).max()} keys; "
+                             f"this memory holds at most max_keys={most} per chunk (chunk_sentences(text, most={most})).")
         hashes = list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
         ids = [str(c) for c in chunk_ids]
         try:
@@ -273,6 +286,7 @@ class PgMemory:
             self.weight, self.temperature, self.top_k = float(config["weight"]), float(config["temperature"]), int(config["top_k"])
             self.index = config.get("index", "hnsw")
             lists = int(config.get("lists", 1))
+            self.max_keys = check_max_keys(config.get("max_keys"))
             self.key_model, self.chunk_model = config.get("key_model"), config.get("chunk_model")
         except (ValueError, KeyError, TypeError) as exc:
             raise PgMemoryError(f"The record of memory {name!r} in {META_TABLE} is damaged ({exc}): build the memory again.") from exc
@@ -315,18 +329,43 @@ class PgMemory:
         search = f"SET LOCAL hnsw.ef_search = {self.ef_search}" if self.index == "hnsw" else f"SET LOCAL ivfflat.probes = {self.probes}"
         for start in range(0, len(q), LOOKUP_BATCH):
             texts = ["[" + ",".join(f"{x:.9g}" for x in row) + "]" for row in q[start : start + LOOKUP_BATCH]]
-            with self._conn, self._conn.cursor() as cur:
-                cur.execute(search)
-                cur.execute(f"SELECT q.i, m.cos, m.chunk_id, m.chunk::real[] FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, i) "
-                            f"CROSS JOIN LATERAL (SELECT 1 - (key <=> q.v::vector) AS cos, chunk_id, chunk FROM {_q(self.name)} "
-                            f"WHERE key IS NOT NULL ORDER BY key <=> q.v::vector LIMIT {k}) AS m", (texts,))
-                for i, cos, chunk_id, chunk in cur.fetchall():
-                    row = start + int(i) - 1
-                    place = len(ids[row])
-                    sims[row, place] = cos if cos == cos else -np.inf  # NaN (a zero vector): not a match
-                    chunks[row, place] = chunk
-                    ids[row].append(chunk_id)
+            found = self._read(search, f"SELECT q.i, m.cos, m.chunk_id, m.chunk::real[] FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, i) "
+                               f"CROSS JOIN LATERAL (SELECT 1 - (key <=> q.v::vector) AS cos, chunk_id, chunk FROM {_q(self.name)} "
+                               f"WHERE key IS NOT NULL ORDER BY key <=> q.v::vector LIMIT {k}) AS m", (texts,))
+            if found and len(found[0][3]) != self.dim:
+                raise PgMemoryError(f"Memory {self.name!r} now holds {len(found[0][3])}-dimensional chunk vectors, not the {self.dim} "
+                                    "it was built with: its table was changed; build the memory again with PgMemoryWriter.")
+            for i, cos, chunk_id, chunk in found:
+                row = start + int(i) - 1
+                place = len(ids[row])
+                sims[row, place] = cos if cos == cos else -np.inf  # NaN (a zero vector): not a match
+                chunks[row, place] = chunk
+                ids[row].append(chunk_id)
         return sims, ids, chunks
+
+    def _read(self, setting: str, query: str, params: tuple) -> List[tuple]:
+        """One read-only round trip. A lost connection is opened again once (a read can be repeated);
+        a table changed since it was built is an error that says to rebuild it."""
+        import psycopg2
+
+        def round_trip() -> List[tuple]:
+            with self._conn, self._conn.cursor() as cur:
+                cur.execute(setting)
+                cur.execute(query, params)
+                return cur.fetchall()
+        try:
+            try:
+                return round_trip()
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                self._conn.close()
+                self._conn = _connect(self.url)
+                return round_trip()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            raise PgMemoryError(f"Looking up memory {self.name!r} failed: the server is not reachable ({str(exc).strip()}). "
+                                "Nothing was changed; look up again once it is back.") from exc
+        except psycopg2.Error as exc:
+            raise PgMemoryError(f"Looking up memory {self.name!r} failed ({type(exc).__name__}: {str(exc).strip()}): its table was "
+                                "changed or dropped since it was built; build the memory again with PgMemoryWriter.") from exc
 
     def pull(self, queries: torch.Tensor) -> torch.Tensor:
         """As ``CorpusMemory.pull``: ``weight * sum softmax(temperature * cos) * chunk`` over the top keys."""
@@ -376,7 +415,8 @@ class PgMemory:
                   "unchanged": len(ids) - len(todo)}
         if not todo and not gone:
             return counts
-        docs, keys, key_chunk = chunk_keys(corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim)
+        docs, keys, key_chunk = chunk_keys(corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim,
+                                           self.max_keys)
         chunk_vectors, key_vectors, key_chunk = _checked(todo, docs, keys, key_chunk, self.dim, self.key_dim)
         with self._conn, self._conn.cursor() as cur:  # one transaction: removals and additions together
             cur.execute(f"DELETE FROM {_q(self.name)} WHERE chunk_id = ANY(%s)", (gone + todo,))
@@ -386,7 +426,7 @@ class PgMemory:
     def get_config_dict(self) -> Dict[str, Any]:
         return {"kind": "pgvector", "name": self.name, "dim": self.dim, "key_dim": self.key_dim, "weight": self.weight,
                 "temperature": self.temperature, "top_k": self.top_k, "index": self.index, "ef_search": self.ef_search, "probes": self.probes,
-                "key_model": self.key_model, "chunk_model": self.chunk_model}
+                "max_keys": self.max_keys, "key_model": self.key_model, "chunk_model": self.chunk_model}
 
     def close(self) -> None:
         self._conn.close()
