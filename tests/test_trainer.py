@@ -274,6 +274,13 @@ def test_target_corpus_memory_finds_chunks_by_their_sentences(tmp_path, train_sm
     composed = AdapterEmbeddingModel(bge, tmp_path / "plain", memory=tmp_path / "mem" / "memory")  # every memory in the folder
     assert len(composed.memories[0].keys) == len(sentences)
 
+    # A cap on keys per chunk: the same training, a memory of at most one sentence per chunk, saved with its cap.
+    capped = EmbeddingAdapterFinetuneEngine(train_small, bge, model_output_path=tmp_path / "capped", memory_keys_per_chunk=1, **args)
+    capped.finetune()
+    saved = CorpusMemory.load(tmp_path / "capped" / "memory" / "sentences")
+    assert saved.max_keys == 1 and len(saved.keys) == sum(bool(chunk_sentences(t)) for t in val_small.corpus.values()) < len(sentences)
+    assert torch.equal(capped.model.linear.weight, without.model.linear.weight)
+
 
 def test_a_stale_memory_is_removed_and_nothing_else(tmp_path, train_small, val_small, bge):
     args = dict(epochs=1, show_progress=False, model_output_path=tmp_path / "out")
@@ -350,6 +357,9 @@ def test_one_registry_says_when_each_option_may_be_set():
     ({"val_fraction": 0.0}, "guard=False and refit=False"),  # nothing held out: nothing to choose, guard or refit
     ({"val_fraction": 0.0, "guard": False}, "guard=False and refit=False"),
     ({"num_threads": 0}, "num_threads"),
+    ({"memory_keys_per_chunk": 2}, "give unlabeled_corpus too"),  # no searched corpus: no memory to cap
+    ({"memory_keys_per_chunk": 0}, "memory_keys_per_chunk must be"),
+    ({"memory_keys_per_chunk": 2, "corpus_memory": False}, "drop one of them"),
 ])
 def test_an_option_that_cannot_take_effect_is_an_error(train_small, bge, options, message):
     with pytest.raises(ValueError, match=message):

@@ -66,6 +66,7 @@ class FinetuneConfig:
     pseudo_query_words: Optional[Tuple[int, int]] = option(None, fixed=True)  # None: whole sentences; (a, b): windows of a..b words
     map_sample: Union[int, float] = option(0.1, fixed=True)  # with an index_model: chunks of the searched corpus both models embed for the start map (a count or a share)
     corpus_memory: bool = option(True, fixed=True, run=False)  # with an unlabeled corpus, save a CorpusMemory of its sentences beside the adapter
+    memory_keys_per_chunk: Optional[int] = option(None, fixed=True, run=False)  # at most this many of a chunk's sentences as its keys (None: all)
     question_memory: bool = option(True, fixed=True, run=False)  # and one of the labelled questions whose relevant chunks are in that corpus
     question_memory_weights: Tuple[float, ...] = option((0.0, 0.1, 0.25, 0.5, 1.0), fixed=True, run=False)  # its pull is chosen from these on held-out
     question_memory_temperatures: Tuple[float, ...] = option((20.0, 50.0, 100.0), fixed=True, run=False)  # questions (weight 0: no such memory)
@@ -96,6 +97,10 @@ class FinetuneConfig:
         need(self.negatives in NEGATIVES, f"negatives must be one of {NEGATIVES}, got {self.negatives!r}.")
         need(whole(self.hard_negatives) and self.hard_negatives >= 0, f"hard_negatives must be >= 0, got {self.hard_negatives!r}.")
         need(finite(self.val_fraction) and 0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction!r}.")
+        need(self.memory_keys_per_chunk is None or (whole(self.memory_keys_per_chunk) and self.memory_keys_per_chunk >= 1),
+             f"memory_keys_per_chunk must be None (every sentence) or a whole number >= 1, got {self.memory_keys_per_chunk!r}.")
+        need(self.corpus_memory or self.memory_keys_per_chunk is None,
+             "memory_keys_per_chunk caps the corpus memory's keys, and corpus_memory=False builds none: drop one of them.")
         need(whole(self.pseudo_queries_per_chunk) and self.pseudo_queries_per_chunk >= 1,
              f"pseudo_queries_per_chunk must be >= 1, got {self.pseudo_queries_per_chunk!r}.")
         words = self.pseudo_query_words

@@ -114,8 +114,7 @@ class EmbeddingAdapterFinetuneEngine:
 
     Example::
 
-        engine = EmbeddingAdapterFinetuneEngine(train_dataset, resolve_embed_model("default"),
-                                                unlabeled_corpus=val_dataset.corpus)
+        engine = EmbeddingAdapterFinetuneEngine(train_dataset, "default", unlabeled_corpus=val_dataset.corpus)
         engine.finetune()
         model = engine.get_finetuned_model()
     """
@@ -150,6 +149,8 @@ class EmbeddingAdapterFinetuneEngine:
             check_cross_options(self.config, adapter_model, bias)
         elif "map_sample" in options:
             raise ValueError("map_sample sizes the start map of a cross-model run: give index_model too, or leave it out.")
+        if unlabeled_corpus is None and self.config.memory_keys_per_chunk is not None:  # no searched corpus: no memory to cap
+            raise ValueError("memory_keys_per_chunk caps the searched corpus's memory: give unlabeled_corpus too, or leave it out.")
         self._model_output_path = Path(model_output_path)
         self._model_checkpoint_path = Path(model_checkpoint_path) if model_checkpoint_path else None
         self._cache, self._show_progress = cache, show_progress
@@ -229,7 +230,7 @@ class EmbeddingAdapterFinetuneEngine:
         if config.corpus_memory:
             memory = CorpusMemory.from_corpus(corpus, self.embed_model, doc_vectors=self.groups[-1].docs, cache=self._cache,
                                               show_progress=self._show_progress, index_model=self.index_model, weight=config.memory_weight,
-                                              temperature=config.memory_temperature, key_dim=self.groups[0].queries.shape[1])
+                                              temperature=config.memory_temperature, key_dim=self.groups[0].queries.shape[1], max_keys=config.memory_keys_per_chunk)
             if len(memory.keys):
                 self.memories["sentences"] = memory
         # Labelled questions whose chunks are in this corpus are questions about it: the best evidence there is.
