@@ -48,6 +48,7 @@ for _module, _names in {
     "adapterkit.stores.retrieval": ["metrics_by_index", "retrieval_results"],
     "adapterkit.stores.stored_vectors": ["cache_stored_vectors", "exact_top_k", "read_stored", "recall_at_k", "store_top_k"],
     "adapterkit.stores.training_sample": ["StoredSample", "sample_stored_corpus"],
+    "adapterkit.stores.store_memory": ["memory_from_store"],
     "adapterkit.stores.postgres": ["LocalPostgres"],
     "adapterkit.pipeline.fit": ["FitResult", "OutputFolderError", "fit_documents"],
     "adapterkit.pipeline.evaluate_folder": ["evaluate_model_folder"],

@@ -228,6 +228,37 @@ def test_training_reads_only_the_chunks_it_needs_from_a_large_store(pg, uber, ub
         sample_stored_corpus(None, counter, keep={"b"}, sample=1, cache=cache, batches=iter([twice]))
 
 
+def test_a_memory_of_a_whole_store_is_built_by_streaming_and_embeds_no_chunk(pg, uber, uber_nodes, bge, tmp_path):
+    import torch
+
+    from adapterkit.embeddings import model_identity
+    from adapterkit.memory.corpus_memory import CorpusMemory, MemoryWriter
+    from adapterkit.memory.pg_memory import PgMemory, PgMemoryWriter
+    from adapterkit.stores.store_memory import memory_from_store
+
+    store = pg.vector_store("streamed", embed_dim=384)
+    store.add(uber_nodes)
+    expected = CorpusMemory.from_corpus(uber.corpus, bge, index="exact", max_keys=2)
+    counter = CountingEmbedding(bge, cache=False)
+    who = model_identity(bge)
+    with PgMemoryWriter(pg.url(), "streamed_memory", 384, max_keys=2, key_model=who, chunk_model=who) as writer:
+        counts = memory_from_store(store, counter, writer, max_keys=2, batch_size=7, cache=tmp_path / "cache")
+    assert counts == {"chunks": len(uber.corpus), "keys": len(expected.keys)} and counter.counts == {"text": 0, "query": len(expected.keys)}
+    with MemoryWriter(tmp_path / "local", 384, max_keys=2, index="exact") as local:
+        memory_from_store(store, counter, local, max_keys=2, batch_size=64, cache=tmp_path / "cache")
+    assert counter.counts["query"] == len(expected.keys)  # the second build found every key cached
+    q = torch.as_tensor(np.asarray([bge.get_query_embedding(t) for t in list(uber.queries.values())[:20]], dtype=np.float32))
+    for built in (PgMemory(pg.url(), "streamed_memory"), CorpusMemory.load(tmp_path / "local")):
+        assert built.max_keys == 2 and torch.allclose(built.pull(q), expected.pull(q), atol=1e-5)
+
+    with pytest.raises(ValueError, match="max_keys=2 keys per chunk, not None"):
+        memory_from_store(store, bge, PgMemoryWriter(pg.url(), "other", 384, max_keys=2))
+    with pytest.raises(ValueError, match="records key_model"):
+        memory_from_store(store, bge, PgMemoryWriter(pg.url(), "other", 384, key_model="another-model"))
+    with pytest.raises(ValueError, match="opened for 8"):
+        memory_from_store(store, bge, PgMemoryWriter(pg.url(), "other", 8))
+
+
 def _numbered_table(pg, name, rows):
     """A LlamaIndex table of ``rows`` 4-d rows (node ids n1, n2, ...), filled by the server itself."""
     store = pg.vector_store(name, embed_dim=4, hnsw=False)
