@@ -45,7 +45,7 @@ for _module, _names in {
     "adapterkit.stores.counting": ["CountingEmbedding"],
     "adapterkit.stores.indexes": ["build_qdrant_index", "build_simple_index", "embed_nodes_once", "load_qdrant_index",
                                   "load_simple_index", "open_qdrant"],
-    "adapterkit.stores.retrieval": ["metrics_by_index", "retrieval_results"],
+    "adapterkit.stores.retrieval": ["evaluate_on_store", "metrics_by_index", "retrieval_results"],
     "adapterkit.stores.stored_vectors": ["cache_stored_vectors", "exact_top_k", "read_stored", "recall_at_k", "store_top_k"],
     "adapterkit.stores.training_sample": ["StoredSample", "sample_stored_corpus"],
     "adapterkit.stores.store_memory": ["memory_from_store"],

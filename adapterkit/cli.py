@@ -61,7 +61,8 @@ def _fit(args: argparse.Namespace) -> None:
     options = _options(args.set)
     if args.epochs is not None:
         options["epochs"] = args.epochs
-    result = fit_documents(args.docs, args.out, store=args.store, embed_model=args.embed_model, questions=args.questions, llm=args.llm,
+    result = fit_documents(args.docs, args.out, store=args.store, sample_chunks=args.sample_chunks, memory_table=args.memory_table,
+                           embed_model=args.embed_model, questions=args.questions, llm=args.llm,
                            eval_chunks=args.eval_chunks, overwrite=args.overwrite, confirm=_confirm(args.yes), cache=args.cache_dir,
                            show_progress=not args.quiet, **options)
     changes = result.changes
@@ -110,6 +111,10 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write (a re-run on the same documents updates it)")
     fit.add_argument("--store", metavar="URI", help="chunks already in a vector store: postgresql://user:pw@host/db?table=NAME or "
                      "qdrant:///path?collection=NAME (stored vectors are used, nothing re-embedded)")
+    fit.add_argument("--sample-chunks", type=int, default=None, metavar="N", help="with --store: train on the chunks your questions "
+                     "name and N others (a fixed sample), not every stored chunk; questions are still ranked among all of them")
+    fit.add_argument("--memory-table", metavar="NAME", help="with a postgresql --store: keep the sentence memory of every stored chunk "
+                     "as this table on the same server (serve it with PgMemory)")
     fit.add_argument("--embed-model", default="default", metavar="SPEC", help="base model: default, minilm, hf:<id>, openai:<model>")
     fit.add_argument("--questions", metavar="FILE", help="your labelled questions (LlamaIndex dataset JSON); a fifth is held out to score")
     fit.add_argument("--llm", metavar="SPEC", help="an LLM writes questions about sampled chunks to score the model: default, hf:<id>, "

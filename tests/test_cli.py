@@ -311,6 +311,50 @@ def test_fit_from_a_pgvector_table_embeds_no_stored_chunk(tmp_path, docs, capsys
     assert code == 1 and "Could not read the chunks" in err and "server is running" in err
 
 
+def test_fit_from_a_sample_of_a_large_store_keeps_the_memory_in_the_database(tmp_path, docs, capsys, bge):
+    """300 filler chunks besides the 6 documents: training reads the questions' chunks and a sample of 20,
+    the questions are ranked among all 306, and the sentence memory of all 306 is a table on the server."""
+    import numpy as np
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from llama_index.core.schema import TextNode
+
+    from adapterkit.memory.pg_memory import PgMemory
+    from adapterkit.stores.postgres import LocalPostgres
+
+    nodes = read_folder(docs, show_progress=False).nodes
+    rng = np.random.default_rng(0)
+    filler = [TextNode(id_=f"filler-{i}", text=f"filler chunk {i}", embedding=(v / np.linalg.norm(v)).tolist())
+              for i, v in enumerate(rng.normal(size=(300, 384)))]
+    with LocalPostgres() as pg:
+        store = pg.vector_store("big", embed_dim=384)
+        VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=bge)
+        store.add(filler)
+        uri = f"postgresql://postgres@/postgres?host={pg.socket_dir}&table=big"
+        questions = write_questions(docs, tmp_path / "q.json")
+        args = ["--store", uri, "--questions", questions, "--sample-chunks", "20", "--cache-dir", tmp_path / "cache", *FAST]
+        code, out, err = run(capsys, "fit", "--out", tmp_path / "model", "--memory-table", "big_memory", "--set", "memory_keys_per_chunk=1", *args)
+        assert code == 0, err
+        summary = json.loads((tmp_path / "model" / "report.json").read_text())
+        assert summary["chunks"] == 6 + 20 and summary["stored_chunks"] == 306  # what training held, of what the store holds
+        assert summary["embedded_by_base_model"]["text"] == 3  # the store check only
+        assert summary["database_memory"]["keys"] == 6  # one sentence key per document chunk; "filler chunk i" has none
+        memory = PgMemory(pg.url(), "big_memory")
+        assert len(memory) == 306 and memory.max_keys == 1 and not (tmp_path / "model" / "memory" / "sentences").exists()
+        report = (tmp_path / "model" / "report.md").read_text()
+        assert "Training read 26 of the store's 306 chunks" in report and 'PgMemory(url, "big_memory")' in report
+        assert summary["table"][0]["model"] == "base"
+
+        for extra, message in ((["--set", "corpus_memory=True"], "leave corpus_memory out"),
+                               (["--set", "memory_keys_per_chunk=2"], "give one"),
+                               (["--memory-table", "Bad Name"], "Bad Name")):
+            code, out, err = run(capsys, "fit", "--out", tmp_path / "m2", *args, *extra)
+            assert code == 1 and message in err, err
+    code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m3", "--sample-chunks", "5", *FAST)
+    assert code == 1 and "give store (--store) too" in err
+    code, out, err = run(capsys, "fit", "--store", f"qdrant:///{tmp_path / 'q'}?collection=c", "--out", tmp_path / "m4", "--memory-table", "m", *FAST)
+    assert code == 1 and "this store is not PostgreSQL" in err, err
+
+
 def test_store_uris_are_redacted_wherever_they_are_shown():
     from adapterkit.pipeline.sources import redact
 

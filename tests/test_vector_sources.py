@@ -259,6 +259,21 @@ def test_a_memory_of_a_whole_store_is_built_by_streaming_and_embeds_no_chunk(pg,
         memory_from_store(store, bge, PgMemoryWriter(pg.url(), "other", 8))
 
 
+def test_questions_ranked_over_a_streamed_store_score_as_over_the_whole_corpus(pg, uber, uber_nodes, bge):
+    from adapterkit.stores.retrieval import evaluate_on_store
+
+    store = pg.vector_store("ranked", embed_dim=384)
+    store.add(uber_nodes)
+    few = dict(list(uber.corpus.items())[:5])  # what training held: the ranking must not depend on it
+    streamed = evaluate_on_store(EmbeddingQAFinetuneDataset(queries=uber.queries, corpus=few, relevant_docs=uber.relevant_docs),
+                                 bge, store, top_k=10, batch_size=7)
+    whole = evaluate(uber, bge, top_k=10)
+    for column in ("is_hit", "mrr", "recall", "ndcg", "ap"):
+        assert np.allclose(streamed[column], whole[column], atol=1e-6), column
+    assert list(streamed["retrieved"]) == list(whole["retrieved"])
+    assert list(streamed["rank"]) == [r if r <= 10 else 11 for r in whole["rank"]]  # beyond the top 10: 11
+
+
 def _numbered_table(pg, name, rows):
     """A LlamaIndex table of ``rows`` 4-d rows (node ids n1, n2, ...), filled by the server itself."""
     store = pg.vector_store(name, embed_dim=4, hnsw=False)

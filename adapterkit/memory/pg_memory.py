@@ -90,7 +90,7 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"A memory name is 1-40 lower-case letters, digits or _ (starting with a letter or _), got {name!r}.")
     return name
@@ -166,7 +166,7 @@ class PgMemoryWriter:
         if unknown:
             raise ValueError(f"Unknown PgMemory options {sorted(unknown)}: use weight, temperature, top_k, max_keys.")
         checked = CorpusMemory(dim, key_dim=key_dim, **options)  # the same checks of dim, weight, temperature and top_k
-        self.url, self.name, self.dim, self.key_dim = url, _check_name(name), checked.dim, checked.key_dim
+        self.url, self.name, self.dim, self.key_dim = url, check_name(name), checked.dim, checked.key_dim
         self.index, self.lists = index, lists
         self.options = {"weight": checked.weight, "temperature": checked.temperature, "top_k": checked.top_k,
                         "max_keys": checked.max_keys, "key_model": key_model, "chunk_model": chunk_model}
@@ -269,7 +269,7 @@ class PgMemory:
     """
 
     def __init__(self, url: str, name: str, ef_search: Optional[int] = None, probes: Optional[int] = None) -> None:
-        self.url, self.name = url, _check_name(name)
+        self.url, self.name = url, check_name(name)
         self._conn = _connect(url)
         with self._conn, self._conn.cursor() as cur:
             cur.execute("SELECT to_regclass(%s)", (META_TABLE,))

@@ -10,6 +10,10 @@
    adapter; with neither, the report says there is no independent evaluation.
 4. The model folder gets ``report.md`` / ``report.json`` / plots and ``fit.json``, which a re-run
    compares to say which files and chunks changed (only those are embedded: the cache holds the rest).
+
+A store too large to hold is read for what training needs (``sample_chunks``: the chunks your questions
+name and a fixed sample of the rest), its held-out questions are ranked among every stored chunk
+(streamed), and its sentence memory is built as a table on the store's own server (``memory_table``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Set, Union
 
 import numpy as np
 import pandas as pd
@@ -35,9 +39,11 @@ from adapterkit.data.splits import held_out, split_queries
 from adapterkit.embeddings import model_identity, resolve_embed_model
 from adapterkit.evaluation.comparison import comparison_table
 from adapterkit.evaluation.evaluate import evaluate
+from adapterkit.memory.corpus_memory import MEMORY_DIR, load_memories, memory_folders
 from adapterkit.metrics import unit_rows
-from adapterkit.pipeline.sources import ChunkSource, source_of
+from adapterkit.pipeline.sources import ChunkSource, sample_from_store, source_of
 from adapterkit.stores.counting import CountingEmbedding
+from adapterkit.stores.retrieval import evaluate_on_store
 from adapterkit.training.config import FinetuneConfig
 from adapterkit.training.engine import EmbeddingAdapterFinetuneEngine
 
@@ -80,6 +86,34 @@ class FitResult:
     embedded: Dict[str, int]
     seconds: float
     summary: Dict[str, Any]
+    database_memory: Optional[Dict[str, Any]] = None  # with memory_table: the table, its server (no password) and key count
+
+
+def store_scale_options(store: Any, sample_chunks: Optional[int], memory_table: Optional[str], options: Dict[str, Any]) -> tuple:
+    """``(engine options, max keys per chunk)`` for a store read in part or a memory kept in the database:
+    the engine then builds no sentence memory (it would cover what training read, not the store)."""
+    from adapterkit.memory.pg_memory import check_name
+
+    if (sample_chunks is not None or memory_table is not None) and store is None:
+        raise ValueError("sample_chunks and memory_table are for a vector store: give store (--store) too, or leave them out.")
+    if sample_chunks is not None and (isinstance(sample_chunks, bool) or not isinstance(sample_chunks, int) or sample_chunks < 0):
+        raise ValueError(f"sample_chunks is a count of chunks (int >= 0), got {sample_chunks!r}.")
+    if sample_chunks is None and memory_table is None:
+        return dict(options), None
+    if memory_table is not None:
+        check_name(memory_table)
+        postgres = store.split(":", 1)[0] in ("postgresql", "postgres") if isinstance(store, str) else type(store).__name__ == "PGVectorStore"
+        if not postgres:
+            raise ValueError("memory_table builds the memory as a table on the store's PostgreSQL server, and this store is not "
+                             "PostgreSQL (a PGVectorStore): leave memory_table out (the memory is then kept as files in the model folder).")
+    if options.get("corpus_memory"):
+        raise ValueError("With sample_chunks or memory_table the sentence memory covers every stored chunk, so it is built by "
+                         "memory_table (a table on the store's server), not from what training reads: leave corpus_memory out.")
+    engine_options = {k: v for k, v in options.items() if k != "memory_keys_per_chunk"}
+    max_keys = options.get("memory_keys_per_chunk")
+    if max_keys is not None and memory_table is None:
+        raise ValueError("memory_keys_per_chunk caps the sentence memory, which a sampled store gets only with memory_table: give one.")
+    return {**engine_options, "corpus_memory": False}, max_keys
 
 
 def check_output_folder(out: Path, origin: str, model_id: str, overwrite: bool) -> Optional[Dict[str, Any]]:
@@ -196,6 +230,30 @@ def query_movement(model: Any, corpus: Dict[str, str], cache: Any = None, sample
             "min_cosine_base_vs_served": round(float(cos.min()), 4), "share_whose_nearest_chunk_changes": round(moved, 4)}
 
 
+def question_chunks(path: PathLike) -> Set[str]:
+    """Every chunk id a questions file names: kept whole when a store is sampled."""
+    given = EmbeddingQAFinetuneDataset.from_json(path)
+    return {d for docs in given.relevant_docs.values() for d in docs}
+
+
+def memory_in_database(source: ChunkSource, base: Any, name: str, max_keys: Optional[int], config: FinetuneConfig, cache: Any,
+                       show_progress: bool) -> Any:
+    """The sentence memory of every chunk of the store, built as table ``name`` on the store's own server,
+    streamed; a build that died is resumed (its chunks written, its keys cached)."""
+    from adapterkit.memory.pg_memory import PgMemory, PgMemoryWriter
+    from adapterkit.stores.store_memory import memory_from_store
+    from adapterkit.stores.stored_vectors import read_stored
+
+    dim = int(next(iter(read_stored(source.store, batch_size=1))).vectors.shape[1])
+    rows = source.stored if source.stored is not None else len(source.corpus)
+    ident = model_identity(base)
+    with PgMemoryWriter(source.store.connection_string, name, dim, resume=True, index="hnsw" if rows <= 200_000 else "ivfflat",
+                        key_model=ident, chunk_model=ident, max_keys=max_keys, weight=config.memory_weight,
+                        temperature=config.memory_temperature) as writer:
+        memory_from_store(source.store, base, writer, max_keys=max_keys, cache=cache, show_progress=show_progress)
+    return PgMemory(source.store.connection_string, name)
+
+
 def published_questions() -> EmbeddingQAFinetuneDataset:
     """The labelled side when you bring none: LlamaIndex's published Lyft 10-K questions (offline copy)."""
     return load_qa_datasets("published")[0]
@@ -206,6 +264,8 @@ def fit_documents(
     out: PathLike = "adapter_model",
     *,
     store: Any = None,
+    sample_chunks: Optional[int] = None,
+    memory_table: Optional[str] = None,
     embed_model: Any = "default",
     questions: Optional[PathLike] = None,
     llm: Any = None,
@@ -226,6 +286,12 @@ def fit_documents(
         out: the model folder; ``AdapterEmbeddingModel(base, out)`` and LlamaIndex's class load it.
         store: instead of ``docs``, a vector store holding your chunks and their vectors (a URI such
             as ``postgresql://user@host/db?table=chunks`` or a LlamaIndex store); nothing is re-embedded.
+        sample_chunks: with ``store``: train on the chunks your questions name and this many others (a
+            fixed sample) instead of every stored chunk, so memory stays flat as the store grows; the
+            held-out questions are still ranked among every stored chunk (streamed exact search).
+        memory_table: with a PostgreSQL ``store``: build the sentence memory of every stored chunk as this
+            table on the same server (``PgMemory``; ``memory_keys_per_chunk`` caps its keys), not as
+            local files. Serve with ``AdapterEmbeddingModel(base, out, memory=[PgMemory(url, memory_table)])``.
         embed_model: the base model (a spec such as ``"default"`` or a LlamaIndex ``BaseEmbedding``).
         questions: your labelled questions (LlamaIndex's dataset JSON, ids from ``adapterkit
             questions``); a fifth is held out for the evaluation, the rest is trained on.
@@ -255,12 +321,17 @@ def fit_documents(
         raise ValueError("eval_chunks sets how many chunks the LLM is asked about: give llm too, or leave eval_chunks out.")
     if eval_chunks is not None and eval_chunks < 1:
         raise ValueError(f"eval_chunks must be at least 1, got {eval_chunks}.")
-    FinetuneConfig().updated(**options)  # an unknown or out-of-range option fails here, before any work
+    config = FinetuneConfig().updated(**options)  # an unknown or out-of-range option fails here, before any work
+    engine_options, max_keys = store_scale_options(store, sample_chunks, memory_table, options)
     started = time.perf_counter()
     out = Path(out)
     base = resolve_embed_model(embed_model)
     counter = CountingEmbedding(base, cache=False)  # below the cache: counts only texts the base model really embeds
-    source = source_of(docs, store, counter, cache, chunk_size, chunk_overlap, show_progress)
+    if sample_chunks is not None:
+        keep = question_chunks(questions) if questions is not None else set()
+        source = sample_from_store(store, counter, keep, sample_chunks, cache=cache, seed=seed, show_progress=show_progress)
+    else:
+        source = source_of(docs, store, counter, cache, chunk_size, chunk_overlap, show_progress)
     previous = check_output_folder(out, source.origin, model_identity(base), overwrite)
     changes = what_changed(previous, source)
     if docs is not None and Path(out).resolve().is_relative_to(Path(docs).resolve()):
@@ -283,19 +354,29 @@ def fit_documents(
         evaluation = (llm_evaluation(corpus, llm, out, eval_chunks or 40, seed, confirm, show_progress) if llm is not None
                       else Evaluation("none", "none: no labelled questions and no LLM were given"))
     engine = EmbeddingAdapterFinetuneEngine(train, counter, unlabeled_corpus=corpus, model_output_path=out, cache=cache,
-                                            show_progress=show_progress, seed=seed, **options)
+                                            show_progress=show_progress, seed=seed, **engine_options)
     engine.finetune()
-    served = AdapterEmbeddingModel(counter, out, cache=cache)
+    memories, database_memory = None, None
+    if memory_table is not None:
+        in_database = memory_in_database(source, counter, memory_table, max_keys, config, cache, show_progress)
+        memories = (load_memories(out / MEMORY_DIR) if memory_folders(out / MEMORY_DIR) else []) + [in_database]
+        database_memory = {"table": memory_table, "server": source.origin, "keys": in_database.key_count(), "max_keys": max_keys}
+    served = AdapterEmbeddingModel(counter, out, cache=cache, memory=memories)
     frames, table = {}, None
     if evaluation.dataset is not None:
-        frames = {"base": evaluate(evaluation.dataset, counter, top_k=10, cache=cache),
-                  "adapter": evaluate(evaluation.dataset, served, top_k=10, cache=cache)}
+        if source.stored is not None:  # trained on a sample: each question is ranked among every stored chunk
+            frames = {name: evaluate_on_store(evaluation.dataset, model, source.store, top_k=10, cache=cache)
+                      for name, model in (("base", counter), ("adapter", served))}
+        else:
+            frames = {"base": evaluate(evaluation.dataset, counter, top_k=10, cache=cache),
+                      "adapter": evaluate(evaluation.dataset, served, top_k=10, cache=cache)}
         table = comparison_table(frames)
     movement = query_movement(served, corpus, cache=cache, seed=seed)
     manifest = {"origin": source.origin, "embed_model": model_identity(base),
                 "embed_spec": embed_model if isinstance(embed_model, str) else None, "files": source.files,
-                "chunks_of": source.chunks_of, "chunks": list(corpus)}
+                "chunks_of": source.chunks_of, "chunks": list(corpus), "stored_chunks": source.stored, "memory_table": memory_table}
     write_text(out / MANIFEST, json.dumps(manifest, indent=1))
-    result = FitResult(out, out / "report.md", evaluation, table, changes, counter.counts, round(time.perf_counter() - started, 1), {})
+    result = FitResult(out, out / "report.md", evaluation, table, changes, counter.counts, round(time.perf_counter() - started, 1), {},
+                       database_memory)
     result.summary = write_fit_report(result, engine, source, frames, movement)
     return result

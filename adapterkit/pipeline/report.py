@@ -74,7 +74,7 @@ def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str,
         "changes": result.changes, "embedded_by_base_model": result.embedded, "seconds": result.seconds,
         "evaluation": {"kind": evaluation.kind, "source": evaluation.source, **evaluation.details},
         "table": result.table.to_dict(orient="records") if result.table is not None else None,
-        "guard": guard, "query_movement": dict(movement),
+        "guard": guard, "query_movement": dict(movement), "stored_chunks": source.stored, "database_memory": result.database_memory,
     }
     plots = _plots(folder, frames, engine)
     lines = [f"# Adapter for {source.origin}", ""]
@@ -82,6 +82,15 @@ def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str,
     lines += [f"{len(source.corpus)} chunks from {where}; base model `{manifest['embed_model']}`; "
               f"{result.seconds} s; the base model embedded {result.embedded['text']} chunks and {result.embedded['query']} queries "
               "in this run (the rest came from the cache or the store).", ""]
+    if source.stored is not None:
+        lines += [f"Training read {len(source.corpus)} of the store's {source.stored} chunks: the chunks your questions name and a "
+                  "fixed sample of the rest. The evaluation ranks each question among all of them.", ""]
+    if result.database_memory:
+        m = result.database_memory
+        cap = "every sentence" if m["max_keys"] is None else f"at most {m['max_keys']} per chunk"
+        lines += [f"Sentence memory: table `{m['table']}` on the store's server, {m['keys']} keys ({cap}) for every stored chunk. "
+                  f"Serve it with `AdapterEmbeddingModel(base, \"{folder}\", memory=[PgMemory(url, \"{m['table']}\")])` "
+                  "(with the folder's own memories, if any, in that list).", ""]
     if source.skipped:
         lines += ["Skipped files:", ""] + [f"- `{name}`: {why}" for name, why in source.skipped.items()] + [""]
     c = result.changes

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Union
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -32,6 +32,8 @@ class ChunkSource:
         files: ``{name: content hash}`` per file (folders) or ``{}`` (stores: compared chunk by chunk).
         chunks_of: ``{name: [chunk ids]}`` per file.
         skipped: ``{name: reason}`` for files not read.
+        store: the vector store object the chunks were read from (None for folders).
+        stored: how many chunks the store holds, when ``corpus`` is a sample of them (None: all were read).
     """
 
     corpus: Dict[str, str]
@@ -39,6 +41,8 @@ class ChunkSource:
     files: Dict[str, str] = field(default_factory=dict)
     chunks_of: Dict[str, List[str]] = field(default_factory=dict)
     skipped: Dict[str, str] = field(default_factory=dict)
+    store: Any = None
+    stored: Optional[int] = None
 
 
 def chunks_from_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 200, show_progress: bool = True) -> ChunkSource:
@@ -117,17 +121,36 @@ def chunks_from_store(uri_or_store: Any, embed_model: BaseEmbedding, cache: Unio
     """
     from adapterkit.stores.stored_vectors import cache_stored_vectors
 
+    return _read_store(uri_or_store, lambda store: (cache_stored_vectors(store, embed_model, cache=cache, verify=verify,
+                                                                         show_progress=show_progress), None))
+
+
+def sample_from_store(uri_or_store: Any, embed_model: BaseEmbedding, keep: Set[str], sample: int,
+                      cache: Union[EmbeddingCache, PathLike, None] = None, seed: int = 0, verify: int = 3,
+                      show_progress: bool = True) -> ChunkSource:
+    """The chunks ``keep`` names and ``sample`` others of a store (``sample_stored_corpus``): what training
+    needs of a store too large to hold; ``stored`` says how many chunks the store has."""
+    from adapterkit.stores.training_sample import sample_stored_corpus
+
+    def read(store: Any) -> tuple:
+        drawn = sample_stored_corpus(store, embed_model, keep, sample=sample, cache=cache, seed=seed, verify=verify, show_progress=show_progress)
+        return drawn.corpus, drawn.rows
+    return _read_store(uri_or_store, read)
+
+
+def _read_store(uri_or_store: Any, read: Callable[[Any], tuple]) -> ChunkSource:
+    """Open a store URI (or take a store object) and ``read`` it: ``(corpus, stored count or None)``."""
     uri = uri_or_store if isinstance(uri_or_store, str) else None
     store = open_store(uri) if uri else uri_or_store
     try:
-        corpus = cache_stored_vectors(store, embed_model, cache=cache, verify=verify, show_progress=show_progress)
+        corpus, stored = read(store)
     except ValueError:
         raise
     except Exception as exc:  # the server went away, wrong credentials, ...
         where = redact(uri) if uri else store_origin(store)
         raise ConnectionError(f"Could not read the chunks of {where}: {type(exc).__name__}: {exc}. "
                               "Check the URI, the credentials and that the server is running.") from exc
-    return ChunkSource(corpus, redact(uri) if uri else store_origin(store))
+    return ChunkSource(corpus, redact(uri) if uri else store_origin(store), store=store, stored=stored)
 
 
 def store_origin(store: Any) -> str:
