@@ -33,6 +33,7 @@ for _module, _names in {
     "adapterkit.data.llms": ["ask_before_paid_calls", "resolve_llm"],
     "adapterkit.memory.corpus_memory": ["CorpusMemory", "MemoryLoadError", "MemoryWriter"],
     "adapterkit.memory.pg_memory": ["PgMemory", "PgMemoryError", "PgMemoryWriter"],
+    "adapterkit.memory.qdrant_memory": ["QdrantMemory", "QdrantMemoryError", "QdrantMemoryWriter"],
     "adapterkit.training.config": ["FinetuneConfig"],
     "adapterkit.training.engine": ["EmbeddingAdapterFinetuneEngine", "LLAMAINDEX_RECIPE"],
     "adapterkit.training.selection": ["TrainingDivergedError"],

@@ -113,8 +113,8 @@ def parser() -> argparse.ArgumentParser:
                      "qdrant:///path?collection=NAME (stored vectors are used, nothing re-embedded)")
     fit.add_argument("--sample-chunks", type=int, default=None, metavar="N", help="with --store: train on the chunks your questions "
                      "name and N others (a fixed sample), not every stored chunk; questions are still ranked among all of them")
-    fit.add_argument("--memory-table", metavar="NAME", help="with a postgresql --store: keep the sentence memory of every stored chunk "
-                     "as this table on the same server (serve it with PgMemory)")
+    fit.add_argument("--memory-table", metavar="NAME", help="with --store: keep the sentence memory of every stored chunk under this "
+                     "name in the store's own database (serve it with PgMemory or QdrantMemory)")
     fit.add_argument("--embed-model", default="default", metavar="SPEC", help="base model: default, minilm, hf:<id>, openai:<model>")
     fit.add_argument("--questions", metavar="FILE", help="your labelled questions (LlamaIndex dataset JSON); a fifth is held out to score")
     fit.add_argument("--llm", metavar="SPEC", help="an LLM writes questions about sampled chunks to score the model: default, hf:<id>, "

@@ -341,7 +341,7 @@ def test_fit_from_a_sample_of_a_large_store_keeps_the_memory_in_the_database(tmp
         memory = PgMemory(pg.url(), "big_memory")
         assert len(memory) == 306 and memory.max_keys == 1 and not (tmp_path / "model" / "memory" / "sentences").exists()
         report = (tmp_path / "model" / "report.md").read_text()
-        assert "Training read 26 of the store's 306 chunks" in report and 'PgMemory(url, "big_memory")' in report
+        assert "Training read 26 of the store's 306 chunks" in report and 'memory=[PgMemory(url, "big_memory")]' in report
         assert summary["table"][0]["model"] == "base"
 
         for extra, message in ((["--set", "corpus_memory=True"], "leave corpus_memory out"),
@@ -351,8 +351,31 @@ def test_fit_from_a_sample_of_a_large_store_keeps_the_memory_in_the_database(tmp
             assert code == 1 and message in err, err
     code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m3", "--sample-chunks", "5", *FAST)
     assert code == 1 and "give store (--store) too" in err
-    code, out, err = run(capsys, "fit", "--store", f"qdrant:///{tmp_path / 'q'}?collection=c", "--out", tmp_path / "m4", "--memory-table", "m", *FAST)
-    assert code == 1 and "this store is not PostgreSQL" in err, err
+    from llama_index.core.vector_stores import SimpleVectorStore
+
+    from adapterkit.pipeline.fit import fit_documents
+
+    with pytest.raises(ValueError, match="this store is SimpleVectorStore"):
+        fit_documents(out=tmp_path / "m4", store=SimpleVectorStore(), memory_table="m")
+
+
+def test_fit_from_a_qdrant_collection_keeps_the_memory_in_that_qdrant(tmp_path, docs, capsys, bge):
+    from adapterkit.memory.qdrant_memory import QdrantMemory
+    from adapterkit.stores.indexes import build_qdrant_index, open_qdrant
+
+    build_qdrant_index(read_folder(docs, show_progress=False).nodes, bge, tmp_path / "qdrant", collection="chunks")
+    questions = write_questions(docs, tmp_path / "q.json", files=tuple(QUESTIONS)[:4])
+    code, out, err = run(capsys, "fit", "--store", f"qdrant:///{tmp_path / 'qdrant'}?collection=chunks", "--out", tmp_path / "model",
+                         "--questions", questions, "--sample-chunks", "1", "--memory-table", "chunk_memory", "--cache-dir", tmp_path / "cache", *FAST)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "model" / "report.json").read_text())
+    assert summary["stored_chunks"] == 6 and summary["chunks"] == 4 + 1 and summary["database_memory"]["kind"] == "QdrantMemory"
+    client = open_qdrant(tmp_path / "qdrant")
+    try:
+        memory = QdrantMemory(client, "chunk_memory")
+        assert len(memory) == 6 and memory.key_count() == summary["database_memory"]["keys"] > 6  # every sentence of every chunk
+    finally:
+        client.close()
 
 
 def test_store_uris_are_redacted_wherever_they_are_shown():

@@ -26,9 +26,9 @@ def local(val_full, bge):
     return CorpusMemory.from_corpus(take(val_full, 12).corpus, bge, index="exact")
 
 
-def _write(url, name, memory, batches=2, **options):
-    """Write a local memory's arrays into a table, ``batches`` calls."""
-    writer = PgMemoryWriter(url, name, memory.dim, **options)
+def _write(url, name, memory, batches=2, writer=PgMemoryWriter, **options):
+    """Write a local memory's arrays through ``writer`` (a table, or a Qdrant collection: ``url`` is then the client), ``batches`` calls."""
+    writer = writer(url, name, memory.dim, **options)
     for part in np.array_split(np.arange(len(memory.chunk_ids)), batches):
         mine = np.isin(memory.owner, part)
         renumber = {int(c): i for i, c in enumerate(part)}

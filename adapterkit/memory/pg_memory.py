@@ -96,8 +96,9 @@ def check_name(name: str) -> str:
     return name
 
 
-def _checked(chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
-             dim: int, key_dim: int) -> tuple:
+def checked_rows(chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
+                 dim: int, key_dim: int) -> tuple:
+    """Unit-length float32 chunk and key vectors and int64 ``key_chunk``, or a ``ValueError`` that names the problem."""
     chunk_vectors = unit_rows(np.asarray(chunk_vectors, dtype=np.float32).reshape(len(chunk_ids), dim))
     key_vectors = unit_rows(np.asarray(key_vectors, dtype=np.float32).reshape(-1, key_dim))
     key_chunk = np.asarray(key_chunk, dtype=np.int64).reshape(len(key_vectors))
@@ -196,7 +197,7 @@ class PgMemoryWriter:
         without them, the first ``update`` re-embeds every chunk)."""
         import psycopg2
 
-        chunk_vectors, key_vectors, key_chunk = _checked(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim)
+        chunk_vectors, key_vectors, key_chunk = checked_rows(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim)
         most = self.options["max_keys"]
         if most is not None and len(key_chunk) and np.bincount(key_chunk).max() > most:
             raise ValueError(f"Chunk {chunk_ids[int(np.bincount(key_chunk).argmax())]!r} has {np.bincount(key_chunk).max()} keys; "
@@ -388,7 +389,7 @@ class PgMemory:
     def add_chunks(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
                    text_hashes: Optional[Sequence[str]] = None) -> None:
         """Add chunks with their keys in one transaction; a chunk already held is replaced."""
-        chunk_vectors, key_vectors, key_chunk = _checked(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim)
+        chunk_vectors, key_vectors, key_chunk = checked_rows(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim)
         hashes = list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
         with self._conn, self._conn.cursor() as cur:
             cur.execute(f"DELETE FROM {_q(self.name)} WHERE chunk_id = ANY(%s)", ([str(c) for c in chunk_ids],))
@@ -417,7 +418,7 @@ class PgMemory:
             return counts
         docs, keys, key_chunk = chunk_keys(corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim,
                                            self.max_keys)
-        chunk_vectors, key_vectors, key_chunk = _checked(todo, docs, keys, key_chunk, self.dim, self.key_dim)
+        chunk_vectors, key_vectors, key_chunk = checked_rows(todo, docs, keys, key_chunk, self.dim, self.key_dim)
         with self._conn, self._conn.cursor() as cur:  # one transaction: removals and additions together
             cur.execute(f"DELETE FROM {_q(self.name)} WHERE chunk_id = ANY(%s)", (gone + todo,))
             copy_rows(cur, self.name, key_rows(todo, chunk_vectors, key_vectors, key_chunk, [hashes[c] for c in todo]))

@@ -13,7 +13,7 @@
 
 A store too large to hold is read for what training needs (``sample_chunks``: the chunks your questions
 name and a fixed sample of the rest), its held-out questions are ranked among every stored chunk
-(streamed), and its sentence memory is built as a table on the store's own server (``memory_table``).
+(streamed), and its sentence memory is built in the store's own database (``memory_table``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from adapterkit.evaluation.comparison import comparison_table
 from adapterkit.evaluation.evaluate import evaluate
 from adapterkit.memory.corpus_memory import MEMORY_DIR, load_memories, memory_folders
 from adapterkit.metrics import unit_rows
-from adapterkit.pipeline.sources import ChunkSource, sample_from_store, source_of
+from adapterkit.pipeline.sources import ChunkSource, close_store, sample_from_store, source_of
 from adapterkit.stores.counting import CountingEmbedding
 from adapterkit.stores.retrieval import evaluate_on_store
 from adapterkit.training.config import FinetuneConfig
@@ -86,7 +86,7 @@ class FitResult:
     embedded: Dict[str, int]
     seconds: float
     summary: Dict[str, Any]
-    database_memory: Optional[Dict[str, Any]] = None  # with memory_table: the table, its server (no password) and key count
+    database_memory: Optional[Dict[str, Any]] = None  # with memory_table: its name, class, server (no password) and key count
 
 
 def store_scale_options(store: Any, sample_chunks: Optional[int], memory_table: Optional[str], options: Dict[str, Any]) -> tuple:
@@ -102,10 +102,10 @@ def store_scale_options(store: Any, sample_chunks: Optional[int], memory_table: 
         return dict(options), None
     if memory_table is not None:
         check_name(memory_table)
-        postgres = store.split(":", 1)[0] in ("postgresql", "postgres") if isinstance(store, str) else type(store).__name__ == "PGVectorStore"
-        if not postgres:
-            raise ValueError("memory_table builds the memory as a table on the store's PostgreSQL server, and this store is not "
-                             "PostgreSQL (a PGVectorStore): leave memory_table out (the memory is then kept as files in the model folder).")
+        kind = store.split(":", 1)[0] if isinstance(store, str) else type(store).__name__
+        if kind not in ("postgresql", "postgres", "qdrant", "qdrant+http", "qdrant+https", "PGVectorStore", "QdrantVectorStore"):
+            raise ValueError(f"memory_table builds the memory in the store's own database (PostgreSQL or Qdrant), and this store is "
+                             f"{kind}: leave memory_table out (the memory is then kept as files in the model folder).")
     if options.get("corpus_memory"):
         raise ValueError("With sample_chunks or memory_table the sentence memory covers every stored chunk, so it is built by "
                          "memory_table (a table on the store's server), not from what training reads: leave corpus_memory out.")
@@ -238,20 +238,25 @@ def question_chunks(path: PathLike) -> Set[str]:
 
 def memory_in_database(source: ChunkSource, base: Any, name: str, max_keys: Optional[int], config: FinetuneConfig, cache: Any,
                        show_progress: bool) -> Any:
-    """The sentence memory of every chunk of the store, built as table ``name`` on the store's own server,
-    streamed; a build that died is resumed (its chunks written, its keys cached)."""
-    from adapterkit.memory.pg_memory import PgMemory, PgMemoryWriter
+    """The sentence memory of every chunk of the store, built as table (PostgreSQL) or collection (Qdrant)
+    ``name`` in the store's own database, streamed; a build that died is resumed."""
+    from adapterkit.memory.pg_memory import PgMemoryWriter
+    from adapterkit.memory.qdrant_memory import QdrantMemoryWriter
     from adapterkit.stores.store_memory import memory_from_store
     from adapterkit.stores.stored_vectors import read_stored
 
     dim = int(next(iter(read_stored(source.store, batch_size=1))).vectors.shape[1])
     rows = source.stored if source.stored is not None else len(source.corpus)
     ident = model_identity(base)
-    with PgMemoryWriter(source.store.connection_string, name, dim, resume=True, index="hnsw" if rows <= 200_000 else "ivfflat",
-                        key_model=ident, chunk_model=ident, max_keys=max_keys, weight=config.memory_weight,
-                        temperature=config.memory_temperature) as writer:
+    options = dict(resume=True, key_model=ident, chunk_model=ident, max_keys=max_keys, weight=config.memory_weight,
+                   temperature=config.memory_temperature)
+    if type(source.store).__name__ == "QdrantVectorStore":
+        writer = QdrantMemoryWriter(source.store.client, name, dim, **options)
+    else:  # IVFFlat builds far faster than HNSW on millions of keys
+        writer = PgMemoryWriter(source.store.connection_string, name, dim, index="hnsw" if rows <= 200_000 else "ivfflat", **options)
+    with writer:
         memory_from_store(source.store, base, writer, max_keys=max_keys, cache=cache, show_progress=show_progress)
-    return PgMemory(source.store.connection_string, name)
+    return writer.finish()
 
 
 def published_questions() -> EmbeddingQAFinetuneDataset:
@@ -289,9 +294,10 @@ def fit_documents(
         sample_chunks: with ``store``: train on the chunks your questions name and this many others (a
             fixed sample) instead of every stored chunk, so memory stays flat as the store grows; the
             held-out questions are still ranked among every stored chunk (streamed exact search).
-        memory_table: with a PostgreSQL ``store``: build the sentence memory of every stored chunk as this
-            table on the same server (``PgMemory``; ``memory_keys_per_chunk`` caps its keys), not as
-            local files. Serve with ``AdapterEmbeddingModel(base, out, memory=[PgMemory(url, memory_table)])``.
+        memory_table: with ``store``: build the sentence memory of every stored chunk under this name in
+            the store's own database (a ``PgMemory`` table, or a ``QdrantMemory`` collection;
+            ``memory_keys_per_chunk`` caps its keys), not as local files. Serve it with
+            ``AdapterEmbeddingModel(base, out, memory=[PgMemory(url, memory_table)])`` (or ``QdrantMemory(client, ...)``).
         embed_model: the base model (a spec such as ``"default"`` or a LlamaIndex ``BaseEmbedding``).
         questions: your labelled questions (LlamaIndex's dataset JSON, ids from ``adapterkit
             questions``); a fifth is held out for the evaluation, the rest is trained on.
@@ -332,51 +338,56 @@ def fit_documents(
         source = sample_from_store(store, counter, keep, sample_chunks, cache=cache, seed=seed, show_progress=show_progress)
     else:
         source = source_of(docs, store, counter, cache, chunk_size, chunk_overlap, show_progress)
-    previous = check_output_folder(out, source.origin, model_identity(base), overwrite)
-    changes = what_changed(previous, source)
-    if docs is not None and Path(out).resolve().is_relative_to(Path(docs).resolve()):
-        raise OutputFolderError(f"{out} is inside the documents folder {docs}: its reports would be read as documents next time. "
-                                "Choose an --out outside it.")
-    out.mkdir(parents=True, exist_ok=True)
-    if previous is None:  # so an interrupted run (LLM questions half written) is seen as this fit, and resumed
-        write_text(out / MANIFEST, json.dumps({"origin": source.origin, "embed_model": model_identity(base), "complete": False}))
-    corpus = source.corpus
-    if questions is not None:
-        mine, stale = labelled_questions(questions, corpus)
-        train, held = split_queries(mine, seed=seed)
-        if not held.queries or not train.queries:
-            raise DatasetError(f"{questions} has {len(mine.queries)} usable question(s): at least 2 are needed (one to train on, one held out).")
-        evaluation = Evaluation("questions", f"{len(held.queries)} of your {len(mine.queries)} questions ({Path(questions).name}), "
-                                "held out of training", held, {"questions": len(held.queries), "trained_on": len(train.queries),
-                                                               "left_out_as_their_chunks_changed": stale})
-    else:
-        train = published_questions()
-        evaluation = (llm_evaluation(corpus, llm, out, eval_chunks or 40, seed, confirm, show_progress) if llm is not None
-                      else Evaluation("none", "none: no labelled questions and no LLM were given"))
-    engine = EmbeddingAdapterFinetuneEngine(train, counter, unlabeled_corpus=corpus, model_output_path=out, cache=cache,
-                                            show_progress=show_progress, seed=seed, **engine_options)
-    engine.finetune()
-    memories, database_memory = None, None
-    if memory_table is not None:
-        in_database = memory_in_database(source, counter, memory_table, max_keys, config, cache, show_progress)
-        memories = (load_memories(out / MEMORY_DIR) if memory_folders(out / MEMORY_DIR) else []) + [in_database]
-        database_memory = {"table": memory_table, "server": source.origin, "keys": in_database.key_count(), "max_keys": max_keys}
-    served = AdapterEmbeddingModel(counter, out, cache=cache, memory=memories)
-    frames, table = {}, None
-    if evaluation.dataset is not None:
-        if source.stored is not None:  # trained on a sample: each question is ranked among every stored chunk
-            frames = {name: evaluate_on_store(evaluation.dataset, model, source.store, top_k=10, cache=cache)
-                      for name, model in (("base", counter), ("adapter", served))}
+    try:
+        previous = check_output_folder(out, source.origin, model_identity(base), overwrite)
+        changes = what_changed(previous, source)
+        if docs is not None and Path(out).resolve().is_relative_to(Path(docs).resolve()):
+            raise OutputFolderError(f"{out} is inside the documents folder {docs}: its reports would be read as documents next time. "
+                                    "Choose an --out outside it.")
+        out.mkdir(parents=True, exist_ok=True)
+        if previous is None:  # so an interrupted run (LLM questions half written) is seen as this fit, and resumed
+            write_text(out / MANIFEST, json.dumps({"origin": source.origin, "embed_model": model_identity(base), "complete": False}))
+        corpus = source.corpus
+        if questions is not None:
+            mine, stale = labelled_questions(questions, corpus)
+            train, held = split_queries(mine, seed=seed)
+            if not held.queries or not train.queries:
+                raise DatasetError(f"{questions} has {len(mine.queries)} usable question(s): at least 2 are needed (one to train on, one held out).")
+            evaluation = Evaluation("questions", f"{len(held.queries)} of your {len(mine.queries)} questions ({Path(questions).name}), "
+                                    "held out of training", held, {"questions": len(held.queries), "trained_on": len(train.queries),
+                                                                   "left_out_as_their_chunks_changed": stale})
         else:
-            frames = {"base": evaluate(evaluation.dataset, counter, top_k=10, cache=cache),
-                      "adapter": evaluate(evaluation.dataset, served, top_k=10, cache=cache)}
-        table = comparison_table(frames)
-    movement = query_movement(served, corpus, cache=cache, seed=seed)
-    manifest = {"origin": source.origin, "embed_model": model_identity(base),
-                "embed_spec": embed_model if isinstance(embed_model, str) else None, "files": source.files,
-                "chunks_of": source.chunks_of, "chunks": list(corpus), "stored_chunks": source.stored, "memory_table": memory_table}
-    write_text(out / MANIFEST, json.dumps(manifest, indent=1))
-    result = FitResult(out, out / "report.md", evaluation, table, changes, counter.counts, round(time.perf_counter() - started, 1), {},
-                       database_memory)
-    result.summary = write_fit_report(result, engine, source, frames, movement)
-    return result
+            train = published_questions()
+            evaluation = (llm_evaluation(corpus, llm, out, eval_chunks or 40, seed, confirm, show_progress) if llm is not None
+                          else Evaluation("none", "none: no labelled questions and no LLM were given"))
+        engine = EmbeddingAdapterFinetuneEngine(train, counter, unlabeled_corpus=corpus, model_output_path=out, cache=cache,
+                                                show_progress=show_progress, seed=seed, **engine_options)
+        engine.finetune()
+        memories, database_memory = None, None
+        if memory_table is not None:
+            in_database = memory_in_database(source, counter, memory_table, max_keys, config, cache, show_progress)
+            memories = (load_memories(out / MEMORY_DIR) if memory_folders(out / MEMORY_DIR) else []) + [in_database]
+            database_memory = {"name": memory_table, "kind": type(in_database).__name__, "server": source.origin,
+                               "keys": in_database.key_count(), "max_keys": max_keys}
+        served = AdapterEmbeddingModel(counter, out, cache=cache, memory=memories)
+        frames, table = {}, None
+        if evaluation.dataset is not None:
+            if source.stored is not None:  # trained on a sample: each question is ranked among every stored chunk
+                frames = {name: evaluate_on_store(evaluation.dataset, model, source.store, top_k=10, cache=cache)
+                          for name, model in (("base", counter), ("adapter", served))}
+            else:
+                frames = {"base": evaluate(evaluation.dataset, counter, top_k=10, cache=cache),
+                          "adapter": evaluate(evaluation.dataset, served, top_k=10, cache=cache)}
+            table = comparison_table(frames)
+        movement = query_movement(served, corpus, cache=cache, seed=seed)
+        manifest = {"origin": source.origin, "embed_model": model_identity(base),
+                    "embed_spec": embed_model if isinstance(embed_model, str) else None, "files": source.files,
+                    "chunks_of": source.chunks_of, "chunks": list(corpus), "stored_chunks": source.stored, "memory_table": memory_table}
+        write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+        result = FitResult(out, out / "report.md", evaluation, table, changes, counter.counts, round(time.perf_counter() - started, 1), {},
+                           database_memory)
+        result.summary = write_fit_report(result, engine, source, frames, movement)
+        return result
+    finally:
+        if isinstance(store, str):  # a store this call opened is closed: a local Qdrant folder stays locked while open
+            close_store(source.store)

@@ -88,8 +88,9 @@ def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str,
     if result.database_memory:
         m = result.database_memory
         cap = "every sentence" if m["max_keys"] is None else f"at most {m['max_keys']} per chunk"
-        lines += [f"Sentence memory: table `{m['table']}` on the store's server, {m['keys']} keys ({cap}) for every stored chunk. "
-                  f"Serve it with `AdapterEmbeddingModel(base, \"{folder}\", memory=[PgMemory(url, \"{m['table']}\")])` "
+        where = "url" if m["kind"] == "PgMemory" else "client"
+        lines += [f"Sentence memory: `{m['name']}` in the store's own database ({m['kind']}), {m['keys']} keys ({cap}) for every stored "
+                  f"chunk. Serve it with `AdapterEmbeddingModel(base, \"{folder}\", memory=[{m['kind']}({where}, \"{m['name']}\")])` "
                   "(with the folder's own memories, if any, in that list).", ""]
     if source.skipped:
         lines += ["Skipped files:", ""] + [f"- `{name}`: {why}" for name, why in source.skipped.items()] + [""]

@@ -145,12 +145,23 @@ def _read_store(uri_or_store: Any, read: Callable[[Any], tuple]) -> ChunkSource:
     try:
         corpus, stored = read(store)
     except ValueError:
+        if uri:
+            close_store(store)
         raise
     except Exception as exc:  # the server went away, wrong credentials, ...
+        if uri:
+            close_store(store)
         where = redact(uri) if uri else store_origin(store)
         raise ConnectionError(f"Could not read the chunks of {where}: {type(exc).__name__}: {exc}. "
                               "Check the URI, the credentials and that the server is running.") from exc
     return ChunkSource(corpus, redact(uri) if uri else store_origin(store), store=store, stored=stored)
+
+
+def close_store(store: Any) -> None:
+    """Close a Qdrant store's client: a local Qdrant folder stays locked while a client holds it open.
+    (A PostgreSQL store's connections are pooled and closed with it.)"""
+    if type(store).__name__ == "QdrantVectorStore":
+        store.client.close()
 
 
 def store_origin(store: Any) -> str:

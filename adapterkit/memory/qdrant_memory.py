@@ -1,0 +1,328 @@
+"""``QdrantMemory``: a corpus memory kept as a collection in the user's Qdrant, looked up by Qdrant's own index.
+
+The same memory as ``CorpusMemory`` and ``PgMemory`` (keys pull a query toward their chunks' frozen
+vectors; see ``corpus_memory``), one point per key:
+
+- vector ``key`` (cosine, HNSW-indexed): the key's base query vector;
+- vector ``chunk`` (stored, never indexed: ``m=0``): the chunk's frozen vector, returned with each hit;
+- payload ``chunk_id``, ``chunk_hash``, ``keyed`` (whether the point has a key).
+
+A chunk with no 6+ word sentence is one point with a ``chunk`` vector and no ``key``: held, so that
+``update`` knows it, never found. Point ids are derived from (chunk id, key number), so a chunk written
+twice (a resumed build sending a batch again) overwrites itself.
+
+A build writes into a collection of its own, ``<name>__build_<token>``, marked unfinished in its
+metadata; ``finish()`` marks it finished and points the alias ``name`` at it in one alias operation
+(the collection an older build of ``name`` left is dropped afterwards), so an unfinished memory is
+never read. ``resume=True`` continues an unfinished build. The memory's options and models are the
+collection's metadata.
+
+Qdrant has no transactions: ``update`` sends its deletions and insertions as one ordered batch; if it
+fails part-way, run ``update`` again: it compares chunk hashes, and converges.
+
+Example::
+
+    with QdrantMemoryWriter(client, "uber_sentences", dim=384) as writer:
+        memory_from_store(qdrant_store, base, writer)
+    model = AdapterEmbeddingModel(base, "model_output", memory=[QdrantMemory(client, "uber_sentences")])
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import uuid
+import warnings
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from llama_index.core.base.embeddings.base import BaseEmbedding
+
+from adapterkit.memory.corpus_memory import CorpusMemory, _text_hash, apply_memories, check_max_keys, check_models, chunk_keys, pull_from
+from adapterkit.memory.pg_memory import check_name, checked_rows
+from adapterkit.metrics import unit_rows
+
+TAG = "adapterkit_memory"  # the metadata key that marks a collection as (a build of) a memory
+_IDS = uuid.UUID("6f1c1f38-7a0e-4c5e-9a57-3a1d1c2b9e01")  # namespace of point ids
+
+
+class QdrantMemoryError(ValueError):
+    """A memory collection is missing, unfinished, or does not fit its metadata."""
+
+
+def _point_id(chunk_id: str, key: int) -> str:
+    """A stable point id for a chunk's ``key``-th key (-1: the chunk held without a key)."""
+    return str(uuid.uuid5(_IDS, f"{chunk_id}\x00{key}"))
+
+
+def _metadata(client: Any, collection: str) -> Dict[str, Any]:
+    return dict(client.get_collection(collection).config.metadata or {})
+
+
+def _builds(client: Any, name: str) -> List[str]:
+    """Unfinished builds of memory ``name``."""
+    prefix = f"{name}__build_"
+    return [c.name for c in client.get_collections().collections
+            if c.name.startswith(prefix) and _metadata(client, c.name).get(TAG, {}).get("ready") is False]
+
+
+def _alias_target(client: Any, name: str) -> Optional[str]:
+    return next((a.collection_name for a in client.get_aliases().aliases if a.alias_name == name), None)
+
+
+def _points(chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
+            hashes: Sequence[str]) -> List[Any]:
+    from qdrant_client import models
+
+    points, number = [], np.zeros(len(chunk_ids), dtype=np.int64)
+    for row, c in zip(key_chunk.tolist(), key_vectors):
+        points.append(models.PointStruct(id=_point_id(chunk_ids[row], int(number[row])), vector={"key": c.tolist(), "chunk": chunk_vectors[row].tolist()},
+                                         payload={"chunk_id": chunk_ids[row], "chunk_hash": hashes[row], "keyed": True}))
+        number[row] += 1
+    for row in np.flatnonzero(number == 0).tolist():  # held with no key: never found, known to update()
+        points.append(models.PointStruct(id=_point_id(chunk_ids[row], -1), vector={"chunk": chunk_vectors[row].tolist()},
+                                         payload={"chunk_id": chunk_ids[row], "chunk_hash": hashes[row], "keyed": False}))
+    return points
+
+
+class QdrantMemoryWriter:
+    """Build a ``QdrantMemory`` batch by batch; ``finish()`` (or leaving the ``with`` block without an
+    error) makes it the memory ``name`` in one alias operation.
+
+    Args:
+        client: a ``qdrant_client.QdrantClient`` (a server, or a local folder).
+        name: the memory's name, an alias (lower-case letters, digits, _); never an existing collection.
+        dim: the chunk vectors' dimension.
+        key_dim: the keys' dimension (default ``dim``).
+        resume: continue an unfinished build of ``name``; else start afresh (unfinished builds are dropped).
+        key_model, chunk_model: identities (``model_identity``) of the models behind keys and chunk vectors.
+        options: weight, temperature, top_k, max_keys (as ``CorpusMemory``).
+    """
+
+    def __init__(self, client: Any, name: str, dim: int, key_dim: Optional[int] = None, resume: bool = False,
+                 key_model: Optional[str] = None, chunk_model: Optional[str] = None, **options: Any) -> None:
+        from qdrant_client import models
+
+        unknown = set(options) - {"weight", "temperature", "top_k", "max_keys"}
+        if unknown:
+            raise ValueError(f"Unknown QdrantMemory options {sorted(unknown)}: use weight, temperature, top_k, max_keys.")
+        checked = CorpusMemory(dim, key_dim=key_dim, **options)  # the same checks as a local memory's
+        self.client, self.name, self.dim, self.key_dim = client, check_name(name), checked.dim, checked.key_dim
+        self.options = {"weight": checked.weight, "temperature": checked.temperature, "top_k": checked.top_k,
+                        "max_keys": checked.max_keys, "key_model": key_model, "chunk_model": chunk_model}
+        if client.collection_exists(name) and _alias_target(client, name) is None:
+            raise QdrantMemoryError(f"A collection {name!r} exists in this Qdrant and is not an adapterkit memory: choose another name.")
+        unfinished = _builds(client, name)
+        if resume and unfinished:
+            self.collection = unfinished[0]
+            held = _metadata(client, self.collection)[TAG]
+            if (held["dim"], held["key_dim"]) != (self.dim, self.key_dim):
+                raise QdrantMemoryError(f"The unfinished build of {name!r} holds {held['dim']}/{held['key_dim']}-dimensional vectors, "
+                                        f"not {self.dim}/{self.key_dim}: start afresh with resume=False.")
+            return
+        for old in unfinished:
+            client.delete_collection(old)
+        self.collection = f"{name}__build_{secrets.token_hex(4)}"
+        client.create_collection(self.collection, vectors_config={
+            "key": models.VectorParams(size=self.key_dim, distance=models.Distance.COSINE),
+            "chunk": models.VectorParams(size=self.dim, distance=models.Distance.COSINE, hnsw_config=models.HnswConfigDiff(m=0)),
+        }, metadata={TAG: {"name": name, "ready": False, "dim": self.dim, "key_dim": self.key_dim, **self.options}})
+        with warnings.catch_warnings():  # a local Qdrant says its payload indexes do nothing; a server's find chunk ids fast
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            client.create_payload_index(self.collection, "chunk_id", field_schema=models.PayloadSchemaType.KEYWORD)
+
+    def add(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
+            text_hashes: Optional[Sequence[str]] = None) -> int:
+        """Write chunks and their keys (a chunk written before is overwritten); returns the points written."""
+        chunk_vectors, key_vectors, key_chunk = checked_rows(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim)
+        most = self.options["max_keys"]
+        if most is not None and len(key_chunk) and np.bincount(key_chunk).max() > most:
+            raise ValueError(f"Chunk {chunk_ids[int(np.bincount(key_chunk).argmax())]!r} has {np.bincount(key_chunk).max()} keys; "
+                             f"this memory holds at most max_keys={most} per chunk (chunk_sentences(text, most={most})).")
+        hashes = list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
+        points = _points([str(c) for c in chunk_ids], chunk_vectors, key_vectors, key_chunk, hashes)
+        self.client.upsert(self.collection, points=points, wait=True)
+        return len(points)
+
+    def finish(self) -> "QdrantMemory":
+        """Mark the build finished and point the alias ``name`` at it; an older build's collection is dropped."""
+        from qdrant_client import models
+
+        if self.client.collection_exists(self.name) and _alias_target(self.client, self.name) is None:  # made since this writer opened
+            raise QdrantMemoryError(f"A collection {self.name!r} exists in this Qdrant and is not an adapterkit memory: choose another name.")
+        meta = _metadata(self.client, self.collection)[TAG]
+        if meta["ready"] is False:
+            self.client.update_collection(self.collection, metadata={TAG: {**meta, "ready": True}})
+        older = _alias_target(self.client, self.name)
+        if older != self.collection:
+            swap = ([models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.name))] if older else []) + [
+                models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=self.collection, alias_name=self.name))]
+            self.client.update_collection_aliases(change_aliases_operations=swap)
+            if older:
+                self.client.delete_collection(older)
+        return QdrantMemory(self.client, self.name)
+
+    def __enter__(self) -> "QdrantMemoryWriter":
+        return self
+
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        if kind is None:
+            self.finish()  # else the build stays, unread, for resume=True
+
+
+class QdrantMemory:
+    """A finished memory collection, read by Qdrant's HNSW index (see the module's docstring).
+
+    Args:
+        client: a ``qdrant_client.QdrantClient``.
+        name: the memory's name (the alias ``QdrantMemoryWriter`` made).
+        hnsw_ef: HNSW candidates per lookup (Qdrant's ``hnsw_ef``; default Qdrant's own, at least ``top_k``).
+    """
+
+    def __init__(self, client: Any, name: str, hnsw_ef: Optional[int] = None) -> None:
+        self.client, self.name = client, check_name(name)
+        target = _alias_target(client, name)
+        if target is None:
+            raise QdrantMemoryError(f"No finished memory {name!r} in this Qdrant (an unfinished build is never read): build it "
+                                    "with QdrantMemoryWriter, or continue a build with QdrantMemoryWriter(..., resume=True).")
+        meta = _metadata(client, target).get(TAG)
+        try:
+            self.dim, self.key_dim = int(meta["dim"]), int(meta["key_dim"])
+            self.weight, self.temperature, self.top_k = float(meta["weight"]), float(meta["temperature"]), int(meta["top_k"])
+            self.max_keys = check_max_keys(meta.get("max_keys"))
+            self.key_model, self.chunk_model = meta.get("key_model"), meta.get("chunk_model")
+            ready = meta["ready"] is True
+        except (KeyError, TypeError, ValueError) as exc:
+            raise QdrantMemoryError(f"The metadata of memory {name!r} ({target}) is damaged ({exc}): build the memory again.") from exc
+        if not ready:
+            raise QdrantMemoryError(f"Memory {name!r} points at an unfinished build ({target}): build the memory again.")
+        self.hnsw_ef = None if hnsw_ef is None else max(int(hnsw_ef), self.top_k)
+
+    def __len__(self) -> int:
+        return len(self.chunk_hashes())
+
+    def key_count(self) -> int:
+        from qdrant_client import models
+
+        keyed = models.Filter(must=[models.FieldCondition(key="keyed", match=models.MatchValue(value=True))])
+        return int(self.client.count(self.name, count_filter=keyed, exact=True).count)
+
+    def with_pull(self, weight: float, temperature: Optional[float] = None) -> "QdrantMemory":
+        """The same collection with another pull; this one is left as it is."""
+        other = copy.copy(self)
+        other.weight = float(weight)
+        other.temperature = float(self.temperature if temperature is None else temperature)
+        return other
+
+    # ------------------------------------------------------------------ query time
+
+    def lookup(self, queries: np.ndarray) -> Tuple[np.ndarray, List[List[str]], np.ndarray]:
+        """Each query's top keys: cosine ``(Q, k)`` (-inf where nothing was found), their chunk ids, and
+        their chunk vectors ``(Q, k, dim)``; one batch request."""
+        from qdrant_client import models
+
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.key_dim:
+            raise ValueError(f"Memory {self.name!r} looks up {self.key_dim}-dimensional base query vectors, got shape {q.shape}.")
+        q = unit_rows(q)
+        k = self.top_k
+        sims = np.full((len(q), k), -np.inf, dtype=np.float32)
+        chunks = np.zeros((len(q), k, self.dim), dtype=np.float32)
+        ids: List[List[str]] = [[] for _ in range(len(q))]
+        params = models.SearchParams(hnsw_ef=self.hnsw_ef) if self.hnsw_ef else None
+        requests = [models.QueryRequest(query=row.tolist(), using="key", limit=k, with_payload=["chunk_id"], with_vector=["chunk"], params=params)
+                    for row in q]
+        try:
+            answers = self.client.query_batch_points(self.name, requests=requests) if requests else []
+        except Exception as exc:  # a lost server, a dropped or changed collection
+            raise QdrantMemoryError(f"Looking up memory {self.name!r} failed ({type(exc).__name__}: {str(exc).strip()[:300]}): check that "
+                                    "the server is up; if the collection was changed or dropped, build the memory again.") from exc
+        for row, answer in enumerate(answers):
+            for place, point in enumerate(answer.points[:k]):
+                chunk = point.vector.get("chunk") if isinstance(point.vector, dict) else None
+                if chunk is None or len(chunk) != self.dim:
+                    raise QdrantMemoryError(f"Memory {self.name!r} returned a key without its {self.dim}-dimensional chunk vector: "
+                                            "the collection was changed; build the memory again.")
+                sims[row, place] = point.score
+                chunks[row, place] = chunk
+                ids[row].append(point.payload["chunk_id"])
+        return sims, ids, chunks
+
+    def pull(self, queries: torch.Tensor) -> torch.Tensor:
+        """As ``CorpusMemory.pull``: ``weight * sum softmax(temperature * cos) * chunk`` over the top keys."""
+        if not len(queries) or not self.weight:
+            return torch.zeros(len(queries), self.dim, dtype=torch.float32, device=queries.device)
+        sims, _, chunks = self.lookup(F.normalize(queries.detach().float(), dim=-1).cpu().numpy())
+        return pull_from(sims, torch.as_tensor(chunks), self.temperature, self.weight).to(queries.device)
+
+    def apply(self, adapted: torch.Tensor, base_queries: torch.Tensor) -> torch.Tensor:
+        return apply_memories(adapted, base_queries, [self])
+
+    # ------------------------------------------------------------------ following the index
+
+    def _scroll(self) -> Iterable[Any]:
+        offset = None
+        while True:
+            points, offset = self.client.scroll(self.name, limit=1000, offset=offset, with_payload=["chunk_id", "chunk_hash"], with_vectors=False)
+            yield from points
+            if offset is None:
+                return
+
+    def chunk_hashes(self) -> Dict[str, str]:
+        """``{chunk id: text hash}`` of every chunk held."""
+        return {p.payload["chunk_id"]: p.payload["chunk_hash"] for p in self._scroll()}
+
+    def _replace(self, drop: Sequence[str], chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray,
+                 key_chunk: np.ndarray, hashes: Sequence[str]) -> None:
+        """Delete the points of ``drop``, then write the chunks given: one ordered batch of operations."""
+        from qdrant_client import models
+
+        ops = []
+        if drop:
+            ops.append(models.DeleteOperation(delete=models.FilterSelector(filter=models.Filter(
+                must=[models.FieldCondition(key="chunk_id", match=models.MatchAny(any=list(drop)))]))))
+        points = _points(list(chunk_ids), chunk_vectors, key_vectors, key_chunk, hashes) if len(chunk_ids) else []
+        if points:
+            ops.append(models.UpsertOperation(upsert=models.PointsList(points=points)))
+        if ops:
+            self.client.batch_update_points(self.name, update_operations=ops, wait=True)
+
+    def add_chunks(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
+                   text_hashes: Optional[Sequence[str]] = None) -> None:
+        """Add chunks with their keys; a chunk already held is replaced."""
+        chunk_vectors, key_vectors, key_chunk = checked_rows(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim)
+        ids = [str(c) for c in chunk_ids]
+        self._replace(ids, ids, chunk_vectors, key_vectors, key_chunk, list(text_hashes) if text_hashes is not None else [""] * len(ids))
+
+    def remove(self, chunk_ids: Iterable[str]) -> int:
+        """Drop these chunks and their keys; returns how many chunks were held."""
+        ids = [str(c) for c in chunk_ids]
+        held = sum(c in self.chunk_hashes() for c in set(ids))
+        self._replace(ids, [], np.zeros((0, self.dim), np.float32), np.zeros((0, self.key_dim), np.float32), np.zeros(0, np.int64), [])
+        return held
+
+    def update(self, corpus: Mapping[str, str], embed_model: BaseEmbedding, doc_vectors: Optional[np.ndarray] = None,
+               cache: Any = None, show_progress: bool = False, index_model: Optional[BaseEmbedding] = None) -> Dict[str, int]:
+        """Follow ``corpus`` as ``CorpusMemory.update`` does (models checked against those recorded)."""
+        check_models(self.key_model, self.chunk_model, embed_model, index_model)
+        held = self.chunk_hashes()
+        ids = list(corpus)
+        hashes = {c: _text_hash(corpus[c]) for c in ids}
+        todo = [c for c in ids if held.get(c) != hashes[c]]
+        gone = [c for c in held if c not in corpus]
+        counts = {"added": sum(c not in held for c in todo), "changed": sum(c in held for c in todo), "removed": len(gone),
+                  "unchanged": len(ids) - len(todo)}
+        if not todo and not gone:
+            return counts
+        docs, keys, key_chunk = chunk_keys(corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim,
+                                           self.max_keys)
+        chunk_vectors, key_vectors, key_chunk = checked_rows(todo, docs, keys, key_chunk, self.dim, self.key_dim)
+        self._replace(gone + todo, todo, chunk_vectors, key_vectors, key_chunk, [hashes[c] for c in todo])
+        return counts
+
+    def get_config_dict(self) -> Dict[str, Any]:
+        return {"kind": "qdrant", "name": self.name, "dim": self.dim, "key_dim": self.key_dim, "weight": self.weight,
+                "temperature": self.temperature, "top_k": self.top_k, "hnsw_ef": self.hnsw_ef, "max_keys": self.max_keys,
+                "key_model": self.key_model, "chunk_model": self.chunk_model}
