@@ -334,6 +334,8 @@ def fit_documents(
     base = resolve_embed_model(embed_model)
     counter = CountingEmbedding(base, cache=False)  # below the cache: counts only texts the base model really embeds
     if sample_chunks is not None:
+        if docs is not None:
+            raise ValueError("Give either a documents folder or a store URI (--store), not both and not neither.")
         keep = question_chunks(questions) if questions is not None else set()
         source = sample_from_store(store, counter, keep, sample_chunks, cache=cache, seed=seed, show_progress=show_progress)
     else:
