@@ -40,7 +40,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
         embed_batch_size: texts per base-model call.
         cache: base embeddings go through adapterkit's disk cache (an ``EmbeddingCache``, a folder,
             None for the default folder, or False to call the base model directly).
-        memory: ``CorpusMemory`` or ``PgMemory`` objects (one or a list) composed with the adapter at query time, or a
+        memory: ``CorpusMemory``, ``PgMemory`` or ``QdrantMemory`` objects (one or a list) composed with the adapter at query time, or a
             folder of them; None: those saved beside the adapter (``<adapter_path>/memory``), if any;
             False: none.
         normalize: return unit-length query vectors, as the base model's are, so that dot-product
@@ -109,7 +109,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
             memory = Path(adapter_path) / MEMORY_DIR if memory_folders(Path(adapter_path) / MEMORY_DIR) else False
         if isinstance(memory, (str, os.PathLike)):
             memory = load_memories(memory)
-        self._memories = [memory] if hasattr(memory, "pull") else list(memory or [])  # a CorpusMemory, a PgMemory, or a list
+        self._memories = [memory] if hasattr(memory, "pull") else list(memory or [])  # one memory, or a list
 
     @classmethod
     def class_name(cls) -> str:

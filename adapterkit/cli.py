@@ -112,7 +112,8 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("--store", metavar="URI", help="chunks already in a vector store: postgresql://user:pw@host/db?table=NAME or "
                      "qdrant:///path?collection=NAME (stored vectors are used, nothing re-embedded)")
     fit.add_argument("--sample-chunks", type=int, default=None, metavar="N", help="with --store: train on the chunks your questions "
-                     "name and N others (a fixed sample), not every stored chunk; questions are still ranked among all of them")
+                     "name and N others (a fixed sample), not every stored chunk; questions are still ranked among all of them; no sentence "
+                     "memory unless --memory-table")
     fit.add_argument("--memory-table", metavar="NAME", help="with --store: keep the sentence memory of every stored chunk under this "
                      "name in the store's own database (serve it with PgMemory or QdrantMemory)")
     fit.add_argument("--embed-model", default="default", metavar="SPEC", help="base model: default, minilm, hf:<id>, openai:<model>")

@@ -64,14 +64,14 @@ def exact_search(
                 rel_idx[row, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
                 rel_mask[row, : len(r)] = True
             rel_vecs = _normalise(torch.as_tensor(docs[rel_idx.flatten().numpy()], dtype=torch.float32))
-            rel_scores = _finite((rel_vecs.view(len(q), width, -1) * q[:, None, :]).sum(-1))
+            rel_scores = finite_scores((rel_vecs.view(len(q), width, -1) * q[:, None, :]).sum(-1))
             # Relevant docs rank among themselves by score (ties do not count)...
             beaten = ((rel_scores[:, None, :] > rel_scores[:, :, None]) & rel_mask[:, None, :]).sum(-1)
             best_s = torch.full((len(q), k), -math.inf)
             best_i = torch.zeros((len(q), k), dtype=torch.long)
             for ds in range(0, len(docs), doc_chunk):
                 d = _normalise(torch.as_tensor(docs[ds : ds + doc_chunk], dtype=torch.float32))
-                s = _finite(q @ d.T)
+                s = finite_scores(q @ d.T)
                 # ...and every other doc at or above a relevant doc's score counts against it.
                 local = rel_idx - ds
                 inside = rel_mask & (local >= 0) & (local < s.shape[1])
@@ -86,7 +86,7 @@ def exact_search(
     return top_idx, top_scores, ranks
 
 
-def _finite(scores: torch.Tensor) -> torch.Tensor:
+def finite_scores(scores: torch.Tensor) -> torch.Tensor:
     """Scores with NaN and infinities replaced by -inf: the lowest, never a hit."""
     return torch.where(torch.isfinite(scores), scores, torch.tensor(-math.inf))
 
@@ -149,7 +149,7 @@ def merge_top_k(best_s: torch.Tensor, best_i: torch.Tensor, scores: torch.Tensor
     Every exact top-k in adapterkit (``exact_search``, stored vectors, memory keys) merges through here,
     so one rule holds for all: a NaN or infinite score (+inf included) counts as -inf, the lowest.
     """
-    scores = _finite(scores)
+    scores = finite_scores(scores)
     k = best_s.shape[1]
     s_top, i_top = scores.topk(min(k, scores.shape[1]), dim=1)
     merged_s, merged_i = torch.cat([best_s, s_top], dim=1), torch.cat([best_i, i_top + offset], dim=1)

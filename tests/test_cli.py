@@ -344,11 +344,22 @@ def test_fit_from_a_sample_of_a_large_store_keeps_the_memory_in_the_database(tmp
         assert "Training read 26 of the store's 306 chunks" in report and 'memory=[PgMemory(url, "big_memory")]' in report
         assert summary["table"][0]["model"] == "base"
 
+        # a re-run builds the memory afresh (its keys come from the cache) and replaces the finished one
+        code, out, err = run(capsys, "fit", "--out", tmp_path / "model", "--memory-table", "big_memory", "--set", "memory_weight=0.5", *args)
+        assert code == 0, err
+        assert PgMemory(pg.url(), "big_memory").weight == 0.5 and json.loads((tmp_path / "model" / "report.json").read_text())[
+            "embedded_by_base_model"] == {"text": 3, "query": 0}
+
         for extra, message in ((["--set", "corpus_memory=True"], "leave corpus_memory out"),
                                (["--set", "memory_keys_per_chunk=2"], "give one"),
+                               (["--set", "memory_weight=0.5"], "give one"),
                                (["--memory-table", "Bad Name"], "Bad Name")):
             code, out, err = run(capsys, "fit", "--out", tmp_path / "m2", *args, *extra)
             assert code == 1 and message in err, err
+        code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m2", *args)  # a folder too: which one?
+        assert code == 1 and "not both" in err
+        code, out, err = run(capsys, "fit", "--store", uri, "--out", tmp_path / "m2", "--sample-chunks", "0", *FAST)
+        assert code == 1 and "no questions were given" in err
     code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m3", "--sample-chunks", "5", *FAST)
     assert code == 1 and "give store (--store) too" in err
     from llama_index.core.vector_stores import SimpleVectorStore

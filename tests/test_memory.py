@@ -166,3 +166,7 @@ def test_a_cap_on_keys_per_chunk_keeps_a_fixed_sample_of_its_sentences(bge, tmp_
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="max_keys"):
             CorpusMemory(8, max_keys=bad)
+        with pytest.raises(ValueError, match="most is the number of sentences"):
+            chunk_sentences(text, most=bad)
+    with pytest.raises(ValueError, match="at most max_keys=2"):  # a capped memory refuses more keys however they come
+        loaded.add("more", np.ones(384), np.ones((3, 384)))

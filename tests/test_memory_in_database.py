@@ -107,6 +107,8 @@ def test_an_unfinished_build_is_never_read_and_resumes(pg, local):
             raise RuntimeError("died")
     with pytest.raises(PgMemoryError, match="resume=False"):  # resuming it with another dimension
         PgMemoryWriter(url, "other_dim", 8, resume=True)
+    with pytest.raises(PgMemoryError, match=r"other \['max_keys', 'weight'\]"):  # or other options: its rows would mix two kinds
+        PgMemoryWriter(url, "other_dim", local.dim, resume=True, weight=0.5, max_keys=3)
 
 
 def _write_rest(writer, memory, start):

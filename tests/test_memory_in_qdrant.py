@@ -65,16 +65,28 @@ def test_the_qdrant_memory_follows_the_index(client, local, val_full, bge):
         memory.update(corpus, FirstCoordinates(bge))
 
 
+def _part(memory, chunks):
+    """The arguments of ``add`` for the chunks at ``chunks`` (positions) of a local memory."""
+    mine = np.isin(memory.owner, chunks)
+    renumber = {int(c): i for i, c in enumerate(chunks)}
+    return ([memory.chunk_ids[i] for i in chunks], memory.chunks[chunks], memory.keys[mine], np.array([renumber[int(o)] for o in memory.owner[mine]]),
+            [memory.chunk_hash[i] for i in chunks])
+
+
 def test_an_unfinished_qdrant_build_is_never_read_resumes_and_replaces_the_old_one(client, local):
+    half = len(local.chunk_ids) // 2
+    first_half, second_half = list(range(half)), list(range(half, len(local.chunk_ids)))
     with pytest.raises(RuntimeError, match="died"):
-        with _write(client, "resumed", local, batches=3, writer=QdrantMemoryWriter):
+        with QdrantMemoryWriter(client, "resumed", local.dim) as writer:
+            writer.add(*_part(local, first_half))
             raise RuntimeError("the process died")
     with pytest.raises(QdrantMemoryError, match="No finished memory 'resumed'"):
         QdrantMemory(client, "resumed")
-    again = QdrantMemoryWriter(client, "resumed", local.dim, resume=True)  # continues that build: writing a chunk again overwrites it
-    half = len(local.chunk_ids) // 2
-    mine = np.isin(local.owner, range(half))
-    again.add(local.chunk_ids[:half], local.chunks[:half], local.keys[mine], local.owner[mine])
+    with pytest.raises(QdrantMemoryError, match=r"other \['weight'\]"):  # a resumed build keeps its options
+        QdrantMemoryWriter(client, "resumed", local.dim, resume=True, weight=0.5)
+    again = QdrantMemoryWriter(client, "resumed", local.dim, resume=True)
+    assert again.add(*_part(local, first_half)) == 0  # written before the crash: skipped
+    assert again.add(*_part(local, second_half)) == np.isin(local.owner, second_half).sum() + len(second_half)  # keys and markers
     first = again.finish()
     assert len(first) == len(local.chunk_ids) and first.key_count() == len(local.keys)
     builds = {c.name for c in client.get_collections().collections}
@@ -86,11 +98,27 @@ def test_an_unfinished_qdrant_build_is_never_read_resumes_and_replaces_the_old_o
 
     from qdrant_client import models
     client.create_collection("users_table", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE))
-    with pytest.raises(QdrantMemoryError, match="not an adapterkit memory"):
-        QdrantMemoryWriter(client, "users_table", 4)
-    assert client.collection_exists("users_table")
+    client.update_collection_aliases(change_aliases_operations=[models.CreateAliasOperation(
+        create_alias=models.CreateAlias(collection_name="users_table", alias_name="users_alias"))])
+    for name in ("users_table", "users_alias"):  # the user's collection, and an alias of it: never touched
+        with pytest.raises(QdrantMemoryError, match="not the adapterkit memory"):
+            QdrantMemoryWriter(client, name, 4)
+        with pytest.raises(QdrantMemoryError, match="not the adapterkit memory"):
+            QdrantMemory(client, name)
+    assert client.collection_exists("users_table") and client.collection_exists("users_alias")
     with pytest.raises(ValueError, match="max_keys=1"):
         _write(client, "capped", local, writer=QdrantMemoryWriter, max_keys=1)
+
+
+def test_keyless_chunks_and_rewrites_with_fewer_keys_leave_nothing_behind(client, bge):
+    memory = QdrantMemoryWriter(client, "small", 384).finish()
+    long = "Revenue grew in the fourth quarter of the year. Costs fell sharply across every segment we run. Margins rose for the first time."
+    corpus = {"a": long, "short": "Too short."}
+    assert memory.update(corpus, bge) == {"added": 2, "changed": 0, "removed": 0, "unchanged": 0}
+    assert len(memory) == 2 and memory.key_count() == 3  # "short" is held with no key
+    corpus["a"] = "Revenue grew in the fourth quarter of the year."
+    assert memory.update(corpus, bge)["changed"] == 1 and memory.key_count() == 1  # the two old keys are gone
+    assert memory.remove(["short", "short"]) == 1 and len(memory) == 1
 
 
 def test_a_memory_of_a_qdrant_store_is_built_in_the_same_qdrant(val_full, bge, tmp_path):

@@ -91,6 +91,8 @@ def chunk_sentences(text: str, min_words: int = 6, most: Optional[int] = None) -
 
     With ``most``, at most that many: the ones whose text hashes smallest, in text order, so the
     choice depends on the sentences alone (not on the chunk's position, a seed or the machine)."""
+    if most is not None and (isinstance(most, bool) or not isinstance(most, int) or most < 1):
+        raise ValueError(f"most is the number of sentences to keep: None (all) or an int >= 1, got {most!r}.")
     found = [x.strip() for x in _SENTENCE.split(" ".join(text.split())) if len(x.split()) >= min_words]
     if most is None or len(found) <= most:
         return found

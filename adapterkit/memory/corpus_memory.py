@@ -31,6 +31,7 @@ from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.data.documents import chunk_sentences
 from adapterkit.embeddings import model_identity
 from adapterkit.memory.keys import INDEX_KINDS, KeyIndex, make_index
+from adapterkit.memory.rows import check_keys_per_chunk, check_max_keys
 from adapterkit.metrics import unit_rows
 
 MEMORY_DIR = "memory"  # beside the adapter's files in a model folder; one subfolder per memory
@@ -166,6 +167,7 @@ class CorpusMemory:
             raise ValueError("chunk_ids must be unique and key_chunk must hold positions in chunk_ids.")
         if not (np.isfinite(key_vectors).all() and np.isfinite(chunk_vectors).all()):
             raise ValueError("Memory vectors must be finite (a NaN or inf came from the base model).")
+        check_keys_per_chunk(chunk_ids, key_chunk, self.max_keys)
         self.remove(chunk_ids)
         start = len(self.chunk_ids)
         self.chunk_ids += [str(c) for c in chunk_ids]
@@ -340,6 +342,7 @@ class MemoryWriter:
             raise ValueError("Memory vectors must be finite (a NaN or inf came from the base model).")
         if len(key_chunk) and not 0 <= key_chunk.min() <= key_chunk.max() < len(chunk_ids):
             raise ValueError("key_chunk must hold positions in chunk_ids.")
+        check_keys_per_chunk(chunk_ids, key_chunk, self.options["max_keys"])
         for name, array in (("chunks", chunk_vectors), ("keys", key_vectors), ("owner", key_chunk + self.counts["chunks"])):
             self._raw[name].write(np.ascontiguousarray(array).tobytes())
             self.counts[name] += len(array)
@@ -392,12 +395,6 @@ def load_memories(folder: PathLike) -> List[CorpusMemory]:
     if not found:
         raise MemoryLoadError(f"{folder} holds no corpus memory (no {MEMORY_FILE} in it or in a subfolder).")
     return [CorpusMemory.load(p) for p in found]
-
-
-def check_max_keys(max_keys: Optional[int]) -> Optional[int]:
-    if max_keys is not None and (isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1):
-        raise ValueError(f"max_keys caps the sentence keys per chunk: None (every sentence) or an int >= 1, got {max_keys!r}.")
-    return max_keys
 
 
 def chunk_keys(corpus: Mapping[str, str], todo: Sequence[str], embed_model: BaseEmbedding, index_model: Optional[BaseEmbedding],

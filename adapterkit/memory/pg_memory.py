@@ -41,16 +41,9 @@ import torch
 import torch.nn.functional as F
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from adapterkit.memory.corpus_memory import (
-    CorpusMemory,
-    _text_hash,
-    apply_memories,
-    check_max_keys,
-    check_models,
-    chunk_keys,
-    pull_from,
-)
+from adapterkit.memory.corpus_memory import CorpusMemory, _text_hash, apply_memories, check_models, chunk_keys, pull_from
 from adapterkit.memory.pg_rows import copy_rows, key_rows
+from adapterkit.memory.rows import check_max_keys, checked_rows
 from adapterkit.metrics import unit_rows
 
 META_TABLE = "adapterkit_memories"  # name, config (JSON), ready: a memory is read only once ready
@@ -94,21 +87,6 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"A memory name is 1-40 lower-case letters, digits or _ (starting with a letter or _), got {name!r}.")
     return name
-
-
-def checked_rows(chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
-                 dim: int, key_dim: int) -> tuple:
-    """Unit-length float32 chunk and key vectors and int64 ``key_chunk``, or a ``ValueError`` that names the problem."""
-    chunk_vectors = unit_rows(np.asarray(chunk_vectors, dtype=np.float32).reshape(len(chunk_ids), dim))
-    key_vectors = unit_rows(np.asarray(key_vectors, dtype=np.float32).reshape(-1, key_dim))
-    key_chunk = np.asarray(key_chunk, dtype=np.int64).reshape(len(key_vectors))
-    if not (np.isfinite(chunk_vectors).all() and np.isfinite(key_vectors).all()):
-        raise ValueError("Memory vectors must be finite (a NaN or inf came from the base model).")
-    if len(key_chunk) and not 0 <= key_chunk.min() <= key_chunk.max() < len(chunk_ids):
-        raise ValueError("key_chunk must hold positions in chunk_ids.")
-    if len(set(map(str, chunk_ids))) != len(chunk_ids):
-        raise ValueError("chunk_ids holds an id more than once: a chunk's keys go in one call.")
-    return chunk_vectors, key_vectors, key_chunk
 
 
 def _create(cur: Any, table: str, dim: int, key_dim: int) -> None:
@@ -185,6 +163,17 @@ class PgMemoryWriter:
                 if held and held != want:
                     raise PgMemoryError(f"The unfinished build of {name!r} holds {held}, not {want}: start afresh with resume=False.")
                 _create(cur, self.staging, self.dim, self.key_dim)
+                options = {"dim": self.dim, "key_dim": self.key_dim, **self.options}
+                if held:  # a resumed build keeps the options it was started with, or mixes two kinds of rows
+                    cur.execute(f"SELECT config FROM {META_TABLE} WHERE name = %s", (self.staging,))
+                    row = cur.fetchone()
+                    before = json.loads(row[0]) if row else {}
+                    differ = sorted(k for k in options if before.get(k) != options[k])
+                    if differ:
+                        raise PgMemoryError(f"The unfinished build of {name!r} was started with other {differ} "
+                                            f"({ {k: before.get(k) for k in differ} }): start afresh with resume=False, or resume with those.")
+                cur.execute(f"INSERT INTO {META_TABLE} (name, config, ready) VALUES (%s, %s, false) ON CONFLICT (name) DO UPDATE "
+                            "SET config = EXCLUDED.config, ready = false", (self.staging, json.dumps(options)))
         except BaseException:
             self._conn.close()
             raise
@@ -197,11 +186,8 @@ class PgMemoryWriter:
         without them, the first ``update`` re-embeds every chunk)."""
         import psycopg2
 
-        chunk_vectors, key_vectors, key_chunk = checked_rows(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim)
-        most = self.options["max_keys"]
-        if most is not None and len(key_chunk) and np.bincount(key_chunk).max() > most:
-            raise ValueError(f"Chunk {chunk_ids[int(np.bincount(key_chunk).argmax())]!r} has {np.bincount(key_chunk).max()} keys; "
-                             f"this memory holds at most max_keys={most} per chunk (chunk_sentences(text, most={most})).")
+        chunk_vectors, key_vectors, key_chunk = checked_rows(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim,
+                                                             self.options["max_keys"])
         hashes = list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
         ids = [str(c) for c in chunk_ids]
         try:
@@ -242,6 +228,7 @@ class PgMemoryWriter:
                 cur.execute(f"ALTER INDEX {_q(self.staging + '_chunk_id')} RENAME TO {_q(self.name + '_chunk_id')}")
                 cur.execute(f"INSERT INTO {META_TABLE} (name, config, ready) VALUES (%s, %s, true) "
                             "ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config, ready = true", (self.name, json.dumps(config)))
+                cur.execute(f"DELETE FROM {META_TABLE} WHERE name = %s", (self.staging,))
             self._finished = True
         finally:
             self._conn.close()
@@ -297,14 +284,10 @@ class PgMemory:
         self.probes = int(probes) if probes is not None else max(1, math.ceil(math.sqrt(lists)))
 
     def __len__(self) -> int:
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute(f"SELECT count(DISTINCT chunk_id) FROM {_q(self.name)}")
-            return int(cur.fetchone()[0])
+        return int(self._read("SELECT 1", f"SELECT count(DISTINCT chunk_id) FROM {_q(self.name)}", ())[0][0])
 
     def key_count(self) -> int:
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute(f"SELECT count(key) FROM {_q(self.name)}")
-            return int(cur.fetchone()[0])
+        return int(self._read("SELECT 1", f"SELECT count(key) FROM {_q(self.name)}", ())[0][0])
 
     def with_pull(self, weight: float, temperature: Optional[float] = None) -> "PgMemory":
         """The same table with another pull (a new connection); this one is left as it is."""
@@ -389,7 +372,8 @@ class PgMemory:
     def add_chunks(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
                    text_hashes: Optional[Sequence[str]] = None) -> None:
         """Add chunks with their keys in one transaction; a chunk already held is replaced."""
-        chunk_vectors, key_vectors, key_chunk = checked_rows(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim)
+        chunk_vectors, key_vectors, key_chunk = checked_rows(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim,
+                                                             self.max_keys)
         hashes = list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
         with self._conn, self._conn.cursor() as cur:
             cur.execute(f"DELETE FROM {_q(self.name)} WHERE chunk_id = ANY(%s)", ([str(c) for c in chunk_ids],))

@@ -5,20 +5,22 @@ vectors; see ``corpus_memory``), one point per key:
 
 - vector ``key`` (cosine, HNSW-indexed): the key's base query vector;
 - vector ``chunk`` (stored, never indexed: ``m=0``): the chunk's frozen vector, returned with each hit;
-- payload ``chunk_id``, ``chunk_hash``, ``keyed`` (whether the point has a key).
+- payload ``chunk_id`` and ``keyed``.
 
-A chunk with no 6+ word sentence is one point with a ``chunk`` vector and no ``key``: held, so that
-``update`` knows it, never found. Point ids are derived from (chunk id, key number), so a chunk written
-twice (a resumed build sending a batch again) overwrites itself.
+and one more point per chunk, its marker: the ``chunk`` vector, no ``key`` (never found), and the
+payload ``chunk_hash``. A chunk's marker is written after its keys, in the same ordered batch, so a
+chunk with a marker is whole: ``update`` and a resumed build redo a chunk whose write was cut off.
 
 A build writes into a collection of its own, ``<name>__build_<token>``, marked unfinished in its
 metadata; ``finish()`` marks it finished and points the alias ``name`` at it in one alias operation
 (the collection an older build of ``name`` left is dropped afterwards), so an unfinished memory is
-never read. ``resume=True`` continues an unfinished build. The memory's options and models are the
-collection's metadata.
+never read. ``resume=True`` continues an unfinished build started with the same options. The memory's
+options and models are the collection's metadata; an alias or collection ``name`` that is not such a
+memory is never touched.
 
-Qdrant has no transactions: ``update`` sends its deletions and insertions as one ordered batch; if it
-fails part-way, run ``update`` again: it compares chunk hashes, and converges.
+Qdrant has no transactions: ``update`` sends its deletions and insertions as one ordered batch (a
+chunk's keys, then its marker); if it fails part-way, run ``update`` again: chunks left without a
+marker count as changed, and are written again.
 
 Example::
 
@@ -40,12 +42,14 @@ import torch
 import torch.nn.functional as F
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from adapterkit.memory.corpus_memory import CorpusMemory, _text_hash, apply_memories, check_max_keys, check_models, chunk_keys, pull_from
-from adapterkit.memory.pg_memory import check_name, checked_rows
+from adapterkit.memory.corpus_memory import CorpusMemory, _text_hash, apply_memories, check_models, chunk_keys, pull_from
+from adapterkit.memory.pg_memory import LOOKUP_BATCH, check_name
+from adapterkit.memory.rows import check_max_keys, checked_rows
 from adapterkit.metrics import unit_rows
 
 TAG = "adapterkit_memory"  # the metadata key that marks a collection as (a build of) a memory
 _IDS = uuid.UUID("6f1c1f38-7a0e-4c5e-9a57-3a1d1c2b9e01")  # namespace of point ids
+_OPTIONS = ("dim", "key_dim", "weight", "temperature", "top_k", "max_keys", "key_model", "chunk_model")  # a resumed build keeps these
 
 
 class QdrantMemoryError(ValueError):
@@ -61,30 +65,64 @@ def _metadata(client: Any, collection: str) -> Dict[str, Any]:
     return dict(client.get_collection(collection).config.metadata or {})
 
 
-def _builds(client: Any, name: str) -> List[str]:
-    """Unfinished builds of memory ``name``."""
-    prefix = f"{name}__build_"
-    return [c.name for c in client.get_collections().collections
-            if c.name.startswith(prefix) and _metadata(client, c.name).get(TAG, {}).get("ready") is False]
-
-
 def _alias_target(client: Any, name: str) -> Optional[str]:
     return next((a.collection_name for a in client.get_aliases().aliases if a.alias_name == name), None)
 
 
-def _points(chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
-            hashes: Sequence[str]) -> List[Any]:
+def _check_ours(client: Any, name: str) -> Optional[str]:
+    """The collection the memory ``name`` points at (None: no such name), or an error when ``name`` is a
+    collection, or an alias of one, that is not this memory (the user's own data is never touched)."""
+    if not client.collection_exists(name):
+        return None
+    target = _alias_target(client, name)
+    if target is None or _metadata(client, target).get(TAG, {}).get("name") != name:
+        raise QdrantMemoryError(f"{name!r} is a collection (or an alias of one) in this Qdrant that is not the adapterkit memory "
+                                f"{name!r}: choose another name.")
+    return target
+
+
+def _builds(client: Any, name: str) -> Dict[str, bool]:
+    """``{collection: ready}`` of the builds of memory ``name`` (finished ones included)."""
+    prefix = f"{name}__build_"
+    found = {}
+    for c in client.get_collections().collections:
+        meta = _metadata(client, c.name).get(TAG, {}) if c.name.startswith(prefix) else {}
+        if meta.get("name") == name:
+            found[c.name] = meta.get("ready") is True
+    return found
+
+
+def _held(client: Any, collection: str, chunk_ids: Sequence[str]) -> Dict[str, str]:
+    """``{chunk id: text hash}`` of the given chunks that have a marker (written whole)."""
     from qdrant_client import models
 
-    points, number = [], np.zeros(len(chunk_ids), dtype=np.int64)
-    for row, c in zip(key_chunk.tolist(), key_vectors):
-        points.append(models.PointStruct(id=_point_id(chunk_ids[row], int(number[row])), vector={"key": c.tolist(), "chunk": chunk_vectors[row].tolist()},
-                                         payload={"chunk_id": chunk_ids[row], "chunk_hash": hashes[row], "keyed": True}))
+    marker = models.Filter(must=[models.FieldCondition(key="keyed", match=models.MatchValue(value=False)),
+                                 models.FieldCondition(key="chunk_id", match=models.MatchAny(any=list(chunk_ids)))])
+    points, _ = client.scroll(collection, scroll_filter=marker, limit=max(1, len(chunk_ids)), with_payload=["chunk_id", "chunk_hash"],
+                              with_vectors=False)
+    return {p.payload["chunk_id"]: p.payload["chunk_hash"] for p in points}
+
+
+def _write(client: Any, collection: str, drop: Sequence[str], chunk_ids: Sequence[str], chunk_vectors: np.ndarray,
+           key_vectors: np.ndarray, key_chunk: np.ndarray, hashes: Sequence[str]) -> int:
+    """One ordered batch: delete every point of ``drop``, write the keys, then the markers; returns the points written."""
+    from qdrant_client import models
+
+    keys, number = [], np.zeros(len(chunk_ids), dtype=np.int64)
+    for row, vector in zip(key_chunk.tolist(), key_vectors):
+        keys.append(models.PointStruct(id=_point_id(chunk_ids[row], int(number[row])), vector={"key": vector.tolist(), "chunk": chunk_vectors[row].tolist()},
+                                       payload={"chunk_id": chunk_ids[row], "keyed": True}))
         number[row] += 1
-    for row in np.flatnonzero(number == 0).tolist():  # held with no key: never found, known to update()
-        points.append(models.PointStruct(id=_point_id(chunk_ids[row], -1), vector={"chunk": chunk_vectors[row].tolist()},
-                                         payload={"chunk_id": chunk_ids[row], "chunk_hash": hashes[row], "keyed": False}))
-    return points
+    markers = [models.PointStruct(id=_point_id(c, -1), vector={"chunk": chunk_vectors[row].tolist()},
+                                  payload={"chunk_id": c, "keyed": False, "chunk_hash": hashes[row]}) for row, c in enumerate(chunk_ids)]
+    ops: List[Any] = []
+    if drop:
+        ops.append(models.DeleteOperation(delete=models.FilterSelector(filter=models.Filter(
+            must=[models.FieldCondition(key="chunk_id", match=models.MatchAny(any=list(drop)))]))))
+    ops += [models.UpsertOperation(upsert=models.PointsList(points=part)) for part in (keys, markers) if part]
+    if ops:
+        client.batch_update_points(collection, update_operations=ops, wait=True)
+    return len(keys) + len(markers)
 
 
 class QdrantMemoryWriter:
@@ -112,15 +150,20 @@ class QdrantMemoryWriter:
         self.client, self.name, self.dim, self.key_dim = client, check_name(name), checked.dim, checked.key_dim
         self.options = {"weight": checked.weight, "temperature": checked.temperature, "top_k": checked.top_k,
                         "max_keys": checked.max_keys, "key_model": key_model, "chunk_model": chunk_model}
-        if client.collection_exists(name) and _alias_target(client, name) is None:
-            raise QdrantMemoryError(f"A collection {name!r} exists in this Qdrant and is not an adapterkit memory: choose another name.")
-        unfinished = _builds(client, name)
+        live = _check_ours(client, name)
+        builds = _builds(client, name)
+        for old, ready in builds.items():  # a finished build no alias points at was cut off before its swap: nothing reads it
+            if ready and old != live:
+                client.delete_collection(old)
+        unfinished = [c for c, ready in builds.items() if not ready]
+        wanted = {"dim": self.dim, "key_dim": self.key_dim, **self.options}
         if resume and unfinished:
             self.collection = unfinished[0]
-            held = _metadata(client, self.collection)[TAG]
-            if (held["dim"], held["key_dim"]) != (self.dim, self.key_dim):
-                raise QdrantMemoryError(f"The unfinished build of {name!r} holds {held['dim']}/{held['key_dim']}-dimensional vectors, "
-                                        f"not {self.dim}/{self.key_dim}: start afresh with resume=False.")
+            before = _metadata(client, self.collection)[TAG]
+            differ = [k for k in _OPTIONS if before.get(k) != wanted[k]]
+            if differ:
+                raise QdrantMemoryError(f"The unfinished build of {name!r} was started with other {differ} "
+                                        f"({ {k: before.get(k) for k in differ} }): start afresh with resume=False, or resume with those.")
             return
         for old in unfinished:
             client.delete_collection(old)
@@ -128,34 +171,39 @@ class QdrantMemoryWriter:
         client.create_collection(self.collection, vectors_config={
             "key": models.VectorParams(size=self.key_dim, distance=models.Distance.COSINE),
             "chunk": models.VectorParams(size=self.dim, distance=models.Distance.COSINE, hnsw_config=models.HnswConfigDiff(m=0)),
-        }, metadata={TAG: {"name": name, "ready": False, "dim": self.dim, "key_dim": self.key_dim, **self.options}})
+        }, metadata={TAG: {"name": name, "ready": False, **wanted}})
         with warnings.catch_warnings():  # a local Qdrant says its payload indexes do nothing; a server's find chunk ids fast
             warnings.filterwarnings("ignore", message="Payload indexes have no effect")
-            client.create_payload_index(self.collection, "chunk_id", field_schema=models.PayloadSchemaType.KEYWORD)
+            for field in ("chunk_id", "keyed"):
+                client.create_payload_index(self.collection, field, field_schema=models.PayloadSchemaType.KEYWORD if field == "chunk_id"
+                                            else models.PayloadSchemaType.BOOL)
 
     def add(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
             text_hashes: Optional[Sequence[str]] = None) -> int:
-        """Write chunks and their keys (a chunk written before is overwritten); returns the points written."""
-        chunk_vectors, key_vectors, key_chunk = checked_rows(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim)
-        most = self.options["max_keys"]
-        if most is not None and len(key_chunk) and np.bincount(key_chunk).max() > most:
-            raise ValueError(f"Chunk {chunk_ids[int(np.bincount(key_chunk).argmax())]!r} has {np.bincount(key_chunk).max()} keys; "
-                             f"this memory holds at most max_keys={most} per chunk (chunk_sentences(text, most={most})).")
-        hashes = list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
-        points = _points([str(c) for c in chunk_ids], chunk_vectors, key_vectors, key_chunk, hashes)
-        self.client.upsert(self.collection, points=points, wait=True)
-        return len(points)
+        """Write chunks and their keys; a chunk already written whole (a resumed build) is skipped, one cut off is
+        written again. Returns the points written."""
+        ids = [str(c) for c in chunk_ids]
+        chunk_vectors, key_vectors, key_chunk = checked_rows(ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim,
+                                                             self.options["max_keys"])
+        hashes = list(text_hashes) if text_hashes is not None else [""] * len(ids)
+        held = _held(self.client, self.collection, ids)
+        new = np.array([c not in held for c in ids], dtype=bool)
+        if not new.any():
+            return 0
+        keep = new[key_chunk] if len(key_chunk) else np.zeros(0, dtype=bool)
+        renumber = np.cumsum(new) - 1
+        fresh = [c for c, n in zip(ids, new) if n]
+        return _write(self.client, self.collection, fresh, fresh, chunk_vectors[new], key_vectors[keep], renumber[key_chunk[keep]],
+                      [h for h, n in zip(hashes, new) if n])
 
     def finish(self) -> "QdrantMemory":
         """Mark the build finished and point the alias ``name`` at it; an older build's collection is dropped."""
         from qdrant_client import models
 
-        if self.client.collection_exists(self.name) and _alias_target(self.client, self.name) is None:  # made since this writer opened
-            raise QdrantMemoryError(f"A collection {self.name!r} exists in this Qdrant and is not an adapterkit memory: choose another name.")
+        older = _check_ours(self.client, self.name)  # made since this writer opened?
         meta = _metadata(self.client, self.collection)[TAG]
         if meta["ready"] is False:
             self.client.update_collection(self.collection, metadata={TAG: {**meta, "ready": True}})
-        older = _alias_target(self.client, self.name)
         if older != self.collection:
             swap = ([models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.name))] if older else []) + [
                 models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=self.collection, alias_name=self.name))]
@@ -183,7 +231,7 @@ class QdrantMemory:
 
     def __init__(self, client: Any, name: str, hnsw_ef: Optional[int] = None) -> None:
         self.client, self.name = client, check_name(name)
-        target = _alias_target(client, name)
+        target = _check_ours(client, name)
         if target is None:
             raise QdrantMemoryError(f"No finished memory {name!r} in this Qdrant (an unfinished build is never read): build it "
                                     "with QdrantMemoryWriter, or continue a build with QdrantMemoryWriter(..., resume=True).")
@@ -232,13 +280,15 @@ class QdrantMemory:
         chunks = np.zeros((len(q), k, self.dim), dtype=np.float32)
         ids: List[List[str]] = [[] for _ in range(len(q))]
         params = models.SearchParams(hnsw_ef=self.hnsw_ef) if self.hnsw_ef else None
-        requests = [models.QueryRequest(query=row.tolist(), using="key", limit=k, with_payload=["chunk_id"], with_vector=["chunk"], params=params)
-                    for row in q]
-        try:
-            answers = self.client.query_batch_points(self.name, requests=requests) if requests else []
-        except Exception as exc:  # a lost server, a dropped or changed collection
-            raise QdrantMemoryError(f"Looking up memory {self.name!r} failed ({type(exc).__name__}: {str(exc).strip()[:300]}): check that "
-                                    "the server is up; if the collection was changed or dropped, build the memory again.") from exc
+        answers = []
+        for start in range(0, len(q), LOOKUP_BATCH):  # bounds a request's size
+            requests = [models.QueryRequest(query=row.tolist(), using="key", limit=k, with_payload=["chunk_id"], with_vector=["chunk"],
+                                            params=params) for row in q[start : start + LOOKUP_BATCH]]
+            try:
+                answers += self.client.query_batch_points(self.name, requests=requests)
+            except Exception as exc:  # a lost server, a dropped or changed collection
+                raise QdrantMemoryError(f"Looking up memory {self.name!r} failed ({type(exc).__name__}: {str(exc).strip()[:300]}): check "
+                                        "that the server is up; if the collection was changed or dropped, build the memory again.") from exc
         for row, answer in enumerate(answers):
             for place, point in enumerate(answer.points[:k]):
                 chunk = point.vector.get("chunk") if isinstance(point.vector, dict) else None
@@ -262,46 +312,33 @@ class QdrantMemory:
 
     # ------------------------------------------------------------------ following the index
 
-    def _scroll(self) -> Iterable[Any]:
-        offset = None
-        while True:
-            points, offset = self.client.scroll(self.name, limit=1000, offset=offset, with_payload=["chunk_id", "chunk_hash"], with_vectors=False)
-            yield from points
-            if offset is None:
-                return
-
     def chunk_hashes(self) -> Dict[str, str]:
-        """``{chunk id: text hash}`` of every chunk held."""
-        return {p.payload["chunk_id"]: p.payload["chunk_hash"] for p in self._scroll()}
-
-    def _replace(self, drop: Sequence[str], chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray,
-                 key_chunk: np.ndarray, hashes: Sequence[str]) -> None:
-        """Delete the points of ``drop``, then write the chunks given: one ordered batch of operations."""
+        """``{chunk id: text hash}`` of every chunk held whole (its marker written)."""
         from qdrant_client import models
 
-        ops = []
-        if drop:
-            ops.append(models.DeleteOperation(delete=models.FilterSelector(filter=models.Filter(
-                must=[models.FieldCondition(key="chunk_id", match=models.MatchAny(any=list(drop)))]))))
-        points = _points(list(chunk_ids), chunk_vectors, key_vectors, key_chunk, hashes) if len(chunk_ids) else []
-        if points:
-            ops.append(models.UpsertOperation(upsert=models.PointsList(points=points)))
-        if ops:
-            self.client.batch_update_points(self.name, update_operations=ops, wait=True)
+        marker = models.Filter(must=[models.FieldCondition(key="keyed", match=models.MatchValue(value=False))])
+        found: Dict[str, str] = {}
+        offset = None
+        while True:
+            points, offset = self.client.scroll(self.name, scroll_filter=marker, limit=1000, offset=offset,
+                                                with_payload=["chunk_id", "chunk_hash"], with_vectors=False)
+            found.update((p.payload["chunk_id"], p.payload["chunk_hash"]) for p in points)
+            if offset is None:
+                return found
 
     def add_chunks(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
                    text_hashes: Optional[Sequence[str]] = None) -> None:
         """Add chunks with their keys; a chunk already held is replaced."""
-        chunk_vectors, key_vectors, key_chunk = checked_rows(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim)
         ids = [str(c) for c in chunk_ids]
-        self._replace(ids, ids, chunk_vectors, key_vectors, key_chunk, list(text_hashes) if text_hashes is not None else [""] * len(ids))
+        chunk_vectors, key_vectors, key_chunk = checked_rows(ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim, self.max_keys)
+        _write(self.client, self.name, ids, ids, chunk_vectors, key_vectors, key_chunk, list(text_hashes) if text_hashes is not None else [""] * len(ids))
 
     def remove(self, chunk_ids: Iterable[str]) -> int:
         """Drop these chunks and their keys; returns how many chunks were held."""
-        ids = [str(c) for c in chunk_ids]
-        held = sum(c in self.chunk_hashes() for c in set(ids))
-        self._replace(ids, [], np.zeros((0, self.dim), np.float32), np.zeros((0, self.key_dim), np.float32), np.zeros(0, np.int64), [])
-        return held
+        ids = list(dict.fromkeys(str(c) for c in chunk_ids))
+        held = self.chunk_hashes()
+        _write(self.client, self.name, ids, [], np.zeros((0, self.dim), np.float32), np.zeros((0, self.key_dim), np.float32), np.zeros(0, np.int64), [])
+        return sum(c in held for c in ids)
 
     def update(self, corpus: Mapping[str, str], embed_model: BaseEmbedding, doc_vectors: Optional[np.ndarray] = None,
                cache: Any = None, show_progress: bool = False, index_model: Optional[BaseEmbedding] = None) -> Dict[str, int]:
@@ -318,11 +355,14 @@ class QdrantMemory:
             return counts
         docs, keys, key_chunk = chunk_keys(corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim,
                                            self.max_keys)
-        chunk_vectors, key_vectors, key_chunk = checked_rows(todo, docs, keys, key_chunk, self.dim, self.key_dim)
-        self._replace(gone + todo, todo, chunk_vectors, key_vectors, key_chunk, [hashes[c] for c in todo])
+        chunk_vectors, key_vectors, key_chunk = checked_rows(todo, docs, keys, key_chunk, self.dim, self.key_dim, self.max_keys)
+        _write(self.client, self.name, gone + todo, todo, chunk_vectors, key_vectors, key_chunk, [hashes[c] for c in todo])
         return counts
 
     def get_config_dict(self) -> Dict[str, Any]:
         return {"kind": "qdrant", "name": self.name, "dim": self.dim, "key_dim": self.key_dim, "weight": self.weight,
                 "temperature": self.temperature, "top_k": self.top_k, "hnsw_ef": self.hnsw_ef, "max_keys": self.max_keys,
                 "key_model": self.key_model, "chunk_model": self.chunk_model}
+
+    def close(self) -> None:
+        """Nothing to release: the client is the caller's (close it when done)."""

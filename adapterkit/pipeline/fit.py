@@ -43,7 +43,7 @@ from adapterkit.memory.corpus_memory import MEMORY_DIR, load_memories, memory_fo
 from adapterkit.metrics import unit_rows
 from adapterkit.pipeline.sources import ChunkSource, close_store, sample_from_store, source_of
 from adapterkit.stores.counting import CountingEmbedding
-from adapterkit.stores.retrieval import evaluate_on_store
+from adapterkit.stores.retrieval import compare_on_store
 from adapterkit.training.config import FinetuneConfig
 from adapterkit.training.engine import EmbeddingAdapterFinetuneEngine
 
@@ -89,7 +89,8 @@ class FitResult:
     database_memory: Optional[Dict[str, Any]] = None  # with memory_table: its name, class, server (no password) and key count
 
 
-def store_scale_options(store: Any, sample_chunks: Optional[int], memory_table: Optional[str], options: Dict[str, Any]) -> tuple:
+def store_scale_options(store: Any, sample_chunks: Optional[int], memory_table: Optional[str], questions: Any,
+                        options: Dict[str, Any]) -> tuple:
     """``(engine options, max keys per chunk)`` for a store read in part or a memory kept in the database:
     the engine then builds no sentence memory (it would cover what training read, not the store)."""
     from adapterkit.memory.pg_memory import check_name
@@ -98,6 +99,8 @@ def store_scale_options(store: Any, sample_chunks: Optional[int], memory_table: 
         raise ValueError("sample_chunks and memory_table are for a vector store: give store (--store) too, or leave them out.")
     if sample_chunks is not None and (isinstance(sample_chunks, bool) or not isinstance(sample_chunks, int) or sample_chunks < 0):
         raise ValueError(f"sample_chunks is a count of chunks (int >= 0), got {sample_chunks!r}.")
+    if sample_chunks == 0 and questions is None:
+        raise ValueError("sample_chunks=0 reads only the chunks your questions name, and no questions were given: sample some chunks.")
     if sample_chunks is None and memory_table is None:
         return dict(options), None
     if memory_table is not None:
@@ -108,12 +111,13 @@ def store_scale_options(store: Any, sample_chunks: Optional[int], memory_table: 
                              f"{kind}: leave memory_table out (the memory is then kept as files in the model folder).")
     if options.get("corpus_memory"):
         raise ValueError("With sample_chunks or memory_table the sentence memory covers every stored chunk, so it is built by "
-                         "memory_table (a table on the store's server), not from what training reads: leave corpus_memory out.")
-    engine_options = {k: v for k, v in options.items() if k != "memory_keys_per_chunk"}
-    max_keys = options.get("memory_keys_per_chunk")
-    if max_keys is not None and memory_table is None:
-        raise ValueError("memory_keys_per_chunk caps the sentence memory, which a sampled store gets only with memory_table: give one.")
-    return {**engine_options, "corpus_memory": False}, max_keys
+                         "memory_table (in the store's own database), not from what training reads: leave corpus_memory out.")
+    # the sentence memory's options go to the memory in the database; a sampled store without one has no sentence memory
+    moved = ("memory_keys_per_chunk", "memory_weight", "memory_temperature")
+    given = sorted(k for k in moved if k in options)
+    if given and memory_table is None:
+        raise ValueError(f"{given} set the sentence memory, which a sampled store gets only with memory_table: give one, or leave them out.")
+    return {**{k: v for k, v in options.items() if k not in moved}, "corpus_memory": False}, options.get("memory_keys_per_chunk")
 
 
 def check_output_folder(out: Path, origin: str, model_id: str, overwrite: bool) -> Optional[Dict[str, Any]]:
@@ -245,18 +249,21 @@ def memory_in_database(source: ChunkSource, base: Any, name: str, max_keys: Opti
     from adapterkit.stores.store_memory import memory_from_store
     from adapterkit.stores.stored_vectors import read_stored
 
-    dim = int(next(iter(read_stored(source.store, batch_size=1))).vectors.shape[1])
+    first = next(iter(read_stored(source.store, batch_size=1)), None)
+    if first is None:
+        raise ValueError(f"{source.origin} holds no chunks any more: write the corpus into it first.")
     rows = source.stored if source.stored is not None else len(source.corpus)
     ident = model_identity(base)
-    options = dict(resume=True, key_model=ident, chunk_model=ident, max_keys=max_keys, weight=config.memory_weight,
-                   temperature=config.memory_temperature)
+    # a fresh build each run: a build that died left its keys in the cache, so nothing is embedded twice
+    options = dict(key_model=ident, chunk_model=ident, max_keys=max_keys, weight=config.memory_weight, temperature=config.memory_temperature)
+    dim = int(first.vectors.shape[1])
     if type(source.store).__name__ == "QdrantVectorStore":
         writer = QdrantMemoryWriter(source.store.client, name, dim, **options)
     else:  # IVFFlat builds far faster than HNSW on millions of keys
         writer = PgMemoryWriter(source.store.connection_string, name, dim, index="hnsw" if rows <= 200_000 else "ivfflat", **options)
-    with writer:
+    with writer:  # finished on leaving the block (left unfinished, never read, on an error)
         memory_from_store(source.store, base, writer, max_keys=max_keys, cache=cache, show_progress=show_progress)
-    return writer.finish()
+    return writer.finish()  # the finished memory (finishing twice is harmless)
 
 
 def published_questions() -> EmbeddingQAFinetuneDataset:
@@ -293,11 +300,13 @@ def fit_documents(
             as ``postgresql://user@host/db?table=chunks`` or a LlamaIndex store); nothing is re-embedded.
         sample_chunks: with ``store``: train on the chunks your questions name and this many others (a
             fixed sample) instead of every stored chunk, so memory stays flat as the store grows; the
-            held-out questions are still ranked among every stored chunk (streamed exact search).
+            held-out questions are still ranked among every stored chunk (streamed exact search). No
+            sentence memory is built from the sample (it would pull queries toward sampled chunks
+            only): give ``memory_table`` for one of every chunk.
         memory_table: with ``store``: build the sentence memory of every stored chunk under this name in
             the store's own database (a ``PgMemory`` table, or a ``QdrantMemory`` collection;
-            ``memory_keys_per_chunk`` caps its keys), not as local files. Serve it with
-            ``AdapterEmbeddingModel(base, out, memory=[PgMemory(url, memory_table)])`` (or ``QdrantMemory(client, ...)``).
+            ``memory_keys_per_chunk`` caps its keys, ``memory_weight`` / ``memory_temperature`` set its
+            pull), not as local files. ``report.md`` shows how to serve it with the folder's own memories.
         embed_model: the base model (a spec such as ``"default"`` or a LlamaIndex ``BaseEmbedding``).
         questions: your labelled questions (LlamaIndex's dataset JSON, ids from ``adapterkit
             questions``); a fifth is held out for the evaluation, the rest is trained on.
@@ -328,7 +337,7 @@ def fit_documents(
     if eval_chunks is not None and eval_chunks < 1:
         raise ValueError(f"eval_chunks must be at least 1, got {eval_chunks}.")
     config = FinetuneConfig().updated(**options)  # an unknown or out-of-range option fails here, before any work
-    engine_options, max_keys = store_scale_options(store, sample_chunks, memory_table, options)
+    engine_options, max_keys = store_scale_options(store, sample_chunks, memory_table, questions, options)
     started = time.perf_counter()
     out = Path(out)
     base = resolve_embed_model(embed_model)
@@ -340,6 +349,7 @@ def fit_documents(
         source = sample_from_store(store, counter, keep, sample_chunks, cache=cache, seed=seed, show_progress=show_progress)
     else:
         source = source_of(docs, store, counter, cache, chunk_size, chunk_overlap, show_progress)
+    memory_table_open = None  # a memory in the database this call opened, closed at the end
     try:
         previous = check_output_folder(out, source.origin, model_identity(base), overwrite)
         changes = what_changed(previous, source)
@@ -367,7 +377,7 @@ def fit_documents(
         engine.finetune()
         memories, database_memory = None, None
         if memory_table is not None:
-            in_database = memory_in_database(source, counter, memory_table, max_keys, config, cache, show_progress)
+            in_database = memory_table_open = memory_in_database(source, counter, memory_table, max_keys, config, cache, show_progress)
             memories = (load_memories(out / MEMORY_DIR) if memory_folders(out / MEMORY_DIR) else []) + [in_database]
             database_memory = {"name": memory_table, "kind": type(in_database).__name__, "server": source.origin,
                                "keys": in_database.key_count(), "max_keys": max_keys}
@@ -375,8 +385,7 @@ def fit_documents(
         frames, table = {}, None
         if evaluation.dataset is not None:
             if source.stored is not None:  # trained on a sample: each question is ranked among every stored chunk
-                frames = {name: evaluate_on_store(evaluation.dataset, model, source.store, top_k=10, cache=cache)
-                          for name, model in (("base", counter), ("adapter", served))}
+                frames = compare_on_store(evaluation.dataset, {"base": counter, "adapter": served}, source.store, top_k=10, cache=cache)
             else:
                 frames = {"base": evaluate(evaluation.dataset, counter, top_k=10, cache=cache),
                           "adapter": evaluate(evaluation.dataset, served, top_k=10, cache=cache)}
@@ -391,5 +400,7 @@ def fit_documents(
         result.summary = write_fit_report(result, engine, source, frames, movement)
         return result
     finally:
+        if memory_table_open is not None:
+            memory_table_open.close()
         if isinstance(store, str):  # a store this call opened is closed: a local Qdrant folder stays locked while open
             close_store(source.store)

@@ -84,7 +84,9 @@ def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str,
               "in this run (the rest came from the cache or the store).", ""]
     if source.stored is not None:
         lines += [f"Training read {len(source.corpus)} of the store's {source.stored} chunks: the chunks your questions name and a "
-                  "fixed sample of the rest. The evaluation ranks each question among all of them.", ""]
+                  "fixed sample of the rest. The evaluation ranks each question among all of them."
+                  + ("" if result.database_memory else " No sentence memory was built (one of the sample would pull queries toward "
+                     "sampled chunks only; `--memory-table` builds one of every chunk)."), ""]
     if result.database_memory:
         m = result.database_memory
         cap = "every sentence" if m["max_keys"] is None else f"at most {m['max_keys']} per chunk"

@@ -4,17 +4,19 @@ search over every vector of a store (streamed, for stores too large to hold)."""
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
+import torch
+import torch.nn.functional as F
 
 from adapterkit.cache import EmbeddingCache, NonFiniteEmbeddingError
 from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import resolve_embed_model
 from adapterkit.evaluation.evaluate import encode
-from adapterkit.metrics import metrics_at_k
-from adapterkit.stores.stored_vectors import exact_top_k, read_stored
+from adapterkit.metrics import finite_scores, merge_top_k, metrics_at_k
+from adapterkit.stores.stored_vectors import read_stored
 
 
 def retrieval_results(index: Any, dataset: EmbeddingQAFinetuneDataset, top_k: int = 5, query_ids: Optional[Sequence[str]] = None) -> pd.DataFrame:
@@ -50,21 +52,73 @@ def evaluate_on_store(dataset: EmbeddingQAFinetuneDataset, embed_model: Any, vec
                       cache: Union[EmbeddingCache, str, "os.PathLike[str]", None] = None, batch_size: int = 10_000) -> pd.DataFrame:
     """``evaluate``'s table, each query ranked among every chunk of ``vector_store`` rather than ``dataset.corpus``.
 
-    Exact cosine search over the stored vectors, streamed (``exact_top_k``: one batch and the running
-    top ``top_k`` in memory), so a sample of a large store can be trained on and the held-out questions
-    still be ranked among all of it. A relevant chunk outside the top ``top_k`` gets rank ``top_k + 1``:
-    the metrics at ``top_k`` (and below) are exact. Only the queries are embedded.
+    Exact cosine search over the stored vectors, streamed, with ``evaluate``'s rules: the rank of every
+    relevant chunk over the whole store, ties ranked pessimistically, a non-finite score the lowest. So a
+    sample of a large store can be trained on and the held-out questions still be ranked among all of it.
+    Only the queries are embedded. Example::
+
+        df = evaluate_on_store(held_out, adapter_model, pg_store)   # held_out.corpus may be any part of the store
     """
+    return compare_on_store(dataset, {"model": embed_model}, vector_store, top_k, cache, batch_size)["model"]
+
+
+def compare_on_store(dataset: EmbeddingQAFinetuneDataset, models: Mapping[str, Any], vector_store: Any, top_k: int = 10,
+                     cache: Union[EmbeddingCache, str, "os.PathLike[str]", None] = None, batch_size: int = 10_000) -> Dict[str, pd.DataFrame]:
+    """``evaluate_on_store`` for several models (``{name: model}``) in two reads of the store: one for the
+    relevant chunks' vectors, one to rank every model's queries together."""
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}.")
-    model = resolve_embed_model(embed_model)
     qids = list(dataset.queries)
     if not qids:
         raise ValueError("The dataset has no queries to rank.")
-    queries = encode(model, [dataset.queries[q] for q in qids], "query", cache=cache)
-    if not np.isfinite(queries).all():
-        raise NonFiniteEmbeddingError(f"Query vectors from {model.class_name()} are not finite (NaN/inf): no score is given for such a model.")
-    found, _ = exact_top_k(queries, read_stored(vector_store, batch_size), top_k)
-    ranks = [np.array([row.index(d) + 1 if d in row else top_k + 1 for d in dataset.relevant_docs[q]]) for q, row in zip(qids, found)]
-    return pd.DataFrame({"query_id": qids, "query": [dataset.queries[q] for q in qids], "expected": [dataset.relevant_docs[q] for q in qids],
-                         "retrieved": found, "rank": [int(r.min()) for r in ranks], **metrics_at_k(ranks, top_k)})
+    vectors = []
+    for model in models.values():
+        model = resolve_embed_model(model)
+        q = encode(model, [dataset.queries[x] for x in qids], "query", cache=cache)
+        if not np.isfinite(q).all():
+            raise NonFiniteEmbeddingError(f"Query vectors from {model.class_name()} are not finite (NaN/inf): no score is given for such a model.")
+        vectors.append(q)
+    relevant = [list(dataset.relevant_docs[x]) for x in qids] * len(models)
+    found, ranks = _ranks_on_store(np.concatenate(vectors), relevant, vector_store, top_k, batch_size)
+    frames = {}
+    for m, name in enumerate(models):
+        part = slice(m * len(qids), (m + 1) * len(qids))
+        frames[name] = pd.DataFrame({"query_id": qids, "query": [dataset.queries[x] for x in qids], "expected": relevant[part],
+                                     "retrieved": found[part], "rank": [int(r.min()) for r in ranks[part]], **metrics_at_k(ranks[part], top_k)})
+    return frames
+
+
+def _ranks_on_store(queries: np.ndarray, relevant: List[List[str]], vector_store: Any, k: int, batch_size: int) -> Tuple[List[List[str]], List[np.ndarray]]:
+    """The top ``k`` ids per query and the rank of each relevant chunk over the whole store (``exact_search``'s rules)."""
+    wanted = {d for docs in relevant for d in docs}
+    rel_vectors = {i: v for batch in read_stored(vector_store, batch_size) for i, v in zip(batch.ids, batch.vectors) if i in wanted}
+    missing = sorted(wanted - set(rel_vectors))
+    if missing:
+        raise ValueError(f"{len(missing)} relevant chunk(s) are not in the store (e.g. {missing[:3]}): drop those questions, or write the "
+                         "chunks into the store first.")
+    q = F.normalize(torch.as_tensor(queries, dtype=torch.float32), dim=1)
+    width = max(len(r) for r in relevant)
+    mask = torch.zeros(len(q), width, dtype=torch.bool)
+    rel = torch.zeros(len(q), width, q.shape[1])
+    for row, docs in enumerate(relevant):
+        mask[row, : len(docs)] = True
+        rel[row, : len(docs)] = torch.as_tensor(np.stack([rel_vectors[d] for d in docs]))
+    rel_scores = finite_scores((F.normalize(rel, dim=-1) * q[:, None, :]).sum(-1))
+    beaten = ((rel_scores[:, None, :] > rel_scores[:, :, None]) & mask[:, None, :]).sum(-1)  # relevant ones, ties not counted
+    best_s, best_i = torch.full((len(q), k), -torch.inf), torch.full((len(q), k), -1, dtype=torch.long)
+    named: Dict[int, str] = {}
+    seen = 0
+    for batch in read_stored(vector_store, batch_size):
+        s = finite_scores(q @ F.normalize(torch.as_tensor(batch.vectors), dim=1).T)
+        position = {d: j for j, d in enumerate(batch.ids) if d in wanted}
+        is_rel = torch.zeros_like(s, dtype=torch.bool)
+        for row, docs in enumerate(relevant):
+            for d in docs:
+                if d in position:
+                    is_rel[row, position[d]] = True
+        beaten += ((s[:, None, :] >= rel_scores[:, :, None]) & ~is_rel[:, None, :]).sum(-1)  # every other chunk at or above counts
+        best_s, best_i = merge_top_k(best_s, best_i, s, seen)
+        named = {j: named[j] if j < seen else batch.ids[j - seen] for j in set(best_i.flatten().tolist()) if j >= 0}
+        seen += len(batch.ids)
+    ranks = (beaten + 1).numpy()
+    return [[named[j] for j in row if j >= 0] for row in best_i.tolist()], [ranks[row][mask[row].numpy()] for row in range(len(q))]

@@ -5,6 +5,7 @@ its chunk vector as it is; its sentences (6+ words; at most ``max_keys``) are em
 through the embedding cache and become its keys. Each batch goes to a writer:
 
 - ``PgMemoryWriter``: a table in PostgreSQL with an ANN index (``PgMemory``), for millions of chunks;
+- ``QdrantMemoryWriter``: a collection in Qdrant (``QdrantMemory``), beside a Qdrant index;
 - ``MemoryWriter``: local ``.npy`` files (``CorpusMemory.load``), for what fits one machine.
 
 A crash loses the batch in flight only: the keys embedded so far are in the cache (a re-run embeds
@@ -25,7 +26,8 @@ from tqdm.auto import tqdm
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.data.documents import chunk_sentences
 from adapterkit.embeddings import model_identity
-from adapterkit.memory.corpus_memory import _text_hash, check_max_keys
+from adapterkit.memory.corpus_memory import _text_hash
+from adapterkit.memory.rows import check_max_keys
 from adapterkit.stores.stored_vectors import check_batch, check_first, read_stored
 
 
@@ -43,7 +45,7 @@ def memory_from_store(
     Args:
         vector_store: a LlamaIndex ``PGVectorStore`` or ``QdrantVectorStore`` built by ``embed_model``.
         embed_model: the base model: it made the stored vectors, and it embeds the sentences (as queries).
-        writer: a ``PgMemoryWriter`` or ``MemoryWriter`` of the store's dimension; finish or close it
+        writer: a ``PgMemoryWriter``, ``QdrantMemoryWriter`` or ``MemoryWriter`` of the store's dimension; finish or close it
             afterwards (its ``with`` block does). Models it records must be ``embed_model``.
         max_keys: sentences per chunk at most (``chunk_sentences(text, most=max_keys)``); None: all.
             Must agree with the writer's own ``max_keys`` where it has one.
