@@ -34,14 +34,12 @@ import copy
 import json
 import math
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from adapterkit.memory.corpus_memory import CorpusMemory, _text_hash, apply_memories, check_models, chunk_keys, pull_from
+from adapterkit.memory.corpus_memory import CorpusMemory
+from adapterkit.memory.database_memory import DatabaseMemory
 from adapterkit.memory.pg_rows import copy_rows, key_rows
 from adapterkit.memory.rows import check_max_keys, checked_rows
 from adapterkit.metrics import unit_rows
@@ -244,7 +242,7 @@ class PgMemoryWriter:
             self._conn.close()  # the staging table stays, unread, for resume=True
 
 
-class PgMemory:
+class PgMemory(DatabaseMemory):
     """A finished memory table, read by its ANN index (see the module's docstring).
 
     Args:
@@ -351,16 +349,6 @@ class PgMemory:
             raise PgMemoryError(f"Looking up memory {self.name!r} failed ({type(exc).__name__}: {str(exc).strip()}): its table was "
                                 "changed or dropped since it was built; build the memory again with PgMemoryWriter.") from exc
 
-    def pull(self, queries: torch.Tensor) -> torch.Tensor:
-        """As ``CorpusMemory.pull``: ``weight * sum softmax(temperature * cos) * chunk`` over the top keys."""
-        if not len(queries) or not self.weight:
-            return torch.zeros(len(queries), self.dim, dtype=torch.float32, device=queries.device)
-        sims, _, chunks = self.lookup(F.normalize(queries.detach().float(), dim=-1).cpu().numpy())
-        return pull_from(sims, torch.as_tensor(chunks), self.temperature, self.weight).to(queries.device)
-
-    def apply(self, adapted: torch.Tensor, base_queries: torch.Tensor) -> torch.Tensor:
-        return apply_memories(adapted, base_queries, [self])
-
     # ------------------------------------------------------------------ following the index
 
     def chunk_hashes(self) -> Dict[str, str]:
@@ -369,15 +357,12 @@ class PgMemory:
             cur.execute(f"SELECT DISTINCT chunk_id, chunk_hash FROM {_q(self.name)}")
             return dict(cur.fetchall())
 
-    def add_chunks(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
-                   text_hashes: Optional[Sequence[str]] = None) -> None:
-        """Add chunks with their keys in one transaction; a chunk already held is replaced."""
-        chunk_vectors, key_vectors, key_chunk = checked_rows(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim,
-                                                             self.max_keys)
-        hashes = list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
+    def _replace(self, drop: Sequence[str], chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray,
+                 key_chunk: np.ndarray, hashes: Sequence[str]) -> None:
+        """One transaction: delete the rows of ``drop``, then COPY the chunks given."""
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(f"DELETE FROM {_q(self.name)} WHERE chunk_id = ANY(%s)", ([str(c) for c in chunk_ids],))
-            copy_rows(cur, self.name, key_rows([str(c) for c in chunk_ids], chunk_vectors, key_vectors, key_chunk, hashes))
+            cur.execute(f"DELETE FROM {_q(self.name)} WHERE chunk_id = ANY(%s)", (list(drop),))
+            copy_rows(cur, self.name, key_rows(list(chunk_ids), chunk_vectors, key_vectors, key_chunk, list(hashes)))
 
     def remove(self, chunk_ids: Iterable[str]) -> int:
         """Drop these chunks and their keys; returns how many chunks were held."""
@@ -385,28 +370,6 @@ class PgMemory:
         with self._conn, self._conn.cursor() as cur:
             cur.execute(f"DELETE FROM {_q(self.name)} WHERE chunk_id = ANY(%s) RETURNING chunk_id", (ids,))
             return len({r[0] for r in cur.fetchall()})
-
-    def update(self, corpus: Mapping[str, str], embed_model: BaseEmbedding, doc_vectors: Optional[np.ndarray] = None,
-               cache: Any = None, show_progress: bool = False, index_model: Optional[BaseEmbedding] = None) -> Dict[str, int]:
-        """Follow ``corpus`` as ``CorpusMemory.update`` does (models checked against those recorded); the
-        changes land in one transaction."""
-        check_models(self.key_model, self.chunk_model, embed_model, index_model)
-        held = self.chunk_hashes()
-        ids = list(corpus)
-        hashes = {c: _text_hash(corpus[c]) for c in ids}
-        todo = [c for c in ids if held.get(c) != hashes[c]]
-        gone = [c for c in held if c not in corpus]
-        counts = {"added": sum(c not in held for c in todo), "changed": sum(c in held for c in todo), "removed": len(gone),
-                  "unchanged": len(ids) - len(todo)}
-        if not todo and not gone:
-            return counts
-        docs, keys, key_chunk = chunk_keys(corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim,
-                                           self.max_keys)
-        chunk_vectors, key_vectors, key_chunk = checked_rows(todo, docs, keys, key_chunk, self.dim, self.key_dim)
-        with self._conn, self._conn.cursor() as cur:  # one transaction: removals and additions together
-            cur.execute(f"DELETE FROM {_q(self.name)} WHERE chunk_id = ANY(%s)", (gone + todo,))
-            copy_rows(cur, self.name, key_rows(todo, chunk_vectors, key_vectors, key_chunk, [hashes[c] for c in todo]))
-        return counts
 
     def get_config_dict(self) -> Dict[str, Any]:
         return {"kind": "pgvector", "name": self.name, "dim": self.dim, "key_dim": self.key_dim, "weight": self.weight,

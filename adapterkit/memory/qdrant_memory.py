@@ -35,14 +35,12 @@ import copy
 import secrets
 import uuid
 import warnings
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from adapterkit.memory.corpus_memory import CorpusMemory, _text_hash, apply_memories, check_models, chunk_keys, pull_from
+from adapterkit.memory.corpus_memory import CorpusMemory
+from adapterkit.memory.database_memory import DatabaseMemory
 from adapterkit.memory.pg_memory import LOOKUP_BATCH, check_name
 from adapterkit.memory.rows import check_max_keys, checked_rows
 from adapterkit.metrics import unit_rows
@@ -220,7 +218,7 @@ class QdrantMemoryWriter:
             self.finish()  # else the build stays, unread, for resume=True
 
 
-class QdrantMemory:
+class QdrantMemory(DatabaseMemory):
     """A finished memory collection, read by Qdrant's HNSW index (see the module's docstring).
 
     Args:
@@ -300,16 +298,6 @@ class QdrantMemory:
                 ids[row].append(point.payload["chunk_id"])
         return sims, ids, chunks
 
-    def pull(self, queries: torch.Tensor) -> torch.Tensor:
-        """As ``CorpusMemory.pull``: ``weight * sum softmax(temperature * cos) * chunk`` over the top keys."""
-        if not len(queries) or not self.weight:
-            return torch.zeros(len(queries), self.dim, dtype=torch.float32, device=queries.device)
-        sims, _, chunks = self.lookup(F.normalize(queries.detach().float(), dim=-1).cpu().numpy())
-        return pull_from(sims, torch.as_tensor(chunks), self.temperature, self.weight).to(queries.device)
-
-    def apply(self, adapted: torch.Tensor, base_queries: torch.Tensor) -> torch.Tensor:
-        return apply_memories(adapted, base_queries, [self])
-
     # ------------------------------------------------------------------ following the index
 
     def chunk_hashes(self) -> Dict[str, str]:
@@ -326,12 +314,9 @@ class QdrantMemory:
             if offset is None:
                 return found
 
-    def add_chunks(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
-                   text_hashes: Optional[Sequence[str]] = None) -> None:
-        """Add chunks with their keys; a chunk already held is replaced."""
-        ids = [str(c) for c in chunk_ids]
-        chunk_vectors, key_vectors, key_chunk = checked_rows(ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim, self.max_keys)
-        _write(self.client, self.name, ids, ids, chunk_vectors, key_vectors, key_chunk, list(text_hashes) if text_hashes is not None else [""] * len(ids))
+    def _replace(self, drop: Sequence[str], chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray,
+                 key_chunk: np.ndarray, hashes: Sequence[str]) -> None:
+        _write(self.client, self.name, drop, chunk_ids, chunk_vectors, key_vectors, key_chunk, hashes)
 
     def remove(self, chunk_ids: Iterable[str]) -> int:
         """Drop these chunks and their keys; returns how many chunks were held."""
@@ -339,25 +324,6 @@ class QdrantMemory:
         held = self.chunk_hashes()
         _write(self.client, self.name, ids, [], np.zeros((0, self.dim), np.float32), np.zeros((0, self.key_dim), np.float32), np.zeros(0, np.int64), [])
         return sum(c in held for c in ids)
-
-    def update(self, corpus: Mapping[str, str], embed_model: BaseEmbedding, doc_vectors: Optional[np.ndarray] = None,
-               cache: Any = None, show_progress: bool = False, index_model: Optional[BaseEmbedding] = None) -> Dict[str, int]:
-        """Follow ``corpus`` as ``CorpusMemory.update`` does (models checked against those recorded)."""
-        check_models(self.key_model, self.chunk_model, embed_model, index_model)
-        held = self.chunk_hashes()
-        ids = list(corpus)
-        hashes = {c: _text_hash(corpus[c]) for c in ids}
-        todo = [c for c in ids if held.get(c) != hashes[c]]
-        gone = [c for c in held if c not in corpus]
-        counts = {"added": sum(c not in held for c in todo), "changed": sum(c in held for c in todo), "removed": len(gone),
-                  "unchanged": len(ids) - len(todo)}
-        if not todo and not gone:
-            return counts
-        docs, keys, key_chunk = chunk_keys(corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim,
-                                           self.max_keys)
-        chunk_vectors, key_vectors, key_chunk = checked_rows(todo, docs, keys, key_chunk, self.dim, self.key_dim, self.max_keys)
-        _write(self.client, self.name, gone + todo, todo, chunk_vectors, key_vectors, key_chunk, [hashes[c] for c in todo])
-        return counts
 
     def get_config_dict(self) -> Dict[str, Any]:
         return {"kind": "qdrant", "name": self.name, "dim": self.dim, "key_dim": self.key_dim, "weight": self.weight,
