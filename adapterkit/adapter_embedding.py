@@ -5,6 +5,7 @@ embedded by the base model and then transformed by the adapter, in batches."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Type, Union
@@ -14,7 +15,8 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 
-from adapterkit.adapters import BaseAdapter, infer_device, load_adapter
+from adapterkit.adapters import AdapterLoadError, BaseAdapter, infer_device, load_adapter
+from adapterkit.atomic import write_text
 from adapterkit.cache import EmbeddingCache, call_model, embed_texts
 from adapterkit.cross_model import CROSS_MODEL_FILE, CrossModelError, check_query_model, read_identity
 from adapterkit.embeddings import model_identity, resolve_embed_model
@@ -25,6 +27,60 @@ from adapterkit.memory.corpus_memory import (
     memory_folders,
 )
 from adapterkit.query_vectors import adapt_queries
+from adapterkit.records import read_record
+
+BASE_MODEL_FILE = "base_model.json"  # in a model folder: the base model the adapter was trained over
+_BASE_FIELDS = {"model_identity": str, "model_name": str, "dim": int}
+
+
+def _model_name(model: BaseEmbedding) -> str:
+    """A readable name: the class and ``model_name``."""
+    return f"{model.class_name()} {getattr(model, 'model_name', '')}".strip()
+
+
+def write_base_model(folder: Union[str, os.PathLike], model: BaseEmbedding, dim: int) -> None:
+    """Record in ``folder`` the base model its adapter was trained over (``AdapterEmbeddingModel`` checks it).
+
+    Args:
+        folder: the model folder.
+        model: the base model (its queries are the adapter's input).
+        dim: that model's embedding dimension.
+    """
+    record = {"model_identity": model_identity(model), "model_name": _model_name(model), "dim": int(dim)}
+    write_text(Path(folder) / BASE_MODEL_FILE, json.dumps(record, indent=2))
+
+
+def read_base_model(folder: Union[str, os.PathLike]) -> Optional[Dict[str, Any]]:
+    """``base_model.json`` of a model folder, checked field by field, or None without one (LlamaIndex's or older folders)."""
+    return read_record(Path(folder) / BASE_MODEL_FILE, _BASE_FIELDS, AdapterLoadError,
+                       "Restore it, or delete it to serve the folder unchecked.")
+
+
+def check_base_models(base: BaseEmbedding, folder: Union[str, os.PathLike], record: Optional[Dict[str, Any]],
+                      memories: Sequence[Any], index_identity: Optional[str] = None) -> None:
+    """Refuse a base model other than the one the folder (``record``) and its memories were made with.
+
+    Args:
+        base: the base model being served.
+        folder: the model folder, named in errors.
+        record: its ``base_model.json`` (None: unchecked).
+        memories: memories whose ``key_model`` / ``chunk_model`` identities, where recorded, must match.
+        index_identity: the identity of the model that built the index, when it is not ``base`` (cross-model).
+    """
+    ident, override = model_identity(base), "pass check_base_model=False to serve it anyway"
+    served = f"{_model_name(base)} ({ident})"
+    if record is not None and record["model_identity"] != ident:
+        raise AdapterLoadError(
+            f"{folder} was trained over {record['model_name']} ({record['model_identity']}), but it is served over {served}: "
+            f"the adapter means nothing over another model's vectors. Serve it over the model it was trained with, or {override}.")
+    roles = (("key_model", "keys", ident, f"queries come from {served}"),
+             ("chunk_model", "chunk vectors", index_identity or ident, f"the index is {index_identity or served}"))
+    for memory in memories:
+        for role, what, expected, actual in roles:
+            recorded = getattr(memory, role, None)
+            if recorded is not None and recorded != expected:
+                raise AdapterLoadError(f"A memory served with {folder} holds {what} of {recorded}, but {actual}: "
+                                       f"rebuild the memory with that model, or {override}.")
 
 
 class AdapterEmbeddingModel(BaseEmbedding):
@@ -51,6 +107,9 @@ class AdapterEmbeddingModel(BaseEmbedding):
             mapped into an index another model built), that other model; documents are embedded by
             it. Without it such a model embeds queries only. The folder refuses a base model other
             than the one it was trained over.
+        check_base_model: refuse a base model other than the one the folder records (``base_model.json``,
+            written by adapterkit's engine) and its memories record (their ``key_model`` / ``chunk_model``),
+            with an ``AdapterLoadError``; False serves anyway. Folders without the record are served unchecked.
 
     Example::
 
@@ -67,6 +126,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
     _normalize: bool = PrivateAttr()
     _cross: Any = PrivateAttr()  # cross_model.json's record, or None
     _index_model: Any = PrivateAttr()
+    _folder: str = PrivateAttr()
 
     def __init__(
         self,
@@ -81,6 +141,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
         memory: Union[CorpusMemory, Sequence[CorpusMemory], str, os.PathLike, None, bool] = None,
         normalize: bool = True,
         index_model: Union[BaseEmbedding, str, None] = None,
+        check_base_model: bool = True,
     ) -> None:
         base = resolve_embed_model(base_embed_model)
         cross = read_identity(adapter_path)
@@ -89,6 +150,8 @@ class AdapterEmbeddingModel(BaseEmbedding):
         elif index_model is not None:
             raise CrossModelError(f"{adapter_path} maps queries into its own base model's index (it has no {CROSS_MODEL_FILE}): "
                                   "drop index_model, or train with EmbeddingAdapterFinetuneEngine(..., index_model=...).")
+        elif check_base_model:  # before reading weights and memories; a cross-model folder is checked above, by cross_model.json
+            check_base_models(base, adapter_path, read_base_model(adapter_path), [])
         super().__init__(
             embed_batch_size=embed_batch_size,
             callback_manager=callback_manager,
@@ -110,6 +173,9 @@ class AdapterEmbeddingModel(BaseEmbedding):
         if isinstance(memory, (str, os.PathLike)):
             memory = load_memories(memory)
         self._memories = [memory] if hasattr(memory, "pull") else list(memory or [])  # one memory, or a list
+        self._folder = str(adapter_path)
+        if check_base_model:  # the memories' keys and chunk vectors, where they record their models
+            check_base_models(base, adapter_path, None, self._memories, cross["index_model"] if cross is not None else None)
 
     @classmethod
     def class_name(cls) -> str:
@@ -153,7 +219,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
         else:
             base = embed_texts(model, texts, kind, cache=self._cache, show_progress=show_progress)
         if kind == "query" and self._transform_query and len(base):
-            return adapt_queries(self._adapter, base, self._memories, self._normalize, out_dim=self.index_dim)
+            return adapt_queries(self._adapter, base, self._memories, self._normalize, out_dim=self.index_dim, source=self._folder)
         return base
 
     def _get_query_embeddings(self, queries: List[str]) -> List[List[float]]:

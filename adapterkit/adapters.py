@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -79,7 +80,7 @@ class BaseAdapter(nn.Module):
         """Rebuild an adapter saved by adapterkit or by LlamaIndex, as an instance of ``cls``.
 
         Nothing the folder names is imported or called: ``config.json`` only supplies keyword
-        arguments to ``cls``, and the weights are read without unpickling. The module is first built
+        arguments to ``cls``, and the weights are read without unpickling (and refused unless finite). The module is first built
         on torch's ``meta`` device, so a config whose sizes do not match the weights file is refused
         before any memory is allocated for it.
         """
@@ -147,19 +148,45 @@ def _shape_difference(expected: Dict[str, tuple], found: Dict[str, tuple]) -> st
 
 
 def _read_state_dict(folder: Path) -> Dict[str, Tensor]:
+    """The folder's weights as a dict of finite tensors: ``model.safetensors``, else ``pytorch_model.bin``."""
     safetensors_file, torch_file = folder / SAFETENSORS_NAME, folder / TORCH_NAME
+    if safetensors_file.is_file():
+        path = safetensors_file
+    elif torch_file.is_file():
+        path = torch_file
+    else:
+        raise AdapterLoadError(f"No weights in {folder}: expected {SAFETENSORS_NAME} or {TORCH_NAME} beside {CONFIG_NAME}.")
     try:
-        if safetensors_file.is_file():
+        if path == safetensors_file:
             from safetensors.torch import load_file
 
-            return load_file(str(safetensors_file), device="cpu")
-        if torch_file.is_file():
-            return torch.load(str(torch_file), map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or truncated file: say which
-        raise AdapterLoadError(f"Could not read adapter weights in {folder}: {exc}. Re-save the adapter.") from exc
-    raise AdapterLoadError(
-        f"No weights in {folder}: expected {SAFETENSORS_NAME} or {TORCH_NAME} beside {CONFIG_NAME}."
-    )
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if "weights_only" in str(exc):  # torch's refusal of a pickle that names callables: its advice to lift it is not ours
+            found = re.search(r"GLOBAL (\S+)", str(exc))
+            raise AdapterLoadError(
+                f"Could not read adapter weights in {path}: it is not a plain tensor file (its pickle asks for "
+                f"{found.group(1) if found else 'objects other than tensors'}), and adapterkit never unpickles code. "
+                f"Re-save the adapter with adapterkit (adapter.save(path)), or give the folder a {SAFETENSORS_NAME}."
+            ) from exc
+        raise AdapterLoadError(f"Could not read adapter weights in {path}: {exc}. Re-save the adapter.") from exc
+    _check_tensors(state, path)
+    return state
+
+
+def _check_tensors(state: Any, path: Path) -> None:
+    """Refuse a weights file that is not a dict of tensors, or holds a NaN or infinite value."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise AdapterLoadError(f"{path} does not hold a dict of named tensors; re-save the adapter.")
+    for name, tensor in state.items():
+        # a NaN serves an all-NaN query vector, an inf a NaN or zero one: refuse them here, naming the tensor
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise AdapterLoadError(
+                f"Tensor {name!r} in {path} holds NaN or infinite values (its weights are not finite, e.g. training diverged): "
+                "retrain the adapter (a lower learning rate) or restore the folder."
+            )
 
 
 def _load_into(model: nn.Module, folder: Path, state: Optional[Dict[str, Tensor]] = None) -> None:

@@ -30,6 +30,7 @@ from adapterkit.adapters import TORCH_NAME, LinearLayer
 from adapterkit.atomic import write_text
 from adapterkit.embeddings import model_identity
 from adapterkit.metrics import unit_rows
+from adapterkit.records import read_record
 
 METHODS = ("auto", "procrustes", "lstsq")
 CROSS_MODEL_FILE = "cross_model.json"  # in a model folder whose queries and documents come from two models
@@ -123,17 +124,7 @@ def write_identity(folder: Union[str, os.PathLike], query_model: BaseEmbedding, 
 
 def read_identity(folder: Union[str, os.PathLike]) -> Optional[Dict[str, Any]]:
     """``cross_model.json`` of a model folder as a dict (plain JSON, checked field by field), or None without one."""
-    path = Path(folder) / CROSS_MODEL_FILE
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CrossModelError(f"{path} is not valid JSON ({exc}); train the adapter again or restore the file.") from exc
-    wrong = [k for k, kind in _FIELDS.items() if not isinstance(record, dict) or not isinstance(record.get(k), kind)]
-    if wrong:
-        raise CrossModelError(f"{path} lacks or mistypes {wrong}; train the adapter again or restore the file.")
-    return record
+    return read_record(Path(folder) / CROSS_MODEL_FILE, _FIELDS, CrossModelError, "Train the adapter again or restore the file.")
 
 
 def check_query_model(record: Dict[str, Any], model: BaseEmbedding, folder: Union[str, os.PathLike]) -> None:

@@ -93,16 +93,16 @@ class _Constant(LinearLayer):
 
 
 def test_nan_and_constant_adapters_never_score(tmp_path, val_small, bge):
-    from adapterkit.cache import NonFiniteEmbeddingError
+    from adapterkit.adapters import AdapterLoadError
 
     nan = LinearLayer(384, 384)
     with torch.no_grad():
         nan.linear.weight[0, 0] = float("nan")
     nan.save(tmp_path / "nan")
-    with pytest.raises(NonFiniteEmbeddingError, match="not finite"):
+    with pytest.raises(AdapterLoadError, match="not finite"):  # refused when loaded, before it serves anything
         evaluate(val_small, AdapterEmbeddingModel(bge, tmp_path / "nan"))
-    LinearLayer(384, 384).save(tmp_path / "const")
-    constant = evaluate(val_small, AdapterEmbeddingModel(bge, tmp_path / "const", adapter_cls=_Constant))
+    LinearLayer(384, 384).save(tmp_path / "const")  # all-zero queries: an error when normalised, all tied when not
+    constant = evaluate(val_small, AdapterEmbeddingModel(bge, tmp_path / "const", adapter_cls=_Constant, normalize=False))
     docs_per_query = val_small.relevant_docs
     assert constant["is_hit"].sum() == 0 and constant["mrr"].sum() == 0  # all tied: no query is a hit
     assert (constant["rank"] == [len(val_small.corpus) - len(docs_per_query[q]) + 1 for q in constant["query_id"]]).all()

@@ -14,7 +14,7 @@ PACKAGE = ROOT / "adapterkit"
 
 # Lowest first: a module may import from its own layer or below, never from above.
 LAYERS = [
-    ["adapterkit.atomic", "adapterkit.logs", "adapterkit.metrics"],  # atomic writes, messages; ranking metrics and exact top-k
+    ["adapterkit.atomic", "adapterkit.logs", "adapterkit.metrics", "adapterkit.records"],  # atomic writes, messages, records; metrics
     ["adapterkit.data"],                                      # files, datasets, documents, questions
     ["adapterkit.embeddings", "adapterkit.cache", "adapterkit.cluster"],  # base models, every vector they ever made, and where they make them
     ["adapterkit.adapters", "adapterkit.cross_model"],        # the trainable query maps, and maps fitted between two models

@@ -30,7 +30,7 @@ from adapterkit.atomic import atomic_path, write_text
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.data.documents import chunk_sentences
 from adapterkit.embeddings import model_identity
-from adapterkit.memory.keys import INDEX_KINDS, KeyIndex, make_index
+from adapterkit.memory.keys import INDEX_KINDS, MAX_PULL, KeyIndex, first_non_finite_row, make_index, pull_ok
 from adapterkit.memory.rows import check_keys_per_chunk, check_max_keys
 from adapterkit.metrics import unit_rows
 
@@ -78,8 +78,8 @@ class CorpusMemory:
         self.max_keys = check_max_keys(max_keys)
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (dim, weight, temperature, top_k, key_dim))
         if not (numbers and isinstance(dim, int) and isinstance(key_dim, int) and dim > 0 and key_dim > 0 and top_k >= 1
-                and weight >= 0 and temperature > 0 and index in INDEX_KINDS):
-            raise ValueError(f"CorpusMemory needs dim > 0, key_dim > 0, weight >= 0, temperature > 0, top_k >= 1 and index in "
+                and pull_ok(weight, temperature) and index in INDEX_KINDS):
+            raise ValueError(f"CorpusMemory needs dim > 0, key_dim > 0, 0 <= weight <= {MAX_PULL:g}, 0 < temperature <= {MAX_PULL:g}, top_k >= 1 and index in "
                              f"{INDEX_KINDS}; got {dim!r}, {key_dim!r}, {weight!r}, {temperature!r}, {top_k!r}, {index!r}.")
         self.dim, self.weight, self.temperature, self.top_k, self.index_kind = dim, float(weight), float(temperature), int(top_k), index
         self.key_dim = key_dim
@@ -97,9 +97,11 @@ class CorpusMemory:
 
     def with_pull(self, weight: float, temperature: Optional[float] = None) -> "CorpusMemory":
         """The same keys and chunks (shared, not copied) with another pull; this memory is left as it is."""
+        temperature = self.temperature if temperature is None else temperature
+        if not pull_ok(weight, temperature):
+            raise ValueError(f"A pull needs 0 <= weight <= {MAX_PULL:g} and 0 < temperature <= {MAX_PULL:g}; got {weight!r}, {temperature!r}.")
         other = copy.copy(self)
-        other.weight = float(weight)
-        other.temperature = float(self.temperature if temperature is None else temperature)
+        other.weight, other.temperature = float(weight), float(temperature)
         return other
 
     @classmethod
@@ -296,6 +298,9 @@ class CorpusMemory:
                 and (not len(owner) or 0 <= owner.min() <= owner.max() < len(chunks)))
         if not fits:
             raise MemoryLoadError(f"The arrays in {folder} do not fit its {MEMORY_FILE}; rebuild the memory.")
+        for name, array in (("chunks", chunks), ("keys", keys)):  # a NaN here would serve NaN query vectors
+            if (row := first_non_finite_row(array)) is not None:
+                raise MemoryLoadError(f"{folder / f'{name}.npy'} holds NaN or infinite values (row {row}); rebuild the memory.")
         memory.chunks, memory.keys, memory.owner = chunks, keys, np.asarray(owner)
         memory.chunk_ids, memory.chunk_hash = ids, hashes
         return memory

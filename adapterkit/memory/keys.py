@@ -4,13 +4,17 @@
 inverted-file index with 8-bit scalar quantization (``IVF<nlist>,SQ8``, inner product on unit
 vectors): each key costs ``d`` bytes instead of ``4 d``, and a query scans ``nprobe`` of ``nlist``
 lists instead of every key. ``benchmarks/bench_memory.py`` measures its recall against exact.
+
+Also the checks every memory's keys, chunks and pull pass when built or loaded (``first_non_finite_row``,
+``pull_ok``): a NaN or an overflowing pull would serve NaN query vectors.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Optional, Protocol, Tuple
+from numbers import Real
+from typing import Any, Optional, Protocol, Tuple
 
 import numpy as np
 import torch
@@ -19,6 +23,7 @@ from adapterkit.metrics import merge_top_k
 
 INDEX_KINDS = ("auto", "exact", "ivf")
 EXACT_UP_TO = 200_000  # keys: "auto" looks larger memories up with an IVF index (faiss installed)
+MAX_PULL = 1e6  # weight and temperature: far past any useful pull; larger ones only overflow float32 sums
 logger = logging.getLogger(__name__)
 
 
@@ -78,6 +83,26 @@ class IVFIndex:
     def nbytes(self) -> int:
         """Bytes of the index's codes (the keys as stored in it)."""
         return int(self.index.ntotal * self.index.sa_code_size())
+
+
+def first_non_finite_row(array: np.ndarray, block_bytes: int = 1 << 26) -> Optional[int]:
+    """The first row of ``array`` (``(n, d)``) holding a NaN or inf, or None.
+
+    Read in blocks of about ``block_bytes``, so a memory-mapped array of many GB is never in memory at once.
+    """
+    block = max(1, block_bytes // max(1, array[:1].nbytes))
+    for start in range(0, len(array), block):
+        rows = np.asarray(array[start : start + block])
+        finite = np.isfinite(rows).reshape(len(rows), -1).all(axis=1)
+        if not finite.all():
+            return start + int(np.argmin(finite))
+    return None
+
+
+def pull_ok(weight: Any, temperature: Any) -> bool:
+    """Whether ``0 <= weight <= MAX_PULL`` and ``0 < temperature <= MAX_PULL`` (real numbers; NaN and inf fail)."""
+    numbers = all(isinstance(v, Real) and not isinstance(v, (bool, np.bool_)) for v in (weight, temperature))
+    return numbers and 0 <= weight <= MAX_PULL and 0 < temperature <= MAX_PULL
 
 
 def _faiss():

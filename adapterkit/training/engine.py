@@ -23,7 +23,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode
 from tqdm.auto import tqdm
 
-from adapterkit.adapter_embedding import AdapterEmbeddingModel
+from adapterkit.adapter_embedding import AdapterEmbeddingModel, write_base_model
 from adapterkit.adapters import (
     ADAPTER_CLASSES,
     BaseAdapter,
@@ -422,8 +422,8 @@ class EmbeddingAdapterFinetuneEngine:
         return float(loss.item())
 
     def _save(self) -> None:
-        self.model.eval()
-        self.model.save(self._model_output_path)
+        self.model.eval().save(self._model_output_path)
+        write_base_model(self._model_output_path, self.embed_model, self.groups[0].queries.shape[1])  # checked when served
         (self._model_output_path / CROSS_MODEL_FILE).unlink(missing_ok=True)  # an earlier cross-model run's record
         if self.index_model is not None:
             write_identity(self._model_output_path, self.embed_model, self.index_model, self.map_info["query_dim"], self.dim,
