@@ -40,7 +40,7 @@ import numpy as np
 
 from adapterkit.memory.corpus_memory import CorpusMemory
 from adapterkit.memory.database_memory import DatabaseMemory
-from adapterkit.memory.pg_rows import copy_rows, key_rows
+from adapterkit.memory.pg_rows import check_pg_name, copy_rows, key_rows
 from adapterkit.memory.rows import check_max_keys, checked_rows
 from adapterkit.metrics import unit_rows
 
@@ -76,9 +76,34 @@ def _failed(name: str, exc: Exception) -> PgMemoryError:
     return PgMemoryError(f"{said} The server refused the rows: fix them and write the batch again.")
 
 
-def _q(name: str) -> str:
-    """A checked name, quoted: a reserved word (``order``, ``user``) is a valid memory name too."""
-    return f'"{name}"'
+def _q(name: str) -> Any:
+    """``name`` quoted (``sql.Identifier``) for a statement run with parameters: a reserved word (``order``, ``user``) is a
+    valid memory name too. psycopg2 %-formats such a statement as a whole, so a ``%`` in the name is doubled (else a
+    ``%s`` there would take a value's place)."""
+    from psycopg2 import sql
+
+    check_pg_name(name, "A memory table or index name")  # libpq ends a name at a NUL: "victim\0x" would be "victim"
+    return sql.Identifier(name.replace("%", "%%"))
+
+
+def _sql(template: str, *names: str) -> Any:
+    """``template`` with each ``{}`` the quoted name of ``names``: run it with parameters (``()`` when it has none)."""
+    from psycopg2 import sql
+
+    return sql.SQL(template).format(*(_q(n) for n in names))
+
+
+def _quoted_value(cur: Any, name: str) -> str:
+    """``name`` quoted, as a value for ``to_regclass(%s)``, which then takes it as written (not lower-cased)."""
+    from psycopg2 import sql
+
+    return sql.Identifier(check_pg_name(name, "A memory table name")).as_string(cur)
+
+
+def _regclass(cur: Any, name: str) -> Any:
+    """The table ``name`` if it exists, else None."""
+    cur.execute("SELECT to_regclass(%s)", (_quoted_value(cur, name),))
+    return cur.fetchone()[0]
 
 
 def check_name(name: str) -> str:
@@ -88,27 +113,25 @@ def check_name(name: str) -> str:
 
 
 def _create(cur: Any, table: str, dim: int, key_dim: int) -> None:
-    cur.execute(f"CREATE TABLE IF NOT EXISTS {_q(table)} (row_id bigserial PRIMARY KEY, chunk_id text NOT NULL, "
-                f"chunk_hash text NOT NULL, key vector({key_dim}), chunk vector({dim}) NOT NULL)")
-    cur.execute(f"CREATE INDEX IF NOT EXISTS {_q(table + '_chunk_id')} ON {_q(table)} (chunk_id)")
-    cur.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (name text PRIMARY KEY, config text NOT NULL, ready boolean NOT NULL)")
+    cur.execute(_sql("CREATE TABLE IF NOT EXISTS {} (row_id bigserial PRIMARY KEY, chunk_id text NOT NULL, "
+                     "chunk_hash text NOT NULL, key vector(%s), chunk vector(%s) NOT NULL)", table), (int(key_dim), int(dim)))
+    cur.execute(_sql("CREATE INDEX IF NOT EXISTS {} ON {} (chunk_id)", table + "_chunk_id", table), ())
+    cur.execute(_sql("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, config text NOT NULL, ready boolean NOT NULL)", META_TABLE), ())
 
 
 def _not_a_memory(cur: Any, name: str) -> bool:
     """Whether a table ``name`` exists that is not a memory (a build must never replace the user's own table)."""
-    cur.execute("SELECT to_regclass(%s)", (_q(name),))
-    if cur.fetchone()[0] is None:
+    if _regclass(cur, name) is None:
         return False
-    cur.execute("SELECT to_regclass(%s)", (META_TABLE,))
-    if cur.fetchone()[0] is None:
+    if _regclass(cur, META_TABLE) is None:
         return True
-    cur.execute(f"SELECT 1 FROM {META_TABLE} WHERE name = %s", (name,))
+    cur.execute(_sql("SELECT 1 FROM {} WHERE name = %s", META_TABLE), (name,))
     return cur.fetchone() is None
 
 
 def _column_types(cur: Any, table: str) -> Dict[str, str]:
     cur.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-                "AND attname IN ('key', 'chunk')", (_q(table),))
+                "AND attname IN ('key', 'chunk')", (_quoted_value(cur, table),))
     return dict(cur.fetchall())
 
 
@@ -155,7 +178,7 @@ class PgMemoryWriter:
                 if _not_a_memory(cur, name):
                     raise PgMemoryError(f"A table {name!r} exists on this server and is not an adapterkit memory: choose another name.")
                 if not resume:
-                    cur.execute(f"DROP TABLE IF EXISTS {_q(self.staging)}")
+                    cur.execute(_sql("DROP TABLE IF EXISTS {}", self.staging), ())
                 held = _column_types(cur, self.staging)
                 want = {"key": f"vector({self.key_dim})", "chunk": f"vector({self.dim})"}
                 if held and held != want:
@@ -163,15 +186,15 @@ class PgMemoryWriter:
                 _create(cur, self.staging, self.dim, self.key_dim)
                 options = {"dim": self.dim, "key_dim": self.key_dim, **self.options}
                 if held:  # a resumed build keeps the options it was started with, or mixes two kinds of rows
-                    cur.execute(f"SELECT config FROM {META_TABLE} WHERE name = %s", (self.staging,))
+                    cur.execute(_sql("SELECT config FROM {} WHERE name = %s", META_TABLE), (self.staging,))
                     row = cur.fetchone()
                     before = json.loads(row[0]) if row else {}
                     differ = sorted(k for k in options if before.get(k) != options[k])
                     if differ:
                         raise PgMemoryError(f"The unfinished build of {name!r} was started with other {differ} "
                                             f"({ {k: before.get(k) for k in differ} }): start afresh with resume=False, or resume with those.")
-                cur.execute(f"INSERT INTO {META_TABLE} (name, config, ready) VALUES (%s, %s, false) ON CONFLICT (name) DO UPDATE "
-                            "SET config = EXCLUDED.config, ready = false", (self.staging, json.dumps(options)))
+                cur.execute(_sql("INSERT INTO {} (name, config, ready) VALUES (%s, %s, false) ON CONFLICT (name) DO UPDATE "
+                                 "SET config = EXCLUDED.config, ready = false", META_TABLE), (self.staging, json.dumps(options)))
         except BaseException:
             self._conn.close()
             raise
@@ -190,7 +213,7 @@ class PgMemoryWriter:
         ids = [str(c) for c in chunk_ids]
         try:
             with self._conn, self._conn.cursor() as cur:
-                cur.execute(f"SELECT DISTINCT chunk_id FROM {_q(self.staging)} WHERE chunk_id = ANY(%s)", (ids,))
+                cur.execute(_sql("SELECT DISTINCT chunk_id FROM {} WHERE chunk_id = ANY(%s)", self.staging), (ids,))
                 held = {r[0] for r in cur.fetchall()}
                 new = np.array([c not in held for c in ids], dtype=bool)
                 if not new.any():
@@ -207,26 +230,27 @@ class PgMemoryWriter:
         if self._finished:
             return PgMemory(self.url, self.name)
         config = {"dim": self.dim, "key_dim": self.key_dim, "index": self.index, **self.options}
-        staging, table = _q(self.staging), _q(self.name)
+        staging, table = self.staging, self.name
         try:
             with self._conn, self._conn.cursor() as cur:
                 if _not_a_memory(cur, self.name):  # made since this writer opened
                     raise PgMemoryError(f"A table {self.name!r} exists on this server and is not an adapterkit memory: choose another name.")
                 cur.execute("SET LOCAL maintenance_work_mem = '1GB'")  # an index built in memory builds many times faster
                 if self.index == "ivfflat":
-                    cur.execute(f"SELECT count(key) FROM {staging}")
+                    cur.execute(_sql("SELECT count(key) FROM {}", staging), ())
                     lists = self.lists or max(1, int(cur.fetchone()[0] ** 0.5))
-                    cur.execute(f"CREATE INDEX {_q(self.staging + '_key')} ON {staging} USING ivfflat (key vector_cosine_ops) WITH (lists = {int(lists)})")
+                    cur.execute(_sql("CREATE INDEX {} ON {} USING ivfflat (key vector_cosine_ops) WITH (lists = %s)", staging + "_key", staging),
+                                (int(lists),))
                     config["lists"] = int(lists)
                 else:
-                    cur.execute(f"CREATE INDEX {_q(self.staging + '_key')} ON {staging} USING hnsw (key vector_cosine_ops)")
-                cur.execute(f"DROP TABLE IF EXISTS {table}")
-                cur.execute(f"ALTER TABLE {staging} RENAME TO {table}")
-                cur.execute(f"ALTER INDEX {_q(self.staging + '_key')} RENAME TO {_q(self.name + '_key')}")
-                cur.execute(f"ALTER INDEX {_q(self.staging + '_chunk_id')} RENAME TO {_q(self.name + '_chunk_id')}")
-                cur.execute(f"INSERT INTO {META_TABLE} (name, config, ready) VALUES (%s, %s, true) "
-                            "ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config, ready = true", (self.name, json.dumps(config)))
-                cur.execute(f"DELETE FROM {META_TABLE} WHERE name = %s", (self.staging,))
+                    cur.execute(_sql("CREATE INDEX {} ON {} USING hnsw (key vector_cosine_ops)", staging + "_key", staging), ())
+                cur.execute(_sql("DROP TABLE IF EXISTS {}", table), ())
+                cur.execute(_sql("ALTER TABLE {} RENAME TO {}", staging, table), ())
+                cur.execute(_sql("ALTER INDEX {} RENAME TO {}", staging + "_key", table + "_key"), ())
+                cur.execute(_sql("ALTER INDEX {} RENAME TO {}", staging + "_chunk_id", table + "_chunk_id"), ())
+                cur.execute(_sql("INSERT INTO {} (name, config, ready) VALUES (%s, %s, true) "
+                                 "ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config, ready = true", META_TABLE), (self.name, json.dumps(config)))
+                cur.execute(_sql("DELETE FROM {} WHERE name = %s", META_TABLE), (self.staging,))
             self._finished = True
         finally:
             self._conn.close()
@@ -258,10 +282,9 @@ class PgMemory(DatabaseMemory):
         self.url, self.name = url, check_name(name)
         self._conn = _connect(url)
         with self._conn, self._conn.cursor() as cur:
-            cur.execute("SELECT to_regclass(%s)", (META_TABLE,))
             record = None
-            if cur.fetchone()[0] is not None:
-                cur.execute(f"SELECT config, ready FROM {META_TABLE} WHERE name = %s", (name,))
+            if _regclass(cur, META_TABLE) is not None:
+                cur.execute(_sql("SELECT config, ready FROM {} WHERE name = %s", META_TABLE), (name,))
                 record = cur.fetchone()
         if record is None or not record[1]:
             raise PgMemoryError(f"No finished memory {name!r} on this server (an unfinished build is never read): build it "
@@ -282,10 +305,10 @@ class PgMemory(DatabaseMemory):
         self.probes = int(probes) if probes is not None else max(1, math.ceil(math.sqrt(lists)))
 
     def __len__(self) -> int:
-        return int(self._read("SELECT 1", f"SELECT count(DISTINCT chunk_id) FROM {_q(self.name)}", ())[0][0])
+        return int(self._read(("SELECT 1", ()), _sql("SELECT count(DISTINCT chunk_id) FROM {}", self.name), ())[0][0])
 
     def key_count(self) -> int:
-        return int(self._read("SELECT 1", f"SELECT count(key) FROM {_q(self.name)}", ())[0][0])
+        return int(self._read(("SELECT 1", ()), _sql("SELECT count(key) FROM {}", self.name), ())[0][0])
 
     def with_pull(self, weight: float, temperature: Optional[float] = None) -> "PgMemory":
         """The same table with another pull (a new connection); this one is left as it is."""
@@ -308,12 +331,14 @@ class PgMemory(DatabaseMemory):
         sims = np.full((len(q), k), -np.inf, dtype=np.float32)
         chunks = np.zeros((len(q), k, self.dim), dtype=np.float32)
         ids: List[List[str]] = [[] for _ in range(len(q))]
-        search = f"SET LOCAL hnsw.ef_search = {self.ef_search}" if self.index == "hnsw" else f"SET LOCAL ivfflat.probes = {self.probes}"
+        search = (("SET LOCAL hnsw.ef_search = %s", (int(self.ef_search),)) if self.index == "hnsw"
+                  else ("SET LOCAL ivfflat.probes = %s", (int(self.probes),)))
+        nearest = _sql("SELECT q.i, m.cos, m.chunk_id, m.chunk::real[] FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, i) "
+                       "CROSS JOIN LATERAL (SELECT 1 - (key <=> q.v::vector) AS cos, chunk_id, chunk FROM {} "
+                       "WHERE key IS NOT NULL ORDER BY key <=> q.v::vector LIMIT %s) AS m", self.name)
         for start in range(0, len(q), LOOKUP_BATCH):
             texts = ["[" + ",".join(f"{x:.9g}" for x in row) + "]" for row in q[start : start + LOOKUP_BATCH]]
-            found = self._read(search, f"SELECT q.i, m.cos, m.chunk_id, m.chunk::real[] FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, i) "
-                               f"CROSS JOIN LATERAL (SELECT 1 - (key <=> q.v::vector) AS cos, chunk_id, chunk FROM {_q(self.name)} "
-                               f"WHERE key IS NOT NULL ORDER BY key <=> q.v::vector LIMIT {k}) AS m", (texts,))
+            found = self._read(search, nearest, (texts, int(k)))
             if found and len(found[0][3]) != self.dim:
                 raise PgMemoryError(f"Memory {self.name!r} now holds {len(found[0][3])}-dimensional chunk vectors, not the {self.dim} "
                                     "it was built with: its table was changed; build the memory again with PgMemoryWriter.")
@@ -325,14 +350,14 @@ class PgMemory(DatabaseMemory):
                 ids[row].append(chunk_id)
         return sims, ids, chunks
 
-    def _read(self, setting: str, query: str, params: tuple) -> List[tuple]:
+    def _read(self, setting: Tuple[str, tuple], query: Any, params: tuple) -> List[tuple]:
         """One read-only round trip. A lost connection is opened again once (a read can be repeated);
         a table changed since it was built is an error that says to rebuild it."""
         import psycopg2
 
         def round_trip() -> List[tuple]:
             with self._conn, self._conn.cursor() as cur:
-                cur.execute(setting)
+                cur.execute(*setting)
                 cur.execute(query, params)
                 return cur.fetchall()
         try:
@@ -354,21 +379,21 @@ class PgMemory(DatabaseMemory):
     def chunk_hashes(self) -> Dict[str, str]:
         """``{chunk id: text hash}`` of every chunk held."""
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(f"SELECT DISTINCT chunk_id, chunk_hash FROM {_q(self.name)}")
+            cur.execute(_sql("SELECT DISTINCT chunk_id, chunk_hash FROM {}", self.name), ())
             return dict(cur.fetchall())
 
     def _replace(self, drop: Sequence[str], chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray,
                  key_chunk: np.ndarray, hashes: Sequence[str]) -> None:
         """One transaction: delete the rows of ``drop``, then COPY the chunks given."""
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(f"DELETE FROM {_q(self.name)} WHERE chunk_id = ANY(%s)", (list(drop),))
+            cur.execute(_sql("DELETE FROM {} WHERE chunk_id = ANY(%s)", self.name), (list(drop),))
             copy_rows(cur, self.name, key_rows(list(chunk_ids), chunk_vectors, key_vectors, key_chunk, list(hashes)))
 
     def remove(self, chunk_ids: Iterable[str]) -> int:
         """Drop these chunks and their keys; returns how many chunks were held."""
         ids = [str(c) for c in chunk_ids]
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(f"DELETE FROM {_q(self.name)} WHERE chunk_id = ANY(%s) RETURNING chunk_id", (ids,))
+            cur.execute(_sql("DELETE FROM {} WHERE chunk_id = ANY(%s) RETURNING chunk_id", self.name), (ids,))
             return len({r[0] for r in cur.fetchall()})
 
     def get_config_dict(self) -> Dict[str, Any]:
@@ -385,10 +410,9 @@ def memory_names(url: str) -> List[str]:
     conn = _connect(url)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("SELECT to_regclass(%s)", (META_TABLE,))
-            if cur.fetchone()[0] is None:
+            if _regclass(cur, META_TABLE) is None:
                 return []
-            cur.execute(f"SELECT name FROM {META_TABLE} WHERE ready ORDER BY name")
+            cur.execute(_sql("SELECT name FROM {} WHERE ready ORDER BY name", META_TABLE), ())
             return [r[0] for r in cur.fetchall()]
     finally:
         conn.close()

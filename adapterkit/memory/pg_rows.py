@@ -12,7 +12,27 @@ from typing import Any, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+MAX_NAME_BYTES = 63  # PostgreSQL cuts longer names short (NAMEDATALEN - 1), so two long names would meet in one table
 COPY_ROWS = 8192  # rows per COPY statement, all in one transaction: what is held in memory at once while writing
+
+
+def check_pg_name(name: Any, what: str, room: int = 0) -> str:
+    """``name`` when PostgreSQL holds it as given with ``room`` bytes added (a prefix or suffix); else a ValueError
+    that says what to change. Names are always quoted (``sql.Identifier``): any other character is fine."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} must be a non-empty string, got {name!r}.")
+    shown = repr(name) if len(name) <= 70 else f"{name[:60]!r}... ({len(name)} characters)"
+    if "\x00" in name:  # libpq ends a name at a NUL: it would quietly name another table
+        raise ValueError(f"{what} {shown} contains a NUL byte, which no PostgreSQL name can hold: remove it.")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {shown} is not valid Unicode text (it holds a lone surrogate): use plain text.") from None
+    if size + room > MAX_NAME_BYTES:
+        added = f", and {room} are added to it for its table and index names" if room else ""
+        raise ValueError(f"{what} {shown} is {size} bytes long{added}: PostgreSQL names stop at {MAX_NAME_BYTES} bytes "
+                         f"(longer ones are cut short and can meet). Use a name of at most {MAX_NAME_BYTES - room} bytes.")
+    return name
 
 
 def _vector_field(vector: Optional[np.ndarray]) -> bytes:
@@ -29,8 +49,11 @@ def _text_field(text: str) -> bytes:
 
 
 def copy_rows(cur: Any, table: str, rows: Iterable[tuple]) -> int:
-    """COPY (chunk_id, chunk_hash, key, chunk) rows into ``table`` (a checked name), ``COPY_ROWS`` at a time; returns how many."""
-    statement = f'COPY "{table}" (chunk_id, chunk_hash, key, chunk) FROM STDIN WITH (FORMAT binary)'
+    """COPY (chunk_id, chunk_hash, key, chunk) rows into ``table``, ``COPY_ROWS`` at a time; returns how many."""
+    from psycopg2 import sql
+
+    name = sql.Identifier(check_pg_name(table, "A memory table name"))  # libpq ends a name at a NUL: that would be another table
+    statement = sql.SQL("COPY {} (chunk_id, chunk_hash, key, chunk) FROM STDIN WITH (FORMAT binary)").format(name)
     head, tail = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0), struct.pack("!h", -1)
     parts: List[bytes] = []
     n = 0

@@ -11,16 +11,79 @@ remote database, build the store yourself; everything that reads a store takes a
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 from urllib.parse import parse_qs, urlparse
+
+from adapterkit.memory.pg_rows import check_pg_name
 
 # HNSW with cosine distance, pgvector's defaults (m 16, ef_construction 64, ef_search 40).
 HNSW = {"hnsw_m": 16, "hnsw_ef_construction": 64, "hnsw_ef_search": 40, "hnsw_dist_method": "vector_cosine_ops"}
+STORE_PREFIX = "data_"  # PGVectorStore(table_name=T) keeps its rows in table data_T
+INDEX_SUFFIX = "_embedding_idx"  # and its HNSW index is data_T_embedding_idx
+
+
+class StoreTableMissing(ValueError, RuntimeError):
+    """The table a ``PGVectorStore`` reads is not on the server: its name is what to fix."""
+
+
+def quoted(*names: str) -> str:
+    """``schema.table`` as PostgreSQL writes it, for messages (SQL gets ``sql.Identifier``)."""
+    return ".".join('"' + n.replace('"', '""') + '"' for n in names)
+
+
+def store_table(store: Any) -> Tuple[str, str]:
+    """The schema and table holding a ``PGVectorStore``'s rows, both checked."""
+    schema = check_pg_name(store.schema_name, "The store's schema name")
+    return schema, STORE_PREFIX + check_pg_name(store.table_name, "The store's table name", room=len(STORE_PREFIX))
+
+
+def require_table(conn: Any, schema: str, table: str) -> None:
+    """A clear error naming ``schema.table``, and the stores its schema holds, when that table is not on the server."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND (c.relname = %s OR left(c.relname, %s) = %s) "
+                    "ORDER BY c.relname", (schema, table, len(STORE_PREFIX), STORE_PREFIX))
+        names = [row[0] for row in cur.fetchall()]
+    if table in names:
+        return
+    stores = [n[len(STORE_PREFIX):] for n in names]
+    held = f"{stores[:20]}{' and more' if len(stores) > 20 else ''}" if stores else "none"
+    raise StoreTableMissing(f"The table {quoted(schema, table)} does not exist on this server (PGVectorStore(table_name="
+                            f"{table[len(STORE_PREFIX):]!r}) keeps its rows there). Stores in schema {schema!r}: {held}. "
+                            "Check the table name, or write the nodes into the store first.")
+
+
+def create_hnsw_index(store: Any) -> None:
+    """The HNSW index of a ``PGVectorStore`` whose ``hnsw_kwargs`` are set, every name quoted."""
+    from psycopg2 import sql
+
+    options = store.hnsw_kwargs
+    method = options.get("hnsw_dist_method") or ("halfvec_l2_ops" if store.use_halfvec else "vector_cosine_ops")
+    table = store._table_class.__tablename__
+    statement = sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding {}) WITH (m = {}, ef_construction = {})").format(
+        sql.Identifier(table + INDEX_SUFFIX), sql.Identifier(store.schema_name, table), sql.Identifier(method),
+        sql.Literal(int(options["hnsw_m"])), sql.Literal(int(options["hnsw_ef_construction"])))
+    with store._session() as session, session.begin():
+        with session.connection().connection.driver_connection.cursor() as cur:
+            cur.execute(statement)
+
+
+@functools.lru_cache(maxsize=None)
+def _store_class() -> type:
+    """LlamaIndex's ``PGVectorStore`` with its HNSW index built by ``create_hnsw_index``: its own pastes the table name into the SQL."""
+    from llama_index.vector_stores.postgres import PGVectorStore as LlamaIndexStore
+
+    class PGVectorStore(LlamaIndexStore):  # the same name: code that tells stores apart by class name sees LlamaIndex's
+        def _create_hnsw_index(self) -> None:
+            create_hnsw_index(self)
+
+    return PGVectorStore
 
 
 class LocalPostgres:
@@ -68,11 +131,16 @@ class LocalPostgres:
         return f"postgresql+{driver}://postgres@/{database}?host={self.socket_dir}"
 
     def vector_store(self, table_name: str, embed_dim: int, hnsw: bool = True, **kwargs: Any) -> Any:
-        """LlamaIndex's ``PGVectorStore`` on this server; ``hnsw``: an HNSW index (approximate search) on the vectors."""
-        from llama_index.vector_stores.postgres import PGVectorStore
+        """LlamaIndex's ``PGVectorStore`` on this server; ``hnsw``: an HNSW index (approximate search) on the vectors.
 
-        return PGVectorStore.from_params(connection_string=self.url(), async_connection_string=self.url("asyncpg"),
-                                         table_name=table_name, embed_dim=embed_dim, hnsw_kwargs=HNSW if hnsw else None, **kwargs)
+        ``table_name`` may hold any character but NUL (it is always quoted). LlamaIndex lower-cases it and makes
+        table ``data_T``, index ``T_idx_1`` and (``hnsw``) index ``data_T_embedding_idx``, each within PostgreSQL's
+        63 bytes: ``table_name`` is at most 44 bytes with ``hnsw``, 57 without."""
+        check_pg_name(table_name.lower() if isinstance(table_name, str) else table_name, "A store's table name",
+                      room=len(STORE_PREFIX + INDEX_SUFFIX) if hnsw else len("_idx_1"))
+        check_pg_name((kwargs.get("schema_name") or "public").lower(), "A store's schema name")
+        return _store_class().from_params(connection_string=self.url(), async_connection_string=self.url("asyncpg"),
+                                          table_name=table_name, embed_dim=embed_dim, hnsw_kwargs=dict(HNSW) if hnsw else None, **kwargs)
 
     def psql(self, command: str) -> str:
         """Run SQL through psql and return its output."""
