@@ -134,6 +134,26 @@ class EmbeddingCache:
             self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?)", rows)
             self._db.commit()
 
+    def move(self, source: str, target: str) -> int:
+        """Give every entry of identity ``source`` to identity ``target`` (replacing its entries of the same
+        keys), in one transaction; returns how many moved. Stored vectors are written under a staging
+        identity and moved once the store passed its check (``cache_stored_vectors``)."""
+        if self.read_only:
+            return 0
+        with self._lock:
+            with self._db:  # one transaction: all of them or none
+                moved = self._db.execute("INSERT OR REPLACE INTO emb SELECT ?, key, vec FROM emb WHERE model=?", (target, source)).rowcount
+                self._db.execute("DELETE FROM emb WHERE model=?", (source,))
+        return moved
+
+    def drop(self, model: str) -> None:
+        """Remove every entry of identity ``model``."""
+        if self.read_only:
+            return
+        with self._lock:
+            with self._db:
+                self._db.execute("DELETE FROM emb WHERE model=?", (model,))
+
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM emb").fetchone()[0]
 

@@ -13,11 +13,13 @@ from adapterkit import (
     EmbeddingQAFinetuneDataset,
     evaluate,
 )
+from adapterkit.cache import embed_texts
 from adapterkit.data.documents import corpus_to_nodes
 from adapterkit.stores.counting import CountingEmbedding
 from adapterkit.stores.indexes import embed_nodes_once
 from adapterkit.stores.postgres import LocalPostgres
 from adapterkit.stores.stored_vectors import (
+    VERIFY_ROWS,
     StoredBatch,
     cache_stored_vectors,
     exact_top_k,
@@ -80,7 +82,8 @@ def test_pgvector_server_trains_and_evaluates_from_stored_vectors_alone(pg, uber
     counter = CountingEmbedding(bge, cache=False)
     cache = EmbeddingCache(tmp_path / "cache")
     corpus = cache_stored_vectors(store, counter, cache=cache, batch_size=7)
-    assert corpus == uber.corpus and counter.counts == {"text": 0, "query": 0}
+    assert corpus == uber.corpus and counter.counts == {"text": VERIFY_ROWS, "query": 0}  # the store check, nothing else
+    counter.reset()
     train, test = _split(uber, corpus)
     from_store = _train_and_evaluate(train, test, counter, cache, tmp_path / "from_store")
     assert counter.counts["text"] == 0 and counter.counts["query"] > 0  # queries (and sentence keys) only
@@ -130,6 +133,40 @@ def test_a_store_built_by_another_model_is_refused(pg, uber_nodes, bge, tmp_path
     assert len(corpus) == len(uber_nodes)
 
 
+def test_a_store_whose_later_rows_another_model_made_never_reaches_the_cache(pg, uber_nodes, bge, tmp_path):
+    """The first rows are the model's own; every row after the third holds MiniLM's vector of its text (same
+    size). The seeded sample finds one, names it, and the cache holds no vector of the store afterwards;
+    an all-zero row is refused too. A later request for bge's vector of a stored text is bge's own."""
+    from adapterkit import resolve_embed_model
+
+    minilm = resolve_embed_model("minilm")
+    texts = [n.text for n in uber_nodes]
+    mixed = np.concatenate([np.asarray([n.embedding for n in uber_nodes[:3]], dtype=np.float32), embed_texts(minilm, texts[3:])])
+    batches = [StoredBatch([n.node_id for n in uber_nodes], texts, mixed)]
+    cache = EmbeddingCache(tmp_path / "c")
+    with pytest.raises(ValueError, match=r"stored vector of node '.+' was not made by .*Nothing of this store was put in the embedding cache"):
+        cache_stored_vectors(None, bge, cache=cache, batches=iter(batches))
+    assert len(cache) == 0  # neither under bge's identity nor staged
+    with pytest.raises(ValueError, match="at least|whole number >= 1"):
+        cache_stored_vectors(None, bge, cache=cache, batches=iter(batches), verify=0)
+    zero = mixed.copy()
+    zero[3:] = np.asarray([n.embedding for n in uber_nodes[3:]], dtype=np.float32)
+    zero[7] = 0.0
+    with pytest.raises(ValueError, match=f"node '{uber_nodes[7].node_id}' is all zeros"):
+        cache_stored_vectors(None, bge, cache=cache, batches=iter([StoredBatch(batches[0].ids, texts, zero)]))
+    assert len(cache) == 0
+    # the same rows in PostgreSQL, through sample_stored_corpus (a sampled fit reads this way)
+    from adapterkit.stores.training_sample import sample_stored_corpus
+
+    store = pg.vector_store("uber_mixed", embed_dim=384)
+    store.add([TextNode(id_=n.node_id, text=t, embedding=v.tolist()) for n, t, v in zip(uber_nodes, texts, mixed)])
+    with pytest.raises(ValueError, match="was not made by"):
+        sample_stored_corpus(store, bge, keep={uber_nodes[0].node_id}, sample=5, cache=cache)
+    assert len(cache) == 0
+    fresh = embed_texts(bge, texts[3:4], cache=cache)
+    np.testing.assert_allclose(fresh[0], uber_nodes[3].embedding, atol=1e-5)  # bge's own vector, computed, not the stored MiniLM one
+
+
 def test_unsupported_empty_and_broken_stores_say_what_to_do(pg, tmp_path, bge):
     from llama_index.core.vector_stores import SimpleVectorStore
 
@@ -158,6 +195,7 @@ def test_a_cross_model_adapter_serves_new_model_queries_from_an_old_model_store(
     _write(store, embed_nodes_once(corpus_to_nodes(uber), minilm, show_progress=False), minilm)
     old = CountingEmbedding(minilm, cache=False)
     corpus = cache_stored_vectors(store, old)  # into the shared cache: bge's vectors of these texts are shared with other tests
+    old.reset()  # after the store check
     train, test = _split(uber, corpus)
     engine = EmbeddingAdapterFinetuneEngine(train, bge, index_model=old, unlabeled_corpus=corpus, epochs=3, map_sample=1.0,
                                             model_output_path=tmp_path / "cross", show_progress=False)
@@ -193,11 +231,11 @@ def test_a_cross_model_adapter_serves_new_model_queries_from_an_old_model_store(
 
 def test_training_reads_only_the_chunks_it_needs_from_a_large_store(pg, uber, uber_nodes, bge, tmp_path):
     """The store holds the Uber chunks and 600 others; training holds the questions' chunks and a sample."""
-    from adapterkit.stores.training_sample import id_hash, sample_stored_corpus
+    from adapterkit.stores.stored_vectors import id_hash
+    from adapterkit.stores.training_sample import sample_stored_corpus
 
-    rng = np.random.default_rng(0)
-    others = [TextNode(id_=f"other-{i}", text=f"filler chunk number {i}", embedding=(v / np.linalg.norm(v)).tolist())
-              for i, v in enumerate(rng.normal(size=(600, 384)).astype(np.float32))]
+    texts = [f"filler chunk number {i}" for i in range(600)]
+    others = [TextNode(id_=f"other-{i}", text=t, embedding=v.tolist()) for i, (t, v) in enumerate(zip(texts, embed_texts(bge, texts)))]
     store = pg.vector_store("large_store", embed_dim=384)
     store.add(uber_nodes + others)
     train, _ = _split(uber, uber.corpus)
@@ -213,6 +251,8 @@ def test_training_reads_only_the_chunks_it_needs_from_a_large_store(pg, uber, ub
     assert list(drawn.corpus)[len(keep):] == rest[:50]
     again = sample_stored_corpus(store, counter, keep=keep, sample=50, cache=cache, batch_size=7)
     assert list(again.corpus) == list(drawn.corpus)  # the same chunks in the same order, read in other batches
+    assert counter.counts == {"text": 2 * VERIFY_ROWS, "query": 0}  # the store checks, nothing else
+    counter.reset()
 
     engine = EmbeddingAdapterFinetuneEngine(
         EmbeddingQAFinetuneDataset(queries=train.queries, corpus=drawn.corpus, relevant_docs=train.relevant_docs),
@@ -223,7 +263,7 @@ def test_training_reads_only_the_chunks_it_needs_from_a_large_store(pg, uber, ub
 
     with pytest.raises(ValueError, match="1 of the .* chunks the questions name are not in the store"):
         sample_stored_corpus(store, counter, keep=keep | {"deleted-chunk"}, sample=5, cache=cache)
-    twice = StoredBatch(["a", "b", "a"], ["x", "y", "z"], np.eye(3, 4, dtype=np.float32))
+    twice = StoredBatch(["a", "b", "a"], ["x", "y", "z"], embed_texts(bge, ["x", "y", "z"]))
     with pytest.raises(ValueError, match="more than once"):
         sample_stored_corpus(None, counter, keep={"b"}, sample=1, cache=cache, batches=iter([twice]))
 

@@ -18,6 +18,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from adapterkit.cache import EmbeddingCache
 from adapterkit.data.folders import read_folder
+from adapterkit.stores.stored_vectors import VERIFY_ROWS
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -45,9 +46,10 @@ class ChunkSource:
     stored: Optional[int] = None
 
 
-def chunks_from_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 200, show_progress: bool = True) -> ChunkSource:
-    """Every readable document under ``folder``, chunked with content-based ids."""
-    found = read_folder(folder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, show_progress=show_progress)
+def chunks_from_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 200, show_progress: bool = True,
+                       follow_symlinks: bool = False) -> ChunkSource:
+    """Every readable document under ``folder``, chunked with content-based ids (``read_folder``)."""
+    found = read_folder(folder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, show_progress=show_progress, follow_symlinks=follow_symlinks)
     return ChunkSource(found.corpus, str(os.path.abspath(folder)), found.files, found.chunks_of, found.skipped)
 
 
@@ -64,6 +66,10 @@ def open_store(uri: str) -> Any:
     if parsed.scheme in ("postgresql", "postgres"):
         if not query.get("table"):
             raise ValueError(f"{redact(uri)}: name the table, e.g. postgresql://user@host:5432/db?table=my_chunks.")
+        from adapterkit.stores.postgres import STORE_PREFIX, check_pg_name
+
+        # PGVectorStore lower-cases the name and reads table data_NAME; the name only ever reaches SQL quoted
+        check_pg_name(query["table"].lower(), f"{redact(uri)}: the table name", room=len(STORE_PREFIX))
         try:
             from llama_index.vector_stores.postgres import PGVectorStore
         except ImportError as exc:
@@ -89,12 +95,24 @@ def open_store(uri: str) -> Any:
             if parsed.netloc or "api_key" in query:
                 raise ValueError(f"{redact(uri)} names a host or a key, but qdrant:// is a local folder (three slashes: "
                                  "qdrant:///path?collection=NAME); a server is qdrant+http://host:6333?collection=NAME.")
+            if not parsed.path or not os.path.isfile(os.path.join(parsed.path, "meta.json")):  # QdrantClient(path=...) would make one
+                raise ValueError(f"{redact(uri)}: there is no Qdrant folder at {parsed.path or '(no path)'} (a local Qdrant store "
+                                 "holds meta.json); give the folder that holds the store, e.g. qdrant:///data/qdrant?collection=NAME.")
             client = QdrantClient(path=parsed.path)
         else:
-            client = QdrantClient(url=f"{parsed.scheme.split('+')[1]}://{parsed.netloc}", api_key=query.get("api_key"))
-        if not client.collection_exists(query["collection"]):
-            raise ValueError(f"{redact(uri)}: there is no collection {query['collection']!r}; "
-                             f"it has {[c.name for c in client.get_collections().collections]}.")
+            if not parsed.hostname:
+                raise ValueError(f"{redact(uri)} names no server: qdrant+http://host:6333?collection=NAME.")
+            client = QdrantClient(url=f"{parsed.scheme.split('+')[1]}://{parsed.netloc}", api_key=query.get("api_key"), timeout=10)
+        try:
+            exists = client.collection_exists(query["collection"])
+            names = [] if exists else [c.name for c in client.get_collections().collections]
+        except Exception as exc:  # a server that cannot be reached, refuses the key, or is not Qdrant
+            client.close()
+            raise ConnectionError(f"Could not reach the Qdrant store {redact(uri)} ({type(exc).__name__}: {str(exc).strip()[:200]}): "
+                                  "check the address and that the server is running.") from None
+        if not exists:
+            client.close()
+            raise ValueError(f"{redact(uri)}: there is no collection {query['collection']!r}; it has {names}.")
         return QdrantVectorStore(client=client, collection_name=query["collection"])
     raise ValueError(f"Unknown store URI {redact(uri)!r}: use postgresql://...?table=NAME or qdrant:///path?collection=NAME.")
 
@@ -113,11 +131,11 @@ def redact(uri: str) -> str:
 
 
 def chunks_from_store(uri_or_store: Any, embed_model: BaseEmbedding, cache: Union[EmbeddingCache, PathLike, None] = None,
-                      verify: int = 3, show_progress: bool = True) -> ChunkSource:
+                      verify: int = VERIFY_ROWS, show_progress: bool = True) -> ChunkSource:
     """Every chunk of a vector store; its stored vectors enter the embedding cache, none is re-embedded.
 
-    ``verify`` chunks are embedded again to check that ``embed_model`` made the stored vectors (a
-    store built by another model is an error that says so).
+    A seeded sample of ``verify`` chunks is embedded again to check that ``embed_model`` made the stored
+    vectors (a store built by another model is an error that says so, and nothing of it is cached).
     """
     from adapterkit.stores.stored_vectors import cache_stored_vectors
 
@@ -126,7 +144,7 @@ def chunks_from_store(uri_or_store: Any, embed_model: BaseEmbedding, cache: Unio
 
 
 def sample_from_store(uri_or_store: Any, embed_model: BaseEmbedding, keep: Set[str], sample: int,
-                      cache: Union[EmbeddingCache, PathLike, None] = None, seed: int = 0, verify: int = 3,
+                      cache: Union[EmbeddingCache, PathLike, None] = None, seed: int = 0, verify: int = VERIFY_ROWS,
                       show_progress: bool = True) -> ChunkSource:
     """The chunks ``keep`` names and ``sample`` others of a store (``sample_stored_corpus``): what training
     needs of a store too large to hold; ``stored`` says how many chunks the store has."""
@@ -193,10 +211,10 @@ def _server_of(store: Any) -> Optional[str]:
 
 
 def source_of(docs: Optional[PathLike], store: Any, embed_model: BaseEmbedding, cache: Any, chunk_size: int, chunk_overlap: int,
-              show_progress: bool) -> ChunkSource:
+              show_progress: bool, follow_symlinks: bool = False) -> ChunkSource:
     """One of a folder or a store (exactly one must be given)."""
     if (docs is None) == (store is None):
         raise ValueError("Give either a documents folder or a store URI (--store), not both and not neither.")
     if docs is not None:
-        return chunks_from_folder(docs, chunk_size, chunk_overlap, show_progress)
+        return chunks_from_folder(docs, chunk_size, chunk_overlap, show_progress, follow_symlinks)
     return chunks_from_store(store, embed_model, cache=cache, show_progress=show_progress)

@@ -28,7 +28,7 @@ from adapterkit.data.documents import chunk_sentences
 from adapterkit.embeddings import model_identity
 from adapterkit.memory.corpus_memory import _text_hash
 from adapterkit.memory.rows import check_max_keys
-from adapterkit.stores.stored_vectors import check_batch, check_first, read_stored
+from adapterkit.stores.stored_vectors import check_batch, read_stored, stored_dim
 
 
 def memory_from_store(
@@ -74,7 +74,7 @@ def memory_from_store(
     bar = tqdm(desc="Building the memory", unit="chunk", disable=not show_progress)
     for batch in read_stored(vector_store, batch_size):
         if dim is None:
-            dim = check_first(batch, embed_model, 0)
+            dim = stored_dim(batch)  # the chunk vectors go into the memory as stored, never into the cache
             if dim != writer.dim:
                 raise ValueError(f"The store holds {dim}-dimensional vectors but the writer was opened for {writer.dim}: open it with dim={dim}.")
         check_batch(batch, dim)

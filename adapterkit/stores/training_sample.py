@@ -12,15 +12,16 @@ pseudo-queries are drawn from). ``sample_stored_corpus`` streams the store once 
 - a duplicate node id is found from 8-byte hashes of every id (80 MB per 10M chunks, twice that
   while they are sorted at the end), so the stream holds no id list.
 
-Their vectors go into the embedding cache under the base model's identity, as ``cache_stored_vectors``
-does, so the engine embeds none of them. Memory is about ``(len(keep) + sample) * (dim * 4 + text)``
+Their vectors go into the embedding cache under the base model's identity once a seeded sample of the
+store's rows proved that the model made them, as ``cache_stored_vectors`` does, so the engine embeds
+none of them. Memory is about ``(len(keep) + sample) * (dim * 4 + text)``
 bytes, and the 8 bytes per stored chunk above.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from adapterkit.cache import EmbeddingCache, get_cache
 from adapterkit.embeddings import model_identity
-from adapterkit.stores.stored_vectors import StoredBatch, check_batch, check_first, read_stored
+from adapterkit.stores.stored_vectors import VERIFY_ROWS, StoreCheck, StoredBatch, check_batch, id_hashes, read_stored, stored_dim
 
 
 @dataclass
@@ -45,12 +46,6 @@ class StoredSample:
     info: Dict[str, Any] = field(default_factory=dict)
 
 
-def id_hash(node_id: str, seed: int) -> int:
-    """A seeded 63-bit hash of a node id (the sample takes the smallest)."""
-    digest = hashlib.blake2b(node_id.encode("utf-8", "surrogatepass"), digest_size=8, key=str(seed).encode()).digest()
-    return int.from_bytes(digest, "big") >> 1
-
-
 def sample_stored_corpus(
     vector_store: Any,
     embed_model: BaseEmbedding,
@@ -59,7 +54,7 @@ def sample_stored_corpus(
     cache: Union[EmbeddingCache, str, os.PathLike, None] = None,
     seed: int = 0,
     batch_size: int = 10_000,
-    verify: int = 0,
+    verify: int = VERIFY_ROWS,
     batches: Optional[Iterator[StoredBatch]] = None,
     show_progress: bool = False,
 ) -> StoredSample:
@@ -73,7 +68,8 @@ def sample_stored_corpus(
         cache: the embedding cache (an ``EmbeddingCache``, a folder, or None for the default).
         seed: the sample's seed.
         batch_size: rows per read.
-        verify: as in ``cache_stored_vectors``: re-embed this many stored texts and compare.
+        verify: as in ``cache_stored_vectors``: this many sampled rows are embedded again and compared
+            before any stored vector enters the cache.
         batches: ``StoredBatch`` objects to use instead of reading ``vector_store``.
         show_progress: a tqdm bar over the rows.
 
@@ -88,36 +84,44 @@ def sample_stored_corpus(
     wanted = set(keep)
     store = get_cache(cache)
     ident = model_identity(embed_model)
+    check = StoreCheck(verify, seed)
+    staging = f"unverified:{uuid.uuid4().hex}:{ident}"  # the kept rows, until the store passed its check
     kept: Dict[str, str] = {}
     hashes: List[np.ndarray] = []  # every id's hash, to find a duplicate id without holding the ids
     pool = _BottomK(sample)
     dim: Optional[int] = None
     rows = 0
     bar = tqdm(desc="Reading stored vectors", unit="row", disable=not show_progress)
-    for batch in batches if batches is not None else read_stored(vector_store, batch_size):
-        if dim is None:
-            dim = check_first(batch, embed_model, verify)
-        check_batch(batch, dim)
-        h = np.fromiter((id_hash(i, seed) for i in batch.ids), dtype=np.int64, count=len(batch.ids))
-        hashes.append(h)
-        mine = np.fromiter((i in wanted for i in batch.ids), dtype=bool, count=len(batch.ids))
-        if mine.any():
-            rows_kept = np.flatnonzero(mine)
-            store.put_many(ident, {EmbeddingCache.key("text", batch.texts[r]): batch.vectors[r] for r in rows_kept})
-            kept.update((batch.ids[r], batch.texts[r]) for r in rows_kept)
-        pool.offer(batch, h, ~mine)
-        rows += len(batch.ids)
-        bar.update(len(batch.ids))
-    bar.close()
-    if not rows:
-        raise ValueError("The vector store holds no nodes: write the corpus into it first.")
-    _check_unique(np.concatenate(hashes))
-    missing = [i for i in wanted if i not in kept]
-    if missing:
-        raise ValueError(f"{len(missing)} of the {len(wanted)} chunks the questions name are not in the store (e.g. "
-                         f"{sorted(missing)[:3]}): drop those questions, or write the chunks into the store first.")
-    ids, texts, vectors = pool.result()
-    store.put_many(ident, {EmbeddingCache.key("text", t): v for t, v in zip(texts, vectors)})
+    try:
+        for batch in batches if batches is not None else read_stored(vector_store, batch_size):
+            dim = dim or stored_dim(batch)
+            check_batch(batch, dim)
+            check.first(batch, embed_model, dim)
+            h = id_hashes(batch.ids, seed)
+            hashes.append(h)
+            mine = np.fromiter((i in wanted for i in batch.ids), dtype=bool, count=len(batch.ids))
+            if mine.any():
+                rows_kept = np.flatnonzero(mine)
+                store.put_many(staging, {EmbeddingCache.key("text", batch.texts[r]): batch.vectors[r] for r in rows_kept})
+                kept.update((batch.ids[r], batch.texts[r]) for r in rows_kept)
+            pool.offer(batch, h, ~mine)
+            check.offer(batch, h)
+            rows += len(batch.ids)
+            bar.update(len(batch.ids))
+        bar.close()
+        if not rows:
+            raise ValueError("The vector store holds no nodes: write the corpus into it first.")
+        _check_unique(np.concatenate(hashes))
+        missing = [i for i in wanted if i not in kept]
+        if missing:
+            raise ValueError(f"{len(missing)} of the {len(wanted)} chunks the questions name are not in the store (e.g. "
+                             f"{sorted(missing)[:3]}): drop those questions, or write the chunks into the store first.")
+        check.verify(embed_model, dim)
+        ids, texts, vectors = pool.result()
+        store.put_many(ident, {EmbeddingCache.key("text", t): v for t, v in zip(texts, vectors)})
+        store.move(staging, ident)
+    finally:
+        store.drop(staging)
     corpus = dict(kept)
     corpus.update(zip(ids, texts))
     return StoredSample(corpus, kept=len(kept), sampled=len(ids), rows=rows, seed=seed,
