@@ -32,43 +32,42 @@ def _confirm(assume_yes: bool) -> Optional[Callable[[str], bool]]:
     return ask
 
 
-def _options(pairs: List[str]) -> dict:
-    """``--set epochs=8 --set lr=...``: FinetuneConfig fields, values read as JSON when they parse."""
-    import dataclasses
-    import json
+def _options(pairs: List[str], flags: dict) -> dict:
+    """``--set epochs=8 --set guard=false``: options read by their type and checked together by the option
+    registry (``FinetuneConfig``) before any work; ``flags`` are the command's own flags for options."""
+    from adapterkit.training.config import parse_options
 
-    from adapterkit.training.config import FinetuneConfig
-
-    fields = sorted({f.name for f in dataclasses.fields(FinetuneConfig)} | {"chunk_size", "chunk_overlap"})  # and the chunker's
-    options = {}
+    texts: dict = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--set takes NAME=VALUE (a FinetuneConfig field), got {pair!r}.")
-        if key not in fields:
-            raise ValueError(f"--set {key}: not a training or chunking option (the command's own options are flags, e.g. "
-                             f"--embed-model); --set takes: {', '.join(fields)}.")
-        try:
-            options[key] = json.loads(value)
-        except ValueError:
-            options[key] = value
-    return options
+        if key in texts:
+            raise ValueError(f"--set {key} is given twice ({texts[key]!r} and {value!r}): keep one.")
+        texts[key] = value
+    both = sorted(k for k, v in flags.items() if v is not None and k in texts)
+    if both:
+        raise ValueError(f"{both[0]} is given as a flag (--{both[0].replace('_', '-')}) and as --set {both[0]}=...: keep one.")
+    options = parse_options(texts, extra={"chunk_size": int, "chunk_overlap": int})
+    return {**options, **{k: v for k, v in flags.items() if v is not None}}
 
 
 def _fit(args: argparse.Namespace) -> None:
     from adapterkit.pipeline.fit import fit_documents
 
-    options = _options(args.set)
-    if args.epochs is not None:
-        options["epochs"] = args.epochs
+    options = _options(args.set, {"epochs": args.epochs})
     result = fit_documents(args.docs, args.out, store=args.store, sample_chunks=args.sample_chunks, memory_table=args.memory_table,
                            embed_model=args.embed_model, questions=args.questions, llm=args.llm,
                            eval_chunks=args.eval_chunks, overwrite=args.overwrite, confirm=_confirm(args.yes), cache=args.cache_dir,
-                           show_progress=not args.quiet, **options)
+                           show_progress=not args.quiet, follow_symlinks=args.follow_symlinks, **options)
     changes = result.changes
     if not changes["first_run"]:
         print(f"Since the last run: {len(changes['files_added'])} files added, {len(changes['files_changed'])} changed, "
               f"{len(changes['files_removed'])} removed; {changes['chunks_added']} chunks added, {changes['chunks_removed']} removed.")
+    skipped = result.summary.get("skipped") or {}
+    if skipped:
+        print(f"Skipped {len(skipped)} file(s), each with its reason in the report: {', '.join(list(skipped)[:5])}"
+              + (" ..." if len(skipped) > 5 else ""))
     print(f"Base model calls this run: {result.embedded['text']} chunks, {result.embedded['query']} queries; {result.seconds} s.")
     print(f"Evaluation: {result.evaluation.source}.")
     if result.table is not None:
@@ -123,6 +122,8 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("--eval-chunks", type=int, default=None, metavar="N", help="with --llm: most chunks it is asked about (default 40)")
     fit.add_argument("--epochs", type=int, default=None, help="training epochs (default: the package default)")
     fit.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any FinetuneConfig option, e.g. --set batch_size=64")
+    fit.add_argument("--follow-symlinks", action="store_true", help="read files that links in DOCS_DIR point to outside it "
+                     "(default: such links are skipped and listed)")
     fit.add_argument("--overwrite", action="store_true", help="replace a model folder fitted on other documents or with another model")
     fit.add_argument("--yes", action="store_true", help="do not ask before calling a paid LLM API")
     fit.set_defaults(run=_fit)
@@ -150,20 +151,24 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parser().parse_args(argv)
-    from adapterkit.cache import EmbeddingCacheError
-    from adapterkit.data.questions import CallsDeclined
-    from adapterkit.training.selection import TrainingDivergedError
+INTERRUPTED = "Interrupted: what was computed is kept (embedding cache, question journal); run again to continue."
 
-    try:
-        args.run(args)
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:  # Ctrl-C at any moment, even while the libraries load, ends with the same message and status
+        args = parser().parse_args(argv)
+        from adapterkit.cache import EmbeddingCacheError
+        from adapterkit.data.questions import CallsDeclined
+        from adapterkit.training.selection import TrainingDivergedError
+
+        try:
+            args.run(args)
+        except (ValueError, TypeError, OSError, ImportError, CallsDeclined, TrainingDivergedError, EmbeddingCacheError) as exc:
+            print(f"adapterkit {args.command}: error: {exc}", file=sys.stderr)  # the message names the fix
+            return 1
     except KeyboardInterrupt:
-        print("Interrupted: what was computed is kept (embedding cache, question journal); run again to continue.", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, ImportError, CallsDeclined, TrainingDivergedError, EmbeddingCacheError) as exc:  # the message names the fix
-        print(f"adapterkit {args.command}: error: {exc}", file=sys.stderr)
-        return 1
     return 0
 
 

@@ -90,7 +90,45 @@ def _read_one(path: Path, readers: Dict[str, Any]) -> List[Document]:
     return list(readers[suffix].load_data(path))
 
 
-def read_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 200, show_progress: bool = True) -> FolderChunks:
+def _files(root: Path, follow_symlinks: bool, skipped: Dict[str, str]) -> List[Path]:
+    """Every file under ``root``; hidden names are left out, and links that leave ``root`` are listed in
+    ``skipped`` unless ``follow_symlinks`` (a folder reached twice is read once; a link to a folder inside
+    ``root`` is not followed, as that folder is read under its own name)."""
+    real_root = root.resolve()
+    found: List[Path] = []
+    seen = {real_root}
+
+    def walk(folder: Path) -> None:
+        for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+            if entry.name.startswith("."):
+                continue
+            name = entry.relative_to(root).as_posix()
+            if entry.is_symlink():
+                target = entry.resolve()
+                if not target.exists():
+                    skipped[name] = f"a link to {os.readlink(entry)}, which does not exist"
+                    continue
+                if not target.is_relative_to(real_root):
+                    if not follow_symlinks:
+                        skipped[name] = f"a link to {target}, outside the folder (follow_symlinks=True / --follow-symlinks reads it)"
+                        continue
+                elif target.is_dir():  # a link to a folder inside: read under its own name
+                    continue
+            if entry.is_dir():
+                real = entry.resolve()
+                if real in seen:  # a link back into a folder already read: reading it again would loop or repeat it
+                    continue
+                seen.add(real)
+                walk(entry)
+            elif entry.is_file():
+                found.append(entry)
+
+    walk(root)
+    return found
+
+
+def read_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 200, show_progress: bool = True,
+                follow_symlinks: bool = False) -> FolderChunks:
     """Read every supported document under ``folder`` and split it into chunks with content-based ids.
 
     Args:
@@ -98,6 +136,8 @@ def read_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 2
         chunk_size: ``SentenceSplitter`` chunk size in tokens (LlamaIndex's default, 1024).
         chunk_overlap: tokens shared by neighbouring chunks (LlamaIndex's default, 200).
         show_progress: a progress bar over the files.
+        follow_symlinks: read what links in the folder point to outside it; by default such links are
+            skipped and listed in ``skipped`` (a link must not make the folder read files it does not hold).
 
     Raises ``DocumentFolderError`` when the folder is missing or no file in it gives any text; the
     message lists what was skipped and why.
@@ -112,13 +152,13 @@ def read_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 2
     root = Path(folder)
     if not root.is_dir():
         raise DocumentFolderError(f"{root} is not a folder: pass the folder that holds your documents.")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    skipped: Dict[str, str] = {}
+    paths = sorted(_files(root, follow_symlinks, skipped))
     readers = _readers() if any(p.suffix.lower() in READER_SUFFIXES for p in paths) else {}
     splitter = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     nodes: List[TextNode] = []
     files: Dict[str, str] = {}
     chunks_of: Dict[str, List[str]] = {}
-    skipped: Dict[str, str] = {}
     for path in tqdm(paths, desc="Reading documents", unit="file", disable=not show_progress):
         name = path.relative_to(root).as_posix()
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import pandas as pd
 
@@ -15,29 +14,30 @@ from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
 from adapterkit.embeddings import model_identity, resolve_embed_model
 from adapterkit.evaluation.comparison import comparison_table
 from adapterkit.evaluation.evaluate import evaluate
-from adapterkit.pipeline.fit import MANIFEST
+from adapterkit.pipeline.output_folder import MANIFEST, read_manifest
 from adapterkit.pipeline.report import write_eval_report
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def base_model_of(folder: Path, embed_model: Any = None) -> Any:
-    """The base model a folder was fitted with: ``embed_model`` if given, else the spec ``fit`` recorded.
+BUILT_IN_SPECS = ("default", "minilm")  # the offline models of the package: the only ones eval loads on a folder's word
 
-    When ``fit.json`` records the model's identity, ``embed_model`` must match it; a folder without a
-    record needs ``embed_model`` (an adapter over another model's vectors would score nonsense)."""
-    record: Dict[str, Any] = {}
+
+def base_model_of(folder: Path, embed_model: Any = None) -> Any:
+    """The base model a folder was fitted with: ``embed_model`` if given, else the built-in spec ``fit`` recorded.
+
+    A folder's ``fit.json`` is data, not an instruction: a spec it names is loaded only when it is one of
+    the package's offline models (``BUILT_IN_SPECS``); any other (a hub id, an API model, a local path)
+    must be passed by the user. When ``fit.json`` records the model's identity, the model must match it."""
     manifest = folder / MANIFEST
-    if manifest.is_file():
-        try:
-            loaded = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{manifest} is not readable JSON ({exc}); pass --embed-model SPEC, or fit the folder again.") from exc
-        record = loaded if isinstance(loaded, dict) else {}
+    record = read_manifest(manifest) or {}
     spec = embed_model if embed_model is not None else record.get("embed_spec")
     if spec is None:
         raise ValueError(f"{folder} does not say which base model it was trained over (no embed_spec in {MANIFEST}): "
                          "pass it, e.g. --embed-model default.")
+    if embed_model is None and spec not in BUILT_IN_SPECS:
+        raise ValueError(f"{manifest} says the folder was fitted over {spec!r}; eval loads only the package's own models "
+                         f"({', '.join(BUILT_IN_SPECS)}) on a folder's word. If you trust that model, pass it: --embed-model {spec}.")
     model = resolve_embed_model(spec)
     recorded = record.get("embed_model")
     if isinstance(recorded, str) and model_identity(model) != recorded:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,15 @@ from adapterkit.evaluation.comparison import comparison_table
 from adapterkit.evaluation.evaluate import evaluate
 from adapterkit.memory.corpus_memory import MEMORY_DIR, load_memories, memory_folders
 from adapterkit.metrics import unit_rows
+from adapterkit.pipeline.output_folder import (
+    MANIFEST,
+    FolderLock,
+    OutputFolderError,
+    StagedFolder,
+    check_inputs_apart,
+    input_paths,
+    read_manifest,
+)
 from adapterkit.pipeline.sources import ChunkSource, close_store, sample_from_store, source_of
 from adapterkit.stores.counting import CountingEmbedding
 from adapterkit.stores.retrieval import compare_on_store
@@ -48,12 +56,7 @@ from adapterkit.training.config import FinetuneConfig
 from adapterkit.training.engine import EmbeddingAdapterFinetuneEngine
 
 PathLike = Union[str, "os.PathLike[str]"]
-MANIFEST = "fit.json"  # what a fit read and how: compared by the next run on the same folder
 EVAL_QUESTIONS = "eval_questions.json"  # LLM-written evaluation questions (resumable)
-
-
-class OutputFolderError(ValueError):
-    """The output folder holds something this run must not overwrite."""
 
 
 @dataclass
@@ -123,32 +126,30 @@ def store_scale_options(store: Any, sample_chunks: Optional[int], memory_table: 
 def check_output_folder(out: Path, origin: str, model_id: str, overwrite: bool) -> Optional[Dict[str, Any]]:
     """The previous run's manifest when ``out`` holds a fit of the same source and model, else None.
 
-    A folder holding anything else is refused unless ``overwrite``; even then only a folder that
-    holds a model (never an arbitrary folder of files) is cleared.
+    A folder holding anything else is refused unless ``overwrite``; even then only a folder a fit wrote
+    (it has ``fit.json``) is replaced, never an arbitrary folder of files. Nothing is removed here: the
+    new folder is swapped in when the run ends (``StagedFolder``).
     """
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return None
     if not out.is_dir():
         raise OutputFolderError(f"{out} is a file: pass a folder for the model.")
-    manifest = out / MANIFEST
-    previous = None
-    if manifest.is_file():
-        try:
-            previous = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            previous = None
-    same = isinstance(previous, dict) and previous.get("origin") == origin and previous.get("embed_model") == model_id
+    if not (out / MANIFEST).is_file():
+        raise OutputFolderError(f"{out} holds files that are not a model folder written by `adapterkit fit` (no {MANIFEST}); "
+                                "--overwrite replaces only such a folder. Choose an empty or new folder.")
+    try:
+        previous = read_manifest(out / MANIFEST)
+    except OutputFolderError:
+        if overwrite:
+            return None
+        raise
+    assert previous is not None
+    same = previous.get("origin") == origin and previous.get("embed_model") == model_id
     if same and not overwrite:
-        return previous if previous.get("complete", True) else None  # an interrupted first fit starts again (its journals kept)
-    # Only a folder a fit wrote (its fit.json names what it read) is ever deleted: a config.json alone is no proof.
-    holds_model = isinstance(previous, dict) and "origin" in previous
+        return previous if previous.get("complete", True) else None  # an interrupted first fit starts again
     if not overwrite:
-        what = (f"a model fitted on {previous.get('origin')} with {previous.get('embed_model')}" if isinstance(previous, dict)
-                else "another model" if holds_model else "files that are not a model")
-        raise OutputFolderError(f"{out} already holds {what}. Pass --overwrite (overwrite=True) to replace it, or choose another --out.")
-    if not holds_model:
-        raise OutputFolderError(f"{out} holds files that are not a model; overwrite only replaces a model folder. Choose an empty or new folder.")
-    shutil.rmtree(out)
+        raise OutputFolderError(f"{out} already holds a model fitted on {previous['origin']} with {previous['embed_model']}. "
+                                "Pass --overwrite (overwrite=True) to replace it, or choose another --out.")
     return None
 
 
@@ -289,6 +290,7 @@ def fit_documents(
     cache: Union[EmbeddingCache, PathLike, None] = None,
     seed: int = 0,
     show_progress: bool = True,
+    follow_symlinks: bool = False,
     **options: Any,
 ) -> FitResult:
     """Train an adapter for the chunks you will search, evaluate it honestly, and write a model folder.
@@ -318,6 +320,8 @@ def fit_documents(
         chunk_size, chunk_overlap: ``SentenceSplitter`` settings for folders.
         cache: the embedding cache (None: ``$ADAPTERKIT_CACHE_DIR``).
         seed: seeds the held-out draws and training.
+        follow_symlinks: read files that links in ``docs`` point to outside it (default: such links are
+            skipped and listed in the report).
         options: ``FinetuneConfig`` fields (``epochs``, ``batch_size``, ...); the defaults are the ones
             the public benchmark suite measures.
 
@@ -337,70 +341,75 @@ def fit_documents(
     if eval_chunks is not None and eval_chunks < 1:
         raise ValueError(f"eval_chunks must be at least 1, got {eval_chunks}.")
     config = FinetuneConfig().updated(**options)  # an unknown or out-of-range option fails here, before any work
+    if "checkpoint_save_steps" in options:
+        raise ValueError("checkpoint_save_steps sets how often a training run saves checkpoints, and fit_documents keeps none "
+                         "(a cut-off fit starts again from its cached embeddings): leave it out.")
     engine_options, max_keys = store_scale_options(store, sample_chunks, memory_table, questions, options)
-    started = time.perf_counter()
+    if sample_chunks is not None and docs is not None:
+        raise ValueError("Give either a documents folder or a store URI (--store), not both and not neither.")
+    if store is not None and ((chunk_size, chunk_overlap) != (1024, 200) or follow_symlinks):
+        raise ValueError("chunk_size, chunk_overlap and follow_symlinks read a documents folder; a store's chunks are already "
+                         "split: leave them out.")
     out = Path(out)
+    check_inputs_apart(out, input_paths(docs, questions, store, cache))  # before anything is written or removed
+    started = time.perf_counter()
     base = resolve_embed_model(embed_model)
     counter = CountingEmbedding(base, cache=False)  # below the cache: counts only texts the base model really embeds
-    if sample_chunks is not None:
-        if docs is not None:
-            raise ValueError("Give either a documents folder or a store URI (--store), not both and not neither.")
-        keep = question_chunks(questions) if questions is not None else set()
-        source = sample_from_store(store, counter, keep, sample_chunks, cache=cache, seed=seed, show_progress=show_progress)
-    else:
-        source = source_of(docs, store, counter, cache, chunk_size, chunk_overlap, show_progress)
-    memory_table_open = None  # a memory in the database this call opened, closed at the end
-    try:
-        previous = check_output_folder(out, source.origin, model_identity(base), overwrite)
-        changes = what_changed(previous, source)
-        if docs is not None and Path(out).resolve().is_relative_to(Path(docs).resolve()):
-            raise OutputFolderError(f"{out} is inside the documents folder {docs}: its reports would be read as documents next time. "
-                                    "Choose an --out outside it.")
-        out.mkdir(parents=True, exist_ok=True)
-        if previous is None:  # so an interrupted run (LLM questions half written) is seen as this fit, and resumed
-            write_text(out / MANIFEST, json.dumps({"origin": source.origin, "embed_model": model_identity(base), "complete": False}))
-        corpus = source.corpus
-        if questions is not None:
-            mine, stale = labelled_questions(questions, corpus)
-            train, held = split_queries(mine, seed=seed)
-            if not held.queries or not train.queries:
-                raise DatasetError(f"{questions} has {len(mine.queries)} usable question(s): at least 2 are needed (one to train on, one held out).")
-            evaluation = Evaluation("questions", f"{len(held.queries)} of your {len(mine.queries)} questions ({Path(questions).name}), "
-                                    "held out of training", held, {"questions": len(held.queries), "trained_on": len(train.queries),
-                                                                   "left_out_as_their_chunks_changed": stale})
+    with FolderLock(out):  # one fit at a time per folder; everything is written aside and swapped in at the end
+        if sample_chunks is not None:
+            keep = question_chunks(questions) if questions is not None else set()
+            source = sample_from_store(store, counter, keep, sample_chunks, cache=cache, seed=seed, show_progress=show_progress)
         else:
-            train = published_questions()
-            evaluation = (llm_evaluation(corpus, llm, out, eval_chunks or 40, seed, confirm, show_progress) if llm is not None
-                          else Evaluation("none", "none: no labelled questions and no LLM were given"))
-        engine = EmbeddingAdapterFinetuneEngine(train, counter, unlabeled_corpus=corpus, model_output_path=out, cache=cache,
-                                                show_progress=show_progress, seed=seed, **engine_options)
-        engine.finetune()
-        memories, database_memory = None, None
-        if memory_table is not None:
-            in_database = memory_table_open = memory_in_database(source, counter, memory_table, max_keys, config, cache, show_progress)
-            memories = (load_memories(out / MEMORY_DIR) if memory_folders(out / MEMORY_DIR) else []) + [in_database]
-            database_memory = {"name": memory_table, "kind": type(in_database).__name__, "server": source.origin,
-                               "keys": in_database.key_count(), "max_keys": max_keys}
-        served = AdapterEmbeddingModel(counter, out, cache=cache, memory=memories)
-        frames, table = {}, None
-        if evaluation.dataset is not None:
-            if source.stored is not None:  # trained on a sample: each question is ranked among every stored chunk
-                frames = compare_on_store(evaluation.dataset, {"base": counter, "adapter": served}, source.store, top_k=10, cache=cache)
+            source = source_of(docs, store, counter, cache, chunk_size, chunk_overlap, show_progress, follow_symlinks)
+        memory_table_open = None  # a memory in the database this call opened, closed at the end
+        try:
+            previous = check_output_folder(out, source.origin, model_identity(base), overwrite)
+            changes = what_changed(previous, source)
+            stage = StagedFolder(out, source.origin, model_identity(base), keep_previous=previous is not None)
+            work = stage.path  # every file of this run goes here; ``out`` changes only in the final swap
+            corpus = source.corpus
+            if questions is not None:
+                mine, stale = labelled_questions(questions, corpus)
+                train, held = split_queries(mine, seed=seed)
+                if not held.queries or not train.queries:
+                    raise DatasetError(f"{questions} has {len(mine.queries)} usable question(s): at least 2 are needed (one to train on, one held out).")
+                evaluation = Evaluation("questions", f"{len(held.queries)} of your {len(mine.queries)} questions ({Path(questions).name}), "
+                                        "held out of training", held, {"questions": len(held.queries), "trained_on": len(train.queries),
+                                                                       "left_out_as_their_chunks_changed": stale})
             else:
-                frames = {"base": evaluate(evaluation.dataset, counter, top_k=10, cache=cache),
-                          "adapter": evaluate(evaluation.dataset, served, top_k=10, cache=cache)}
-            table = comparison_table(frames)
-        movement = query_movement(served, corpus, cache=cache, seed=seed)
-        manifest = {"origin": source.origin, "embed_model": model_identity(base),
-                    "embed_spec": embed_model if isinstance(embed_model, str) else None, "files": source.files,
-                    "chunks_of": source.chunks_of, "chunks": list(corpus), "stored_chunks": source.stored, "memory_table": memory_table}
-        write_text(out / MANIFEST, json.dumps(manifest, indent=1))
-        result = FitResult(out, out / "report.md", evaluation, table, changes, counter.counts, round(time.perf_counter() - started, 1), {},
-                           database_memory)
-        result.summary = write_fit_report(result, engine, source, frames, movement)
-        return result
-    finally:
-        if memory_table_open is not None:
-            memory_table_open.close()
-        if isinstance(store, str):  # a store this call opened is closed: a local Qdrant folder stays locked while open
-            close_store(source.store)
+                train = published_questions()
+                evaluation = (llm_evaluation(corpus, llm, work, eval_chunks or 40, seed, confirm, show_progress) if llm is not None
+                              else Evaluation("none", "none: no labelled questions and no LLM were given"))
+            engine = EmbeddingAdapterFinetuneEngine(train, counter, unlabeled_corpus=corpus, model_output_path=work, cache=cache,
+                                                    show_progress=show_progress, seed=seed, **engine_options)
+            engine.finetune()
+            memories, database_memory = None, None
+            if memory_table is not None:
+                in_database = memory_table_open = memory_in_database(source, counter, memory_table, max_keys, config, cache, show_progress)
+                memories = (load_memories(work / MEMORY_DIR) if memory_folders(work / MEMORY_DIR) else []) + [in_database]
+                database_memory = {"name": memory_table, "kind": type(in_database).__name__, "server": source.origin,
+                                   "keys": in_database.key_count(), "max_keys": max_keys}
+            served = AdapterEmbeddingModel(counter, work, cache=cache, memory=memories)
+            frames, table = {}, None
+            if evaluation.dataset is not None:
+                if source.stored is not None:  # trained on a sample: each question is ranked among every stored chunk
+                    frames = compare_on_store(evaluation.dataset, {"base": counter, "adapter": served}, source.store, top_k=10, cache=cache)
+                else:
+                    frames = {"base": evaluate(evaluation.dataset, counter, top_k=10, cache=cache),
+                              "adapter": evaluate(evaluation.dataset, served, top_k=10, cache=cache)}
+                table = comparison_table(frames)
+            movement = query_movement(served, corpus, cache=cache, seed=seed)
+            manifest = {"origin": source.origin, "embed_model": model_identity(base),
+                        "embed_spec": embed_model if isinstance(embed_model, str) else None, "files": source.files,
+                        "chunks_of": source.chunks_of, "chunks": list(corpus), "stored_chunks": source.stored, "memory_table": memory_table}
+            write_text(work / MANIFEST, json.dumps(manifest, indent=1))
+            result = FitResult(out, out / "report.md", evaluation, table, changes, counter.counts, round(time.perf_counter() - started, 1), {},
+                               database_memory)
+            result.summary = write_fit_report(result, engine, source, frames, movement, into=work)
+            stage.commit()
+            return result
+        finally:
+            if memory_table_open is not None:
+                memory_table_open.close()
+            if isinstance(store, str):  # a store this call opened is closed: a local Qdrant folder stays locked while open
+                close_store(source.store)

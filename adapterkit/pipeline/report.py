@@ -63,10 +63,12 @@ def _plots(folder: Path, frames: Mapping[str, pd.DataFrame], engine: Any = None)
     return written
 
 
-def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str, pd.DataFrame], movement: Mapping[str, Any]) -> Dict[str, Any]:
-    """Write ``report.md`` and ``report.json`` into the model folder; returns the JSON's content."""
+def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str, pd.DataFrame], movement: Mapping[str, Any],
+                     into: Optional[Path] = None) -> Dict[str, Any]:
+    """Write ``report.md`` and ``report.json`` into the model folder (or ``into``, where it is staged); returns the JSON's content."""
     folder, evaluation = Path(result.folder), result.evaluation
-    manifest = json.loads((folder / "fit.json").read_text())
+    target = Path(into) if into is not None else folder
+    manifest = json.loads((target / "fit.json").read_text())
     guard = {"best_epoch": engine.best_epoch, "held_out_mrr@10_per_epoch": [round(v, 4) for v in engine.val_mrr],
              "memories": sorted(engine.memories), "memory_choice": engine.memory_choice}
     summary = {
@@ -76,7 +78,7 @@ def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str,
         "table": result.table.to_dict(orient="records") if result.table is not None else None,
         "guard": guard, "query_movement": dict(movement), "stored_chunks": source.stored, "database_memory": result.database_memory,
     }
-    plots = _plots(folder, frames, engine)
+    plots = _plots(target, frames, engine)
     lines = [f"# Adapter for {source.origin}", ""]
     where = f"{len(source.files)} files" if source.files else "the store"
     lines += [f"{len(source.corpus)} chunks from {where}; base model `{manifest['embed_model']}`; "
@@ -122,8 +124,8 @@ def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str,
                   f"chunk changes for {movement['share_whose_nearest_chunk_changes']:.0%} of them.", ""]
     lines += [f"![{p}]({p})" for p in plots] + ([""] if plots else [])
     lines += ["## Use it", "", serving_lines(folder, manifest.get("embed_spec")), ""]
-    write_text(folder / "report.md", "\n".join(lines))
-    write_text(folder / "report.json", json.dumps(summary, indent=1, default=str))
+    write_text(target / "report.md", "\n".join(lines))
+    write_text(target / "report.json", json.dumps(summary, indent=1, default=str))
     return summary
 
 

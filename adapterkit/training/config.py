@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple, Type, Union
 
@@ -85,6 +87,9 @@ class FinetuneConfig:
         finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
         need(whole(self.batch_size) and self.batch_size >= 1, f"batch_size must be a whole number >= 1, got {self.batch_size!r}.")
         need(whole(self.epochs) and self.epochs >= 0, f"epochs must be a whole number >= 0, got {self.epochs!r}.")
+        need(whole(self.seed) and 0 <= self.seed < 2**32, f"seed must be a whole number in [0, 2**32), got {self.seed!r}.")
+        for name in ("shuffle", "no_duplicates", "guard", "refit", "verbose", "corpus_memory", "question_memory"):
+            need(isinstance(getattr(self, name), bool), f"{name} must be True or False, got {getattr(self, name)!r}.")
         need(whole(self.checkpoint_save_steps) and self.checkpoint_save_steps >= 1,
              f"checkpoint_save_steps must be a whole number >= 1, got {self.checkpoint_save_steps!r}.")
         need(finite(self.scale) and self.scale > 0, f"scale must be a finite number > 0, got {self.scale!r}.")
@@ -110,6 +115,12 @@ class FinetuneConfig:
              "question_memory_weights must be finite numbers >= 0 and question_memory_temperatures finite numbers > 0.")
         need(isinstance(self.optimizer_class, type) and issubclass(self.optimizer_class, torch.optim.Optimizer),
              f"optimizer_class must be a torch.optim.Optimizer subclass, got {self.optimizer_class!r}.")
+        need(isinstance(self.optimizer_params, dict) and all(isinstance(k, str) for k in self.optimizer_params),
+             f"optimizer_params must be a dict of keyword arguments, got {self.optimizer_params!r}.")
+        try:  # the optimiser's own checks, on a throwaway parameter: a bad keyword fails here, before any work
+            self.optimizer_class([torch.nn.Parameter(torch.zeros(1))], **self.optimizer_params)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"optimizer_params {self.optimizer_params!r} do not fit {self.optimizer_class.__name__}: {exc}.") from None
         need(isinstance(self.loss_class, type) and issubclass(self.loss_class, torch.nn.Module),
              f"loss_class must be a torch.nn.Module subclass taking (adapter, scale=...), got {self.loss_class!r}.")
         need(self.num_threads is None or (whole(self.num_threads) and self.num_threads >= 1),
@@ -147,3 +158,68 @@ def _names(**metadata: bool) -> frozenset:
 
 FIXED_AT_CONSTRUCTION = _names(fixed=True)  # finetune() refuses to change these
 RUN_OPTIONS = _names(run=True)  # a checkpoint made under other values of these is not resumed
+
+
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def parse_value(name: str, text: str, kind: Any) -> Any:
+    """``text`` (as typed on a command line) read as a value of type ``kind``; a ``ValueError`` names ``name``."""
+    def wrong(what: str) -> ValueError:
+        return ValueError(f"--set {name}={text}: {name} takes {what}.")
+
+    optional = typing.get_origin(kind) is Union and type(None) in typing.get_args(kind)
+    if optional and text.strip().lower() in ("none", "null"):
+        return None
+    if optional:
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if kind is bool:
+        word = text.strip().lower()
+        if word not in TRUE_WORDS + FALSE_WORDS:
+            raise wrong(f"true or false ({'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)})")
+        return word in TRUE_WORDS
+    if kind is int:
+        try:
+            return int(text.strip(), 10)
+        except ValueError:
+            raise wrong("a whole number") from None
+    if kind is float or kind == Union[int, float]:
+        try:
+            value = float(text)
+        except ValueError:
+            raise wrong("a number") from None
+        if not math.isfinite(value):
+            raise wrong("a finite number")
+        return int(value) if kind is not float and value.is_integer() and "." not in text and "e" not in text.lower() else value
+    if kind is str:
+        return text
+    origin = typing.get_origin(kind)
+    if origin in (dict, tuple):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise wrong("JSON: " + ('an object, e.g. {"lr": 0.001}' if origin is dict else "a list, e.g. [0.1, 0.5]")) from None
+        if origin is dict and isinstance(value, dict):
+            return value
+        if origin is tuple and isinstance(value, list):
+            return tuple(value)
+        raise wrong("a JSON " + ("object" if origin is dict else "list"))
+    raise ValueError(f"--set {name}: {name} is a Python class; set it in Python (FinetuneConfig({name}=...)), not on the command line.")
+
+
+def parse_options(pairs: Dict[str, str], extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """``{name: text}`` from a command line, each read by its field's type and checked together as a ``FinetuneConfig``.
+
+    Args:
+        pairs: option names and their text, e.g. ``{"epochs": "8", "guard": "false"}``.
+        extra: other options the caller takes, ``{name: type}`` (e.g. the chunker's ``chunk_size``).
+    """
+    kinds = {**typing.get_type_hints(FinetuneConfig), **(extra or {})}
+    values = {}
+    for name, text in pairs.items():
+        if name not in kinds:
+            raise ValueError(f"--set {name}: not a training or chunking option (the command's own options are flags, e.g. "
+                             f"--embed-model); --set takes: {', '.join(sorted(kinds))}.")
+        values[name] = parse_value(name, text, kinds[name])
+    FinetuneConfig().updated(**{k: v for k, v in values.items() if k not in (extra or {})})  # every rule, before any work
+    return values
