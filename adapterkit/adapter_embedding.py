@@ -150,8 +150,9 @@ class AdapterEmbeddingModel(BaseEmbedding):
         elif index_model is not None:
             raise CrossModelError(f"{adapter_path} maps queries into its own base model's index (it has no {CROSS_MODEL_FILE}): "
                                   "drop index_model, or train with EmbeddingAdapterFinetuneEngine(..., index_model=...).")
-        elif check_base_model:  # before reading weights and memories; a cross-model folder is checked above, by cross_model.json
-            check_base_models(base, adapter_path, read_base_model(adapter_path), [])
+        record = read_base_model(adapter_path) if check_base_model and cross is None else None
+        if record is not None:  # before reading weights and memories; a cross-model folder is checked above, by cross_model.json
+            check_base_models(base, adapter_path, record, [])
         super().__init__(
             embed_batch_size=embed_batch_size,
             callback_manager=callback_manager,
@@ -160,6 +161,10 @@ class AdapterEmbeddingModel(BaseEmbedding):
         self._base_embed_model = base
         self._target_device = infer_device(device)
         self._adapter = load_adapter(adapter_path, adapter_cls).to(self._target_device).eval()
+        takes = self._adapter.get_config_dict().get("in_features") if hasattr(self._adapter, "get_config_dict") else None
+        if record is not None and isinstance(takes, int) and takes != record["dim"]:
+            raise AdapterLoadError(f"{Path(adapter_path) / BASE_MODEL_FILE} says its base model makes {record['dim']}-dimensional vectors, "
+                                   f"but the adapter takes {takes}: the file is damaged; restore it, or delete it to serve the folder unchecked.")
         self._transform_query = transform_query
         self._cache = cache
         self._normalize = normalize

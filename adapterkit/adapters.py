@@ -124,7 +124,9 @@ def _build(cls: type, config: Dict[str, Any], folder: Path, state: Dict[str, Ten
             f"{folder / CONFIG_NAME} does not fit {cls.__name__}: {exc}. "
             "Pass the adapter class it was saved with (adapter_cls=...)."
         ) from exc
-    except Exception:  # a user class whose constructor cannot run on the meta device: build it for real
+    except Exception as exc:  # a user class whose constructor cannot run on the meta device: build it for real
+        if ADAPTER_CLASSES.get(cls.__name__) is cls:  # adapterkit's own classes always can: the sizes are wrong
+            raise AdapterLoadError(f"{folder / CONFIG_NAME} does not describe a {cls.__name__} ({exc}); re-save the adapter.") from None
         probe = None
     if probe is not None:
         expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
@@ -136,7 +138,7 @@ def _build(cls: type, config: Dict[str, Any], folder: Path, state: Dict[str, Ten
             )
     try:
         return cls(**config)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
         raise AdapterLoadError(f"{folder / CONFIG_NAME} does not fit {cls.__name__}: {exc}.") from exc
 
 

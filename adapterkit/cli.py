@@ -13,6 +13,7 @@ wrong usage, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Callable, List, Optional
 
@@ -166,9 +167,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         except (ValueError, TypeError, OSError, ImportError, CallsDeclined, TrainingDivergedError, EmbeddingCacheError) as exc:
             print(f"adapterkit {args.command}: error: {exc}", file=sys.stderr)  # the message names the fix
             return 1
+        except RuntimeError as exc:  # a library's own failure: its words, without a traceback
+            print(f"adapterkit {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130
+    if argv is None:  # the command itself (not a caller): its work is done, so a late Ctrl-C must not turn success into 130
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0
 
 

@@ -126,7 +126,7 @@ def test_ctrl_c_at_any_moment_leaves_the_previous_model_whole(fitted, tmp_path, 
     assert tree(root / "model") == before
     code, out, err = run(capsys, "fit", root / "docs", "--out", root / "model", "--questions", root / "q.json", *FAST)
     assert code == 0, err
-    assert "1 changed" in out and not (root / ".model.staging").exists()
+    assert "1 changed" in out and not (root / ".model.fit-staging").exists()
 
 
 def test_ctrl_c_while_the_command_starts(monkeypatch, capsys):
@@ -164,11 +164,31 @@ def test_sigint_to_a_running_fit_never_leaves_a_mixed_folder(fitted, tmp_path):
 
 
 def test_a_staging_folder_that_is_not_a_fit_is_never_removed(tmp_path):
-    (tmp_path / ".model.staging").mkdir()
-    (tmp_path / ".model.staging" / "keep.txt").write_text("mine")
+    (tmp_path / ".model.fit-staging").mkdir()
+    (tmp_path / ".model.fit-staging" / "keep.txt").write_text("mine")
     with pytest.raises(OutputFolderError, match="is in the way"):
         StagedFolder(tmp_path / "model", "origin", "model", keep_previous=False)
-    assert (tmp_path / ".model.staging" / "keep.txt").read_text() == "mine"
+    assert (tmp_path / ".model.fit-staging" / "keep.txt").read_text() == "mine"
+
+
+def test_user_folders_beside_the_model_and_odd_spellings_of_it(tmp_path, monkeypatch):
+    """A user's own `.model.fit-old` is never removed nor restored; `.` and `..` spellings name the real folder."""
+    import adapterkit.pipeline.output_folder as output_folder
+
+    (tmp_path / ".model.fit-old").mkdir()
+    (tmp_path / ".model.fit-old" / "keep.txt").write_text("mine")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "fit.json").write_text('{"origin": "a", "embed_model": "m"}')
+    monkeypatch.setattr(output_folder, "_exchange", lambda a, b: False)
+    stage = StagedFolder(tmp_path / "x" / ".." / "model", "a", "m", keep_previous=False)
+    assert stage.path == tmp_path / ".model.fit-staging"
+    with pytest.raises(OutputFolderError, match="fit-old is in the way"):
+        stage.commit()
+    assert (tmp_path / ".model.fit-old" / "keep.txt").read_text() == "mine" and (tmp_path / "model" / "fit.json").is_file()
+    monkeypatch.chdir(tmp_path / "model")
+    assert FolderLock(".").path == tmp_path / ".model.fit-lock"
+    with pytest.raises(OutputFolderError, match="root of the file system"):
+        FolderLock("/")
 
 
 def test_a_cut_between_the_two_renames_puts_the_old_folder_back(tmp_path, monkeypatch):
@@ -208,10 +228,13 @@ def test_set_values_are_read_by_their_type():
     assert parse_options({"memory_keys_per_chunk": "none", "map_sample": "100", "pseudo_query_words": "[3, 8]"}) == {
         "memory_keys_per_chunk": None, "map_sample": 100, "pseudo_query_words": (3, 8)}
     for pairs, message in (({"guard": "False!"}, "true or false"), ({"epochs": "NaN"}, "whole number"), ({"epochs": "1.5"}, "whole number"),
-                           ({"seed": "abc"}, "seed takes a whole number"), ({"scale": "inf"}, "finite"),
+                           ({"seed": "abc"}, "seed takes a whole number"), ({"scale": "inf"}, "takes a number"),
                            ({"corpus_memory": "False", "memory_keys_per_chunk": "2"}, "drop one of them"),
                            ({"optimizer_params": '{"evil": 1}'}, "optimizer_params"), ({"optimizer_params": "[1]"}, "JSON object"),
-                           ({"optimizer_class": "os.system"}, "set it in Python"), ({"seed": "-1"}, "seed must be")):
+                           ({"optimizer_class": "os.system"}, "set it in Python"), ({"seed": "-1"}, "seed must be"),
+                           ({"epochs": "٣"}, "whole number"), ({"epochs": "1_0"}, "whole number"), ({"scale": "٣.٥"}, "takes a number"),
+                           ({"optimizer_params": '{"lr": 1e308}'}, "non-finite"), ({"num_threads": "99999999999"}, "num_threads"),
+                           ({"memory_temperature": "1e308"}, "memory_temperature"), ({"epochs": "99999999999999999999999"}, "epochs")):
         with pytest.raises(ValueError, match=message):
             parse_options(pairs)
 
@@ -225,7 +248,7 @@ def test_bad_options_stop_before_any_work(tmp_path, capsys):
                            (["--set", "checkpoint_save_steps=5"], "checkpoint_save_steps")):
         code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m", *FAST, *extra)
         assert code == 1 and message in err and "Traceback" not in err, (extra, err)
-        assert not (tmp_path / "m").exists() and not (tmp_path / ".m.staging").exists()  # no stub fit.json, nothing written
+        assert not (tmp_path / "m").exists() and not (tmp_path / ".m.fit-staging").exists()  # no stub fit.json, nothing written
     code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m", "--set", "epochs=2", *FAST)
     assert code == 1 and "given as a flag (--epochs) and as --set epochs" in err
 
@@ -241,6 +264,27 @@ def test_fuzz_set_options_end_in_values_or_a_named_error(pairs):
         assert any(name in str(exc) for name in pairs) or "optimizer_params" in str(exc) or "drop one" in str(exc), str(exc)
         return
     assert set(values) == set(pairs)
+
+
+@FUZZ
+@given(sets=st.lists(st.tuples(st.sampled_from(["epochs", "guard", "seed", "batch_size", "memory_weight", "chunk_size", "optimizer_params",
+                                                "val_fraction", "x"]), st.text(max_size=10)), max_size=3),
+       flag=st.sampled_from([[], ["--epochs", "1"], ["--epochs", "-1"]]))
+def test_fuzz_the_fit_command_line_stops_with_a_message_before_any_work(tmp_path_factory, capsys, sets, flag):
+    """Any --set values on the command line: exit 1 or 2 with a message, no traceback, nothing written. (A last
+    check, --eval-chunks without --llm, stops every run that gets past the options, so no fit runs here.)"""
+    from adapterkit.cli import main
+
+    where = tmp_path_factory.mktemp("cli")
+    argv = ["fit", str(where / "docs"), "--out", str(where / "m"), "--eval-chunks", "5", "--quiet", *flag]
+    argv += [a for key, value in sets for a in ("--set", f"{key}={value}")]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code in (1, 2) and "Traceback" not in err, (argv, err)
+    assert list(where.iterdir()) == []
 
 
 # --- folders: links, and files that are data ----------------------------------------------------------------------
@@ -353,3 +397,80 @@ def test_eval_never_loads_a_model_the_folder_names(fitted, tmp_path, capsys):
         assert code == 1 and "loads only the package's own models" in err and f"--embed-model {spec}" in err, err
     code, out, err = run(capsys, "eval", root / "model", root / "q.json", "--embed-model", "default")
     assert code == 0, err
+
+
+# --- found by attacking the surfaces above --------------------------------------------------------------------------
+
+def test_the_lock_path_is_never_written_through_a_link_or_over_a_file(tmp_path, capsys):
+    docs = write_docs(tmp_path / "docs")
+    (tmp_path / "important.txt").write_text("important data")
+    (tmp_path / ".m.fit-lock").symlink_to(tmp_path / "important.txt")
+    code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m", *FAST)
+    assert code == 1 and "fit-lock is in the way" in err and (tmp_path / "important.txt").read_text() == "important data"
+    (tmp_path / ".m.fit-lock").unlink()
+    (tmp_path / ".m.fit-lock").write_text("my notes")
+    code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m", *FAST)
+    assert code == 1 and "fit-lock is in the way" in err and (tmp_path / ".m.fit-lock").read_text() == "my notes"
+
+
+def test_a_failed_run_leaves_no_lock_and_no_staging(tmp_path, capsys, monkeypatch):
+    import adapterkit.pipeline.fit as fit_module
+
+    docs = write_docs(tmp_path / "docs")
+    questions = write_questions(docs, tmp_path / "q.json")
+    for extra in (["--set", "map_sample=0"], ["--set", "chunk_size=-5"], ["--set", "chunk_overlap=5000"]):
+        code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m", *FAST, *extra)
+        assert code == 1 and "Traceback" not in err, (extra, err)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "q.json"], extra
+
+    def fail(*args, **kwargs):
+        raise ValueError("the training data is not usable")
+
+    monkeypatch.setattr(fit_module.EmbeddingAdapterFinetuneEngine, "finetune", fail)
+    code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m", "--questions", questions, *FAST)
+    assert code == 1 and "not usable" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "q.json"]  # no model, no lock, no staging
+
+
+def test_an_output_folder_inside_the_cache_or_a_local_store_is_refused(tmp_path, capsys):
+    docs = write_docs(tmp_path / "docs")
+    code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "cache" / "model", "--cache-dir", tmp_path / "cache", *FAST)
+    assert code == 1 and "inside the embedding cache" in err and not (tmp_path / "cache" / "model").exists()
+
+
+def test_a_damaged_config_or_base_model_record_is_named(fitted, tmp_path, capsys):
+    root = copy_of(fitted, tmp_path)
+    config = root / "model" / "config.json"
+    good = json.loads(config.read_text())
+    for damaged in ({**good, "out_features": -1}, {**good, "in_features": 10**12, "out_features": 10**12}):
+        config.write_text(json.dumps(damaged))
+        code, out, err = run(capsys, "eval", root / "model", root / "q.json")
+        assert code == 1 and "config.json" in err and "Traceback" not in err, err
+    config.write_text(json.dumps(good))
+    record = root / "model" / "base_model.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "dim": 10}))
+    code, out, err = run(capsys, "eval", root / "model", root / "q.json")
+    assert code == 1 and "base_model.json says its base model makes 10-dimensional vectors" in err, err
+
+
+def test_a_finished_command_ignores_a_late_ctrl_c(monkeypatch):
+    """Once the work is done, a Ctrl-C while Python shuts down must not turn success into 130."""
+    import argparse
+
+    import adapterkit.cli as cli
+
+    monkeypatch.setattr(cli, "parser", lambda: argparse.Namespace(parse_args=lambda argv: argparse.Namespace(run=lambda a: None, command="x")))
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        assert cli.main() == 0 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert cli.main(["x"]) == 0 and signal.getsignal(signal.SIGINT) is before  # a caller's argv: its handler is left alone
+
+
+def test_pipes_and_devices_in_a_folder_are_listed_never_read(tmp_path):
+    docs = write_docs(tmp_path / "docs")
+    os.mkfifo(docs / "pipe.txt")
+    (docs / "zero.txt").symlink_to("/dev/zero")
+    found = read_folder(docs, show_progress=False, follow_symlinks=True)
+    assert "not a regular file" in found.skipped["pipe.txt"] and "not a regular file" in found.skipped["zero.txt"]

@@ -5,6 +5,7 @@ Every test starts from a fresh ``victim`` table and checks that it is still ther
 
 from __future__ import annotations
 
+import os
 from typing import List, Optional
 from urllib.parse import quote, urlencode
 
@@ -212,7 +213,7 @@ def test_any_table_name_is_read_as_written_or_refused(pg, db, victim):
     tiny = [TextNode(id_=f"n{i}", text=f"tiny {i}", embedding=[float(i), 1.0, 0.0, 0.5]) for i in range(2)]
     ran, outcomes = [], {"read": 0, "refused": 0}
 
-    @settings(max_examples=60, deadline=None, database=None)
+    @settings(max_examples=int(os.environ.get("ADAPTERKIT_FUZZ_EXAMPLES", "60")), deadline=None, database=None)
     @given(st.one_of(st.text(max_size=70), st.text(alphabet='"\'`;-%s()., \x00\\$aZé☃', max_size=40),
                      st.builds(lambda a, b: a + '"' + b, st.text(max_size=10), st.text(max_size=40))))
     def check(name: str) -> None:

@@ -122,6 +122,8 @@ def _files(root: Path, follow_symlinks: bool, skipped: Dict[str, str]) -> List[P
                 walk(entry)
             elif entry.is_file():
                 found.append(entry)
+            else:  # a pipe, socket or device: reading one could block or never end
+                skipped[name] = "not a regular file (a pipe, socket or device)"
 
     walk(root)
     return found

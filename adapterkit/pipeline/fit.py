@@ -297,7 +297,8 @@ def fit_documents(
 
     Args:
         docs: a folder of documents (read recursively: PDF, DOCX, HTML, Markdown, text, ...).
-        out: the model folder; ``AdapterEmbeddingModel(base, out)`` and LlamaIndex's class load it.
+        out: the model folder; ``AdapterEmbeddingModel(base, out)`` serves it (LlamaIndex's class serves its
+            adapter alone, without the memory).
         store: instead of ``docs``, a vector store holding your chunks and their vectors (a URI such
             as ``postgresql://user@host/db?table=chunks`` or a LlamaIndex store); nothing is re-embedded.
         sample_chunks: with ``store``: train on the chunks your questions name and this many others (a
@@ -347,6 +348,13 @@ def fit_documents(
     engine_options, max_keys = store_scale_options(store, sample_chunks, memory_table, questions, options)
     if sample_chunks is not None and docs is not None:
         raise ValueError("Give either a documents folder or a store URI (--store), not both and not neither.")
+    if "map_sample" in options:
+        raise ValueError("map_sample sets the start map of a cross-model fit (index_model), and fit_documents fits over one "
+                         "model: leave it out.")
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (chunk_size, chunk_overlap))
+    if not whole or chunk_size < 1 or not 0 <= chunk_overlap < chunk_size:
+        raise ValueError(f"chunk_size must be a whole number >= 1 and chunk_overlap one in [0, chunk_size); got {chunk_size!r} "
+                         f"and {chunk_overlap!r}.")
     if store is not None and ((chunk_size, chunk_overlap) != (1024, 200) or follow_symlinks):
         raise ValueError("chunk_size, chunk_overlap and follow_symlinks read a documents folder; a store's chunks are already "
                          "split: leave them out.")
@@ -362,6 +370,7 @@ def fit_documents(
         else:
             source = source_of(docs, store, counter, cache, chunk_size, chunk_overlap, show_progress, follow_symlinks)
         memory_table_open = None  # a memory in the database this call opened, closed at the end
+        stage: Optional[StagedFolder] = None
         try:
             previous = check_output_folder(out, source.origin, model_identity(base), overwrite)
             changes = what_changed(previous, source)
@@ -407,8 +416,11 @@ def fit_documents(
                                database_memory)
             result.summary = write_fit_report(result, engine, source, frames, movement, into=work)
             stage.commit()
+            stage = None
             return result
         finally:
+            if stage is not None:  # the run did not finish: the model folder is as it was
+                stage.discard()
             if memory_table_open is not None:
                 memory_table_open.close()
             if isinstance(store, str):  # a store this call opened is closed: a local Qdrant folder stays locked while open

@@ -3,9 +3,9 @@
 - ``check_inputs_apart``: an output folder that is, contains or lies inside an input (the documents
   folder, the questions file, a local store, the embedding cache) is refused before anything is
   written or removed: replacing the folder would delete that input.
-- ``FolderLock``: one fit at a time per output folder (an OS file lock beside it, released by the
-  OS when the process ends, however it ends); a second fit stops with a message naming the first.
-- ``StagedFolder``: the run writes into ``.<name>.staging`` beside the folder, and ``commit`` puts it
+- ``FolderLock``: one fit at a time per output folder (an OS file lock ``.<name>.fit-lock`` beside it,
+  released by the OS when the process ends, however it ends); a second fit stops with a message naming the first.
+- ``StagedFolder``: the run writes into ``.<name>.fit-staging`` beside the folder, and ``commit`` puts it
   in place with one rename (``renameat2(RENAME_EXCHANGE)`` where the OS has it). A run cut off at any
   moment leaves the old folder whole, or no folder where there was none. A staging folder left by a
   cut-off run of the same fit is continued (its question journal is kept); any other is cleared.
@@ -44,9 +44,9 @@ def check_inputs_apart(out: PathLike, inputs: Dict[str, Optional[PathLike]]) -> 
         if source == target or source.is_relative_to(target):
             raise OutputFolderError(f"The output folder {out} holds the {what} ({path}): writing the model there would replace "
                                     "it. Choose an --out outside it.")
-        if what == "documents folder" and target.is_relative_to(source):
-            raise OutputFolderError(f"The output folder {out} is inside the {what} ({path}): its files would be read as part "
-                                    "of it next time. Choose an --out outside it.")
+        if target.is_relative_to(source) and what != "questions file":
+            raise OutputFolderError(f"The output folder {out} is inside the {what} ({path}): the model would be written "
+                                    "among its files (and read as part of it). Choose an --out outside it.")
 
 
 MANIFEST_FIELDS = {"origin": str, "embed_model": str, "embed_spec": (str, type(None)), "files": dict, "chunks_of": dict, "chunks": list,
@@ -64,36 +64,67 @@ def read_manifest(path: Path) -> Optional[Dict[str, Any]]:
     return record
 
 
-class FolderLock:
-    """An exclusive lock on ``out`` for one fit: ``.<name>.lock`` beside it holds the owner's pid, host and start.
+LOCK_TEXT = "pid "  # what a lock file holds while a fit runs: "pid N on HOST, started TIME"
 
-    The OS drops the lock when the process ends, so a killed run never leaves the folder locked.
+
+class FolderLock:
+    """An exclusive lock on ``out`` for one fit: ``.<name>.fit-lock`` beside it names the owner's pid, host and start.
+
+    The OS drops the lock when the process ends, so a killed run never leaves the folder locked; a run that
+    ends removes the file. A link, or a file that is not a lock, at that path is refused, never written.
     """
 
     def __init__(self, out: PathLike) -> None:
-        self.out = Path(out)
-        self.path = self.out.parent / f".{self.out.name}.lock"
+        self.out = resolved_folder(out)
+        self.path = self.out.parent / f".{self.out.name}.fit-lock"
         self._file: Any = None
 
     def __enter__(self) -> "FolderLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")
-        if not _try_lock(handle):
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
+        for _ in range(10):  # another run may remove the file between our open and our lock: then lock the new one
+            handle = self._open()
+            if not _try_lock(handle):
+                handle.seek(0)
+                owner = handle.read(200).strip() or "another process"
+                handle.close()
+                raise OutputFolderError(f"{self.out} is being written by another fit ({owner}): wait for it to end, or choose another --out.")
+            try:
+                same = os.path.samestat(os.fstat(handle.fileno()), os.lstat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             handle.close()
-            raise OutputFolderError(f"{self.out} is being written by another fit ({owner}): wait for it to end, or choose another --out.")
+        else:
+            raise OutputFolderError(f"{self.path} keeps changing under this fit: another program is using it; choose another --out.")
+        handle.seek(0)
+        held = handle.read(200)
+        if held and not held.startswith(LOCK_TEXT):
+            handle.close()
+            raise OutputFolderError(f"{self.path} is in the way (it is where a fit keeps its lock, but it holds something "
+                                    "else): move it away, or choose another --out.")
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.write(f"{LOCK_TEXT}{os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
         handle.flush()
         self._file = handle
         return self
 
+    def _open(self) -> Any:
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as exc:  # a link (ELOOP), a folder, or no permission
+            raise OutputFolderError(f"{self.path} is in the way ({exc.strerror}): it is where a fit keeps its lock; move it "
+                                    "away, or choose another --out.") from None
+        if not os.path.isfile(self.path) or os.path.islink(self.path):
+            os.close(fd)
+            raise OutputFolderError(f"{self.path} is in the way (not a plain file): move it away, or choose another --out.")
+        return os.fdopen(fd, "r+", encoding="utf-8")
+
     def __exit__(self, *exc: Any) -> None:
         if self._file is not None:
-            self._file.seek(0)
-            self._file.truncate()
+            self.path.unlink(missing_ok=True)  # while still locked: a run waiting on this file sees it go and retries
             _unlock(self._file)
             self._file.close()
             self._file = None
@@ -139,8 +170,8 @@ class StagedFolder:
     """
 
     def __init__(self, out: PathLike, origin: str, model_id: str, keep_previous: bool) -> None:
-        self.out = Path(out)
-        self.path = self.out.parent / f".{self.out.name}.staging"
+        self.out = resolved_folder(out)
+        self.path = self.out.parent / f".{self.out.name}.fit-staging"
         _recover(self.out, self.path)
         left = self._leftover(origin, model_id)
         if not left:
@@ -166,15 +197,22 @@ class StagedFolder:
                                     "move it away, or choose another --out.")
         return record.get("complete") is False and record.get("origin") == origin and record.get("embed_model") == model_id
 
+    def discard(self) -> None:
+        """After a run that failed: remove the staging folder, unless it holds a journal of answers a run can
+        continue from (LLM questions: ``*.progress.jsonl``), which the next run of this fit picks up."""
+        if self.path.is_dir() and not any(p.name.endswith(".progress.jsonl") for p in self.path.rglob("*")):
+            shutil.rmtree(self.path, ignore_errors=True)
+
     def commit(self) -> None:
         """Put the staged folder in place of ``out`` in one rename; the old folder is then removed."""
         if self.out.exists() and _exchange(self.path, self.out):
             shutil.rmtree(self.path)  # now the old folder
             return
         if self.out.exists():  # no atomic exchange here: old aside, new in place (``_recover`` undoes a cut in between)
-            aside = self.out.parent / f".{self.out.name}.old"
+            aside = _aside(self.out)
             if aside.exists():
-                shutil.rmtree(aside)
+                raise OutputFolderError(f"{aside} is in the way (a fit puts the old {self.out} there while it swaps in the new "
+                                        "one): move it away and run again.")
             os.replace(self.out, aside)
             os.replace(self.path, self.out)
             shutil.rmtree(aside)
@@ -182,10 +220,23 @@ class StagedFolder:
             os.replace(self.path, self.out)
 
 
+def resolved_folder(out: PathLike) -> Path:
+    """``out`` as an absolute path without links (``.`` and ``..`` named), so that what sits beside it is beside it."""
+    folder = Path(out).resolve()
+    if not folder.name:
+        raise OutputFolderError(f"{out} is the root of the file system: choose a folder for the model.")
+    return folder
+
+
+def _aside(out: Path) -> Path:
+    return out.parent / f".{out.name}.fit-old"
+
+
 def _recover(out: Path, staging: Path) -> None:
-    """A cut between the two renames of a commit without exchange: the old folder goes back in place."""
-    aside = out.parent / f".{out.name}.old"
-    if aside.is_dir():
+    """A cut between the two renames of a commit without exchange: the old folder (a fit's: it has ``fit.json``)
+    goes back in place, or is removed once the new one is in place. Anything else there is left alone."""
+    aside = _aside(out)
+    if aside.is_dir() and (aside / MANIFEST).is_file():
         if out.exists():
             shutil.rmtree(aside)
         else:

@@ -124,6 +124,9 @@ def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str,
                   f"chunk changes for {movement['share_whose_nearest_chunk_changes']:.0%} of them.", ""]
     lines += [f"![{p}]({p})" for p in plots] + ([""] if plots else [])
     lines += ["## Use it", "", serving_lines(folder, manifest.get("embed_spec")), ""]
+    if engine.memories or result.database_memory:
+        lines += ["LlamaIndex's own `AdapterEmbeddingModel` (llama-index-embeddings-adapter) serves this folder's adapter alone, "
+                  "without its memory, so it would not score what was evaluated here: serve the folder with adapterkit's class.", ""]
     write_text(target / "report.md", "\n".join(lines))
     write_text(target / "report.json", json.dumps(summary, indent=1, default=str))
     return summary

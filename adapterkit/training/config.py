@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple, Type, Union
@@ -12,6 +13,7 @@ from typing import Any, Dict, Optional, Tuple, Type, Union
 import torch
 
 from adapterkit.cross_model import sample_count
+from adapterkit.memory.keys import MAX_PULL
 from adapterkit.training.losses import MultipleNegativesRankingLoss
 from adapterkit.training.sampling import NEGATIVES
 
@@ -85,8 +87,8 @@ class FinetuneConfig:
 
         whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
         finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
-        need(whole(self.batch_size) and self.batch_size >= 1, f"batch_size must be a whole number >= 1, got {self.batch_size!r}.")
-        need(whole(self.epochs) and self.epochs >= 0, f"epochs must be a whole number >= 0, got {self.epochs!r}.")
+        need(whole(self.batch_size) and 1 <= self.batch_size <= 10**6, f"batch_size must be a whole number in [1, 10**6], got {self.batch_size!r}.")
+        need(whole(self.epochs) and 0 <= self.epochs <= 10**4, f"epochs must be a whole number in [0, 10**4], got {self.epochs!r}.")
         need(whole(self.seed) and 0 <= self.seed < 2**32, f"seed must be a whole number in [0, 2**32), got {self.seed!r}.")
         for name in ("shuffle", "no_duplicates", "guard", "refit", "verbose", "corpus_memory", "question_memory"):
             need(isinstance(getattr(self, name), bool), f"{name} must be True or False, got {getattr(self, name)!r}.")
@@ -95,36 +97,46 @@ class FinetuneConfig:
         need(finite(self.scale) and self.scale > 0, f"scale must be a finite number > 0, got {self.scale!r}.")
         lr = self.optimizer_params.get("lr", 1e-3)
         need(finite(lr) and lr > 0, f"optimizer_params['lr'] must be a finite number > 0, got {lr!r}.")
-        for name in ("identity_reg", "warmup_ratio", "max_grad_norm", "memory_weight", "memory_temperature"):
+        for name in ("identity_reg", "warmup_ratio", "max_grad_norm"):
             value = getattr(self, name)
             need(finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value!r}.")
+        need(finite(self.memory_weight) and 0 <= self.memory_weight <= MAX_PULL,
+             f"memory_weight must be a number in [0, {MAX_PULL:g}], got {self.memory_weight!r}.")
+        need(finite(self.memory_temperature) and 0 < self.memory_temperature <= MAX_PULL,
+             f"memory_temperature must be a number in (0, {MAX_PULL:g}], got {self.memory_temperature!r}.")
         need(self.warmup_ratio <= 1, f"warmup_ratio must be at most 1, got {self.warmup_ratio!r}.")
         need(self.negatives in NEGATIVES, f"negatives must be one of {NEGATIVES}, got {self.negatives!r}.")
-        need(whole(self.hard_negatives) and self.hard_negatives >= 0, f"hard_negatives must be >= 0, got {self.hard_negatives!r}.")
+        need(whole(self.hard_negatives) and 0 <= self.hard_negatives <= 10**4, f"hard_negatives must be in [0, 10**4], got {self.hard_negatives!r}.")
         need(finite(self.val_fraction) and 0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction!r}.")
         need(self.memory_keys_per_chunk is None or (whole(self.memory_keys_per_chunk) and self.memory_keys_per_chunk >= 1),
              f"memory_keys_per_chunk must be None (every sentence) or a whole number >= 1, got {self.memory_keys_per_chunk!r}.")
         need(self.corpus_memory or self.memory_keys_per_chunk is None,
              "memory_keys_per_chunk caps the corpus memory's keys, and corpus_memory=False builds none: drop one of them.")
-        need(whole(self.pseudo_queries_per_chunk) and self.pseudo_queries_per_chunk >= 1,
-             f"pseudo_queries_per_chunk must be >= 1, got {self.pseudo_queries_per_chunk!r}.")
+        need(whole(self.pseudo_queries_per_chunk) and 1 <= self.pseudo_queries_per_chunk <= 1000,
+             f"pseudo_queries_per_chunk must be in [1, 1000], got {self.pseudo_queries_per_chunk!r}.")
         words = self.pseudo_query_words
         need(words is None or (len(words) == 2 and all(whole(w) for w in words) and 1 <= words[0] <= words[1]),
              f"pseudo_query_words must be None or (shortest, longest) with 1 <= shortest <= longest, got {words!r}.")
-        need(all(finite(w) and w >= 0 for w in self.question_memory_weights) and all(finite(t) and t > 0 for t in self.question_memory_temperatures),
-             "question_memory_weights must be finite numbers >= 0 and question_memory_temperatures finite numbers > 0.")
+        need(all(finite(w) and 0 <= w <= MAX_PULL for w in self.question_memory_weights)
+             and all(finite(t) and 0 < t <= MAX_PULL for t in self.question_memory_temperatures),
+             f"question_memory_weights must be numbers in [0, {MAX_PULL:g}] and question_memory_temperatures in (0, {MAX_PULL:g}].")
         need(isinstance(self.optimizer_class, type) and issubclass(self.optimizer_class, torch.optim.Optimizer),
              f"optimizer_class must be a torch.optim.Optimizer subclass, got {self.optimizer_class!r}.")
         need(isinstance(self.optimizer_params, dict) and all(isinstance(k, str) for k in self.optimizer_params),
              f"optimizer_params must be a dict of keyword arguments, got {self.optimizer_params!r}.")
-        try:  # the optimiser's own checks, on a throwaway parameter: a bad keyword fails here, before any work
-            self.optimizer_class([torch.nn.Parameter(torch.zeros(1))], **self.optimizer_params)
-        except (TypeError, ValueError) as exc:
+        try:  # the optimiser's own checks and one step, on a throwaway parameter: a bad value fails here, before any work
+            weight = torch.nn.Parameter(torch.zeros(1))
+            optimizer = self.optimizer_class([weight], **self.optimizer_params)
+            weight.grad = torch.ones(1)
+            optimizer.step()
+            if not torch.isfinite(weight).all():
+                raise ValueError("one step makes the weights non-finite")
+        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
             raise ValueError(f"optimizer_params {self.optimizer_params!r} do not fit {self.optimizer_class.__name__}: {exc}.") from None
         need(isinstance(self.loss_class, type) and issubclass(self.loss_class, torch.nn.Module),
              f"loss_class must be a torch.nn.Module subclass taking (adapter, scale=...), got {self.loss_class!r}.")
-        need(self.num_threads is None or (whole(self.num_threads) and self.num_threads >= 1),
-             f"num_threads must be None (torch's own setting) or a whole number >= 1, got {self.num_threads!r}.")
+        need(self.num_threads is None or (whole(self.num_threads) and 1 <= self.num_threads <= 1024),
+             f"num_threads must be None (torch's own setting) or a whole number in [1, 1024], got {self.num_threads!r}.")
         # Options that could not take effect together with the others.
         sample_count(self.map_sample, 1)  # raises with the range it takes
         need(not self.hard_negatives or self.negatives == "in_batch",
@@ -179,15 +191,13 @@ def parse_value(name: str, text: str, kind: Any) -> Any:
             raise wrong(f"true or false ({'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)})")
         return word in TRUE_WORDS
     if kind is int:
-        try:
-            return int(text.strip(), 10)
-        except ValueError:
-            raise wrong("a whole number") from None
+        if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):  # ASCII digits only: int() also reads "1_0" and other scripts' digits
+            raise wrong("a whole number")
+        return int(text.strip(), 10)
     if kind is float or kind == Union[int, float]:
-        try:
-            value = float(text)
-        except ValueError:
-            raise wrong("a number") from None
+        if not re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", text.strip()):
+            raise wrong("a number")
+        value = float(text)
         if not math.isfinite(value):
             raise wrong("a finite number")
         return int(value) if kind is not float and value.is_integer() and "." not in text and "e" not in text.lower() else value
