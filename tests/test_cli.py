@@ -342,6 +342,7 @@ def test_fit_from_a_sample_of_a_large_store_keeps_the_memory_in_the_database(tmp
         assert len(memory) == 306 and memory.max_keys == 1 and not (tmp_path / "model" / "memory" / "sentences").exists()
         report = (tmp_path / "model" / "report.md").read_text()
         assert "Training read 26 of the store's 306 chunks" in report and 'memory=[PgMemory(url, "big_memory")]' in report
+        assert "LlamaIndex's own `AdapterEmbeddingModel` (llama-index-embeddings-adapter) serves this folder's adapter alone" in report
         assert summary["table"][0]["model"] == "base"
 
         # a re-run builds the memory afresh (its keys come from the cache) and replaces the finished one

@@ -316,7 +316,9 @@ def test_fit_lists_skipped_links(tmp_path, capsys):
     code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m", "--questions", questions, *FAST)
     assert code == 0, err
     assert "Skipped 1 file(s)" in out and "innocent.txt" in out
-    assert "outside the folder" in (tmp_path / "m" / "report.md").read_text()
+    report = (tmp_path / "m" / "report.md").read_text()
+    assert "outside the folder" in report
+    assert ("serves this folder's adapter alone, without its memory" in report) == (tmp_path / "m" / "memory").is_dir()
 
 
 @FUZZ

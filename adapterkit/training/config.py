@@ -124,13 +124,14 @@ class FinetuneConfig:
              f"optimizer_class must be a torch.optim.Optimizer subclass, got {self.optimizer_class!r}.")
         need(isinstance(self.optimizer_params, dict) and all(isinstance(k, str) for k in self.optimizer_params),
              f"optimizer_params must be a dict of keyword arguments, got {self.optimizer_params!r}.")
-        try:  # the optimiser's own checks and one step, on a throwaway parameter: a bad value fails here, before any work
+        try:  # the optimiser's own checks on a throwaway parameter (and one step of torch's own): a bad value fails here
             weight = torch.nn.Parameter(torch.zeros(1))
             optimizer = self.optimizer_class([weight], **self.optimizer_params)
-            weight.grad = torch.ones(1)
-            optimizer.step()
-            if not torch.isfinite(weight).all():
-                raise ValueError("one step makes the weights non-finite")
+            if self.optimizer_class.__module__.startswith("torch."):  # a user's class may count or log its steps
+                weight.grad = torch.ones(1)
+                optimizer.step()
+                if not torch.isfinite(weight).all():
+                    raise ValueError("one step makes the weights non-finite")
         except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
             raise ValueError(f"optimizer_params {self.optimizer_params!r} do not fit {self.optimizer_class.__name__}: {exc}.") from None
         need(isinstance(self.loss_class, type) and issubclass(self.loss_class, torch.nn.Module),
