@@ -91,16 +91,24 @@ def test_a_second_fit_into_a_locked_folder_names_the_first(tmp_path, capsys):
     assert not (tmp_path / "model").exists()
 
 
-def test_two_fits_at_once_one_waits_out_none_reports_a_false_success(fitted, tmp_path):
-    """Two processes fit into the same --out at the same moment: one succeeds, the other stops with the message."""
+def test_a_fit_while_another_process_writes_the_folder_stops_and_names_it(fitted, tmp_path):
+    """Another process holds the folder (as a running fit does): a real `adapterkit fit` into it stops at once with
+    that process's pid, and leaves the folder as it was; once the holder ends, the same command succeeds."""
     root = copy_of(fitted, tmp_path)
-    command = [sys.executable, "-m", "adapterkit.cli", "fit", str(root / "docs"), "--out", str(tmp_path / "both"), "--questions",
+    before = tree(root / "model")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom adapterkit.pipeline.output_folder import FolderLock\n"
+                               f"with FolderLock({str(root / 'model')!r}):\n    print('held', flush=True)\n    sys.stdin.readline()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    command = [sys.executable, "-m", "adapterkit.cli", "fit", str(root / "docs"), "--out", str(root / "model"), "--questions",
                str(root / "q.json"), *FAST]
-    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [(p.wait(timeout=600), p.stderr.read()) for p in runs]
-    assert sorted(code for code, _ in results) == [0, 1], results
-    assert "being written by another fit" in next(err for code, err in results if code == 1)
-    assert json.loads((tmp_path / "both" / "fit.json").read_text())["origin"] == str((root / "docs").resolve())
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 1 and f"being written by another fit (pid {holder.pid}" in second.stderr, second.stderr
+    assert tree(root / "model") == before
+    holder.communicate("done\n", timeout=60)
+    third = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0, third.stderr
+    assert not (root / ".model.fit-lock").exists() and not (root / ".model.fit-staging").exists()
 
 
 @pytest.mark.parametrize("moment", ["reading", "training", "report", "commit"])
