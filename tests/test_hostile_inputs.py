@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -162,6 +163,8 @@ def test_sigint_to_a_running_fit_never_leaves_a_mixed_folder(fitted, tmp_path):
         time.sleep(delay)
         process.send_signal(signal.SIGINT)
         code, err = process.wait(timeout=600), process.stderr.read()
+        # Python itself swallows (and prints) a Ctrl-C that lands inside a finalizer; the run then goes on to its end
+        err = re.sub(r"Exception ignored in: .*?KeyboardInterrupt: ?\n", "", err, flags=re.S)
         assert code in (0, 130) and "Traceback" not in err, (delay, code, err)
         now = tree(root / "model")
         if code == 130:
