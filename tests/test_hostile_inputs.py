@@ -180,6 +180,12 @@ def test_a_staging_folder_that_is_not_a_fit_is_never_removed(tmp_path):
     with pytest.raises(OutputFolderError, match="is in the way"):
         StagedFolder(tmp_path / "model", "origin", "model", keep_previous=False)
     assert (tmp_path / ".model.fit-staging" / "keep.txt").read_text() == "mine"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "fit.json").write_text('{"origin": "origin", "embed_model": "model", "complete": true}')
+    (tmp_path / ".other.fit-staging").symlink_to(tmp_path / "mine")  # a link there, even to a fit's folder
+    with pytest.raises(OutputFolderError, match="is in the way"):
+        StagedFolder(tmp_path / "other", "origin", "model", keep_previous=False)
+    assert (tmp_path / "mine" / "fit.json").is_file()
 
 
 def test_user_folders_beside_the_model_and_odd_spellings_of_it(tmp_path, monkeypatch):
@@ -245,7 +251,8 @@ def test_set_values_are_read_by_their_type():
                            ({"optimizer_class": "os.system"}, "set it in Python"), ({"seed": "-1"}, "seed must be"),
                            ({"epochs": "٣"}, "whole number"), ({"epochs": "1_0"}, "whole number"), ({"scale": "٣.٥"}, "takes a number"),
                            ({"optimizer_params": '{"lr": 1e308}'}, "non-finite"), ({"num_threads": "99999999999"}, "num_threads"),
-                           ({"memory_temperature": "1e308"}, "memory_temperature"), ({"epochs": "99999999999999999999999"}, "epochs")):
+                           ({"memory_temperature": "1e308"}, "memory_temperature"), ({"epochs": "99999999999999999999999"}, "epochs"),
+                           ({"seed": "1" * 5000}, "seed takes a whole number"), ({"scale": "1" * 5000}, "scale takes a number")):
         with pytest.raises(ValueError, match=message):
             parse_options(pairs)
 

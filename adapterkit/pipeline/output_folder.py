@@ -186,8 +186,11 @@ class StagedFolder:
 
     def _leftover(self, origin: str, model_id: str) -> bool:
         """True when a cut-off run of this same fit left its staging folder (continued); refuse one that is not a fit's."""
-        if not self.path.exists():
+        if not self.path.exists() and not self.path.is_symlink():
             return False
+        if self.path.is_symlink() or not self.path.is_dir():
+            raise OutputFolderError(f"{self.path} is in the way (it is where a fit stages {self.out}, and it is not a folder a "
+                                    "fit made): move it away, or choose another --out.")
         try:
             record = read_manifest(self.path / MANIFEST)
         except OutputFolderError:

@@ -192,11 +192,11 @@ def parse_value(name: str, text: str, kind: Any) -> Any:
             raise wrong(f"true or false ({'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)})")
         return word in TRUE_WORDS
     if kind is int:
-        if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):  # ASCII digits only: int() also reads "1_0" and other scripts' digits
+        if not re.fullmatch(r"[+-]?[0-9]{1,30}", text.strip()):  # ASCII digits only: int() also reads "1_0" and other scripts' digits
             raise wrong("a whole number")
         return int(text.strip(), 10)
     if kind is float or kind == Union[int, float]:
-        if not re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", text.strip()):
+        if len(text) > 60 or not re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", text.strip()):
             raise wrong("a number")
         value = float(text)
         if not math.isfinite(value):
