@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Tuple, Type, Union
 import torch
 
 from adapterkit.cross_model import sample_count
-from adapterkit.memory.keys import MAX_PULL
+from adapterkit.memory.keys import MAX_PULL, pull_ok
 from adapterkit.training.losses import MultipleNegativesRankingLoss
 from adapterkit.training.sampling import NEGATIVES
 
@@ -100,9 +100,8 @@ class FinetuneConfig:
         for name in ("identity_reg", "warmup_ratio", "max_grad_norm"):
             value = getattr(self, name)
             need(finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value!r}.")
-        need(finite(self.memory_weight) and 0 <= self.memory_weight <= MAX_PULL,
-             f"memory_weight must be a number in [0, {MAX_PULL:g}], got {self.memory_weight!r}.")
-        need(finite(self.memory_temperature) and 0 < self.memory_temperature <= MAX_PULL,
+        need(pull_ok(self.memory_weight, 1.0), f"memory_weight must be a number in [0, {MAX_PULL:g}], got {self.memory_weight!r}.")
+        need(pull_ok(0.0, self.memory_temperature),
              f"memory_temperature must be a number in (0, {MAX_PULL:g}], got {self.memory_temperature!r}.")
         need(self.warmup_ratio <= 1, f"warmup_ratio must be at most 1, got {self.warmup_ratio!r}.")
         need(self.negatives in NEGATIVES, f"negatives must be one of {NEGATIVES}, got {self.negatives!r}.")
@@ -117,8 +116,7 @@ class FinetuneConfig:
         words = self.pseudo_query_words
         need(words is None or (len(words) == 2 and all(whole(w) for w in words) and 1 <= words[0] <= words[1]),
              f"pseudo_query_words must be None or (shortest, longest) with 1 <= shortest <= longest, got {words!r}.")
-        need(all(finite(w) and 0 <= w <= MAX_PULL for w in self.question_memory_weights)
-             and all(finite(t) and 0 < t <= MAX_PULL for t in self.question_memory_temperatures),
+        need(all(pull_ok(w, t) for w in self.question_memory_weights for t in self.question_memory_temperatures),
              f"question_memory_weights must be numbers in [0, {MAX_PULL:g}] and question_memory_temperatures in (0, {MAX_PULL:g}].")
         need(isinstance(self.optimizer_class, type) and issubclass(self.optimizer_class, torch.optim.Optimizer),
              f"optimizer_class must be a torch.optim.Optimizer subclass, got {self.optimizer_class!r}.")
