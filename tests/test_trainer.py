@@ -309,8 +309,9 @@ def test_labelled_questions_of_the_searched_corpus_become_a_memory(tmp_path, tra
                                             question_memory_weights=(0.0, 1.0), question_memory_temperatures=(50.0,),
                                             model_output_path=tmp_path / "out", show_progress=False)
     choice = engine.memory_choice
-    assert set(choice["mrr@10"]) == {f"{q}/{s}" for q in ("0.0/0.0", "1.0/50.0") for s in (0.0, 0.1, 0.25)}
-    assert choice["held_out_questions"] == len(twice.queries) // 5
+    assert set(choice["mrr@10"]) == {"0.0/0.0/0.25", "1.0/50.0/0.25"}  # the sentence memory keeps its label-free pull
+    assert choice["held_out_questions"] == len(twice.queries) and choice["folds"] == 5  # each question scored once, unseen
+    assert choice["default"] == "0.0/0.0/0.25"  # the label-free choice the questions had to beat
     assert choice["question_weight"] == 1.0 and choice["mrr@10"][f"1.0/50.0/{choice['sentence_weight']}"] == max(choice["mrr@10"].values())
     questions = engine.memories["questions"]
     assert len(questions.keys) == sum(len(v) for v in twice.relevant_docs.values())  # then built from every question

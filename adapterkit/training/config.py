@@ -52,8 +52,7 @@ class FinetuneConfig:
     max_grad_norm: float = option(1.0)  # gradient clipping
     shuffle: bool = option(True)  # shuffle pairs each epoch (seeded)
     no_duplicates: bool = option(True)  # keep two queries of one chunk out of a batch (one would be the other's negative)
-    guard: bool = option(True)  # an epoch must not be worse than the start on any held-out group (labelled chunks, target corpus),
-    #                     and must gain on the labelled questions when they are about the target corpus
+    guard: bool = option(True)  # an epoch must not be clearly worse than the start on any held-out group (labelled chunks, target corpus)
     refit: bool = option(True)  # after choosing an epoch, train again on every pair (held-out chunks too) and keep that epoch
     seed: int = option(0)  # seeds the held-out split, pseudo-queries and batch order: same seed, same adapter
     checkpoint_save_steps: int = option(100, run=False)  # steps between checkpoints (with a model_checkpoint_path)

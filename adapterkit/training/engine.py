@@ -55,7 +55,7 @@ from adapterkit.training.checkpoints import (
 from adapterkit.training.config import FIXED_AT_CONSTRUCTION, RUN_OPTIONS, FinetuneConfig
 from adapterkit.training.cross_start import check_cross_options, fit_start_map
 from adapterkit.training.losses import identity_penalty, start_penalty
-from adapterkit.training.memory_choice import choose_memories
+from adapterkit.training.memory_choice import CHOSEN_WEIGHT, choose_memories
 from adapterkit.training.pseudo_queries import generated_pseudo_queries, pseudo_queries
 from adapterkit.training.sampling import (
     TrainingGroup,
@@ -110,6 +110,8 @@ class EmbeddingAdapterFinetuneEngine:
             adapter maps the one into the other: it starts at ``cross_model.fit_linear_map`` fitted on
             ``map_sample`` chunks of the searched corpus embedded by both, then trains as usual (the
             held-out guard's "start" is that map). ``embed_model`` never embeds the rest of the corpus.
+        target_questions: labelled questions about ``unlabeled_corpus`` that are evidence, not training pairs
+            (your own few): they become question-memory keys and choose each memory's pull (``memory_choice``).
         options: ``FinetuneConfig`` fields (``epochs``, ``batch_size``, ``optimizer_params``, ...).
 
     Example::
@@ -134,11 +136,15 @@ class EmbeddingAdapterFinetuneEngine:
         cache: Union[EmbeddingCache, str, os.PathLike, None] = None,
         show_progress: bool = True,
         index_model: Union[BaseEmbedding, str, None] = None,
+        target_questions: Optional[EmbeddingQAFinetuneDataset] = None,
         **options: Any,
     ) -> None:
         self.config = FinetuneConfig().updated(**options)
         self._explicit = set(options)  # options the caller set, as opposed to defaults
         self.dataset = dataset.validate("the training dataset")
+        if target_questions is not None and unlabeled_corpus is None:
+            raise ValueError("target_questions are about the corpus you will search: give unlabeled_corpus too, or train on them.")
+        self.target_questions = target_questions.validate("target_questions") if target_questions is not None else None
         self.embed_model = resolve_embed_model(embed_model)
         self.index_model = resolve_embed_model(index_model) if index_model is not None else None
         self.map_info: Optional[Dict[str, Any]] = None  # a cross-model run: the sample that fitted its start map
@@ -234,21 +240,17 @@ class EmbeddingAdapterFinetuneEngine:
             if len(memory.keys):
                 self.memories["sentences"] = memory
         # Labelled questions whose chunks are in this corpus are questions about it: the best evidence there is.
-        self.labels_on_target = any(d in corpus for docs in self.dataset.relevant_docs.values() for d in docs)
-        if config.question_memory and self.labels_on_target:
-            self._add_question_memory(corpus, start)
-
-    def _add_question_memory(self, corpus: Dict[str, str], start: Optional[BaseAdapter]) -> None:
-        """Labelled questions about the searched corpus become a memory; they also decide each memory's pull."""
-        owners = {r: [d for d in self.dataset.relevant_docs[q] if d in corpus] for r, q in enumerate(self.dataset.queries)}
-        self.memories, self.memory_choice = choose_memories(self.groups[0].queries, owners, list(corpus), self.groups[-1].docs,
-                                                            self.memories.get("sentences"), self.config, start)
+        labelled = [self.dataset] + ([self.target_questions] if self.target_questions is not None else [])
+        relevant = [d.relevant_docs[q] for d in labelled for q in d.queries]
+        self.labels_on_target = any(d in corpus for docs in relevant for d in docs)
+        if config.question_memory and self.labels_on_target:  # they become a memory, and decide each memory's pull
+            vectors = np.concatenate([self.groups[0].queries] + [embed_texts(self.embed_model, list(d.queries.values()), "query", cache=self._cache,
+                                                                             show_progress=self._show_progress) for d in labelled[1:]])
+            owners = {r: [d for d in docs if d in corpus] for r, docs in enumerate(relevant)}
+            self.memories, self.memory_choice = choose_memories(vectors, owners, list(corpus), self.groups[-1].docs,
+                                                                self.memories.get("sentences"), config, start)
         if self.memory_choice and "memory_weight" in self._explicit:
-            raise ValueError(self._CHOSEN_WEIGHT)
-
-    _CHOSEN_WEIGHT = ("memory_weight is chosen on the held-out labelled questions about the target corpus (they are "
-                      "the best evidence there is), so a value given here would be ignored: leave it out, or pass "
-                      "question_memory=False to set the sentence memory's pull yourself.")
+            raise ValueError(CHOSEN_WEIGHT)
 
     @classmethod
     def from_model_path(
@@ -298,7 +300,7 @@ class EmbeddingAdapterFinetuneEngine:
             raise TypeError(f"finetune() cannot change {frozen}: they shape the data prepared in __init__; "
                             "pass them to EmbeddingAdapterFinetuneEngine(...).")
         if "memory_weight" in changes and self.memory_choice:
-            raise ValueError(self._CHOSEN_WEIGHT)
+            raise ValueError(CHOSEN_WEIGHT)
         self.config = self.config.updated(**changes)
         if self.config.verbose:
             show_messages()
@@ -392,9 +394,7 @@ class EmbeddingAdapterFinetuneEngine:
                 state.val_mrr.append(score)
                 message += f", held-out MRR@10 {score:.4f}"
                 sizes = [len(g.val_idx) for g in self.groups] if config.guard else ()
-                # Labelled questions about the target corpus itself are the best evidence there is: they must gain.
-                must_gain = 0 if config.guard and self.labels_on_target else None
-                if selection.choose(score, state.best_score, rr, identity_rr, sizes, must_gain):
+                if selection.choose(score, state.best_score, rr, identity_rr, sizes):
                     best, state.best_score, state.best_epoch = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, score, epoch
             self.best_epoch = state.best_epoch
             if config.verbose:
