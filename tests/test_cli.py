@@ -135,7 +135,7 @@ def test_a_re_run_embeds_only_what_changed(tmp_path, docs, capsys):
     code, out, err = run(capsys, *fit)
     assert code == 0, err
     after = json.loads((model / "report.json").read_text())
-    assert after["evaluation"]["left_out_as_their_chunks_changed"] == 1  # the question about the edited bees.md
+    assert list(after["evaluation"]["left_out"].values()) == ["its chunks are no longer in the documents"]  # the question about the edited bees.md
     changes = after["changes"]
     assert (changes["files_added"], changes["files_changed"], changes["files_removed"]) == (["moss.txt"], ["bees.md"], ["comets.txt"])
     assert (changes["chunks_added"], changes["chunks_removed"], changes["chunks_unchanged"]) == (2, 2, 4)
@@ -245,7 +245,7 @@ def test_questions_whose_ids_are_not_these_chunks_are_an_error(tmp_path, docs, c
     questions = tmp_path / "q.json"
     EmbeddingQAFinetuneDataset(queries={"q": "what?"}, corpus={"elsewhere": "text"}, relevant_docs={"q": ["elsewhere"]}).save_json(questions)
     code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "model", "--questions", questions, *FAST)
-    assert code == 1 and "are not chunks of these documents" in err and "adapterkit questions" in err
+    assert code == 1 and "are not chunks of these documents" in err and "adapterkit chunks DOCS" in err and "rows of question, file" in err
 
 
 def test_options_that_cannot_take_effect_are_errors(tmp_path, docs, capsys):

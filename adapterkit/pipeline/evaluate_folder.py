@@ -11,11 +11,13 @@ import pandas as pd
 from adapterkit.cache import EmbeddingCache
 from adapterkit.cross_model import read_identity
 from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
+from adapterkit.data.question_rows import is_dataset_json, read_rows, resolve_rows
 from adapterkit.embeddings import model_identity, resolve_embed_model
 from adapterkit.evaluation.comparison import comparison_table
 from adapterkit.evaluation.evaluate import evaluate
 from adapterkit.pipeline.output_folder import MANIFEST, read_manifest
 from adapterkit.pipeline.report import write_eval_report
+from adapterkit.pipeline.sources import chunks_from_folder
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -46,14 +48,37 @@ def base_model_of(folder: Path, embed_model: Any = None) -> Any:
     return model
 
 
+def questions_to_score(folder: Path, questions: Path, docs: Optional[PathLike], chunk_size: Optional[int], chunk_overlap: Optional[int],
+                       follow_symlinks: bool) -> EmbeddingQAFinetuneDataset:
+    """The questions file as a dataset: LlamaIndex's JSON as it is, question rows placed on ``docs``' chunks."""
+    if is_dataset_json(questions):
+        if docs is not None or chunk_size is not None or chunk_overlap is not None or follow_symlinks:
+            raise ValueError(f"{questions} is LlamaIndex's dataset JSON, which holds its own corpus: leave --docs and the chunk flags out.")
+        return EmbeddingQAFinetuneDataset.from_json(questions)
+    if docs is None:
+        raise ValueError(f"{questions} names files of a documents folder: give that folder too (--docs DOCS_DIR).")
+    record = read_manifest(folder / MANIFEST) or {}
+    size = chunk_size if chunk_size is not None else record.get("chunk_size") or 1024
+    overlap = chunk_overlap if chunk_overlap is not None else record.get("chunk_overlap")
+    source = chunks_from_folder(docs, size, overlap if overlap is not None else 200, show_progress=False, follow_symlinks=follow_symlinks)
+    dataset, missing = resolve_rows(read_rows(questions), source.corpus, source.chunks_of)
+    if missing:
+        print(f"{len(missing)} question(s) left out: " + "; ".join(f"{q!r} ({why})" for q, why in list(missing.items())[:5]))
+    return dataset.validate(str(questions))
+
+
 def evaluate_model_folder(model_dir: PathLike, questions: PathLike, out: Optional[PathLike] = None, embed_model: Any = None,
                           cache: Union[EmbeddingCache, PathLike, None] = None, show_progress: bool = True,
-                          index_model: Any = None) -> Tuple[pd.DataFrame, Path]:
-    """Score the base model and the model folder on a questions file (LlamaIndex's dataset JSON, with its corpus).
+                          index_model: Any = None, docs: Optional[PathLike] = None, chunk_size: Optional[int] = None,
+                          chunk_overlap: Optional[int] = None, follow_symlinks: bool = False) -> Tuple[pd.DataFrame, Path]:
+    """Score the base model and the model folder on a questions file.
 
     Args:
         model_dir: a folder written by ``fit_documents`` or the engine.
-        questions: the questions to score, over the corpus the file holds.
+        questions: rows of question, file and quote over ``docs`` (``question_rows``), or LlamaIndex's
+            dataset JSON with its own corpus.
+        docs: the documents folder that question rows name files of; read with the chunk settings the
+            fit recorded (``chunk_size`` / ``chunk_overlap`` override them).
         out: where ``eval.md`` / ``eval.json`` / plots go (default ``<model_dir>/eval``).
         embed_model: the base model (default: the one ``fit`` recorded in the folder).
         index_model: for a cross-model folder, the model that built the index (scored as the base).
@@ -66,7 +91,7 @@ def evaluate_model_folder(model_dir: PathLike, questions: PathLike, out: Optiona
     folder, questions = Path(model_dir), Path(questions)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json): pass the --out folder of `adapterkit fit`.")
-    dataset = EmbeddingQAFinetuneDataset.from_json(questions)
+    dataset = questions_to_score(folder, questions, docs, chunk_size, chunk_overlap, follow_symlinks)
     base = base_model_of(folder, embed_model)
     record = read_identity(folder)
     if record is not None and index_model is None:

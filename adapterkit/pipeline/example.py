@@ -1,18 +1,19 @@
 """A public stand-in for "your documents": labelled benchmark chunks written out as a folder of files.
 
 ``write_example_folder`` writes each chunk of a dataset (e.g. SciFact abstracts) as a text file and
-its questions as a questions file whose ids are the chunk ids ``adapterkit fit`` gives that folder,
+its questions as a questions file a person would write (rows of question and file, ``question_rows``),
 so the whole your-documents path (folder -> fit -> report -> serve) runs on data anyone has.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Tuple, Union
 
+from adapterkit.atomic import write_text
 from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
-from adapterkit.data.folders import read_folder
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -23,7 +24,7 @@ def write_example_folder(dataset: EmbeddingQAFinetuneDataset, folder: PathLike, 
 
     Args:
         dataset: labelled questions over a corpus (``load_qa_datasets("scifact")[1]``, for example).
-        folder: where ``docs/`` (one file per chunk) and ``questions.json`` are written.
+        folder: where ``docs/`` (one file per chunk) and ``questions.jsonl`` are written.
         questions: the first questions of ``dataset`` to keep.
         other_documents: further chunks, the first ones in corpus order that no kept question is about
             (searched, asked about by none).
@@ -40,10 +41,7 @@ def write_example_folder(dataset: EmbeddingQAFinetuneDataset, folder: PathLike, 
     docs.mkdir(parents=True, exist_ok=True)
     for doc_id in relevant + others:
         (docs / f"{doc_id}.txt").write_text(dataset.corpus[doc_id], encoding="utf-8")
-    read = read_folder(docs, show_progress=False)
-    chunks = {d: read.chunks_of[f"{d}.txt"] for d in relevant}  # a long document may be several chunks: all are relevant
-    written = EmbeddingQAFinetuneDataset(queries={q: dataset.queries[q] for q in qids}, corpus=read.corpus,
-                                         relevant_docs={q: [c for d in dataset.relevant_docs[q] for c in chunks[d]] for q in qids})
-    path = Path(folder) / "questions.json"
-    written.save_json(path)
+    rows = [{"question": dataset.queries[q], "file": f"{d}.txt"} for q in qids for d in dataset.relevant_docs[q]]
+    path = Path(folder) / "questions.jsonl"
+    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return docs, path

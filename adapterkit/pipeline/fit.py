@@ -2,9 +2,11 @@
 
 1. The chunks to search come from a folder or a vector store (``sources``); their base vectors are
    computed once (or read from the store) and cached.
-2. The adapter trains on the offline defaults with those chunks as the unlabelled target corpus, and on
-   labelled questions: yours (``questions``), or else the walkthrough's published Lyft questions,
-   the setting the public benchmark suite measures across domains.
+2. The adapter trains on the offline defaults with those chunks as the unlabelled target corpus and the
+   walkthrough's published Lyft questions as the labelled side (the setting the public benchmark suite
+   measures across domains; their vectors for the default model ship with the package). Your own
+   questions (``questions``: rows of question, file and quote) add to that and never switch it off:
+   they become a question memory where they show clearly that it helps (``training/memory_choice.py``).
 3. The evaluation is as honest as the inputs allow (``Evaluation``): a fifth of your questions, or
    questions an LLM writes about a random sample of chunks, kept out of training and scored base next to
    adapter; with neither, the report says there is no independent evaluation.
@@ -29,10 +31,11 @@ import numpy as np
 import pandas as pd
 
 from adapterkit.atomic import write_text
-from adapterkit.cache import EmbeddingCache, embed_texts
+from adapterkit.cache import EmbeddingCache, embed_texts, get_cache
 from adapterkit.data.datasets import DatasetError, EmbeddingQAFinetuneDataset
 from adapterkit.data.llms import ask_before_paid_calls, resolve_llm
 from adapterkit.data.qa_sets import load_qa_datasets
+from adapterkit.data.question_rows import is_dataset_json, read_rows, resolve_rows
 from adapterkit.data.questions import generate_qa_embedding_pairs
 from adapterkit.data.splits import held_out, split_queries
 from adapterkit.embeddings import model_identity, resolve_embed_model
@@ -49,7 +52,8 @@ from adapterkit.pipeline.output_folder import (
     input_paths,
     read_manifest,
 )
-from adapterkit.pipeline.sources import ChunkSource, close_store, sample_from_store, source_of
+from adapterkit.pipeline.published_vectors import seed_cache
+from adapterkit.pipeline.sources import ChunkSource, check_chunking, close_store, sample_from_store, source_of
 from adapterkit.stores.counting import CountingEmbedding
 from adapterkit.stores.retrieval import compare_on_store
 from adapterkit.training.config import FinetuneConfig
@@ -169,23 +173,32 @@ def what_changed(previous: Optional[Dict[str, Any]], source: ChunkSource) -> Dic
     }
 
 
-def labelled_questions(path: PathLike, corpus: Dict[str, str]) -> tuple:
-    """``(dataset, left out)``: your questions file (LlamaIndex's dataset JSON) over the corpus being fitted.
+def labelled_questions(path: PathLike, source: ChunkSource) -> tuple:
+    """``(dataset, left out)``: your questions over the corpus being fitted, and ``{question: why}`` for those left out.
 
-    Questions whose chunks are no longer in the documents (a file edited or removed since the
-    questions were written) are left out and counted; when none is left, the ids do not belong to
-    these documents at all, which is an error.
+    A file of question rows (``question_rows``: question, file, optional quote) is placed on the
+    folder's chunks. LlamaIndex's dataset JSON names chunk ids (``adapterkit chunks`` lists them):
+    questions whose chunks are no longer in the documents (a file edited or removed since) are left
+    out; when none is left, the ids do not belong to these documents at all, which is an error.
     """
+    corpus = source.corpus
+    if not is_dataset_json(path):
+        if not source.chunks_of or source.store is not None:
+            raise DatasetError(f"{path} names files of a documents folder, and a store's chunks have no files: give the questions "
+                               "as LlamaIndex's dataset JSON with the store's chunk ids.")
+        dataset, missing = resolve_rows(read_rows(path), corpus, source.chunks_of)
+        return dataset.validate(str(path)), missing
     given = EmbeddingQAFinetuneDataset.from_json(path)
     kept = {q: docs for q, docs in given.relevant_docs.items() if all(d in corpus for d in docs)}
     if not kept:
         unknown = sorted({d for docs in given.relevant_docs.values() for d in docs if d not in corpus})
         raise DatasetError(
             f"The chunk ids in {path}'s relevant_docs are not chunks of these documents (e.g. {unknown[:3]}). "
-            "Ids must be the ones adapterkit gives these chunks: write the questions with `adapterkit questions` on the "
-            "same folder, or drop the questions about documents that are not in it.")
+            "Ids must be the ones adapterkit gives these chunks (`adapterkit chunks DOCS` lists them), or write the questions "
+            "as rows of question, file and quote (see `adapterkit fit --help`).")
     dataset = EmbeddingQAFinetuneDataset(queries={q: given.queries[q] for q in kept}, corpus=dict(corpus), relevant_docs=kept)
-    return dataset.validate(str(path)), len(given.queries) - len(kept)
+    missing = {given.queries[q]: "its chunks are no longer in the documents" for q in given.queries if q not in kept}
+    return dataset.validate(str(path)), missing
 
 
 def llm_evaluation(corpus: Dict[str, str], llm: Any, out: Path, eval_chunks: int, seed: int, confirm: Optional[Callable[[str], bool]],
@@ -237,6 +250,9 @@ def query_movement(model: Any, corpus: Dict[str, str], cache: Any = None, sample
 
 def question_chunks(path: PathLike) -> Set[str]:
     """Every chunk id a questions file names: kept whole when a store is sampled."""
+    if not is_dataset_json(path):
+        raise DatasetError(f"{path} names files of a documents folder, and a store's chunks have no files: give the questions "
+                           "as LlamaIndex's dataset JSON with the store's chunk ids.")
     given = EmbeddingQAFinetuneDataset.from_json(path)
     return {d for docs in given.relevant_docs.values() for d in docs}
 
@@ -311,14 +327,15 @@ def fit_documents(
             ``memory_keys_per_chunk`` caps its keys, ``memory_weight`` / ``memory_temperature`` set its
             pull), not as local files. ``report.md`` shows how to serve it with the folder's own memories.
         embed_model: the base model (a spec such as ``"default"`` or a LlamaIndex ``BaseEmbedding``).
-        questions: your labelled questions (LlamaIndex's dataset JSON, ids from ``adapterkit
-            questions``); a fifth is held out for the evaluation, the rest is trained on.
+        questions: your labelled questions: a .jsonl / .csv / .json file of rows with ``question``,
+            ``file`` and an optional ``quote`` (``data/question_rows.py``), or LlamaIndex's dataset JSON
+            with chunk ids; a fifth is held out for the evaluation, the rest may become a question memory.
         llm: without ``questions``, an LLM (spec or LlamaIndex ``LLM``) writes questions about held-out
             chunks for the evaluation.
         eval_chunks: the most chunks the LLM is asked about (default 40, at least 1; only with ``llm``).
         overwrite: replace a model folder fitted on other documents or with another model.
         confirm: asked before a paid LLM is called (None: go ahead; the command line asks).
-        chunk_size, chunk_overlap: ``SentenceSplitter`` settings for folders.
+        chunk_size, chunk_overlap: ``SentenceSplitter`` settings for folders (tokens; recorded in ``fit.json``).
         cache: the embedding cache (None: ``$ADAPTERKIT_CACHE_DIR``).
         seed: seeds the held-out draws and training.
         follow_symlinks: read files that links in ``docs`` point to outside it (default: such links are
@@ -351,10 +368,7 @@ def fit_documents(
     if "map_sample" in options:
         raise ValueError("map_sample sets the start map of a cross-model fit (index_model), and fit_documents fits over one "
                          "model: leave it out.")
-    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (chunk_size, chunk_overlap))
-    if not whole or chunk_size < 1 or not 0 <= chunk_overlap < chunk_size:
-        raise ValueError(f"chunk_size must be a whole number >= 1 and chunk_overlap one in [0, chunk_size); got {chunk_size!r} "
-                         f"and {chunk_overlap!r}.")
+    check_chunking(chunk_size, chunk_overlap)
     if store is not None and ((chunk_size, chunk_overlap) != (1024, 200) or follow_symlinks):
         raise ValueError("chunk_size, chunk_overlap and follow_symlinks read a documents folder; a store's chunks are already "
                          "split: leave them out.")
@@ -377,20 +391,22 @@ def fit_documents(
             stage = StagedFolder(out, source.origin, model_identity(base), keep_previous=previous is not None)
             work = stage.path  # every file of this run goes here; ``out`` changes only in the final swap
             corpus = source.corpus
+            train, yours = published_questions(), None
+            seed_cache(get_cache(cache), model_identity(base))  # their vectors ship for the default model: nothing to embed
             if questions is not None:
-                mine, stale = labelled_questions(questions, corpus)
-                train, held = split_queries(mine, seed=seed)
-                if not held.queries or not train.queries:
-                    raise DatasetError(f"{questions} has {len(mine.queries)} usable question(s): at least 2 are needed (one to train on, one held out).")
+                mine, missing = labelled_questions(questions, source)
+                yours, held = split_queries(mine, seed=seed)
+                if not held.queries or not yours.queries:
+                    raise DatasetError(f"{questions} has {len(mine.queries)} usable question(s): at least 2 are needed (one to learn "
+                                       "from, one held out to score).")
                 evaluation = Evaluation("questions", f"{len(held.queries)} of your {len(mine.queries)} questions ({Path(questions).name}), "
-                                        "held out of training", held, {"questions": len(held.queries), "trained_on": len(train.queries),
-                                                                       "left_out_as_their_chunks_changed": stale})
+                                        "held out of training", held, {"questions": len(held.queries), "memory_evidence": len(yours.queries),
+                                                                       "left_out": missing})
             else:
-                train = published_questions()
                 evaluation = (llm_evaluation(corpus, llm, work, eval_chunks or 40, seed, confirm, show_progress) if llm is not None
                               else Evaluation("none", "none: no labelled questions and no LLM were given"))
             engine = EmbeddingAdapterFinetuneEngine(train, counter, unlabeled_corpus=corpus, model_output_path=work, cache=cache,
-                                                    show_progress=show_progress, seed=seed, **engine_options)
+                                                    show_progress=show_progress, seed=seed, target_questions=yours, **engine_options)
             engine.finetune()
             memories, database_memory = None, None
             if memory_table is not None:
@@ -410,7 +426,8 @@ def fit_documents(
             movement = query_movement(served, corpus, cache=cache, seed=seed)
             manifest = {"origin": source.origin, "embed_model": model_identity(base),
                         "embed_spec": embed_model if isinstance(embed_model, str) else None, "files": source.files,
-                        "chunks_of": source.chunks_of, "chunks": list(corpus), "stored_chunks": source.stored, "memory_table": memory_table}
+                        "chunks_of": source.chunks_of, "chunks": list(corpus), "stored_chunks": source.stored, "memory_table": memory_table,
+                        **({"chunk_size": chunk_size, "chunk_overlap": chunk_overlap} if store is None else {})}
             write_text(work / MANIFEST, json.dumps(manifest, indent=1))
             result = FitResult(out, out / "report.md", evaluation, table, changes, counter.counts, round(time.perf_counter() - started, 1), {},
                                database_memory)

@@ -50,7 +50,8 @@ def check_inputs_apart(out: PathLike, inputs: Dict[str, Optional[PathLike]]) -> 
 
 
 MANIFEST_FIELDS = {"origin": str, "embed_model": str, "embed_spec": (str, type(None)), "files": dict, "chunks_of": dict, "chunks": list,
-                   "complete": bool, "stored_chunks": (int, type(None)), "memory_table": (str, type(None))}
+                   "complete": bool, "stored_chunks": (int, type(None)), "memory_table": (str, type(None)),
+                   "chunk_size": (int, type(None)), "chunk_overlap": (int, type(None))}
 
 
 def read_manifest(path: Path) -> Optional[Dict[str, Any]]:

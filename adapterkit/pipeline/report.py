@@ -15,7 +15,6 @@ from typing import Any, Dict, List, Mapping, Optional
 import pandas as pd
 
 from adapterkit.atomic import write_text
-from adapterkit.notebook.plots import plot_hit_rate_at_k, plot_loss, plot_rank_movement
 from adapterkit.notebook.report import markdown_table
 
 NO_EVALUATION = (
@@ -27,23 +26,30 @@ NO_EVALUATION = (
 )
 
 
-def serving_lines(folder: Path, embed_spec: Optional[str]) -> str:
-    """Python that loads the model folder into an existing LlamaIndex index."""
+def serving_lines(folder: Path, embed_spec: Optional[str], docs: Optional[str] = None) -> str:
+    """How to serve the model folder: from your existing store, or (a folder fit) from an index the ``index`` command builds."""
     base = f'resolve_embed_model("{embed_spec}")' if embed_spec else "your_base_embed_model  # the model that built the index"
-    return "\n".join([
-        "```python",
-        "from llama_index.core import VectorStoreIndex",
-        "from adapterkit import AdapterEmbeddingModel, resolve_embed_model",
-        "",
-        f'embed_model = AdapterEmbeddingModel({base}, "{folder}")',
-        "# your existing store: documents keep their base vectors, only queries go through the adapter",
-        "index = VectorStoreIndex.from_vector_store(vector_store, embed_model=embed_model)",
-        "retriever = index.as_retriever(similarity_top_k=5)",
-        "```",
-        "",
-        "Rankings are what the evaluation measured; the cosine scores of adapted queries differ from the base "
-        "model's, so a `similarity_cutoff` (or any score threshold) tuned on base scores must be tuned again.",
-    ])
+    lines = []
+    if docs is not None:
+        index = folder.parent / f"{folder.name}-index"
+        spec = f" --embed-model {embed_spec}" if embed_spec and embed_spec != "default" else ""
+        lines += ["Index the documents once with the base model and the same chunk ids (again after they change; a re-run "
+                  "replaces what it wrote), then serve the folder from that index:", "", "```bash",
+                  f'adapterkit index {json.dumps(docs)} --store "qdrant://{index.resolve()}?collection=chunks"{spec}', "```", ""]
+    lines += ["```python", "from llama_index.core import VectorStoreIndex", "from adapterkit import AdapterEmbeddingModel, resolve_embed_model"]
+    if docs is not None:
+        lines += ["from llama_index.vector_stores.qdrant import QdrantVectorStore", "from qdrant_client import QdrantClient"]
+    lines += ["", f"embed_model = AdapterEmbeddingModel({base}, {json.dumps(str(folder))})"]
+    if docs is not None:
+        lines += [f"vector_store = QdrantVectorStore(client=QdrantClient(path={json.dumps(str(index.resolve()))}), collection_name=\"chunks\")",
+                  "# or your existing store of these chunks: documents keep their base vectors, only queries go through the adapter"]
+    else:
+        lines += ["# your existing store: documents keep their base vectors, only queries go through the adapter"]
+    lines += ["index = VectorStoreIndex.from_vector_store(vector_store, embed_model=embed_model)",
+              "retriever = index.as_retriever(similarity_top_k=5)", "```", "",
+              "Rankings are what the evaluation measured; the cosine scores of adapted queries differ from the base "
+              "model's, so a `similarity_cutoff` (or any score threshold) tuned on base scores must be tuned again."]
+    return "\n".join(lines)
 
 
 def _table_md(table: pd.DataFrame) -> str:
@@ -51,7 +57,15 @@ def _table_md(table: pd.DataFrame) -> str:
     return markdown_table(columns, table.values.tolist())
 
 
+NO_PLOTS = "No plots: they need matplotlib and pillow (pip install 'adapterkit[notebooks]'); the tables above hold the same numbers."
+
+
 def _plots(folder: Path, frames: Mapping[str, pd.DataFrame], engine: Any = None) -> List[str]:
+    """The report's PNG plots (their names); none when matplotlib is not installed, which the report says."""
+    try:
+        from adapterkit.notebook.plots import plot_hit_rate_at_k, plot_loss, plot_rank_movement
+    except ImportError:
+        return []
     written = []
     if engine is not None and engine.loss_history:
         plot_loss(engine.loss_history, engine.epoch_loss, engine.val_mrr or None, path=folder / "loss.png")
@@ -61,6 +75,32 @@ def _plots(folder: Path, frames: Mapping[str, pd.DataFrame], engine: Any = None)
         plot_rank_movement(frames["base"], frames["adapter"], path=folder / "rank_movement.png")
         written += ["hit_rate_at_k.png", "rank_movement.png"]
     return written
+
+
+def verdict(engine: Any, result: Any) -> str:
+    """The report's first line: which model was kept, on what evidence, and why."""
+    epoch = engine.best_epoch or 0
+    names = {"sentences": "your chunks' sentences", "questions": "your questions"}
+    memories = [names.get(m, m) for m in sorted(engine.memories)] + (["your chunks' sentences (in the database)"] if result.database_memory else [])
+    parts = ([f"the adapter of epoch {epoch}"] if epoch else []) + [f"a memory of {m}" for m in memories]
+    kept = ("Kept: the base model with " + " and ".join(parts)) if parts else "Kept: the base model unchanged"
+    held = sum(len(g.val_idx) for g in engine.groups)
+    why = [f"epoch {epoch} beat the start by more than its standard error on {held} held-out training queries" if epoch
+           else f"no training epoch beat the start by more than its standard error on {held} held-out training queries"]
+    choice = engine.memory_choice
+    if choice:
+        asked = choice["held_out_questions"]
+        default = choice["default"] == "/".join(map(str, (choice["question_weight"], choice["question_temperature"], choice["sentence_weight"])))
+        why.append(f"your {asked} labelled questions {'showed no clear gain from a memory of them' if default else 'gained clearly from a memory of them'}")
+    line = f"{kept} ({'; '.join(why)})."
+    table = result.table
+    if table is not None and len(table) > 1:
+        row = table.iloc[1]
+        line += (f" On {len(result.evaluation.dataset.queries)} held-out questions: MRR@5 {table.iloc[0]['mrr@5']:.3f} → {row['mrr@5']:.3f}, "
+                 f"Δ {row['Δmrr@5']} {row['Δmrr@5 95%']} (95%).")
+    else:
+        line += " No held-out questions scored it (give --questions or --llm)."
+    return line
 
 
 def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str, pd.DataFrame], movement: Mapping[str, Any],
@@ -79,7 +119,8 @@ def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str,
         "guard": guard, "query_movement": dict(movement), "stored_chunks": source.stored, "database_memory": result.database_memory,
     }
     plots = _plots(target, frames, engine)
-    lines = [f"# Adapter for {source.origin}", ""]
+    summary["verdict"] = verdict(engine, result)
+    lines = [f"# Adapter for {source.origin}", "", f"**{summary['verdict']}**", ""]
     where = f"{len(source.files)} files" if source.files else "the store"
     lines += [f"{len(source.corpus)} chunks from {where}; base model `{manifest['embed_model']}`; "
               f"{result.seconds} s; the base model embedded {result.embedded['text']} chunks and {result.embedded['query']} queries "
@@ -114,16 +155,18 @@ def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str,
     else:
         lines += [NO_EVALUATION, ""]
     lines += ["## What training decided", "",
-              f"Epoch kept: {engine.best_epoch} (0 is the start: no epoch scored higher on held-out chunks without scoring lower on "
-              "one of the held-out groups, your chunks or the labelled questions' chunks). "
+              (f"Epoch kept: {engine.best_epoch}: it scored higher than the start on held-out chunks by more than its standard error, "
+               "and no lower on either held-out group (your chunks, the labelled questions' chunks). " if engine.best_epoch else
+               "Epoch kept: none (the adapter is the identity): no epoch scored higher than the start on held-out chunks by more than "
+               "its standard error without scoring lower on one of the held-out groups (your chunks, the labelled questions' chunks). ") +
               f"Held-out MRR@10 per epoch, on sentences of held-out chunks (a selection signal, not an evaluation): "
               f"{guard['held_out_mrr@10_per_epoch']}. Memories saved: {guard['memories'] or 'none'}.", ""]
     if movement:
         lines += [f"Query movement on {movement['sentences']} sentences of your chunks: median cosine between base and served "
                   f"vector {movement['median_cosine_base_vs_served']}, lowest {movement['min_cosine_base_vs_served']}; the nearest "
                   f"chunk changes for {movement['share_whose_nearest_chunk_changes']:.0%} of them.", ""]
-    lines += [f"![{p}]({p})" for p in plots] + ([""] if plots else [])
-    lines += ["## Use it", "", serving_lines(folder, manifest.get("embed_spec")), ""]
+    lines += [f"![{p}]({p})" for p in plots] + ([""] if plots else [NO_PLOTS, ""])
+    lines += ["## Use it", "", serving_lines(folder, manifest.get("embed_spec"), source.origin if source.store is None else None), ""]
     if engine.memories or result.database_memory:
         lines += ["LlamaIndex's own `AdapterEmbeddingModel` (llama-index-embeddings-adapter) serves this folder's adapter alone, "
                   "without its memory, so it would not score what was evaluated here: serve the folder with adapterkit's class.", ""]

@@ -46,15 +46,25 @@ class ChunkSource:
     stored: Optional[int] = None
 
 
+def check_chunking(chunk_size: Any, chunk_overlap: Any) -> None:
+    """Chunk settings a splitter can use: whole numbers, a size of at least 1, an overlap below it."""
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (chunk_size, chunk_overlap))
+    if not whole or chunk_size < 1 or not 0 <= chunk_overlap < chunk_size:
+        raise ValueError(f"chunk_size must be a whole number >= 1 and chunk_overlap one in [0, chunk_size); got {chunk_size!r} "
+                         f"and {chunk_overlap!r}.")
+
+
 def chunks_from_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 200, show_progress: bool = True,
                        follow_symlinks: bool = False) -> ChunkSource:
     """Every readable document under ``folder``, chunked with content-based ids (``read_folder``)."""
+    check_chunking(chunk_size, chunk_overlap)
     found = read_folder(folder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, show_progress=show_progress, follow_symlinks=follow_symlinks)
     return ChunkSource(found.corpus, str(os.path.abspath(folder)), found.files, found.chunks_of, found.skipped)
 
 
-def open_store(uri: str) -> Any:
-    """A LlamaIndex vector store for a URI.
+def open_store(uri: str, create: bool = False) -> Any:
+    """A LlamaIndex vector store for a URI (``create``: a local Qdrant folder or collection that does not
+    exist yet is made, for writing an index; otherwise it is an error).
 
     - ``postgresql://user:password@host:port/database?table=NAME`` (LlamaIndex's ``PGVectorStore``;
       ``table`` is the name given to it, without the ``data_`` prefix it adds; ``embed_dim`` (default
@@ -95,7 +105,10 @@ def open_store(uri: str) -> Any:
             if parsed.netloc or "api_key" in query:
                 raise ValueError(f"{redact(uri)} names a host or a key, but qdrant:// is a local folder (three slashes: "
                                  "qdrant:///path?collection=NAME); a server is qdrant+http://host:6333?collection=NAME.")
-            if not parsed.path or not os.path.isfile(os.path.join(parsed.path, "meta.json")):  # QdrantClient(path=...) would make one
+            if create and parsed.path and not os.path.exists(parsed.path):
+                os.makedirs(parsed.path)
+            fresh = create and parsed.path and os.path.isdir(parsed.path) and not os.listdir(parsed.path)
+            if not fresh and (not parsed.path or not os.path.isfile(os.path.join(parsed.path, "meta.json"))):  # QdrantClient(path=...) would make one
                 raise ValueError(f"{redact(uri)}: there is no Qdrant folder at {parsed.path or '(no path)'} (a local Qdrant store "
                                  "holds meta.json); give the folder that holds the store, e.g. qdrant:///data/qdrant?collection=NAME.")
             client = QdrantClient(path=parsed.path)
@@ -110,7 +123,7 @@ def open_store(uri: str) -> Any:
             client.close()
             raise ConnectionError(f"Could not reach the Qdrant store {redact(uri)} ({type(exc).__name__}: {str(exc).strip()[:200]}): "
                                   "check the address and that the server is running.") from None
-        if not exists:
+        if not exists and not create:
             client.close()
             raise ValueError(f"{redact(uri)}: there is no collection {query['collection']!r}; it has {names}.")
         return QdrantVectorStore(client=client, collection_name=query["collection"])

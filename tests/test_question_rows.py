@@ -1,0 +1,200 @@
+"""Questions a person can write (question, file, quote), the chunk listing, and what a fit does with them."""
+
+import csv
+import json
+import re
+
+import pytest
+
+from adapterkit.data.datasets import DatasetError
+from adapterkit.data.folders import read_folder
+from adapterkit.data.question_rows import read_rows, resolve_rows
+from tests.test_cli import QUESTIONS, TOPICS, run, write_docs
+
+LONG = " ".join(f"CHUNK-{100 + i} Sentence number {i} of the long guide talks about topic {i} in plain words." for i in range(60))
+
+
+@pytest.fixture
+def docs(tmp_path):
+    folder = write_docs(tmp_path / "docs")
+    (folder / "guide.txt").write_text(LONG)
+    return folder
+
+
+def rows_of(docs):
+    return [{"question": QUESTIONS[f], "file": f, "quote": TOPICS[f].split("CHUNK-")[1][2:60]} for f in QUESTIONS]
+
+
+def write(path, rows):
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".csv":
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["question", "file", "quote"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        path.write_text(json.dumps(rows))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".json"])
+def test_every_format_places_each_question_on_the_chunk_that_holds_its_quote(tmp_path, docs, suffix):
+    found = read_folder(docs, show_progress=False)
+    dataset, missing = resolve_rows(read_rows(write(tmp_path / f"q{suffix}", rows_of(docs))), found.corpus, found.chunks_of)
+    assert not missing and len(dataset.queries) == 6
+    for qid, question in dataset.queries.items():
+        file = next(f for f, q in QUESTIONS.items() if q == question)
+        assert dataset.relevant_docs[qid] == found.chunks_of[file]
+
+
+def test_a_quote_is_matched_across_line_breaks_and_letter_case_and_can_name_several_chunks(tmp_path, docs):
+    found = read_folder(docs, chunk_size=60, chunk_overlap=30, show_progress=False)
+    guide = found.chunks_of["guide.txt"]
+    assert len(guide) > 3
+    # a passage inside the overlap of two neighbouring chunks is in both: both are relevant
+    shared = next(s for s in LONG.split(". ") if sum(s in found.corpus[c] for c in guide) >= 2)
+    holders = [c for c in guide if shared in found.corpus[c]]
+    rows = [{"question": "q1", "file": "guide.txt", "quote": shared.upper().replace(" ", "\n  ")},
+            {"question": "q2", "file": "guide.txt"},  # no quote: any chunk of the file answers it
+            {"question": "q3", "file": "guide.txt", "quote": "a passage the guide does not hold"},
+            {"question": "q4", "file": "no/such/file.md"},
+            {"question": "q2", "file": "bats.txt"}]  # answered in a second place too
+    dataset, missing = resolve_rows(read_rows(write(tmp_path / "q.jsonl", rows)), found.corpus, found.chunks_of)
+    by_text = {t: dataset.relevant_docs[q] for q, t in dataset.queries.items()}
+    assert by_text["q1"] == holders and len(holders) >= 2
+    assert by_text["q2"] == guide + found.chunks_of["bats.txt"]
+    assert set(missing) == {"q3", "q4"} and "quote is in no chunk of guide.txt" in missing["q3"] and "no file" in missing["q4"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"question": "q", "file": "a.txt", "answer": "x"}\n', "field(s) ['answer']"),
+    ('{"question": "q"}\n', "needs a question and the file"),
+    ('{"question": 3, "file": "a.txt"}\n', "must be text"),
+    ('not json\n', "line 1 is not a JSON object"),
+    ('[1, 2]\n', "is not an object"),
+    ('\n\n', "holds no questions"),
+])
+def test_a_bad_row_is_named_with_the_fix(tmp_path, content, message):
+    path = tmp_path / "q.jsonl"
+    path.write_text(content)
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        read_rows(path)
+
+
+def test_bad_files_are_named(tmp_path, docs):
+    with pytest.raises(DatasetError, match="not found"):
+        read_rows(tmp_path / "missing.jsonl")
+    (tmp_path / "q.txt").write_text("question,file\n")
+    with pytest.raises(DatasetError, match=r"\.jsonl, \.csv or \.json"):
+        read_rows(tmp_path / "q.txt")
+    (tmp_path / "latin.csv").write_bytes("question,file\nQu'est-ce qu'un caf\xe9?,bees.md\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match="not UTF-8"):
+        read_rows(tmp_path / "latin.csv")
+    found = read_folder(docs, show_progress=False)
+    nowhere = write(tmp_path / "nowhere.jsonl", [{"question": "q", "file": "elsewhere.txt"}])
+    with pytest.raises(DatasetError, match="No question could be placed"):
+        resolve_rows(read_rows(nowhere), found.corpus, found.chunks_of)
+
+
+def test_chunks_lists_every_chunk_with_its_file_and_first_words(docs, capsys):
+    code, out, err = run(capsys, "chunks", docs)
+    assert code == 0, err
+    lines = out.splitlines()
+    found = read_folder(docs, show_progress=False)
+    assert lines[0] == "chunk id\tfile\tfirst words" and len(lines) == 1 + len(found.nodes)
+    listed = {line.split("\t")[0]: line.split("\t")[1] for line in lines[1:]}
+    assert listed == {c: f for f, ids in found.chunks_of.items() for c in ids}
+    assert any(line.endswith("CHUNK-4 Honey bees communicate the direction of flowers with a waggle dance") for line in lines)
+    code, small, err = run(capsys, "chunks", docs, "--chunk-size", "60", "--chunk-overlap", "10")
+    assert code == 0 and len(small.splitlines()) > len(lines)
+    code, out, err = run(capsys, "chunks", docs, "--chunk-size", "50", "--chunk-overlap", "50")
+    assert code == 1 and "chunk_overlap" in err
+
+
+@pytest.mark.slow
+def test_fit_and_eval_take_question_rows_and_the_report_says_what_happened(tmp_path, docs, capsys):
+    rows = rows_of(docs) + [{"question": "What does the guide say?", "file": "guide.txt", "quote": "not in the guide at all"}]
+    questions = write(tmp_path / "q.jsonl", rows)
+    model = tmp_path / "model"
+    code, out, err = run(capsys, "fit", docs, "--out", model, "--questions", questions, "--cache-dir", tmp_path / "cache", *("--epochs", "1", "--quiet"))
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith("Kept: the base model") and "held-out questions: MRR@5" in first
+    assert "1 of your questions were left out" in out and "What does the guide say?" in out
+    summary = json.loads((model / "report.json").read_text())
+    assert (model / "report.md").read_text().splitlines()[2] == f"**{summary['verdict']}**"
+    assert summary["evaluation"]["left_out"] == {"What does the guide say?": "row 7: the quote is in no chunk of guide.txt "
+                                                 "(it must be an exact passage, within one chunk)"}
+    # a cold cache: the base model embedded this folder's chunks and nothing of the published questions
+    found = read_folder(docs, show_progress=False)
+    assert summary["embedded_by_base_model"]["text"] == len(found.nodes)
+    assert json.loads((model / "fit.json").read_text())["chunk_size"] == 1024
+
+    code, out, err = run(capsys, "eval", model, questions, "--quiet")
+    assert code == 1 and "--docs DOCS_DIR" in err
+    code, out, err = run(capsys, "eval", model, questions, "--docs", docs, "--quiet")
+    assert code == 0, err
+    assert json.loads((model / "eval" / "eval.json").read_text())["table"][1]["model"] == "adapter"
+
+
+def test_questions_writes_rows_that_place_each_question_back_on_its_chunk(tmp_path, docs, capsys, fake_openai, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "fake")
+    monkeypatch.setenv("OPENAI_API_BASE", f"http://127.0.0.1:{fake_openai.server_port}/v1")
+    out = tmp_path / "questions.jsonl"
+    code, stdout, err = run(capsys, "questions", docs, "--llm", "openai:gpt-4o-mini", "--out", out, "--yes", "--quiet",
+                            "--chunk-size", "256", "--chunk-overlap", "60", "--workers", "1")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert set(rows[0]) == {"question", "file", "quote"}
+    found = read_folder(docs, chunk_size=256, chunk_overlap=60, show_progress=False)
+    assert len(found.chunks_of["guide.txt"]) >= 3
+    dataset, missing = resolve_rows(read_rows(out), found.corpus, found.chunks_of)
+    assert not missing and len(dataset.queries) == len(rows) == 2 * len(found.nodes)
+    assert all(len(docs_) == 1 for docs_ in dataset.relevant_docs.values())  # each quote names its chunk alone
+    code, stdout, err = run(capsys, "questions", docs, "--out", tmp_path / "q.txt", "--yes", "--quiet")
+    assert code == 1 and ".jsonl or .csv" in err
+
+
+@pytest.mark.slow
+def test_the_reports_serving_code_runs_on_an_index_the_index_command_builds(tmp_path, docs, capsys):
+    model = tmp_path / "model"
+    cache = ("--cache-dir", tmp_path / "cache")
+    assert run(capsys, "fit", docs, "--out", model, *cache, "--epochs", "1", "--quiet")[0] == 0
+    report = (model / "report.md").read_text()
+    command = next(line for line in report.splitlines() if line.startswith("adapterkit index "))
+    import shlex
+
+    argv = shlex.split(command)[1:]
+    code, out, err = run(capsys, *argv, *cache, "--quiet")
+    assert code == 0, err
+    found = read_folder(docs, show_progress=False)
+    assert f"Indexed {len(found.nodes)} chunks of 7 files" in out
+    assert run(capsys, *argv, *cache, "--quiet")[0] == 0  # a re-run replaces its rows, never doubles them
+    code = report.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code, "report.md", "exec"), scope)  # the report's own lines, as a user pastes them
+    hits = scope["retriever"].retrieve(QUESTIONS["notes/glaciers.html"])
+    assert hits[0].node.node_id == found.chunks_of["notes/glaciers.html"][0]
+    assert len(hits) == 5 and len({h.node.node_id for h in hits}) == 5
+    store = scope["vector_store"]
+    assert store.client.count(store.collection_name).count == len(found.nodes)
+    store.client.close()
+
+
+@pytest.mark.slow
+def test_index_writes_a_postgres_table_that_fit_then_reads_without_embedding(tmp_path, docs, capsys):
+    from adapterkit.stores.postgres import LocalPostgres
+
+    found = read_folder(docs, show_progress=False)
+    cache = ("--cache-dir", tmp_path / "cache")
+    with LocalPostgres() as pg:
+        uri = f"postgresql://postgres@/postgres?host={pg.socket_dir}&table=indexed"
+        for _ in range(2):  # the second run replaces the first run's rows
+            code, out, err = run(capsys, "index", docs, "--store", uri, *cache, "--quiet")
+            assert code == 0, err
+        counts = pg.psql('SELECT count(*), count(DISTINCT node_id) FROM public."data_indexed"')
+        rows = re.search(r"^\s*(\d+)\s*\|\s*(\d+)\s*$", counts, re.M)
+        assert rows and rows.groups() == (str(len(found.nodes)),) * 2, counts
+        code, out, err = run(capsys, "index", docs, "--store", uri + "&embed_dim=768", *cache, "--quiet")
+        assert code == 1 and "embed_dim=384" in err
