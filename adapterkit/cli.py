@@ -118,6 +118,8 @@ def _questions(args: argparse.Namespace) -> None:
 def _chunks(args: argparse.Namespace) -> None:
     from adapterkit.pipeline.sources import chunks_from_folder
 
+    if args.words < 1:
+        raise ValueError(f"--words is how many first words to show per chunk (at least 1), got {args.words}.")
     source = chunks_from_folder(args.docs, show_progress=False, follow_symlinks=args.follow_symlinks, **_chunking(args))
     print("chunk id\tfile\tfirst words")
     for file, ids in source.chunks_of.items():

@@ -198,3 +198,122 @@ def test_index_writes_a_postgres_table_that_fit_then_reads_without_embedding(tmp
         assert rows and rows.groups() == (str(len(found.nodes)),) * 2, counts
         code, out, err = run(capsys, "index", docs, "--store", uri + "&embed_dim=768", *cache, "--quiet")
         assert code == 1 and "embed_dim=384" in err
+
+
+@pytest.mark.parametrize("content, message", [
+    ("question,file,quote\nQ1,a.txt,two years,EXTRA\n", "more values than the header"),
+    ("question,file,question\nQ1,a.txt,Q2\n", "names ['question'] twice"),
+])
+def test_malformed_csv_is_named(tmp_path, content, message):
+    path = tmp_path / "q.csv"
+    path.write_text(content)
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        read_rows(path)
+
+
+def test_jsonl_rows_keep_unusual_line_breaks_and_refuse_duplicate_keys_and_broken_unicode(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"question": "Line\u2028sep\x85question", "file": "a.txt"}, ensure_ascii=False) + "\n")
+    assert read_rows(path)[0].question == "Line\u2028sep\x85question"
+    path.write_text('{"question": "a", "question": "b", "file": "a.txt"}\n')
+    with pytest.raises(DatasetError, match="given twice"):
+        read_rows(path)
+    path.write_text('{"question": "bad \\ud800 q", "file": "a.txt"}\n')
+    with pytest.raises(DatasetError, match="row 1 holds broken Unicode"):
+        read_rows(path)
+
+
+def test_a_pipe_or_a_device_is_refused_without_reading_it(tmp_path, docs):
+    import os
+    import signal
+
+    from adapterkit.data.question_rows import is_dataset_json
+
+    os.mkfifo(tmp_path / "f.json")
+    (tmp_path / "z.json").symlink_to("/dev/zero")
+    (tmp_path / "d.jsonl").mkdir()
+    signal.alarm(20)  # a regression would block on the pipe: fail instead of hanging the run
+    try:
+        for name in ("f.json", "z.json", "d.jsonl"):
+            with pytest.raises(DatasetError, match="not a regular file"):
+                is_dataset_json(tmp_path / name) if name.endswith(".json") else read_rows(tmp_path / name)
+    finally:
+        signal.alarm(0)
+
+
+def test_a_single_row_object_is_told_to_be_a_list(tmp_path, docs, capsys):
+    path = tmp_path / "q.json"
+    path.write_text('{"question": "How do bees tell where flowers are?", "file": "bees.md"}')
+    with pytest.raises(DatasetError, match=r"must be a list of question objects"):
+        read_rows(path)
+
+
+def test_file_names_and_quotes_match_in_any_unicode_form_and_skipped_files_say_why(tmp_path):
+    import unicodedata
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    nfd = unicodedata.normalize("NFD", "Café.txt")
+    (docs / nfd).write_text("The caf\u0065\u0301 serves e\ufb03cient espresso every morning before the market opens.")
+    (docs / "notes.log").write_text("not read")
+    found = read_folder(docs, show_progress=False)
+    rows = write(tmp_path / "q.jsonl", [
+        {"question": "What does the café serve?", "file": "Café.txt", "quote": "THE CAFÉ serves efficient espresso"},
+        {"question": "What is in the log?", "file": "notes.log"}])
+    dataset, missing = resolve_rows(read_rows(rows), found.corpus, found.chunks_of, found.skipped)
+    assert list(dataset.queries.values()) == ["What does the café serve?"]
+    assert "notes.log was skipped (unsupported file type .log)" in missing["What is in the log?"]
+
+
+def test_a_question_with_an_unplaced_row_is_left_out_whole(tmp_path, docs):
+    found = read_folder(docs, show_progress=False)
+    rows = write(tmp_path / "q.jsonl", [{"question": "same", "file": "bats.txt"},
+                                        {"question": "same", "file": "bees.md", "quote": "not in bees.md"}])
+    with pytest.raises(DatasetError, match="No question could be placed"):
+        resolve_rows(read_rows(rows), found.corpus, found.chunks_of)
+
+
+def test_a_questions_file_inside_the_documents_is_refused(tmp_path, docs, capsys):
+    inside = write(docs / "questions.csv", rows_of(docs))
+    code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "model", "--questions", inside, "--quiet")
+    assert code == 1 and "inside the documents folder" in err and not (tmp_path / "model").exists()
+    code, out, err = run(capsys, "questions", docs, "--out", docs / "more.jsonl", "--yes", "--quiet")
+    assert code == 1 and "inside the documents folder" in err
+
+
+def test_questions_never_overwrite_a_file_they_did_not_write_and_check_counts(tmp_path, docs, capsys, fake_openai, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "fake")
+    monkeypatch.setenv("OPENAI_API_BASE", f"http://127.0.0.1:{fake_openai.server_port}/v1")
+    mine = write(tmp_path / "mine.jsonl", rows_of(docs))
+    before = mine.read_text()
+    code, out, err = run(capsys, "questions", docs, "--llm", "openai:gpt-4o-mini", "--out", mine, "--yes", "--quiet")
+    assert code == 1 and "written by hand" in err and mine.read_text() == before and fake_openai.requests == 0
+    code, out, err = run(capsys, "questions", docs, "--llm", "openai:gpt-4o-mini", "--out", tmp_path / "new.jsonl", "--per-chunk", "0",
+                         "--yes", "--quiet")
+    assert code == 1 and "--per-chunk" in err and fake_openai.requests == 0
+    code, out, err = run(capsys, "chunks", docs, "--words", "0")
+    assert code == 1 and "--words" in err
+
+
+def test_index_checks_the_store_before_embedding_and_replaces_what_it_wrote(tmp_path, docs, capsys):
+    from adapterkit.cache import EmbeddingCache
+
+    cache = tmp_path / "cache"
+    code, out, err = run(capsys, "index", docs, "--store", f"qdrant://{tmp_path}/qd", "--cache-dir", cache, "--quiet")
+    assert code == 1 and "name the collection" in err and len(EmbeddingCache(cache)) == 0  # nothing embedded for a bad URI
+    code, out, err = run(capsys, "index", docs, "--store", "postgresql://me:secret@127.0.0.1:1/db?table=t", "--cache-dir", cache, "--quiet")
+    assert code == 1 and "Could not connect" in err and "secret" not in err and len(EmbeddingCache(cache)) == 0
+    uri = f"qdrant://{tmp_path}/qd?collection=docs"
+    assert run(capsys, "index", docs, "--store", uri, "--cache-dir", cache, "--quiet")[0] == 0
+    (docs / "bees.md").write_text(TOPICS["bees.md"] + " Drones leave the hive to mate.")
+    (docs / "comets.txt").unlink()
+    assert run(capsys, "index", docs, "--store", uri, "--cache-dir", cache, "--quiet", "--chunk-size", "64", "--chunk-overlap", "8")[0] == 0
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(path=str(tmp_path / "qd"))
+    try:
+        stored = {p.id for p in client.scroll("docs", limit=1000)[0]}
+    finally:
+        client.close()
+    expected = set(read_folder(docs, chunk_size=64, chunk_overlap=8, show_progress=False).corpus)
+    assert stored == expected  # the edited, removed and re-chunked files left nothing stale behind

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Optional, Tuple, Union
 
@@ -15,7 +16,7 @@ from adapterkit.data.question_rows import is_dataset_json, read_rows, resolve_ro
 from adapterkit.embeddings import model_identity, resolve_embed_model
 from adapterkit.evaluation.comparison import comparison_table
 from adapterkit.evaluation.evaluate import evaluate
-from adapterkit.pipeline.output_folder import MANIFEST, read_manifest
+from adapterkit.pipeline.output_folder import MANIFEST, questions_outside, read_manifest
 from adapterkit.pipeline.report import write_eval_report
 from adapterkit.pipeline.sources import chunks_from_folder
 
@@ -57,13 +58,16 @@ def questions_to_score(folder: Path, questions: Path, docs: Optional[PathLike], 
         return EmbeddingQAFinetuneDataset.from_json(questions)
     if docs is None:
         raise ValueError(f"{questions} names files of a documents folder: give that folder too (--docs DOCS_DIR).")
+    questions_outside(questions, docs)
     record = read_manifest(folder / MANIFEST) or {}
     size = chunk_size if chunk_size is not None else record.get("chunk_size") or 1024
     overlap = chunk_overlap if chunk_overlap is not None else record.get("chunk_overlap")
-    source = chunks_from_folder(docs, size, overlap if overlap is not None else 200, show_progress=False, follow_symlinks=follow_symlinks)
-    dataset, missing = resolve_rows(read_rows(questions), source.corpus, source.chunks_of)
+    links = follow_symlinks or bool(record.get("follow_symlinks"))  # read the folder as the fit did
+    source = chunks_from_folder(docs, size, overlap if overlap is not None else 200, show_progress=False, follow_symlinks=links)
+    dataset, missing = resolve_rows(read_rows(questions), source.corpus, source.chunks_of, source.skipped)
     if missing:
-        print(f"{len(missing)} question(s) left out: " + "; ".join(f"{q!r} ({why})" for q, why in list(missing.items())[:5]))
+        print(f"{len(missing)} question(s) left out: " + "; ".join(f"{q!r} ({why})" for q, why in list(missing.items())[:5]),
+              file=sys.stderr)
     return dataset.validate(str(questions))
 
 

@@ -50,6 +50,7 @@ from adapterkit.pipeline.output_folder import (
     StagedFolder,
     check_inputs_apart,
     input_paths,
+    questions_outside,
     read_manifest,
 )
 from adapterkit.pipeline.published_vectors import seed_cache
@@ -186,7 +187,7 @@ def labelled_questions(path: PathLike, source: ChunkSource) -> tuple:
         if not source.chunks_of or source.store is not None:
             raise DatasetError(f"{path} names files of a documents folder, and a store's chunks have no files: give the questions "
                                "as LlamaIndex's dataset JSON with the store's chunk ids.")
-        dataset, missing = resolve_rows(read_rows(path), corpus, source.chunks_of)
+        dataset, missing = resolve_rows(read_rows(path), corpus, source.chunks_of, source.skipped)
         return dataset.validate(str(path)), missing
     given = EmbeddingQAFinetuneDataset.from_json(path)
     kept = {q: docs for q, docs in given.relevant_docs.items() if all(d in corpus for d in docs)}
@@ -374,6 +375,7 @@ def fit_documents(
                          "split: leave them out.")
     out = Path(out)
     check_inputs_apart(out, input_paths(docs, questions, store, cache))  # before anything is written or removed
+    questions_outside(questions, docs)
     started = time.perf_counter()
     base = resolve_embed_model(embed_model)
     counter = CountingEmbedding(base, cache=False)  # below the cache: counts only texts the base model really embeds
@@ -427,7 +429,7 @@ def fit_documents(
             manifest = {"origin": source.origin, "embed_model": model_identity(base),
                         "embed_spec": embed_model if isinstance(embed_model, str) else None, "files": source.files,
                         "chunks_of": source.chunks_of, "chunks": list(corpus), "stored_chunks": source.stored, "memory_table": memory_table,
-                        **({"chunk_size": chunk_size, "chunk_overlap": chunk_overlap} if store is None else {})}
+                        **({"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "follow_symlinks": follow_symlinks} if store is None else {})}
             write_text(work / MANIFEST, json.dumps(manifest, indent=1))
             result = FitResult(out, out / "report.md", evaluation, table, changes, counter.counts, round(time.perf_counter() - started, 1), {},
                                database_memory)

@@ -51,7 +51,17 @@ def check_inputs_apart(out: PathLike, inputs: Dict[str, Optional[PathLike]]) -> 
 
 MANIFEST_FIELDS = {"origin": str, "embed_model": str, "embed_spec": (str, type(None)), "files": dict, "chunks_of": dict, "chunks": list,
                    "complete": bool, "stored_chunks": (int, type(None)), "memory_table": (str, type(None)),
-                   "chunk_size": (int, type(None)), "chunk_overlap": (int, type(None))}
+                   "chunk_size": (int, type(None)), "chunk_overlap": (int, type(None)), "follow_symlinks": bool}
+
+
+def questions_outside(questions: Optional[Union[str, os.PathLike]], docs: Optional[Union[str, os.PathLike]]) -> None:
+    """A questions file inside the documents folder would be read as a document (its questions and quotes searched)."""
+    if questions is None or docs is None:
+        return
+    q, d = Path(questions).resolve(), Path(docs).resolve()
+    if q == d or d in q.parents:
+        raise ValueError(f"The questions file {questions} is inside the documents folder {docs}, where it would be read as one of "
+                         "the documents (its questions and quotes searched): move it out of the folder.")
 
 
 def read_manifest(path: Path) -> Optional[Dict[str, Any]]:

@@ -13,6 +13,7 @@ from adapterkit.atomic import write_text
 from adapterkit.data.llms import ask_before_paid_calls
 from adapterkit.data.question_rows import FIELDS, row_for_chunk
 from adapterkit.data.questions import GeneratedQADataset, generate_qa_embedding_pairs
+from adapterkit.pipeline.output_folder import questions_outside
 from adapterkit.pipeline.sources import ChunkSource, chunks_from_folder
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -54,6 +55,13 @@ def write_questions(docs: PathLike, out: PathLike, llm: Any = "default", questio
     if out.suffix.lower() not in (*ROW_SUFFIXES, ".json"):
         raise ValueError(f"{out}: write questions to a .jsonl or .csv file (rows of question, file, quote) or a .json file "
                          "(LlamaIndex's dataset JSON).")
+    if isinstance(questions_per_chunk, bool) or not isinstance(questions_per_chunk, int) or questions_per_chunk < 1:
+        raise ValueError(f"questions_per_chunk (--per-chunk) must be a whole number >= 1, got {questions_per_chunk!r}.")
+    questions_outside(out, docs)
+    journal = Path(str(out) + ".progress.jsonl")
+    if out.exists() and not journal.exists():  # a file this command did not write (or whose journal is gone)
+        raise ValueError(f"{out} exists and holds no journal of this command ({journal.name}): it may be questions written by hand. "
+                         "Choose another --out, or remove it first.")
     source = chunks_from_folder(docs, chunk_size, chunk_overlap, show_progress, follow_symlinks)
     out.parent.mkdir(parents=True, exist_ok=True)
     dataset = generate_qa_embedding_pairs(source.corpus, llm=llm, num_questions_per_chunk=questions_per_chunk, output_path=out,

@@ -50,8 +50,8 @@ def check_chunking(chunk_size: Any, chunk_overlap: Any) -> None:
     """Chunk settings a splitter can use: whole numbers, a size of at least 1, an overlap below it."""
     whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (chunk_size, chunk_overlap))
     if not whole or chunk_size < 1 or not 0 <= chunk_overlap < chunk_size:
-        raise ValueError(f"chunk_size must be a whole number >= 1 and chunk_overlap one in [0, chunk_size); got {chunk_size!r} "
-                         f"and {chunk_overlap!r}.")
+        raise ValueError(f"chunk_size must be a whole number >= 1 and chunk_overlap one in [0, chunk_size) (defaults 1024 and "
+                         f"200); got {chunk_size!r} and {chunk_overlap!r}.")
 
 
 def chunks_from_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 200, show_progress: bool = True,
