@@ -186,6 +186,7 @@ def embed_texts(
     cache: Optional[EmbeddingCache | os.PathLike | str] = None,
     batch_size: Optional[int] = None,
     show_progress: bool = False,
+    purpose: str = "",
 ) -> np.ndarray:
     """Embed ``texts`` with ``model`` through the cache; return a float32 array ``(len(texts), dim)``.
 
@@ -195,6 +196,7 @@ def embed_texts(
         cache: an ``EmbeddingCache``, a folder, or None for ``$ADAPTERKIT_CACHE_DIR``.
         batch_size: texts per model call and per commit; default: the model's ``embed_batch_size`` × 4.
         show_progress: a tqdm bar over the texts that are not cached yet.
+        purpose: what the texts are, for the bar (e.g. ``"sentence memory keys"``).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
@@ -218,7 +220,7 @@ def embed_texts(
     store.stats["misses"] += len(todo)
     step = batch_size or max(1, model.embed_batch_size * 4)
     dim = None
-    with tqdm(total=len(todo), desc="Embedding " + ("queries" if kind == "query" else "texts"), unit=kind,
+    with tqdm(total=len(todo), desc="Embedding " + (purpose or ("queries" if kind == "query" else "texts")), unit=kind,
               disable=not show_progress or not todo) as bar:
         while todo:
             for start in range(0, len(todo), step):

@@ -120,10 +120,16 @@ def test_fit_and_eval_take_question_rows_and_the_report_says_what_happened(tmp_p
     code, out, err = run(capsys, "fit", docs, "--out", model, "--questions", questions, "--cache-dir", tmp_path / "cache", *("--epochs", "1", "--quiet"))
     assert code == 0, err
     first = out.splitlines()[0]
-    assert first.startswith("Kept: the base model") and "held-out questions: MRR@5" in first
-    assert "1 of your questions were left out" in out and "What does the guide say?" in out
     summary = json.loads((model / "report.json").read_text())
-    assert (model / "report.md").read_text().splitlines()[2] == f"**{summary['verdict']}**"
+    epoch = summary["guard"]["best_epoch"]
+    kept = f"Kept: the adapter of epoch {epoch}" if epoch else "Kept: the base model"
+    assert first.startswith(kept) and "a memory of your chunks' sentences" in first, first  # what was kept, as report.json says
+    assert "labelled questions showed no clear gain" in first and "On 1 held-out questions: MRR@5" in first
+    assert "1 of your questions were left out" in out and "What does the guide say?" in out
+    report = (model / "report.md").read_text().splitlines()
+    assert report[2] == f"**{summary['verdict']}**"
+    assert report[4].startswith("Trained on: the walkthrough's published Lyft 2021 10-K questions (668 questions over 334 chunks)")
+    assert "5 of your questions, as evidence for a memory of them" in report[4]
     assert summary["evaluation"]["left_out"] == {"What does the guide say?": "row 7: the quote is in no chunk of guide.txt "
                                                  "(it must be an exact passage, within one chunk)"}
     # a cold cache: the base model embedded this folder's chunks and nothing of the published questions
@@ -317,3 +323,21 @@ def test_index_checks_the_store_before_embedding_and_replaces_what_it_wrote(tmp_
         client.close()
     expected = set(read_folder(docs, chunk_size=64, chunk_overlap=8, show_progress=False).corpus)
     assert stored == expected  # the edited, removed and re-chunked files left nothing stale behind
+
+
+def test_the_first_line_names_what_was_kept_and_why():
+    from types import SimpleNamespace
+
+    from adapterkit.pipeline.report import verdict
+
+    group = SimpleNamespace(val_idx=[0, 1, 2])
+    bare = SimpleNamespace(best_epoch=0, memories={}, groups=[group, group], memory_choice=None)
+    result = SimpleNamespace(database_memory=None, table=None, evaluation=None)
+    assert verdict(bare, result).startswith("Kept: the base model unchanged (no training epoch beat the start by more than its "
+                                            "standard error on 6 held-out training queries).")
+    trained = SimpleNamespace(best_epoch=4, memories={"sentences": 1, "questions": 1}, groups=[group],
+                              memory_choice={"held_out_questions": 12, "default": "0.0/0.0/0.25", "question_weight": 0.5,
+                                             "question_temperature": 20.0, "sentence_weight": 0.25})
+    line = verdict(trained, result)
+    assert line.startswith("Kept: the adapter of epoch 4 and a memory of your questions and a memory of your chunks' sentences")
+    assert "your 12 labelled questions gained clearly from a memory of them" in line and "give --questions or --llm" in line

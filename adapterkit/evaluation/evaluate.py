@@ -170,4 +170,4 @@ def encode(
         if kind == "query" and getattr(model, "_transform_query", True):
             vecs = apply_adapter(adapter, vecs)
         return vecs
-    return embed_texts(model, texts, kind, cache=cache, show_progress=show_progress)
+    return embed_texts(model, texts, kind, cache=cache, show_progress=show_progress, purpose=f"{'questions' if kind == 'query' else 'chunks'} to score")

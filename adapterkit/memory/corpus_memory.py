@@ -414,7 +414,7 @@ def chunk_keys(corpus: Mapping[str, str], todo: Sequence[str], embed_model: Base
         docs = embed_texts(index_model or embed_model, [corpus[c] for c in todo], "text", cache=cache, show_progress=show_progress)
     sentences = [chunk_sentences(corpus[c], most=max_keys) for c in todo]  # a chunk without a 6+ word sentence is held with no key
     flat = [x for found in sentences for x in found]
-    keys = embed_texts(embed_model, flat, "query", cache=cache, show_progress=show_progress) if flat else np.zeros((0, key_dim), np.float32)
+    keys = embed_texts(embed_model, flat, "query", cache=cache, show_progress=show_progress, purpose="sentences (memory keys)") if flat else np.zeros((0, key_dim), np.float32)
     return docs, keys, np.repeat(np.arange(len(todo)), [len(found) for found in sentences])
 
 

@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Set, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Union
 
 import numpy as np
 import pandas as pd
@@ -95,6 +95,7 @@ class FitResult:
     seconds: float
     summary: Dict[str, Any]
     database_memory: Optional[Dict[str, Any]] = None  # with memory_table: its name, class, server (no password) and key count
+    trained_on: List[str] = field(default_factory=list)  # every data source that trained the model, in words
 
 
 def store_scale_options(store: Any, sample_chunks: Optional[int], memory_table: Optional[str], questions: Any,
@@ -350,7 +351,7 @@ def fit_documents(
         print(result.report.read_text())
     """
     from adapterkit.adapter_embedding import AdapterEmbeddingModel
-    from adapterkit.pipeline.report import write_fit_report
+    from adapterkit.pipeline.report import data_sources, write_fit_report
 
     if questions is not None and llm is not None:
         raise ValueError("Give questions or llm for the evaluation, not both: your questions are the better evidence, "
@@ -432,7 +433,7 @@ def fit_documents(
                         **({"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "follow_symlinks": follow_symlinks} if store is None else {})}
             write_text(work / MANIFEST, json.dumps(manifest, indent=1))
             result = FitResult(out, out / "report.md", evaluation, table, changes, counter.counts, round(time.perf_counter() - started, 1), {},
-                               database_memory)
+                               database_memory, data_sources(train, engine, corpus, yours))
             result.summary = write_fit_report(result, engine, source, frames, movement, into=work)
             stage.commit()
             stage = None

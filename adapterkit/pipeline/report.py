@@ -77,13 +77,26 @@ def _plots(folder: Path, frames: Mapping[str, pd.DataFrame], engine: Any = None)
     return written
 
 
+def data_sources(train: Any, engine: Any, corpus: Dict[str, str], yours: Any) -> List[str]:
+    """Every data source that trained the model, in words, for the report."""
+    pseudo = len(engine.groups[-1].queries) if len(engine.groups) > 1 else 0
+    sources = [f"the walkthrough's published Lyft 2021 10-K questions ({len(train.queries)} questions over {len(train.corpus)} chunks), "
+               "the labelled side", f"{pseudo} pseudo-queries (sentences of your {len(corpus)} chunks)"]
+    if yours is not None:
+        sources.append(f"{len(yours.queries)} of your questions, as evidence for a memory of them")
+    return sources
+
+
 def verdict(engine: Any, result: Any) -> str:
     """The report's first line: which model was kept, on what evidence, and why."""
     epoch = engine.best_epoch or 0
     names = {"sentences": "your chunks' sentences", "questions": "your questions"}
     memories = [names.get(m, m) for m in sorted(engine.memories)] + (["your chunks' sentences (in the database)"] if result.database_memory else [])
-    parts = ([f"the adapter of epoch {epoch}"] if epoch else []) + [f"a memory of {m}" for m in memories]
-    kept = ("Kept: the base model with " + " and ".join(parts)) if parts else "Kept: the base model unchanged"
+    parts = [f"a memory of {m}" for m in memories]
+    if epoch:
+        kept = "Kept: the adapter of epoch " + str(epoch) + "".join(f" and {p}" for p in parts)
+    else:
+        kept = ("Kept: the base model (no adapter) with " + " and ".join(parts)) if parts else "Kept: the base model unchanged"
     held = sum(len(g.val_idx) for g in engine.groups)
     why = [f"epoch {epoch} beat the start by more than its standard error on {held} held-out training queries" if epoch
            else f"no training epoch beat the start by more than its standard error on {held} held-out training queries"]
@@ -120,7 +133,10 @@ def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str,
     }
     plots = _plots(target, frames, engine)
     summary["verdict"] = verdict(engine, result)
+    summary["trained_on"] = list(result.trained_on)
     lines = [f"# Adapter for {source.origin}", "", f"**{summary['verdict']}**", ""]
+    if result.trained_on:
+        lines += ["Trained on: " + "; ".join(result.trained_on) + ".", ""]
     where = f"{len(source.files)} files" if source.files else "the store"
     lines += [f"{len(source.corpus)} chunks from {where}; base model `{manifest['embed_model']}`; "
               f"{result.seconds} s; the base model embedded {result.embedded['text']} chunks and {result.embedded['query']} queries "

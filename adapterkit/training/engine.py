@@ -57,14 +57,7 @@ from adapterkit.training.cross_start import check_cross_options, fit_start_map
 from adapterkit.training.losses import identity_penalty, start_penalty
 from adapterkit.training.memory_choice import CHOSEN_WEIGHT, choose_memories
 from adapterkit.training.pseudo_queries import generated_pseudo_queries, pseudo_queries
-from adapterkit.training.sampling import (
-    TrainingGroup,
-    candidates,
-    count_steps,
-    epoch_batches,
-    lr_factor,
-    mine_hard_negatives,
-)
+from adapterkit.training.sampling import TrainingGroup, candidates, count_steps, epoch_batches, lr_factor, mine_hard_negatives
 from adapterkit.training.selection import TrainingDivergedError  # noqa: F401 (its home for callers of the engine)
 
 # LlamaIndex's walkthrough recipe: pairs in order, in-batch negatives, lr 2e-5, 10% linear warm-up,
@@ -202,7 +195,8 @@ class EmbeddingAdapterFinetuneEngine:
     def _group(self, name: str, queries: Mapping[str, str], corpus: Mapping[str, str], relevant: Mapping[str, List[str]]) -> TrainingGroup:
         qids, doc_ids = list(queries), list(corpus)
         pos = {d: i for i, d in enumerate(doc_ids)}
-        embed = lambda model, texts, kind: embed_texts(model, texts, kind, cache=self._cache, show_progress=self._show_progress)  # noqa: E731
+        what = {"query": "labelled questions", "text": "their chunks"} if name == "train" else {"query": "pseudo-queries", "text": "searched chunks"}
+        embed = lambda model, texts, kind: embed_texts(model, texts, kind, cache=self._cache, show_progress=self._show_progress, purpose=what[kind])  # noqa: E731
         docs = embed(self.index_model or self.embed_model, [corpus[d] for d in doc_ids], "text")
         if self.index_model is not None:
             self._doc_vectors.update(zip(doc_ids, docs))
@@ -368,8 +362,8 @@ class EmbeddingAdapterFinetuneEngine:
             state.val_mrr = [state.best_score]
         identity_rr = state.tensors["identity_rr"].numpy() if validate else None
         self.loss_history, self.epoch_loss, self.val_mrr, self.best_epoch = state.loss_history, state.epoch_loss, state.val_mrr, state.best_epoch
-        label = "Epoch" if state.phase == "select" else "Refit"
-        for epoch in tqdm(range(state.epoch + 1, config.epochs + 1), desc=label, disable=not self._show_progress):
+        label, desc = ("Epoch", "Epoch") if state.phase == "select" else ("Refit", "Refit (every pair, up to the chosen epoch)")
+        for epoch in tqdm(range(state.epoch + 1, config.epochs + 1), desc=desc, disable=not self._show_progress):
             epoch_start = generator.get_state()
             batches = epoch_batches(self.groups, rows, config.batch_size, config.shuffle, config.no_duplicates, generator)
             model.train()
