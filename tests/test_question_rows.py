@@ -130,6 +130,7 @@ def test_fit_and_eval_take_question_rows_and_the_report_says_what_happened(tmp_p
     assert report[2] == f"**{summary['verdict']}**"
     assert report[4].startswith("Trained on: the walkthrough's published Lyft 2021 10-K questions (668 questions over 334 chunks)")
     assert "5 of your questions, as evidence for a memory of them" in report[4]
+    assert "- 'What does the guide say?': row 7: the quote is in no chunk of guide.txt" in "\n".join(report)
     assert summary["evaluation"]["left_out"] == {"What does the guide say?": "row 7: the quote is in no chunk of guide.txt "
                                                  "(it must be an exact passage, within one chunk)"}
     # a cold cache: the base model embedded this folder's chunks and nothing of the published questions

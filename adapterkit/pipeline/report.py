@@ -162,7 +162,9 @@ def write_fit_report(result: Any, engine: Any, source: Any, frames: Mapping[str,
                   f"chunks added {c['chunks_added']}, removed {c['chunks_removed']}, unchanged {c['chunks_unchanged']}.", ""]
     lines += ["## Evaluation", "", f"Questions scored: {evaluation.source}."]
     if evaluation.details:
-        lines += ["", ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in evaluation.details.items()) + "."]
+        lines += ["", ", ".join(f"{k.replace('_', ' ')}: {len(v) if isinstance(v, dict) else v}" for k, v in evaluation.details.items()) + "."]
+        left_out = evaluation.details.get("left_out") or {}
+        lines += (["", "Questions left out:", ""] + [f"- {q!r}: {why}" for q, why in left_out.items()]) if left_out else []
     lines += [""]
     if result.table is not None:
         lines += [_table_md(result.table), "", "Δ: adapter minus base, with a paired bootstrap 95% interval over the questions.", ""]
