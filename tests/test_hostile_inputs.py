@@ -165,9 +165,10 @@ def test_sigint_to_a_running_fit_never_leaves_a_mixed_folder(fitted, tmp_path):
         code, err = process.wait(timeout=600), process.stderr.read()
         # Python itself swallows (and prints) a Ctrl-C that lands inside a finalizer; the run then goes on to its end
         err = re.sub(r"Exception ignored in: .*?KeyboardInterrupt: ?\n", "", err, flags=re.S)
-        assert code in (0, 130) and "Traceback" not in err, (delay, code, err)
+        # -SIGINT: Python ended itself by the signal after the message (a shell reports that as 130 too)
+        assert code in (0, 130, -signal.SIGINT) and "Traceback" not in err, (delay, code, err)
         now = tree(root / "model")
-        if code == 130:
+        if code != 0:
             assert now == before or json.loads((root / "model" / "fit.json").read_text())["chunks"] != json.loads(
                 (fitted / "model" / "fit.json").read_text())["chunks"], delay
         summary = json.loads((root / "model" / "report.json").read_text())
