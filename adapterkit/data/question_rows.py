@@ -169,6 +169,11 @@ def read_rows(path: PathLike) -> List[QuestionRow]:
     return rows
 
 
+def question_id(question: str) -> str:
+    """A question's id in the dataset: a hash of its text, so rows of one question share it."""
+    return "q-" + hashlib.sha256(question.encode("utf-8")).hexdigest()[:16]
+
+
 def resolve_rows(rows: List[QuestionRow], corpus: Mapping[str, str], chunks_of: Mapping[str, List[str]],
                  skipped: Optional[Mapping[str, str]] = None) -> Tuple[EmbeddingQAFinetuneDataset, Dict[str, str]]:
     """``(dataset, not placed)``: each row's relevant chunks among a folder's, and ``{question: why}`` for questions left out.
@@ -195,16 +200,15 @@ def resolve_rows(rows: List[QuestionRow], corpus: Mapping[str, str], chunks_of: 
             ids = [c for c in ids if quote in normal[c]]
             if not ids:
                 why = f"row {row.line}: the quote is in no chunk of {row.file} (it must be an exact passage, within one chunk)"
-        qid = "q-" + hashlib.sha256(row.question.encode("utf-8")).hexdigest()[:16]
+        qid = question_id(row.question)
         if why is not None:
             missing.setdefault(row.question, []).append(why)
             continue
         queries[qid] = row.question
         relevant[qid] = list(dict.fromkeys(relevant.get(qid, []) + ids))
     for question in missing:  # a question with an unplaced row is left out whole
-        qid = "q-" + hashlib.sha256(question.encode("utf-8")).hexdigest()[:16]
-        queries.pop(qid, None)
-        relevant.pop(qid, None)
+        queries.pop(question_id(question), None)
+        relevant.pop(question_id(question), None)
     reasons = {q: "; ".join(whys) for q, whys in missing.items()}
     if not queries:
         raise DatasetError("No question could be placed in these documents: " + "; ".join(list(reasons.values())[:5]) + ".")
