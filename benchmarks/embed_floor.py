@@ -3,7 +3,8 @@
 The texts are sentences of the walkthrough's Uber chunks (what a sentence memory embeds: short texts of
 many lengths) and whole chunks. Each row is texts per second, best of ``--repeats``:
 
-- ``adapterkit``: ``embed_texts`` with an empty cache (tokenizing, grouping by length, caching);
+- ``adapterkit``: ``embed_texts`` with an empty cache (tokenizing, grouping by length, caching), with the
+  default one text per onnxruntime call and with equal-length rows of up to 32 per call;
 - ``onnxruntime float32 ...``: a bare ``InferenceSession`` over the same float32 graph on texts already
   tokenized, in equal-length batches (no padding) or padded batches of length-sorted texts, for each
   thread count and batch size: the best a plain onnxruntime pass reaches here;
@@ -104,10 +105,14 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
 
-        def through_kit() -> None:
-            with tempfile.TemporaryDirectory() as cache:
-                embed_texts(model, texts, "text", cache=EmbeddingCache(cache))
-        record("adapterkit embed_texts (default settings, empty cache)", best_of(args.repeats, through_kit))
+        for rows_per_run in (1, 32):
+            kit = OnnxBGEEmbedding(rows_per_run=rows_per_run)
+
+            def through_kit() -> None:
+                with tempfile.TemporaryDirectory() as cache:
+                    embed_texts(kit, texts, "text", cache=EmbeddingCache(cache))
+            setting = "default settings" if rows_per_run == 1 else f"rows_per_run={rows_per_run}"
+            record(f"adapterkit embed_texts ({setting}, empty cache)", best_of(args.repeats, through_kit))
         record("tokenizing alone", best_of(args.repeats, lambda: model._tokenizer.encode_batch(texts)))
         for precision, graph in graphs.items():
             for threads in (1, 2):

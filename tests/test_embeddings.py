@@ -37,12 +37,17 @@ def test_default_runs_in_float32_without_integer_kernels(bge):
 
 
 def test_vectors_do_not_depend_on_batch_neighbours_or_threads(bge):
-    together = np.array(bge._get_query_embeddings(SENTENCES * 3))
+    batched = OnnxBGEEmbedding(rows_per_run=8)
+    assert model_identity(batched) == model_identity(bge)  # a speed setting: the cache's vectors stay valid
+    together = np.array(batched._get_query_embeddings(SENTENCES * 3))
     alone = np.array([bge._get_query_embeddings([s])[0] for s in SENTENCES])
     np.testing.assert_array_equal(together[: len(SENTENCES)], alone)
     np.testing.assert_array_equal(together[len(SENTENCES):], np.concatenate([alone, alone]))
-    one_thread = OnnxBGEEmbedding(num_threads=1, embed_batch_size=2)
-    np.testing.assert_array_equal(np.array(one_thread._get_query_embeddings(SENTENCES)), alone)
+    one_thread = OnnxBGEEmbedding(num_threads=1, rows_per_run=2)
+    np.testing.assert_array_equal(np.array(one_thread._get_query_embeddings(SENTENCES * 2)[: len(SENTENCES)]), alone)
+    for bad in (0, -1, 1.5, "many"):
+        with pytest.raises(ValueError, match="rows_per_run"):
+            OnnxBGEEmbedding(rows_per_run=bad)
 
 
 def test_other_float_kernels_agree_to_rounding(bge):
