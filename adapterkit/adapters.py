@@ -20,13 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adapterkit.atomic import atomic_path
+from adapterkit.errors import AdapterkitError
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
 TORCH_NAME = "pytorch_model.bin"  # LlamaIndex's weights file
 
 
-class AdapterLoadError(ValueError):
+class AdapterLoadError(AdapterkitError, ValueError):
     """An adapter folder is missing, incomplete or does not match its class."""
 
 

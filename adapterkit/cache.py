@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
 from adapterkit.data.files import user_cache_dir
 from adapterkit.embeddings import model_identity
+from adapterkit.errors import AdapterkitError
 
 KINDS = ("query", "text")
 logger = logging.getLogger(__name__)
@@ -34,11 +35,11 @@ def default_cache_dir() -> Path:
     return user_cache_dir()
 
 
-class NonFiniteEmbeddingError(ValueError):
+class NonFiniteEmbeddingError(AdapterkitError, ValueError):
     """The base model returned NaN or inf for some text."""
 
 
-class EmbeddingCacheError(RuntimeError):
+class EmbeddingCacheError(AdapterkitError, RuntimeError):
     """The cache file cannot be opened or read."""
 
 

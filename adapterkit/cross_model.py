@@ -29,6 +29,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from adapterkit.adapters import TORCH_NAME, LinearLayer
 from adapterkit.atomic import write_text
 from adapterkit.embeddings import model_identity
+from adapterkit.errors import AdapterkitError
 from adapterkit.metrics import unit_rows
 from adapterkit.records import read_record
 
@@ -38,11 +39,11 @@ _FIELDS = {"query_model": str, "query_model_name": str, "query_dim": int, "index
            "index_dim": int, "sample_chunks": int}
 
 
-class SampleTooSmallError(ValueError):
+class SampleTooSmallError(AdapterkitError, ValueError):
     """Fewer paired rows than the map needs."""
 
 
-class CrossModelError(ValueError):
+class CrossModelError(AdapterkitError, ValueError):
     """A cross-model adapter used over a model, or against an index, it was not trained for."""
 
 

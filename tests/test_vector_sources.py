@@ -185,7 +185,8 @@ def test_unsupported_empty_and_broken_stores_say_what_to_do(pg, tmp_path, bge):
 
 def test_a_cross_model_adapter_serves_new_model_queries_from_an_old_model_store(pg, val_full, bge, tmp_path):
     """An index built by MiniLM in PostgreSQL, queried with bge through a cross-model adapter."""
-    from adapterkit import AdapterEmbeddingModel, CrossModelError, resolve_embed_model
+    from adapterkit import AdapterEmbeddingModel, resolve_embed_model
+    from adapterkit.cross_model import CrossModelError
     from adapterkit.query_vectors import adapt_queries
     from adapterkit.stores.stored_vectors import check_serving
 

@@ -11,11 +11,12 @@ from llama_index.core.bridge.pydantic import BaseModel
 from llama_index.core.schema import BaseNode, MetadataMode
 
 from adapterkit.atomic import write_text
+from adapterkit.errors import AdapterkitError
 
 __all__ = ["EmbeddingQAFinetuneDataset", "DatasetError", "node_texts"]
 
 
-class DatasetError(ValueError):
+class DatasetError(AdapterkitError, ValueError):
     """A dataset is empty, malformed or refers to chunks it does not hold."""
 
 

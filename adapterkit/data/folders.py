@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from adapterkit.data.documents import NODE_NAMESPACE
 from adapterkit.data.files import sha256_of
+from adapterkit.errors import AdapterkitError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -31,7 +32,7 @@ READER_SUFFIXES = (".pdf", ".docx", ".epub", ".ipynb", ".csv")
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES + HTML_SUFFIXES + READER_SUFFIXES
 
 
-class DocumentFolderError(ValueError):
+class DocumentFolderError(AdapterkitError, ValueError):
     """A folder that gives no readable document (missing, empty, or nothing in it could be read)."""
 
 

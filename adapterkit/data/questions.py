@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from adapterkit.data.datasets import EmbeddingQAFinetuneDataset, node_texts
 from adapterkit.data.llms import resolve_llm
 from adapterkit.data.question_parsing import answer_pieces, parse_questions
+from adapterkit.errors import AdapterkitError
 from adapterkit.logs import show_messages
 
 __all__ = [
@@ -139,11 +140,11 @@ def _read_progress(path: Path, texts: Mapping[str, str]) -> Dict[str, Dict[str, 
     return done
 
 
-class CallsDeclined(RuntimeError):
+class CallsDeclined(AdapterkitError, RuntimeError):
     """The caller declined the LLM calls a run would make (nothing was sent)."""
 
 
-class EmptyAnswerError(ValueError):
+class EmptyAnswerError(AdapterkitError, ValueError):
     """The LLM answered, but no usable question was in the answer."""
 
 

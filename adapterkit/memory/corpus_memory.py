@@ -30,6 +30,7 @@ from adapterkit.atomic import atomic_path, write_text
 from adapterkit.cache import EmbeddingCache, embed_texts
 from adapterkit.data.documents import chunk_sentences
 from adapterkit.embeddings import model_identity
+from adapterkit.errors import AdapterkitError
 from adapterkit.memory.keys import INDEX_KINDS, MAX_PULL, KeyIndex, first_non_finite_row, make_index, pull_ok
 from adapterkit.memory.rows import check_keys_per_chunk, check_max_keys
 from adapterkit.metrics import unit_rows
@@ -40,7 +41,7 @@ ARRAYS = ("chunks", "keys", "owner")  # saved as <name>.npy beside memory.json
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class MemoryLoadError(ValueError):
+class MemoryLoadError(AdapterkitError, ValueError):
     """A memory folder is missing, incomplete or damaged."""
 
 

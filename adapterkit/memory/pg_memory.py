@@ -38,6 +38,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from adapterkit.errors import AdapterkitError
 from adapterkit.memory.corpus_memory import CorpusMemory
 from adapterkit.memory.database_memory import DatabaseMemory
 from adapterkit.memory.pg_rows import check_pg_name, copy_rows, key_rows
@@ -49,7 +50,7 @@ _NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")  # PostgreSQL names stop at 63 byte
 LOOKUP_BATCH = 256  # queries per round trip: bounds the rows fetched at once
 
 
-class PgMemoryError(ValueError):
+class PgMemoryError(AdapterkitError, ValueError):
     """A memory table is missing, unfinished, or does not fit its record."""
 
 

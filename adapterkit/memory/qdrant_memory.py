@@ -39,6 +39,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from adapterkit.errors import AdapterkitError
 from adapterkit.memory.corpus_memory import CorpusMemory
 from adapterkit.memory.database_memory import DatabaseMemory
 from adapterkit.memory.pg_memory import LOOKUP_BATCH, check_name
@@ -50,7 +51,7 @@ _IDS = uuid.UUID("6f1c1f38-7a0e-4c5e-9a57-3a1d1c2b9e01")  # namespace of point i
 _OPTIONS = ("dim", "key_dim", "weight", "temperature", "top_k", "max_keys", "key_model", "chunk_model")  # a resumed build keeps these
 
 
-class QdrantMemoryError(ValueError):
+class QdrantMemoryError(AdapterkitError, ValueError):
     """A memory collection is missing, unfinished, or does not fit its metadata."""
 
 

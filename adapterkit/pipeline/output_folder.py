@@ -24,13 +24,14 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from adapterkit.errors import AdapterkitError
 from adapterkit.records import read_record
 
 PathLike = Union[str, "os.PathLike[str]"]
 MANIFEST = "fit.json"  # what a fit read and how: compared by the next run on the same folder
 
 
-class OutputFolderError(ValueError):
+class OutputFolderError(AdapterkitError, ValueError):
     """The output folder holds something this run must not overwrite, or is in use."""
 
 

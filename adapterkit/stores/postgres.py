@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional, Tuple, Union
 from urllib.parse import parse_qs, urlparse
 
+from adapterkit.errors import AdapterkitError
 from adapterkit.memory.pg_rows import check_pg_name
 
 # HNSW with cosine distance, pgvector's defaults (m 16, ef_construction 64, ef_search 40).
@@ -28,7 +29,7 @@ STORE_PREFIX = "data_"  # PGVectorStore(table_name=T) keeps its rows in table da
 INDEX_SUFFIX = "_embedding_idx"  # and its HNSW index is data_T_embedding_idx
 
 
-class StoreTableMissing(ValueError, RuntimeError):
+class StoreTableMissing(AdapterkitError, ValueError, RuntimeError):
     """The table a ``PGVectorStore`` reads is not on the server: its name is what to fix."""
 
 

@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from adapterkit.errors import AdapterkitError
 from adapterkit.metrics import exact_search, reciprocal_rank
 from adapterkit.query_vectors import apply_adapter
 from adapterkit.training.sampling import TrainingGroup
@@ -86,7 +87,7 @@ def choose(score: float, best_score: float, rr: Optional[np.ndarray], identity_r
     return not any(clearly_worse(rr[part], identity_rr[part]) for part in slices)
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(AdapterkitError, RuntimeError):
     """The adapter's weights became NaN or infinite and no finite epoch could be kept."""
 
 
