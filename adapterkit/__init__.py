@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 
 __version__ = "0.2.0"
 
-# name -> module that defines it; the layout by job is in docs/reference/layout.md.
+# name -> module that defines it; the layout by job is in docs/development.md.
 _EXPORTS: Dict[str, str] = {}
 for _module, _names in {
     "adapterkit.errors": ["AdapterkitError"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Type, Union, cast
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -155,7 +155,7 @@ class AdapterEmbeddingModel(BaseEmbedding):
             check_base_models(base, adapter_path, record, [])
         super().__init__(
             embed_batch_size=embed_batch_size,
-            callback_manager=callback_manager,
+            callback_manager=callback_manager,  # type: ignore[arg-type]  # typed CallbackManager, but BaseEmbedding turns None into one
             model_name=f"Adapter for {base.model_name}",
         )
         self._base_embed_model = base
@@ -177,7 +177,8 @@ class AdapterEmbeddingModel(BaseEmbedding):
             memory = Path(adapter_path) / MEMORY_DIR if memory_folders(Path(adapter_path) / MEMORY_DIR) else False
         if isinstance(memory, (str, os.PathLike)):
             memory = load_memories(memory)
-        self._memories = [memory] if hasattr(memory, "pull") else list(memory or [])  # one memory, or a list
+        # one memory (anything with pull: a CorpusMemory, PgMemory or QdrantMemory), or a list
+        self._memories = [cast(CorpusMemory, memory)] if hasattr(memory, "pull") else list(cast(Sequence[CorpusMemory], memory or []))
         self._folder = str(adapter_path)
         if check_base_model:  # the memories' keys and chunk vectors, where they record their models
             check_base_models(base, adapter_path, None, self._memories, cross["index_model"] if cross is not None else None)

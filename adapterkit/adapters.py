@@ -13,7 +13,7 @@ import os
 import re
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Type
 
 import torch
 import torch.nn.functional as F
@@ -192,7 +192,7 @@ def _check_tensors(state: Any, path: Path) -> None:
             )
 
 
-def _load_into(model: nn.Module, folder: Path, state: Optional[Dict[str, Tensor]] = None) -> None:
+def _load_into(model: BaseAdapter, folder: Path, state: Optional[Dict[str, Tensor]] = None) -> None:
     try:
         model.load_state_dict(_read_state_dict(folder) if state is None else state, strict=True)
     except RuntimeError as exc:
@@ -396,14 +396,14 @@ def make_adapter(kind: str, dim: int, hidden_features: int = 1024, rank: int = 1
         return builders[kind]()
 
 
-def check_adapter_cls(cls: Any) -> type:
+def check_adapter_cls(cls: Any) -> Type[BaseAdapter]:
     """``cls`` if it is a ``BaseAdapter`` subclass, else a ``TypeError`` that says what to pass."""
     if not (isinstance(cls, type) and issubclass(cls, BaseAdapter)):
         raise TypeError(f"adapter_cls must be a subclass of adapterkit.BaseAdapter, got {cls!r}.")
     return cls
 
 
-def infer_adapter_cls(folder: str | os.PathLike) -> type:
+def infer_adapter_cls(folder: str | os.PathLike) -> Type[BaseAdapter]:
     """LinearLayer or TwoLayerNN, read off ``config.json``; other classes must be passed explicitly."""
     keys = set(read_config(Path(folder)))
     if "hidden_features" in keys:

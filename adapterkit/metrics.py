@@ -81,8 +81,8 @@ def exact_search(
                 best_s, best_i = merge_top_k(best_s, best_i, s, ds)
             top_idx[qs : qs + len(q)] = best_i.numpy()
             top_scores[qs : qs + len(q)] = best_s.numpy()
-            r = (beaten + 1).numpy()
-            ranks.extend(r[row][rel_mask[row].numpy()] for row in range(len(q)))
+            rank_rows = (beaten + 1).numpy()
+            ranks.extend(rank_rows[row][rel_mask[row].numpy()] for row in range(len(q)))
     return top_idx, top_scores, ranks
 
 
@@ -91,7 +91,7 @@ def finite_scores(scores: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(scores), scores, torch.tensor(-math.inf))
 
 
-def reciprocal_rank(first_rank: np.ndarray, k: int) -> np.ndarray:
+def reciprocal_rank(first_rank: Sequence[float] | np.ndarray, k: int) -> np.ndarray:
     """1 / the rank of the first relevant doc, 0 past ``k``: the per-query term of MRR@k."""
     first_rank = np.asarray(first_rank, dtype=float)
     return np.where(first_rank <= k, 1.0 / first_rank, 0.0)
@@ -162,7 +162,8 @@ def paired_ranks(base: pd.DataFrame, other: pd.DataFrame, column: str = "rank") 
     return base[["query_id", column]].merge(other[["query_id", column]], on="query_id", suffixes=("_base", "_other"))
 
 
-def paired_bootstrap(base: Sequence[float], other: Sequence[float], reps: int = 2000, seed: int = 0, level: float = 0.95) -> Tuple[float, float, float]:
+def paired_bootstrap(base: Sequence[float] | np.ndarray, other: Sequence[float] | np.ndarray, reps: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> Tuple[float, float, float]:
     """Mean of ``other - base`` over queries and its bootstrap interval (queries resampled with replacement).
 
     Returns ``(difference, low, high)``; the interval excludes 0 when the change is clear at ``level``.

@@ -51,7 +51,7 @@ class EmbeddingQAFinetuneDataset(BaseModel):
     LlamaIndex keeps this class in ``llama-index-finetuning``; adapterkit does not need that package,
     and ``model_dump()`` of either class builds the other.
 
-    Args:
+    Attributes:
         queries: ``{query_id: query text}``.
         corpus: ``{node_id: chunk text}``.
         relevant_docs: ``{query_id: [node_id, ...]}``; every id must be in ``corpus``.
@@ -144,7 +144,8 @@ class EmbeddingQAFinetuneDataset(BaseModel):
         dataset = cls(queries=data["queries"], corpus=data["corpus"], relevant_docs=relevant, **extra)
         return dataset.validate(source)
 
-    def validate(self, source: str = "the dataset") -> "EmbeddingQAFinetuneDataset":
+    # replaces pydantic v1's deprecated classmethod BaseModel.validate, which adapterkit never calls
+    def validate(self, source: str = "the dataset") -> "EmbeddingQAFinetuneDataset":  # type: ignore[override]
         """Raise a ``DatasetError`` that names the problem; return ``self`` when all is well."""
         if not self.queries:
             raise DatasetError(f"{source} has no queries: add (query, relevant chunk) pairs or generate them.")

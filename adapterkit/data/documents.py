@@ -7,9 +7,9 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union, cast
 
-from llama_index.core.schema import BaseNode, Document, TextNode
+from llama_index.core.schema import Document, TextNode
 from tqdm.auto import tqdm
 
 from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
@@ -33,7 +33,7 @@ def resolve_pdf(name_or_path: PathLike) -> Path:
     return path
 
 
-def _stable_id(i: int, doc: BaseNode) -> str:
+def _stable_id(i: int, doc: Document) -> str:  # the splitter is only given Documents (load_corpus)
     return str(uuid.uuid5(NODE_NAMESPACE, f"{doc.doc_id}:{i}"))
 
 
@@ -73,7 +73,8 @@ def load_corpus(
             page.metadata = {"file_name": path.name, "page_label": str(page.metadata.get("page_label", k + 1))}
         docs.extend(pages)
     parser = SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap, id_func=_stable_id)
-    return parser.get_nodes_from_documents(docs, show_progress=show_progress)
+    # SentenceSplitter builds TextNode chunks; its interface is typed with BaseNode
+    return cast(List[TextNode], parser.get_nodes_from_documents(docs, show_progress=show_progress))
 
 
 def corpus_to_nodes(corpus: Union[EmbeddingQAFinetuneDataset, Dict[str, str]]) -> List[TextNode]:

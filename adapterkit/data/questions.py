@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.llms import LLM
@@ -348,7 +348,7 @@ def generate_qa_embedding_pairs(
         llm = resolve_llm(llm)  # only now: loading the local model takes seconds
         if confirm is not None and not confirm(llm, len(todo)):
             raise CallsDeclined(f"Stopped before asking the LLM about {len(todo)} chunks: nothing was sent.")
-    workers = _workers(llm, max_workers) if todo else 1
+    workers = _workers(cast(LLM, llm), max_workers) if todo else 1  # with todo, resolve_llm ran above
 
     _ask_all(llm, todo, texts, done, stats, progress, workers=workers, retry_limit=retry_limit, retry_delay=retry_delay,
          timeout=timeout, on_failure=on_failure, keep=num_questions_per_chunk, verbose=verbose)

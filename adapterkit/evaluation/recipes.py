@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
 
@@ -21,7 +21,7 @@ def engine_recipe(target_corpus: bool = True, **options: Any) -> Recipe:
         engine = EmbeddingAdapterFinetuneEngine(train, model, model_output_path=folder, show_progress=False,
                                                 unlabeled_corpus=target.corpus if target_corpus else None, **options)
         engine.finetune()
-        notes = {"best_epoch": engine.best_epoch, "memories": "+".join(engine.memories) or "none"}
+        notes: Dict[str, Any] = {"best_epoch": engine.best_epoch, "memories": "+".join(engine.memories) or "none"}
         if engine.memory_choice:
             notes["memory_choice"] = {k: engine.memory_choice[k] for k in ("question_weight", "question_temperature", "sentence_weight")}
         return engine.get_finetuned_model(), None, notes

@@ -20,6 +20,7 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    cast,
 )
 
 import pandas as pd
@@ -65,7 +66,9 @@ def compare_tasks(tasks: Iterable[Tuple[str, EmbeddingQAFinetuneDataset, Embeddi
     sections, results = [], {}
     with tempfile.TemporaryDirectory(prefix="adapterkit-compare-") as work:
         for name, train, target, recipes in tasks:
-            frames, notes = compare_recipes(train, target, recipes, model, Path(work) / name, log=lambda line, n=name: print(f"[{n}] {line}", flush=True))
+            # cast: a lambda with a default argument (the task's name, bound now) gets no type from its context
+            frames, notes = compare_recipes(train, target, recipes, model, Path(work) / name,
+                                            log=cast(Callable[[str], None], lambda line, n=name: print(f"[{n}] {line}", flush=True)))
             table = comparison_table(frames)
             results[name] = {"table": table.to_dict(orient="records"), "notes": notes}
             sections.append(render(name, table, notes))

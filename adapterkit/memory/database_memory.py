@@ -8,14 +8,14 @@ queries from what ``lookup`` finds and follows the index (``add_chunks``, ``upda
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from adapterkit.memory.corpus_memory import _text_hash, apply_memories, check_models, chunk_keys, pull_from
+from adapterkit.memory.corpus_memory import CorpusMemory, _text_hash, apply_memories, check_models, chunk_keys, pull_from
 from adapterkit.memory.rows import checked_rows
 
 
@@ -48,7 +48,7 @@ class DatabaseMemory:
         return pull_from(sims, torch.as_tensor(chunks), self.temperature, self.weight).to(queries.device)
 
     def apply(self, adapted: torch.Tensor, base_queries: torch.Tensor) -> torch.Tensor:
-        return apply_memories(adapted, base_queries, [self])
+        return apply_memories(adapted, base_queries, [cast(CorpusMemory, self)])  # it needs only pull, which this class has
 
     def add_chunks(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
                    text_hashes: Optional[Sequence[str]] = None) -> None:

@@ -113,7 +113,7 @@ def _faiss():
     return faiss
 
 
-def make_index(keys: np.ndarray, kind: str = "auto", **options: object) -> KeyIndex:
+def make_index(keys: np.ndarray, kind: str = "auto", **options: Any) -> KeyIndex:
     """A ``KeyIndex`` over ``keys`` (``(n, d)``, unit length): ``"exact"``, ``"ivf"``, or ``"auto"``
     (exact up to ``EXACT_UP_TO`` keys, else IVF when faiss is installed)."""
     if kind not in INDEX_KINDS:

@@ -169,7 +169,7 @@ class PgMemoryWriter:
         checked = CorpusMemory(dim, key_dim=key_dim, **options)  # the same checks of dim, weight, temperature and top_k
         self.url, self.name, self.dim, self.key_dim = url, check_name(name), checked.dim, checked.key_dim
         self.index, self.lists = index, lists
-        self.options = {"weight": checked.weight, "temperature": checked.temperature, "top_k": checked.top_k,
+        self.options: Dict[str, Any] = {"weight": checked.weight, "temperature": checked.temperature, "top_k": checked.top_k,
                         "max_keys": checked.max_keys, "key_model": key_model, "chunk_model": chunk_model}
         self.staging = f"{name}__building"
         self._finished = False

@@ -147,7 +147,7 @@ class QdrantMemoryWriter:
             raise ValueError(f"Unknown QdrantMemory options {sorted(unknown)}: use weight, temperature, top_k, max_keys.")
         checked = CorpusMemory(dim, key_dim=key_dim, **options)  # the same checks as a local memory's
         self.client, self.name, self.dim, self.key_dim = client, check_name(name), checked.dim, checked.key_dim
-        self.options = {"weight": checked.weight, "temperature": checked.temperature, "top_k": checked.top_k,
+        self.options: Dict[str, Any] = {"weight": checked.weight, "temperature": checked.temperature, "top_k": checked.top_k,
                         "max_keys": checked.max_keys, "key_model": key_model, "chunk_model": chunk_model}
         live = _check_ours(client, name)
         builds = _builds(client, name)
@@ -234,7 +234,7 @@ class QdrantMemory(DatabaseMemory):
         if target is None:
             raise QdrantMemoryError(f"No finished memory {name!r} in this Qdrant (an unfinished build is never read): build it "
                                     "with QdrantMemoryWriter, or continue a build with QdrantMemoryWriter(..., resume=True).")
-        meta = _metadata(client, target).get(TAG)
+        meta: Any = _metadata(client, target).get(TAG)  # any JSON value until checked below (None: a damaged record)
         try:
             self.dim, self.key_dim = int(meta["dim"]), int(meta["key_dim"])
             self.weight, self.temperature, self.top_k = float(meta["weight"]), float(meta["temperature"]), int(meta["top_k"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -27,7 +27,7 @@ def check_keys_per_chunk(chunk_ids: Sequence[str], key_chunk: np.ndarray, max_ke
 
 
 def checked_rows(chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
-                 dim: int, key_dim: int, max_keys: Optional[int] = None) -> tuple:
+                 dim: int, key_dim: int, max_keys: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit-length float32 chunk and key vectors and int64 ``key_chunk``, or a ``ValueError`` that names the problem."""
     chunk_vectors = unit_rows(np.asarray(chunk_vectors, dtype=np.float32).reshape(len(chunk_ids), dim))
     key_vectors = unit_rows(np.asarray(key_vectors, dtype=np.float32).reshape(-1, key_dim))

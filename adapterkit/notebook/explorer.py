@@ -20,13 +20,13 @@ def side_by_side(query: str, indexes: Mapping[str, Any], top_k: int = 5, relevan
 
     Chunks in ``relevant`` are marked with ✓.
     """
-    relevant = set(relevant)
+    relevant_ids = set(relevant)
     columns: Dict[str, List[str]] = {}
     for name, index in indexes.items():
         cells = []
         for hit in index.as_retriever(similarity_top_k=top_k).retrieve(query):
             text = " ".join(hit.node.get_content(metadata_mode=MetadataMode.NONE).split())
-            mark = "✓ " if hit.node.node_id in relevant else ""
+            mark = "✓ " if hit.node.node_id in relevant_ids else ""
             cells.append(f"{mark}[{hit.score:.3f}] {text[:width]}…")
         columns[name] = cells + [""] * (top_k - len(cells))
     return pd.DataFrame(columns, index=pd.RangeIndex(1, top_k + 1, name="rank"))

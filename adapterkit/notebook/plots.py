@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union, overload
 
 import matplotlib.pyplot as plt  # pyplot (not a bare Figure) registers the inline PNG formatter in notebooks
 import numpy as np
@@ -45,6 +45,14 @@ class SavedPlot:
 
 def _done(fig: Figure, path: Optional[PathLike]) -> Union[Figure, SavedPlot]:
     return fig if path is None else SavedPlot(save_figure(fig, path), fig)
+
+
+@overload
+def save_figure(fig: Figure, path: None, dpi: int = 80) -> None: ...
+
+
+@overload
+def save_figure(fig: Figure, path: PathLike, dpi: int = 80) -> Path: ...
 
 
 def save_figure(fig: Figure, path: Optional[PathLike], dpi: int = 80) -> Optional[Path]:

@@ -14,7 +14,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, List, Mapping, Sequence, Union
+from typing import Any, List, Mapping, Sequence, Tuple, Union
 
 from adapterkit.atomic import write_text
 
@@ -36,7 +36,7 @@ def save_results(
     output_dir: PathLike,
     title: str,
     tables: Mapping[str, Any],
-    figures: Mapping[str, Any] = (),
+    figures: Union[Mapping[str, Any], Sequence[Tuple[str, Any]]] = (),
     notes: Sequence[str] = (),
 ) -> Path:
     """Write ``<output_dir>/results.json`` for the report: tables, figure files and notes.

@@ -41,7 +41,7 @@ class CurrentEnvKernelManager(KernelManager):
     """
 
     @property
-    def kernel_spec(self):  # type: ignore[override]
+    def kernel_spec(self):
         if self._kernel_spec is None:
             from ipykernel.kernelspec import RESOURCES, get_kernel_dict
             from jupyter_client.kernelspec import KernelSpec

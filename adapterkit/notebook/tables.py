@@ -95,7 +95,7 @@ def training_table(engine: Any, digits: int = 3) -> pd.DataFrame:
     rows = []
     val = list(getattr(engine, "val_mrr", []) or [])
     for epoch, loss in enumerate(engine.epoch_loss, start=1):
-        row = {"epoch": epoch, "mean_loss": round(float(loss), digits)}
+        row: Dict[str, Union[int, float, str]] = {"epoch": epoch, "mean_loss": round(float(loss), digits)}
         if len(val) > epoch:
             row["held_out_mrr@10"] = round(float(val[epoch]), digits)
         row["kept"] = "yes" if engine.best_epoch == epoch else ""

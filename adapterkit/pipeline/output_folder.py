@@ -50,9 +50,10 @@ def check_inputs_apart(out: PathLike, inputs: Dict[str, Optional[PathLike]]) -> 
                                     "among its files (and read as part of it). Choose an --out outside it.")
 
 
-MANIFEST_FIELDS = {"origin": str, "embed_model": str, "embed_spec": (str, type(None)), "files": dict, "chunks_of": dict, "chunks": list,
-                   "complete": bool, "stored_chunks": (int, type(None)), "memory_table": (str, type(None)),
-                   "chunk_size": (int, type(None)), "chunk_overlap": (int, type(None)), "follow_symlinks": bool}
+MANIFEST_FIELDS: Dict[str, Union[type, tuple]] = {"origin": str, "embed_model": str, "embed_spec": (str, type(None)), "files": dict,
+                                                  "chunks_of": dict, "chunks": list, "complete": bool, "stored_chunks": (int, type(None)),
+                                                  "memory_table": (str, type(None)), "chunk_size": (int, type(None)),
+                                                  "chunk_overlap": (int, type(None)), "follow_symlinks": bool}
 
 
 def questions_outside(questions: Optional[Union[str, os.PathLike]], docs: Optional[Union[str, os.PathLike]]) -> None:

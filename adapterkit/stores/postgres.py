@@ -17,11 +17,14 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Optional, Tuple, Type, Union
 from urllib.parse import parse_qs, urlparse
 
 from adapterkit.errors import AdapterkitError
 from adapterkit.memory.pg_rows import check_pg_name
+
+if TYPE_CHECKING:  # an optional dependency, imported when a store is made
+    from llama_index.vector_stores.postgres import PGVectorStore
 
 # HNSW with cosine distance, pgvector's defaults (m 16, ef_construction 64, ef_search 40).
 HNSW = {"hnsw_m": 16, "hnsw_ef_construction": 64, "hnsw_ef_search": 40, "hnsw_dist_method": "vector_cosine_ops"}
@@ -76,7 +79,7 @@ def create_hnsw_index(store: Any) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def _store_class() -> type:
+def _store_class() -> Type[PGVectorStore]:
     """LlamaIndex's ``PGVectorStore`` with its HNSW index built by ``create_hnsw_index``: its own pastes the table name into the SQL."""
     from llama_index.vector_stores.postgres import PGVectorStore as LlamaIndexStore
 

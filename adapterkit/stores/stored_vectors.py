@@ -24,7 +24,7 @@ import struct
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -87,7 +87,8 @@ def _read_pgvector(store: Any, batch_size: int) -> Iterator[StoredBatch]:
 
     def produce() -> None:  # the driver pushes the whole COPY into the pipe; the reader below takes it batch by batch
         try:
-            with os.fdopen(write_fd, "wb") as sink, pooled.driver_connection.cursor() as cur:
+            # set: require_table above has already queried through this connection
+            with os.fdopen(write_fd, "wb") as sink, cast(Any, pooled.driver_connection).cursor() as cur:
                 cur.copy_expert(statement, sink)
         except BaseException as exc:  # a missing table, a lost connection, or the reader went away
             failed.append(exc)
@@ -226,7 +227,7 @@ def cache_stored_vectors(
             corpus.update(zip(batch.ids, batch.texts))
             bar.update(len(batch.ids))
         bar.close()
-        if not corpus:
+        if not corpus or dim is None:  # dim is None only when no batch was read
             raise ValueError("The vector store holds no nodes: write the corpus into it first.")
         check.verify(embed_model, dim)
         store.move(staging, ident)

@@ -109,7 +109,7 @@ def sample_stored_corpus(
             rows += len(batch.ids)
             bar.update(len(batch.ids))
         bar.close()
-        if not rows:
+        if not rows or dim is None:  # dim is None only when no batch was read
             raise ValueError("The vector store holds no nodes: write the corpus into it first.")
         _check_unique(np.concatenate(hashes))
         missing = [i for i in wanted if i not in kept]

@@ -91,7 +91,7 @@ def no_duplicate_batches(positives: Union[Sequence[int], Dict[int, int]], batch_
 def epoch_batches(groups: Sequence[TrainingGroup], rows: Sequence[np.ndarray], batch_size: int, shuffle: bool,
                   no_duplicates: bool, generator: torch.Generator) -> List[Tuple[int, List[int]]]:
     """``[(group index, [query rows])]`` for one epoch over ``rows[g]`` of each group, groups interleaved at random."""
-    batches = []
+    batches: List[Tuple[int, List[int]]] = []
     for g, (group, idx) in enumerate(zip(groups, rows)):
         order = idx[torch.randperm(len(idx), generator=generator).numpy()] if shuffle else idx
         if no_duplicates:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, List, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ def validation_rr(adapter: torch.nn.Module, groups: Sequence[TrainingGroup], k: 
     exist on a new corpus (where no chunk was seen in training). A query whose adapted vector is not
     finite misses (``exact_search``).
     """
-    rr = []
+    rr: List[float] = []
     for group in groups:
         if not len(group.val_idx):
             continue
@@ -69,7 +69,7 @@ def clearly_worse(rr: np.ndarray, identity_rr: np.ndarray) -> bool:
     return len(rr) > 1 and clearly_better(identity_rr, rr)
 
 
-def choose(score: float, best_score: float, rr: Optional[np.ndarray], identity_rr: Optional[np.ndarray],
+def choose(score: float, best_score: float, rr: np.ndarray, identity_rr: np.ndarray,
            group_sizes: Sequence[int] = ()) -> bool:
     """Whether an epoch scoring ``score`` replaces the best so far.
 
