@@ -54,8 +54,9 @@ ARGS = dict(epochs=4, batch_size=8, optimizer_params={"lr": 1e-3}, val_fraction=
 
 def _run(train, bge, folder, optimizer_class, interrupt_at=None, checkpoints_dir=None):
     optimizer_class.at, optimizer_class.steps = interrupt_at, 0
+    args = {k: v for k, v in ARGS.items() if checkpoints_dir or k != "checkpoint_save_steps"}  # steps need a checkpoint folder
     return EmbeddingAdapterFinetuneEngine(train, bge, model_output_path=folder, model_checkpoint_path=checkpoints_dir,
-                                          optimizer_class=optimizer_class, **ARGS)
+                                          optimizer_class=optimizer_class, **args)
 
 
 @pytest.mark.parametrize("interrupt_at", [7, 41])  # mid-way through selection; in the refit (selection takes 24 steps)

@@ -230,6 +230,7 @@ def test_pseudo_query_words_are_checked():
         pseudo_queries({"u1": UBER}, words=(10, 5))
 
 
+@pytest.mark.integration
 def test_target_corpus_memory_finds_chunks_by_their_sentences(tmp_path, train_small, val_small, bge):
     """With an unlabeled corpus a memory of its sentences is saved beside the adapter; without, none."""
     from adapterkit.data.documents import chunk_sentences
@@ -296,6 +297,7 @@ def test_a_stale_memory_is_removed_and_nothing_else(tmp_path, train_small, val_s
     assert (tmp_path / "out" / "memory" / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.integration
 def test_labelled_questions_of_the_searched_corpus_become_a_memory(tmp_path, train_small, bge):
     """When the training questions' chunks are in the corpus that will be searched, they are keys of a second
     memory, whose pull is chosen on held-out questions."""
@@ -416,15 +418,16 @@ def test_the_schedule_counts_every_epochs_batches(tmp_path, train_small, bge):
     assert lrs[-1] == pytest.approx(1e-3 / (total - warmup))  # and the decay ends on the last step
 
 
-def test_a_memory_weight_that_would_be_overruled_is_an_error(tmp_path, val_small, bge):
-    """Labelled questions about the target corpus choose the sentence memory's pull; setting it as well is refused."""
+def test_memory_weight_sets_the_sentence_pull_and_is_fixed_once_the_question_memory_is_chosen(tmp_path, val_small, bge):
+    """The sentence memory's pull is memory_weight; the question memory is chosen beside it at construction."""
     train, target = val_small, val_small.corpus  # questions whose chunks are in the searched corpus
-    with pytest.raises(ValueError, match="question_memory=False"):
-        EmbeddingAdapterFinetuneEngine(train, bge, unlabeled_corpus=target, memory_weight=0.5, model_output_path=tmp_path, show_progress=False)
-    engine = EmbeddingAdapterFinetuneEngine(train, bge, unlabeled_corpus=target, epochs=1, model_output_path=tmp_path, show_progress=False)
-    assert engine.memory_choice is not None
-    with pytest.raises(ValueError, match="question_memory=False"):
-        engine.finetune(memory_weight=0.5)
+    engine = EmbeddingAdapterFinetuneEngine(train, bge, unlabeled_corpus=target, memory_weight=0.5, epochs=1, model_output_path=tmp_path,
+                                            show_progress=False)
+    assert engine.memory_choice is not None and engine.memory_choice["sentence_weight"] == 0.5
+    with pytest.raises(ValueError, match="memory_weight.*at construction"):
+        engine.finetune(memory_weight=0.4)
+    engine.finetune()
+    assert engine.memories["sentences"].weight == 0.5
     free = EmbeddingAdapterFinetuneEngine(train, bge, unlabeled_corpus=target, question_memory=False, memory_weight=0.5, epochs=1,
                                           model_output_path=tmp_path / "free", show_progress=False)
     free.finetune(memory_weight=0.4)

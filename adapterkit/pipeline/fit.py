@@ -57,7 +57,7 @@ from adapterkit.pipeline.published_vectors import seed_cache
 from adapterkit.pipeline.sources import ChunkSource, check_chunking, close_store, sample_from_store, source_of
 from adapterkit.stores.counting import CountingEmbedding
 from adapterkit.stores.retrieval import compare_on_store
-from adapterkit.training.config import FinetuneConfig
+from adapterkit.training.config import FinetuneConfig, check_run
 from adapterkit.training.engine import EmbeddingAdapterFinetuneEngine
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -274,10 +274,11 @@ def memory_in_database(source: ChunkSource, base: Any, name: str, max_keys: Opti
     rows = source.stored if source.stored is not None else len(source.corpus)
     ident = model_identity(base)
     # a fresh build each run: a build that died left its keys in the cache, so nothing is embedded twice
-    options = dict(key_model=ident, chunk_model=ident, max_keys=max_keys, weight=config.memory_weight, temperature=config.memory_temperature)
+    options: Dict[str, Any] = dict(key_model=ident, chunk_model=ident, max_keys=max_keys, weight=config.memory_weight,
+                                   temperature=config.memory_temperature)
     dim = int(first.vectors.shape[1])
     if type(source.store).__name__ == "QdrantVectorStore":
-        writer = QdrantMemoryWriter(source.store.client, name, dim, **options)
+        writer: Union[QdrantMemoryWriter, PgMemoryWriter] = QdrantMemoryWriter(source.store.client, name, dim, **options)
     else:  # IVFFlat builds far faster than HNSW on millions of keys
         writer = PgMemoryWriter(source.store.connection_string, name, dim, index="hnsw" if rows <= 200_000 else "ivfflat", **options)
     with writer:  # finished on leaving the block (left unfinished, never read, on an error)
@@ -337,7 +338,8 @@ def fit_documents(
         eval_chunks: the most chunks the LLM is asked about (default 40, at least 1; only with ``llm``).
         overwrite: replace a model folder fitted on other documents or with another model.
         confirm: asked before a paid LLM is called (None: go ahead; the command line asks).
-        chunk_size, chunk_overlap: ``SentenceSplitter`` settings for folders (tokens; recorded in ``fit.json``).
+        chunk_size: ``SentenceSplitter`` chunk size for folders (tokens; recorded in ``fit.json``).
+        chunk_overlap: its overlap between chunks (tokens; recorded in ``fit.json``).
         cache: the embedding cache (None: ``$ADAPTERKIT_CACHE_DIR``).
         seed: seeds the held-out draws and training.
         follow_symlinks: read files that links in ``docs`` point to outside it (default: such links are
@@ -361,15 +363,10 @@ def fit_documents(
     if eval_chunks is not None and eval_chunks < 1:
         raise ValueError(f"eval_chunks must be at least 1, got {eval_chunks}.")
     config = FinetuneConfig().updated(**options)  # an unknown or out-of-range option fails here, before any work
-    if "checkpoint_save_steps" in options:
-        raise ValueError("checkpoint_save_steps sets how often a training run saves checkpoints, and fit_documents keeps none "
-                         "(a cut-off fit starts again from its cached embeddings): leave it out.")
+    check_run(config, set(options), unlabeled_corpus=True)  # the folder's or store's chunks are the searched corpus
     engine_options, max_keys = store_scale_options(store, sample_chunks, memory_table, questions, options)
     if sample_chunks is not None and docs is not None:
         raise ValueError("Give either a documents folder or a store URI (--store), not both and not neither.")
-    if "map_sample" in options:
-        raise ValueError("map_sample sets the start map of a cross-model fit (index_model), and fit_documents fits over one "
-                         "model: leave it out.")
     check_chunking(chunk_size, chunk_overlap)
     if store is not None and ((chunk_size, chunk_overlap) != (1024, 200) or follow_symlinks):
         raise ValueError("chunk_size, chunk_overlap and follow_symlinks read a documents folder; a store's chunks are already "

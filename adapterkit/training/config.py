@@ -8,14 +8,19 @@ import math
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple, Type, Union
+from typing import AbstractSet, Any, Dict, Optional, Tuple, Type, Union
 
 import torch
 
 from adapterkit.cross_model import sample_count
+from adapterkit.errors import AdapterkitError
 from adapterkit.memory.keys import MAX_PULL, pull_ok
 from adapterkit.training.losses import MultipleNegativesRankingLoss
 from adapterkit.training.sampling import NEGATIVES
+
+
+class OptionError(AdapterkitError, ValueError):
+    """An option out of its range, or one that could not take effect with the others or with what the run is given."""
 
 
 def option(default: Any = dataclasses.MISSING, *, fixed: bool = False, run: bool = True, factory: Any = dataclasses.MISSING) -> Any:
@@ -79,10 +84,10 @@ class FinetuneConfig:
         self.check()
 
     def check(self) -> None:
-        """Raise a ``ValueError`` that names the option and the range it takes."""
+        """Raise an ``OptionError`` that names the option and the range it takes."""
         def need(ok: bool, message: str) -> None:
             if not ok:
-                raise ValueError(message)
+                raise OptionError(message)
 
         whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
         finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
@@ -130,7 +135,7 @@ class FinetuneConfig:
                 if not torch.isfinite(weight).all():
                     raise ValueError("one step makes the weights non-finite")
         except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
-            raise ValueError(f"optimizer_params {self.optimizer_params!r} do not fit {self.optimizer_class.__name__}: {exc}.") from None
+            raise OptionError(f"optimizer_params {self.optimizer_params!r} do not fit {self.optimizer_class.__name__}: {exc}.") from None
         need(isinstance(self.loss_class, type) and issubclass(self.loss_class, torch.nn.Module),
              f"loss_class must be a torch.nn.Module subclass taking (adapter, scale=...), got {self.loss_class!r}.")
         need(self.num_threads is None or (whole(self.num_threads) and 1 <= self.num_threads <= 1024),
@@ -170,13 +175,65 @@ FIXED_AT_CONSTRUCTION = _names(fixed=True)  # finetune() refuses to change these
 RUN_OPTIONS = _names(run=True)  # a checkpoint made under other values of these is not resumed
 
 
+# Options that act on the searched corpus (``unlabeled_corpus``): set without one, they could not take effect.
+CORPUS_OPTIONS = ("pseudo_queries_per_chunk", "pseudo_query_words", "corpus_memory", "memory_keys_per_chunk", "question_memory",
+                  "question_memory_weights", "question_memory_temperatures", "memory_weight", "memory_temperature")
+
+
+def check_run(config: FinetuneConfig, explicit: AbstractSet[str], *, unlabeled_corpus: bool, index_model: bool = False,
+              checkpoints: bool = False, target_questions: bool = False, adapter_model: bool = False, bias: bool = False,
+              memories_chosen: bool = False) -> None:
+    """Every rule about what an option needs from the rest of the run, in one place: an ``OptionError`` naming the fix.
+
+    ``FinetuneConfig.check`` holds the rules among options; this one the rules between options and what
+    the run is given. A default never fails a rule: only the options the caller set (``explicit``) do.
+
+    Args:
+        config: the run's options.
+        explicit: the names of the options the caller set.
+        unlabeled_corpus: the run has a searched corpus without labels.
+        index_model: documents and queries come from two models (a cross-model run).
+        checkpoints: the run has a checkpoint folder.
+        target_questions: the run has labelled questions about the searched corpus, as evidence.
+        adapter_model: the caller passed a start adapter.
+        bias: the caller asked for a bias term.
+        memories_chosen: the question memory was already chosen beside the sentence memory's pull (a later
+            ``finetune()`` call).
+    """
+    unused = [name for name in CORPUS_OPTIONS if name in explicit]
+    if unused and not unlabeled_corpus:
+        raise OptionError(f"{unused[0]} acts on the corpus you will search (its pseudo-queries and memories), and no unlabeled_corpus "
+                         "was given: give unlabeled_corpus too, or leave it out.")
+    if target_questions and not unlabeled_corpus:
+        raise OptionError("target_questions are about the corpus you will search: give unlabeled_corpus too, or train on them.")
+    if "checkpoint_save_steps" in explicit and not checkpoints:
+        raise OptionError("checkpoint_save_steps sets how often a run saves checkpoints, and this one keeps none (no "
+                          "model_checkpoint_path; `adapterkit fit` keeps none, as a cut-off fit starts again from its cached "
+                          "embeddings): give a model_checkpoint_path, or leave checkpoint_save_steps out.")
+    if "memory_weight" in explicit and memories_chosen:
+        raise OptionError("memory_weight was fixed when the question memory was chosen beside the sentence memory, at construction: "
+                         "pass it to EmbeddingAdapterFinetuneEngine(...), not to finetune().")
+    if "map_sample" in explicit and not index_model:
+        raise OptionError("map_sample sizes the start map of a cross-model run (index_model; `adapterkit fit` fits over one "
+                          "model): give index_model too, or leave map_sample out.")
+    if index_model:  # queries and documents in two models' spaces
+        if adapter_model:
+            raise OptionError("With an index_model the adapter starts at the map fitted on the paired sample (a LinearLayer "
+                             "from the query model's dimension to the index's); leave adapter_model=None.")
+        if bias:
+            raise OptionError("With an index_model the adapter is the fitted map (no bias); leave bias=False.")
+        if config.hard_negatives:
+            raise OptionError("hard_negatives are mined by comparing queries with documents in one model's space; with an "
+                             "index_model the two are in different spaces: pass hard_negatives=0.")
+
+
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
 
 def parse_value(name: str, text: str, kind: Any) -> Any:
     """``text`` (as typed on a command line) read as a value of type ``kind``; a ``ValueError`` names ``name``."""
-    def wrong(what: str) -> ValueError:
-        return ValueError(f"--set {name}={text}: {name} takes {what}.")
+    def wrong(what: str) -> OptionError:
+        return OptionError(f"--set {name}={text}: {name} takes {what}.")
 
     optional = typing.get_origin(kind) is Union and type(None) in typing.get_args(kind)
     if optional and text.strip().lower() in ("none", "null"):
@@ -212,7 +269,7 @@ def parse_value(name: str, text: str, kind: Any) -> Any:
         if origin is tuple and isinstance(value, list):
             return tuple(value)
         raise wrong("a JSON " + ("object" if origin is dict else "list"))
-    raise ValueError(f"--set {name}: {name} is a Python class; set it in Python (FinetuneConfig({name}=...)), not on the command line.")
+    raise OptionError(f"--set {name}: {name} is a Python class; set it in Python (FinetuneConfig({name}=...)), not on the command line.")
 
 
 def parse_options(pairs: Dict[str, str], extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -226,7 +283,7 @@ def parse_options(pairs: Dict[str, str], extra: Optional[Dict[str, Any]] = None)
     values = {}
     for name, text in pairs.items():
         if name not in kinds:
-            raise ValueError(f"--set {name}: not a training or chunking option (the command's own options are flags, e.g. "
+            raise OptionError(f"--set {name}: not a training or chunking option (the command's own options are flags, e.g. "
                              f"--embed-model); --set takes: {', '.join(sorted(kinds))}.")
         values[name] = parse_value(name, text, kinds[name])
     FinetuneConfig().updated(**{k: v for k, v in values.items() if k not in (extra or {})})  # every rule, before any work

@@ -10,7 +10,7 @@ held-out guard compares every epoch with it.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -18,18 +18,6 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from adapterkit.adapters import LinearLayer
 from adapterkit.cache import embed_texts
 from adapterkit.cross_model import SampleTooSmallError, choose_sample, fit_linear_map
-
-
-def check_cross_options(config: Any, adapter_model: Optional[Any], bias: bool = False) -> None:
-    """Options that cannot mean anything when queries and documents come from two models: an error each."""
-    if adapter_model is not None:
-        raise ValueError("With an index_model the adapter starts at the map fitted on the paired sample (a LinearLayer "
-                         "from the query model's dimension to the index's); leave adapter_model=None.")
-    if bias:
-        raise ValueError("With an index_model the adapter is the fitted map (no bias); leave bias=False.")
-    if config.hard_negatives:
-        raise ValueError("hard_negatives are mined by comparing queries with documents in one model's space; with an "
-                         "index_model the two are in different spaces: pass hard_negatives=0.")
 
 
 def fit_start_map(query_model: BaseEmbedding, index_model: BaseEmbedding, queries: Sequence[str], corpus: Mapping[str, str],

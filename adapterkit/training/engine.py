@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, Union, cast
 
 import numpy as np
 import torch
@@ -52,10 +52,10 @@ from adapterkit.training.checkpoints import (
     save_checkpoint,
     unprefixed,
 )
-from adapterkit.training.config import FIXED_AT_CONSTRUCTION, RUN_OPTIONS, FinetuneConfig
-from adapterkit.training.cross_start import check_cross_options, fit_start_map
+from adapterkit.training.config import FIXED_AT_CONSTRUCTION, RUN_OPTIONS, FinetuneConfig, check_run
+from adapterkit.training.cross_start import fit_start_map
 from adapterkit.training.losses import identity_penalty, start_penalty
-from adapterkit.training.memory_choice import CHOSEN_WEIGHT, choose_memories
+from adapterkit.training.memory_choice import choose_memories
 from adapterkit.training.pseudo_queries import generated_pseudo_queries, pseudo_queries
 from adapterkit.training.sampling import TrainingGroup, candidates, count_steps, epoch_batches, lr_factor, mine_hard_negatives
 from adapterkit.training.selection import TrainingDivergedError  # noqa: F401 (its home for callers of the engine)
@@ -133,10 +133,11 @@ class EmbeddingAdapterFinetuneEngine:
         **options: Any,
     ) -> None:
         self.config = FinetuneConfig().updated(**options)
-        self._explicit = set(options)  # options the caller set, as opposed to defaults
         self.dataset = dataset.validate("the training dataset")
-        if target_questions is not None and unlabeled_corpus is None:
-            raise ValueError("target_questions are about the corpus you will search: give unlabeled_corpus too, or train on them.")
+        self._given = dict(unlabeled_corpus=unlabeled_corpus is not None, index_model=index_model is not None,  # what check_run weighs
+                           checkpoints=bool(model_checkpoint_path), target_questions=target_questions is not None,
+                           adapter_model=adapter_model is not None, bias=bias)
+        check_run(self.config, set(options), **self._given)
         self.target_questions = target_questions.validate("target_questions") if target_questions is not None else None
         self.embed_model = resolve_embed_model(embed_model)
         self.index_model = resolve_embed_model(index_model) if index_model is not None else None
@@ -144,12 +145,6 @@ class EmbeddingAdapterFinetuneEngine:
         self._doc_vectors: Dict[str, np.ndarray] = {}  # chunk id -> index-model vector (cross-model runs)
         self._cross_rows: List[tuple] = []  # cross-model runs: each group's query texts and chunk ids
         self.map_texts: List[str] = []  # cross-model runs: the training query texts the start map was fitted on
-        if self.index_model is not None:
-            check_cross_options(self.config, adapter_model, bias)
-        elif "map_sample" in options:
-            raise ValueError("map_sample sizes the start map of a cross-model run: give index_model too, or leave it out.")
-        if unlabeled_corpus is None and self.config.memory_keys_per_chunk is not None:  # no searched corpus: no memory to cap
-            raise ValueError("memory_keys_per_chunk caps the searched corpus's memory: give unlabeled_corpus too, or leave it out.")
         self._model_output_path = Path(model_output_path)
         self._model_checkpoint_path = Path(model_checkpoint_path) if model_checkpoint_path else None
         self._cache, self._show_progress = cache, show_progress
@@ -243,8 +238,6 @@ class EmbeddingAdapterFinetuneEngine:
             owners = {r: [d for d in docs if d in corpus] for r, docs in enumerate(relevant)}
             self.memories, self.memory_choice = choose_memories(vectors, owners, list(corpus), self.groups[-1].docs,
                                                                 self.memories.get("sentences"), config, start)
-        if self.memory_choice and "memory_weight" in self._explicit:
-            raise ValueError(CHOSEN_WEIGHT)
 
     @classmethod
     def from_model_path(
@@ -293,9 +286,9 @@ class EmbeddingAdapterFinetuneEngine:
         if frozen:
             raise TypeError(f"finetune() cannot change {frozen}: they shape the data prepared in __init__; "
                             "pass them to EmbeddingAdapterFinetuneEngine(...).")
-        if "memory_weight" in changes and self.memory_choice:
-            raise ValueError(CHOSEN_WEIGHT)
-        self.config = self.config.updated(**changes)
+        config = self.config.updated(**changes)
+        check_run(config, set(changes), **self._given, memories_chosen=bool(self.memory_choice))
+        self.config = config
         if self.config.verbose:
             show_messages()
         threads = torch.get_num_threads()
@@ -388,7 +381,7 @@ class EmbeddingAdapterFinetuneEngine:
                 state.val_mrr.append(score)
                 message += f", held-out MRR@10 {score:.4f}"
                 sizes = [len(g.val_idx) for g in self.groups] if config.guard else ()
-                if selection.choose(score, state.best_score, rr, identity_rr, sizes):
+                if selection.choose(score, state.best_score, rr, cast(np.ndarray, identity_rr), sizes):  # set whenever validate
                     best, state.best_score, state.best_epoch = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, score, epoch
             self.best_epoch = state.best_epoch
             if config.verbose:
@@ -406,12 +399,13 @@ class EmbeddingAdapterFinetuneEngine:
         cand, labels, mask = candidates(group, rows, self.config.negatives, docs.device)
         q = queries[rows]
         loss = loss_model(q, docs[cand], labels, mask)
+        adapter = cast(torch.nn.Module, loss_model.adapter)  # loss_class(adapter, scale=...) keeps the adapter as .adapter
         if self.config.identity_reg:
-            near = start_penalty(loss_model.adapter, self._start) if self.index_model is not None else identity_penalty(loss_model.adapter, q)
+            near = start_penalty(adapter, self._start) if self.index_model is not None else identity_penalty(adapter, q)
             loss = loss + self.config.identity_reg * near
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(loss_model.adapter.parameters(), self.config.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(adapter.parameters(), self.config.max_grad_norm)
         optimizer.step()
         return float(loss.item())
 
@@ -420,8 +414,9 @@ class EmbeddingAdapterFinetuneEngine:
         write_base_model(self._model_output_path, self.embed_model, self.groups[0].queries.shape[1])  # checked when served
         (self._model_output_path / CROSS_MODEL_FILE).unlink(missing_ok=True)  # an earlier cross-model run's record
         if self.index_model is not None:
-            write_identity(self._model_output_path, self.embed_model, self.index_model, self.map_info["query_dim"], self.dim,
-                           self.map_info["sample_chunks"])
+            info = cast(Dict[str, Any], self.map_info)  # fitted with the start map whenever index_model is given
+            write_identity(self._model_output_path, self.embed_model, self.index_model, info["query_dim"], self.dim,
+                           info["sample_chunks"])
         memory_dir = self._model_output_path / MEMORY_DIR
         for old in memory_folders(memory_dir):  # an earlier run's memories would be composed with this adapter
             shutil.rmtree(old, ignore_errors=True)

@@ -30,9 +30,6 @@ from adapterkit.training.config import FinetuneConfig
 from adapterkit.training.selection import clearly_better
 
 MAX_FOLDS = 5  # every question is held out once; more folds would only rebuild more memories
-CHOSEN_WEIGHT = ("memory_weight is chosen on the held-out labelled questions about the target corpus (they are the best "
-                 "evidence there is), so a value given here would be ignored: leave it out, or pass question_memory=False to set "
-                 "the sentence memory's pull yourself.")
 SIGN_LEVEL = 0.16  # one-sided sign-test level, that of one standard error of a normal mean
 
 
