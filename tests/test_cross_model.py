@@ -84,6 +84,7 @@ def test_a_damaged_identity_file_and_a_wrong_index_dimension_are_named(tmp_path)
     check_index_dim(record, 384, 384)  # equal: nothing to say
 
 
+@pytest.mark.integration
 def test_options_that_mean_nothing_across_models_are_errors(train_small, bge):
     from adapterkit import EmbeddingAdapterFinetuneEngine, LinearLayer
 
@@ -138,6 +139,7 @@ class FirstCoordinates(BaseEmbedding):
         return self._get_query_embedding(query)
 
 
+@pytest.mark.integration  # embeds a whole slice with a real model: about a minute from an empty cache
 def test_an_index_of_another_dimension_is_handled_memories_included(tmp_path, val_full, bge):
     from adapterkit import AdapterEmbeddingModel, EmbeddingAdapterFinetuneEngine
     from conftest import take

@@ -68,6 +68,7 @@ def test_other_float_kernels_agree_to_rounding(bge):
     np.testing.assert_allclose(cls / np.linalg.norm(cls), ours, atol=1e-5)
 
 
+@pytest.mark.integration
 def test_local_spec_loads_minilm_from_its_package():
     model = resolve_embed_model("minilm")
     v = model.get_text_embedding("Uber reported revenue growth.")

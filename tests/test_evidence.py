@@ -30,6 +30,7 @@ def memory_inputs(dataset, model, n):
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.integration
 def test_a_handful_of_questions_keeps_the_label_free_memory(val_small, bge, n):
     vectors, owners, ids, docs, sentences = memory_inputs(val_small, bge, n)
     kept, choice = choose_memories(vectors, owners, ids, docs, sentences, FinetuneConfig())

@@ -74,6 +74,7 @@ def test_documents_inside_the_model_folder_survive_overwrite(fitted, tmp_path, c
     assert code == 1 and "holds the embedding cache" in err
 
 
+@pytest.mark.integration
 def test_a_folder_that_is_not_a_model_is_never_offered_overwrite(tmp_path, capsys):
     docs = write_docs(tmp_path / "docs")
     (tmp_path / "mine").mkdir()
@@ -84,6 +85,7 @@ def test_a_folder_that_is_not_a_model_is_never_offered_overwrite(tmp_path, capsy
     assert code == 1 and "not a model folder" in err and (tmp_path / "mine" / "thesis.txt").read_text() == "years of work"
 
 
+@pytest.mark.integration
 def test_a_second_fit_into_a_locked_folder_names_the_first(tmp_path, capsys):
     docs = write_docs(tmp_path / "docs")
     with FolderLock(tmp_path / "model"):
@@ -327,6 +329,7 @@ def test_links_out_of_the_folder_are_skipped_and_listed(tmp_path):
     assert {"innocent.txt", "linked/more.txt"} <= set(followed.files)
 
 
+@pytest.mark.integration
 def test_fit_lists_skipped_links(tmp_path, capsys):
     docs = write_docs(tmp_path / "docs")
     (tmp_path / "secret.txt").write_text("PRIVATE payroll")
@@ -363,6 +366,7 @@ def test_fuzz_any_folder_reads_or_says_why(tmp_path_factory, names, contents):
 
 # --- URIs -----------------------------------------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_qdrant_uris_that_lead_nowhere_are_errors(tmp_path, capsys):
     (tmp_path / "not-qdrant").mkdir()
     for uri, message in (("qdrant+http://127.0.0.1:1?collection=c", "Could not reach the Qdrant store"),
@@ -422,6 +426,7 @@ def test_eval_never_loads_a_model_the_folder_names(fitted, tmp_path, capsys):
 
 # --- found by attacking the surfaces above --------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_the_lock_path_is_never_written_through_a_link_or_over_a_file(tmp_path, capsys):
     docs = write_docs(tmp_path / "docs")
     (tmp_path / "important.txt").write_text("important data")
@@ -434,6 +439,7 @@ def test_the_lock_path_is_never_written_through_a_link_or_over_a_file(tmp_path, 
     assert code == 1 and "fit-lock is in the way" in err and (tmp_path / ".m.fit-lock").read_text() == "my notes"
 
 
+@pytest.mark.integration
 def test_a_failed_run_leaves_no_lock_and_no_staging(tmp_path, capsys, monkeypatch):
     import adapterkit.pipeline.fit as fit_module
 

@@ -45,6 +45,7 @@ def test_scifact_loads_as_beir_publishes_it(scifact_small):
     assert doc.startswith("Microstructural development of human newborn cerebral white matter") and ". Alterations of" in doc
 
 
+@pytest.mark.integration  # embeds a whole slice with a real model: about a minute from an empty cache
 def test_nudge_documents_helps_its_questions_and_evaluate_searches_given_vectors(scifact_small, bge):
     train, _ = scifact_small
     result = nudge_documents(train, bge, val_fraction=0.25, gammas=(0.0, 0.1, 0.2))

@@ -302,6 +302,7 @@ def test_questions_never_overwrite_a_file_they_did_not_write_and_check_counts(tm
     assert code == 1 and "--words" in err
 
 
+@pytest.mark.integration
 def test_index_checks_the_store_before_embedding_and_replaces_what_it_wrote(tmp_path, docs, capsys):
     from adapterkit.cache import EmbeddingCache
 
