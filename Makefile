@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= offline,dev,local,openai,llm,documents
 
-.PHONY: install test test-fast walkthrough report notebooks bench bench-suite colab-check browser-check clean
+.PHONY: install test test-fast docs walkthrough report notebooks bench bench-suite colab-check browser-check clean
 
 # $(call venv,DIR,EXTRAS): a virtualenv with the right torch build and adapterkit[EXTRAS].
 define venv
@@ -41,15 +41,25 @@ install: $(VENV)/.installed
 # and compares outputs, volatile text sanitized (notebooks/nbval_sanitize.cfg).
 NBVAL := --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg --nbval-current-env
 
+# Everything CI checks: lint, types, every test (unit, then servers, clusters and the command end to
+# end), the notebooks' stored outputs, and the docs site.
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest tests --durations=10
 	$(BIN)/python -m pytest $(NBVAL) --durations=10
+	$(MAKE) docs
 
-# The unit tests alone: no notebooks, no end-to-end runs of the README's commands (tests marked slow).
+# The unit lane: no servers, clusters, notebooks or end-to-end runs (those are marked integration or slow).
 test-fast: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest tests -m "not slow"
+	$(BIN)/python -m pytest tests -m "not slow and not integration" -q
+
+# The docs site into site/: every figure equal to its results file, then a strict build (broken links,
+# references or docstrings fail it).
+docs: install
+	$(BIN)/python tools/fill_docs.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The walkthrough end to end: the script (train, evaluate, save, reload, LlamaIndex check), then
 # every notebook headless into reports/ with reports/summary.md. WALKTHROUGH_ARGS="--max-chunks 20
@@ -69,7 +79,7 @@ bench: .venv-bench/.installed
 	.venv-bench/bin/python benchmarks/bench_engines.py --epochs 4
 
 # Every (training side, target) pair of the public suite against base, with paired bootstrap intervals:
-# prints the table and writes benchmarks/results/suite.{md,json} (about 20 minutes on 2 CPU cores, embeddings cached).
+# prints the table and writes benchmarks/results/suite.{md,json} (the longest benchmark: every recipe on four pairs).
 bench-suite: install
 	$(BIN)/python benchmarks/suite.py --output benchmarks/results/suite
 

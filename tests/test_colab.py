@@ -1,4 +1,4 @@
-"""The Colab install cell and the one repository URL it shares with pyproject.toml and the README."""
+"""The Colab install cell and the one repository URL it shares with pyproject.toml and the notebooks guide."""
 
 from __future__ import annotations
 
@@ -24,21 +24,23 @@ def test_committed_places_agree():
 
 
 def test_set_url_stamps_every_place(tmp_path, monkeypatch):
-    for name in ("pyproject.toml", "README.md"):
+    guide = colab.NOTEBOOKS_GUIDE
+    (tmp_path / guide).parent.mkdir(parents=True)
+    for name in ("pyproject.toml", guide):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns("outputs"))
     monkeypatch.setattr(colab, "ROOT", tmp_path)
     monkeypatch.setattr(colab, "NOTEBOOKS", sorted((tmp_path / "notebooks").glob("[0-9][0-9]_*.ipynb")))
     (tmp_path / "pyproject.toml").write_text((tmp_path / "pyproject.toml").read_text().replace("OWNER", "someone-else"))
     assert colab.check() == 1  # drifted: pyproject differs from the cells and badges
-    (tmp_path / "README.md").write_text((tmp_path / "README.md").read_text().replace("<!-- /colab-badges -->", ""))
-    with pytest.raises(ValueError, match="README.md: expected one match"):
+    (tmp_path / guide).write_text((tmp_path / guide).read_text().replace("<!-- /colab-badges -->", ""))
+    with pytest.raises(ValueError, match="notebooks.md: expected one match"):
         colab.set_url("https://github.com/alice/adapterkit")  # a broken place is named, nothing is written
     assert "someone-else" in (tmp_path / "pyproject.toml").read_text()
-    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    shutil.copy(ROOT / guide, tmp_path / guide)
     colab.set_url("https://github.com/alice/adapterkit/")
     assert set(colab.urls().values()) == {"https://github.com/alice/adapterkit"}
-    readme = (tmp_path / "README.md").read_text()
+    readme = (tmp_path / guide).read_text()
     assert "colab.research.google.com/github/alice/adapterkit/blob/main/notebooks/05_use_without_reindexing.ipynb" in readme
     nb = json.loads((tmp_path / "notebooks" / "02_linear_adapter.ipynb").read_text())
     assert "https://github.com/alice/adapterkit" in "".join(colab.install_cell(nb)["source"])

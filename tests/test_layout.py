@@ -1,4 +1,4 @@
-"""The package's layout: layers by job, no import cycle, modules small enough to read, the README's map true."""
+"""The package's layout: layers by job, no import cycle, modules small enough to read, the map in docs/development.md true."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def layer_of(module: str) -> int:
     for i, layer in enumerate(LAYERS):
         if any(module == m or module.startswith(m + ".") for m in layer):
             return i
-    raise AssertionError(f"{module} is in no layer: add it to LAYERS (and the README's map)")
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS (and the map in docs/development.md)")
 
 
 def graph() -> Dict[str, Set[str]]:
@@ -89,16 +89,16 @@ def test_modules_are_small_enough_to_read():
     assert not long, long
 
 
-def test_the_readme_map_names_every_module_and_only_those():
-    """Rows of the README's table: | `folder/` | `a.py`, `b.py` | ... | (no folder: the package's top)."""
-    section = (ROOT / "README.md").read_text().split("## Where things are", 1)[1].split("\n## ", 1)[0]
+def test_the_layout_map_names_every_module_and_only_those():
+    """Rows of docs/development.md's table: | `folder/` | `a.py`, `b.py` | ... | (no folder: the package's top)."""
+    section = (ROOT / "docs" / "development.md").read_text().split("## Where things are", 1)[1].split("\n## ", 1)[0]
     named, folders = set(), set()
     for row in section.splitlines():
         folder = re.findall(r"^\| `([a-z_]+)/`", row)
         folders.update(folder)
         named.update(f"{folder[0]}/{name}" if folder else name for name in re.findall(r"`([a-z_]+\.py)`", row))
     on_disk = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
-    assert named == on_disk, f"missing from the README: {sorted(on_disk - named)}; not on disk: {sorted(named - on_disk)}"
+    assert named == on_disk, f"missing from docs/development.md: {sorted(on_disk - named)}; not on disk: {sorted(named - on_disk)}"
     assert folders == {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
 
 

@@ -76,7 +76,7 @@ def test_make_report_entry_point_writes_the_summary(tmp_path):
 
 @pytest.mark.slow
 def test_readme_papermill_command_runs_notebook_02_with_a_parameter(tmp_path, train_full, val_full):
-    """The README's ``papermill notebooks/02_linear_adapter.ipynb out.ipynb -p adapter two_layer``, on a slice
+    """The notebooks guide's ``papermill notebooks/02_linear_adapter.ipynb out.ipynb -p adapter two_layer``, on a slice
     of the question sets (``data_source``: a folder as 01_dataset writes; nbval runs the whole notebook)."""
     data = tmp_path / "data"
     data.mkdir()

@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def readme_extras() -> str:
-    """The extras the README names for the command line (``pip install 'adapterkit[...]'`` in "Use it on your documents")."""
-    section = ROOT.joinpath("README.md").read_text().split("## Use it on your documents", 1)[1]
+    """The extras the README names for the command line (``pip install 'adapterkit[...]'`` under "Install")."""
+    section = ROOT.joinpath("README.md").read_text().split("## Install", 1)[1]
     return re.search(r"pip install 'adapterkit\[([a-z,]+)\]'", section).group(1)
 
 

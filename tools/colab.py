@@ -2,7 +2,7 @@
 
 A notebook opened in Colab arrives without the repository, so its first cell pip-installs adapterkit
 from git. The URL lives in three places that must agree: ``[project.urls] Repository`` in
-pyproject.toml, the install cell of every notebook, and the Colab badges in README.md.
+pyproject.toml, the install cell of every notebook, and the Colab badges in docs/guides/notebooks.md.
 
     python tools/colab.py set-url https://github.com/<you>/adapterkit   # after publishing or forking
     python tools/colab.py check                                         # the three agree (a test runs this)
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_GUIDE = "docs/guides/notebooks.md"  # holds the Colab badges
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 PLACEHOLDER = "https://github.com/OWNER/adapterkit"
 _CELL_URL = re.compile(r'(os\.environ\.get\("ADAPTERKIT_REPO", ")([^"]*)("\))')
@@ -68,8 +69,8 @@ def urls() -> dict:
     found = {"pyproject.toml": _one(_PYPROJECT_URL, (ROOT / "pyproject.toml").read_text(), "pyproject.toml").group(2)}
     for nb in NOTEBOOKS:
         found[nb.name] = _one(_CELL_URL, "".join(install_cell(json.loads(nb.read_text()))["source"]), nb.name).group(2)
-    readme = _one(_BADGES, (ROOT / "README.md").read_text(), "README.md").group(2)
-    found["README.md"] = found["pyproject.toml"] if readme == badges(found["pyproject.toml"]) else f"badges differ: {readme!r}"
+    readme = _one(_BADGES, (ROOT / NOTEBOOKS_GUIDE).read_text(), NOTEBOOKS_GUIDE).group(2)
+    found[NOTEBOOKS_GUIDE] = found["pyproject.toml"] if readme == badges(found["pyproject.toml"]) else f"badges differ: {readme!r}"
     return found
 
 
@@ -83,7 +84,7 @@ def set_url(url: str) -> None:
         cell = install_cell(nb)
         cell["source"] = _CELL_URL.sub(lambda m: m.group(1) + url + m.group(3), "".join(cell["source"])).splitlines(keepends=True)
         nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-    path = ROOT / "README.md"
+    path = ROOT / NOTEBOOKS_GUIDE
     path.write_text(_BADGES.sub(lambda m: m.group(1) + badges(url) + m.group(3), path.read_text()))
 
 

@@ -1,0 +1,72 @@
+"""Every figure in the README and docs/ is its results file's, filled by tools/fill_docs.py; the front page stays a front page."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("fill_docs", ROOT / "tools" / "fill_docs.py")
+fill = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fill)
+
+
+def test_every_quoted_figure_equals_its_results_file():
+    stale = [p.relative_to(ROOT).as_posix() for p in fill.documents() if fill.render(p.read_text()) != p.read_text()]
+    assert not stale, f"figures differ from benchmarks/results/ in {stale}: run python tools/fill_docs.py"
+
+
+def test_a_figure_typed_over_or_a_results_file_remade_is_caught(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", results)
+    monkeypatch.setattr(fill, "RESULTS", results)
+    page = "Cold fit: <!--fig folder_fit_scifact runs.without questions.seconds-->{}<!--/fig--> s."
+    value = json.loads((results / "folder_fit_scifact.json").read_text())["runs"]["without questions"]["seconds"]
+    assert fill.render(page.format(value)) == page.format(value)
+    assert fill.render(page.format(value + 1)) == page.format(value)  # a hand-typed figure is rewritten
+    data = json.loads((results / "folder_fit_scifact.json").read_text())
+    data["runs"]["without questions"]["seconds"] = value * 2
+    data["provenance"]["commit"] = "0000000"
+    (results / "folder_fit_scifact.json").write_text(json.dumps(data))
+    assert fill.render(page.format(value)) == page.format(value * 2)  # a re-made result moves the doc
+    table = "<!--table front-->\nold\n<!--/table-->"
+    assert "commit `0000000`" not in fill.render(table)
+    suite = json.loads((results / "suite.json").read_text())
+    suite["provenance"]["commit"] = "0000000"
+    (results / "suite.json").write_text(json.dumps(suite))
+    assert "commit `0000000`" in fill.render(table)  # the commit named is the results file's own
+
+
+@pytest.mark.parametrize("marker, problem", [
+    ("<!--fig no_such_file a.b-->1<!--/fig-->", "does not exist"),
+    ("<!--fig suite lyft-uber.nothing-->1<!--/fig-->", "no 'nothing'"),
+    ("<!--fig suite lyft-uber.table.[model=nobody].ndcg@10-->1<!--/fig-->", "0 rows match"),
+    ("<!--table nothing-->\n<!--/table-->", "no table 'nothing'"),
+    ("<!--include nothing.md-->\n<!--/include-->", "does not exist"),
+])
+def test_a_marker_that_names_nothing_is_an_error(marker, problem):
+    with pytest.raises(fill.FigureError, match=problem):
+        fill.render(marker)
+
+
+def test_the_front_page_is_short_and_its_links_lead_somewhere():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme) <= 10_000, len(readme)
+    links = re.findall(r"\]\(([^)#]+)\)", readme)
+    assert links, "the README links to the docs"
+    for link in links:
+        if not link.startswith("http"):
+            assert (ROOT / link).exists(), link
+
+
+def test_the_api_reference_names_every_public_name():
+    import adapterkit
+
+    page = (ROOT / "docs" / "reference" / "api.md").read_text()
+    documented = set(re.findall(r"^::: [\w.]+\.(\w+)$", page, re.M))
+    assert documented == set(adapterkit.__all__) - {"__version__"}

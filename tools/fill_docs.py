@@ -1,0 +1,228 @@
+"""Fill the figures of README.md and docs/ from benchmarks/results/, so no figure is typed by hand.
+
+Three kinds of marked spans, each rewritten from a results file (the markers are HTML comments,
+invisible on GitHub and in the docs site):
+
+- ``<!--fig FILE PATH-->0.7783<!--/fig-->``: one value of ``benchmarks/results/FILE.json``. PATH is
+  dotted keys and list indexes; ``[key=value]`` picks the row of a list whose ``key`` is ``value``
+  (``[a=x&b=y]``: both);
+  a trailing ``|.2f`` (any format spec) formats a number.
+- ``<!--include FILE.md-->...<!--/include-->``: a benchmark's own markdown table (the benchmark
+  writes its ``.md`` and ``.json`` together), without its title line.
+- ``<!--table NAME-->...<!--/table-->``: a table built here from several files (``TABLES``).
+
+Run ``python tools/fill_docs.py`` after a benchmark; ``--check`` exits 1 naming every file whose
+figures differ from their results files (``tests/test_docs_figures.py`` runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+FIG = re.compile(r"<!--fig (\S+) ([^|>]+?)(?:\|([^>]*))?-->(.*?)<!--/fig-->", re.S)
+INCLUDE = re.compile(r"(<!--include (\S+)-->\n)(.*?)(<!--/include-->)", re.S)
+TABLE = re.compile(r"(<!--table (\S+)-->\n)(.*?)(<!--/table-->)", re.S)
+
+
+class FigureError(ValueError):
+    """A marker names a file or a path that the results do not hold."""
+
+
+def load(name: str) -> Any:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        raise FigureError(f"{path} does not exist: run the benchmark that writes it, or fix the marker.")
+    return json.loads(path.read_text())
+
+
+def lookup(data: Any, path: str, where: str) -> Any:
+    for part in re.findall(r"\[[^\]]+\]|[^.\[]+", path):
+        if part.startswith("["):
+            wants = [c.partition("=")[::2] for c in part[1:-1].split("&")]
+            rows = [r for r in data if isinstance(r, dict) and all(str(r.get(k)) == v for k, v in wants)]
+            if len(rows) != 1:
+                raise FigureError(f"{where}: {len(rows)} rows match {part} (need exactly one).")
+            data = rows[0]
+        elif isinstance(data, list) and part.isdigit():
+            data = data[int(part)]
+        elif isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            raise FigureError(f"{where}: no {part!r} under {path!r}.")
+    return data
+
+
+def figure(name: str, path: str, spec: str = "") -> str:
+    value = lookup(load(name), path.strip(), f"{name}.json")
+    if spec:
+        return format(value, spec)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def included(name: str) -> str:
+    path = RESULTS / name
+    if not path.is_file():
+        raise FigureError(f"{path} does not exist: run the benchmark that writes it, or fix the marker.")
+    lines = path.read_text().splitlines()
+    return "\n".join(lines[1:] if lines and lines[0].startswith("# ") else lines).strip() + "\n"
+
+
+def provenance_line(*names: str) -> str:
+    seen = []
+    for name in names:
+        p = load(name)["provenance"]
+        line = f"commit `{p['commit']}`, {p['cpu']}, {p['cores']} cores, {p['date']}"
+        if line not in seen:
+            seen.append(line)
+    return "; ".join(seen)
+
+
+def front_table() -> str:
+    """The front page: base, LlamaIndex's recipe and the defaults on the four pairs, ada-002 as published."""
+    suite, published = load("suite"), load("published")
+    pairs = {"lyft-uber": "Lyft → Uber", "scifact-scifact": "SciFact train → test", "lyft-scifact": "Lyft → SciFact",
+             "scifact-uber": "SciFact → Uber"}
+    rows = {"base": "base model (bge-small-en-v1.5)", "walkthrough recipe (4 epochs)": "LlamaIndex's walkthrough recipe",
+            "defaults": "**adapterkit defaults**"}
+    out = ["| model | Uber hit@5 | Uber MRR@5 | " + " | ".join(f"nDCG@10 {p}" for p in pairs.values()) + " |",
+           "|---" * (3 + len(pairs)) + "|"]
+    for key, label in rows.items():
+        first = lookup(suite, f"lyft-uber.table.[model={key}]", "suite.json")
+        cells = [f"{first['hit@5']:.4f}", f"{first['mrr@5']:.4f}"]
+        for pair in pairs:
+            row = lookup(suite, f"{pair}.table.[model={key}]", "suite.json")
+            cells.append(f"{row['ndcg@10']:.4f}" + (f" ({row['Δndcg@10']} {row['Δndcg@10 95%']})" if row["Δndcg@10"] else ""))
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    ada = published["ada-002"]
+    out.append(f"| OpenAI ada-002, as published by the walkthrough | {ada['hit@5']:.4f} | {ada['mrr@5']:.4f} |" + " – |" * len(pairs))
+    out.append("")
+    out.append(f"Measured by `{suite.get('command', 'python benchmarks/suite.py --output benchmarks/results/suite')}` "
+               f"({provenance_line('suite')}).")
+    return "\n".join(out) + "\n"
+
+
+def scale_table() -> str:
+    """PostgreSQL + pgvector at 100k to 4M chunks (``benchmarks/bench_pgvector.py``)."""
+    sizes = {"100k": "100k chunks", "400k": "400k chunks", "1m": "1M chunks", "4m": "4M chunks"}
+    runs = {size: load(f"pgvector_scale_{size}") for size in sizes}
+
+    def cell(run: Dict[str, Any], *keys: str, unit: str = "") -> str:
+        if any(k not in run for k in keys):
+            return "not built"
+        return ", ".join(f"{run[k]:,}{unit if i == 0 else ''}" if isinstance(run[k], int) else f"{run[k]}{unit if i == 0 else ''}"
+                         for i, k in enumerate(keys))
+
+    rows = [("write the chunks (COPY), s", ("write_copy_s",)), ("read every vector once (streamed), s", ("read_stream_s",)),
+            ("read for training (the pairs' chunks and the sample), s", ("read_for_training_s",)), ("train (1 epoch), s", ("train_s",)),
+            ("memory in the database: build s, size MB", ("memory_db_build_s", "memory_db_mb")),
+            ("memory lookup in the database (IVFFlat): ms per query, recall@10 vs exact", ("memory_db_ms_per_lookup", "memory_db_recall@10")),
+            ("the same memory local (`.npy` + faiss): ms per query, recall@10", ("memory_local_faiss_ms_per_lookup", "memory_local_faiss_recall@10")),
+            ("2,000 queries exact over the streamed vectors, s", ("exact_eval_streamed_s",)),
+            ("server data folder, MB", ("server_data_mb",)), ("peak RSS of this process, MB", ("peak_rss_mb",)),
+            ("local memory's own process (faiss index in RAM), MB", ("memory_local_peak_rss_mb",))]
+    out = ["| | " + " | ".join(sizes.values()) + " |", "|---" * (1 + len(sizes)) + "|"]
+    out += [f"| {label} | " + " | ".join(cell(runs[size], *keys) for size in sizes) + " |" for label, keys in rows]
+    out += ["", "Made by `python benchmarks/bench_pgvector.py --chunks N --output benchmarks/results/pgvector_scale_<n>` "
+            f"({provenance_line(*(f'pgvector_scale_{size}' for size in sizes))})."]
+    return "\n".join(out) + "\n"
+
+
+def cross_model_table() -> str:
+    """MRR@5 of a new query model over an old model's index (``benchmarks/cross_model.py``)."""
+    data = load("cross_model")
+    names = {"MiniLM-L6": "MiniLM", "bge-small": "bge"}
+    out = ["| OLD index, NEW queries | OLD only | NEW re-embeds every chunk | the map alone (10% of the chunks) | map refined by the defaults |",
+           "|---|---|---|---|---|"]
+    for bench in ("uber", "scifact"):
+        for old, new in (("MiniLM-L6", "bge-small"), ("bge-small", "MiniLM-L6")):
+            rows = [r for r in data["rows"] if (r["benchmark"], r["old"], r["new"]) == (bench, old, new)]
+
+            def pick(start: str) -> Dict[str, Any]:
+                found = [r for r in rows if r["method"].startswith(start)]
+                if len(found) != 1:
+                    raise FigureError(f"cross_model.json: {len(found)} rows of {bench} {old}->{new} start {start!r}.")
+                return found[0]
+            only, everywhere = pick("OLD only")["mrr@5"], pick("NEW everywhere")["mrr@5"]
+            alone = min((r for r in rows if r["method"].startswith("map alone") and r["method"].endswith("+ 10% of the corpus")),
+                        key=lambda r: int(r["method"].split()[2]))  # the fewest query texts: the run's own questions
+            refined = pick("map refined")
+            out.append(f"| {bench.capitalize() if bench == 'uber' else 'SciFact'}: {names[old]} index, {names[new]} queries | {only:.4f} | "
+                       f"{everywhere:.4f} | {alone['mrr@5']:.4f} ({alone['mrr@5'] / everywhere:.1%}) | "
+                       f"**{refined['mrr@5']:.4f}** ({refined['mrr@5'] / everywhere:.1%}) |")
+    out += ["", f"Made by `python benchmarks/cross_model.py --output benchmarks/results/cross_model` ({provenance_line('cross_model')})."]
+    return "\n".join(out) + "\n"
+
+
+def cli_help() -> str:
+    """``adapterkit --help`` and each command's ``--help``, as the command prints them."""
+    import os
+
+    from adapterkit.cli import parser
+
+    os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal: one width wherever this runs
+    top = parser()
+    commands = next(a for a in top._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    out = ["```text", top.format_help().rstrip(), "```"]
+    for name, sub in commands.items():
+        out += ["", f"## `adapterkit {name}`", "", "```text", sub.format_help().rstrip(), "```"]
+    return "\n".join(out) + "\n"
+
+
+def api_reference() -> str:
+    """One mkdocstrings entry per name of ``adapterkit.__all__``, under the module that defines it."""
+    import adapterkit
+
+    out: List[str] = []
+    by_module: Dict[str, List[str]] = {}
+    for name, module in adapterkit._EXPORTS.items():
+        by_module.setdefault(module, []).append(name)
+    for module, names in by_module.items():
+        out += ["", f"## `{module}`", ""]
+        for name in sorted(names):
+            out += [f"::: {module}.{name}", ""]
+    return "\n".join(out).lstrip("\n")
+
+
+TABLES: Dict[str, Callable[[], str]] = {"api": api_reference, "front": front_table, "scale": scale_table, "cross_model": cross_model_table, "cli": cli_help}
+
+
+def render(text: str) -> str:
+    text = FIG.sub(lambda m: f"<!--fig {m[1]} {m[2]}{'|' + m[3] if m[3] else ''}-->{figure(m[1], m[2], m[3] or '')}<!--/fig-->", text)
+    text = INCLUDE.sub(lambda m: m[1] + included(m[2]) + m[4], text)
+    def table(m: "re.Match[str]") -> str:
+        if m[2] not in TABLES:
+            raise FigureError(f"no table {m[2]!r}: tools/fill_docs.py builds {sorted(TABLES)}.")
+        return m[1] + TABLES[m[2]]() + m[4]
+    return TABLE.sub(table, text)
+
+
+def documents() -> List[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a figure differs from its results file")
+    args = parser.parse_args()
+    stale = []
+    for path in documents():
+        text = path.read_text()
+        new = render(text)
+        if new != text:
+            stale.append(path.relative_to(ROOT).as_posix())
+            if not args.check:
+                path.write_text(new)
+    if stale:
+        print(("differ from benchmarks/results/ (run python tools/fill_docs.py): " if args.check else "filled: ") + ", ".join(stale))
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
