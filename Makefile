@@ -45,6 +45,7 @@ NBVAL := --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg --
 # end), the notebooks' stored outputs, and the docs site.
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest tests --durations=10
 	$(BIN)/python -m pytest $(NBVAL) --durations=10
@@ -53,6 +54,7 @@ test: install
 # The unit lane: no servers, clusters, notebooks or end-to-end runs (those are marked integration or slow).
 test-fast: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest tests -m "not slow and not integration" -q
 
 # The docs site into site/: every figure equal to its results file, then a strict build (broken links,

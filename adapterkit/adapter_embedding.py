@@ -52,12 +52,18 @@ def write_base_model(folder: Union[str, os.PathLike], model: BaseEmbedding, dim:
 
 def read_base_model(folder: Union[str, os.PathLike]) -> Optional[Dict[str, Any]]:
     """``base_model.json`` of a model folder, checked field by field, or None without one (LlamaIndex's or older folders)."""
-    return read_record(Path(folder) / BASE_MODEL_FILE, _BASE_FIELDS, AdapterLoadError,
-                       "Restore it, or delete it to serve the folder unchecked.")
+    return read_record(
+        Path(folder) / BASE_MODEL_FILE, _BASE_FIELDS, AdapterLoadError, "Restore it, or delete it to serve the folder unchecked."
+    )
 
 
-def check_base_models(base: BaseEmbedding, folder: Union[str, os.PathLike], record: Optional[Dict[str, Any]],
-                      memories: Sequence[Any], index_identity: Optional[str] = None) -> None:
+def check_base_models(
+    base: BaseEmbedding,
+    folder: Union[str, os.PathLike],
+    record: Optional[Dict[str, Any]],
+    memories: Sequence[Any],
+    index_identity: Optional[str] = None,
+) -> None:
     """Refuse a base model other than the one the folder (``record``) and its memories were made with.
 
     Args:
@@ -72,15 +78,20 @@ def check_base_models(base: BaseEmbedding, folder: Union[str, os.PathLike], reco
     if record is not None and record["model_identity"] != ident:
         raise AdapterLoadError(
             f"{folder} was trained over {record['model_name']} ({record['model_identity']}), but it is served over {served}: "
-            f"the adapter means nothing over another model's vectors. Serve it over the model it was trained with, or {override}.")
-    roles = (("key_model", "keys", ident, f"queries come from {served}"),
-             ("chunk_model", "chunk vectors", index_identity or ident, f"the index is {index_identity or served}"))
+            f"the adapter means nothing over another model's vectors. Serve it over the model it was trained with, or {override}."
+        )
+    roles = (
+        ("key_model", "keys", ident, f"queries come from {served}"),
+        ("chunk_model", "chunk vectors", index_identity or ident, f"the index is {index_identity or served}"),
+    )
     for memory in memories:
         for role, what, expected, actual in roles:
             recorded = getattr(memory, role, None)
             if recorded is not None and recorded != expected:
-                raise AdapterLoadError(f"A memory served with {folder} holds {what} of {recorded}, but {actual}: "
-                                       f"rebuild the memory with that model, or {override}.")
+                raise AdapterLoadError(
+                    f"A memory served with {folder} holds {what} of {recorded}, but {actual}: "
+                    f"rebuild the memory with that model, or {override}."
+                )
 
 
 class AdapterEmbeddingModel(BaseEmbedding):
@@ -148,8 +159,10 @@ class AdapterEmbeddingModel(BaseEmbedding):
         if cross is not None:
             check_query_model(cross, base, adapter_path)
         elif index_model is not None:
-            raise CrossModelError(f"{adapter_path} maps queries into its own base model's index (it has no {CROSS_MODEL_FILE}): "
-                                  "drop index_model, or train with EmbeddingAdapterFinetuneEngine(..., index_model=...).")
+            raise CrossModelError(
+                f"{adapter_path} maps queries into its own base model's index (it has no {CROSS_MODEL_FILE}): "
+                "drop index_model, or train with EmbeddingAdapterFinetuneEngine(..., index_model=...)."
+            )
         record = read_base_model(adapter_path) if check_base_model and cross is None else None
         if record is not None:  # before reading weights and memories; a cross-model folder is checked above, by cross_model.json
             check_base_models(base, adapter_path, record, [])
@@ -163,16 +176,20 @@ class AdapterEmbeddingModel(BaseEmbedding):
         self._adapter = load_adapter(adapter_path, adapter_cls).to(self._target_device).eval()
         takes = self._adapter.get_config_dict().get("in_features") if hasattr(self._adapter, "get_config_dict") else None
         if record is not None and isinstance(takes, int) and takes != record["dim"]:
-            raise AdapterLoadError(f"{Path(adapter_path) / BASE_MODEL_FILE} says its base model makes {record['dim']}-dimensional vectors, "
-                                   f"but the adapter takes {takes}: the file is damaged; restore it, or delete it to serve the folder unchecked.")
+            raise AdapterLoadError(
+                f"{Path(adapter_path) / BASE_MODEL_FILE} says its base model makes {record['dim']}-dimensional vectors, "
+                f"but the adapter takes {takes}: the file is damaged; restore it, or delete it to serve the folder unchecked."
+            )
         self._transform_query = transform_query
         self._cache = cache
         self._normalize = normalize
         self._cross = cross
         self._index_model = resolve_embed_model(index_model) if index_model is not None else None
         if cross is not None and self._index_model is not None and model_identity(self._index_model) != cross["index_model"]:
-            raise CrossModelError(f"{adapter_path} maps queries into the index of {cross['index_model_name']} ({cross['index_model']}), "
-                                  f"but index_model is {model_identity(self._index_model)}: pass the model that built the index.")
+            raise CrossModelError(
+                f"{adapter_path} maps queries into the index of {cross['index_model_name']} ({cross['index_model']}), "
+                f"but index_model is {model_identity(self._index_model)}: pass the model that built the index."
+            )
         if memory is None:
             memory = Path(adapter_path) / MEMORY_DIR if memory_folders(Path(adapter_path) / MEMORY_DIR) else False
         if isinstance(memory, (str, os.PathLike)):
@@ -217,8 +234,10 @@ class AdapterEmbeddingModel(BaseEmbedding):
         model = self._base_embed_model
         if self._cross is not None and (kind == "text" or not self._transform_query):
             if self._index_model is None:
-                raise CrossModelError(f"This adapter's documents live in {self._cross['index_model_name']}'s space: pass "
-                                      "index_model=<that model> to embed documents (or queries without the adapter).")
+                raise CrossModelError(
+                    f"This adapter's documents live in {self._cross['index_model_name']}'s space: pass "
+                    "index_model=<that model> to embed documents (or queries without the adapter)."
+                )
             model = self._index_model
         if self._cache is False:
             base = np.asarray(call_model(model, list(texts), kind), dtype=np.float32)

@@ -98,8 +98,7 @@ def read_config(folder: Path) -> Dict[str, Any]:
     config_file = folder / CONFIG_NAME
     if not folder.is_dir():
         raise AdapterLoadError(
-            f"Adapter folder {folder} does not exist. Pass the model_output_path used for training "
-            "(it holds config.json and the weights)."
+            f"Adapter folder {folder} does not exist. Pass the model_output_path used for training (it holds config.json and the weights)."
         )
     if not config_file.is_file():
         raise AdapterLoadError(
@@ -122,8 +121,7 @@ def _build(cls: type, config: Dict[str, Any], folder: Path, state: Dict[str, Ten
             probe = cls(**config)
     except (TypeError, ValueError, AdapterLoadError) as exc:
         raise AdapterLoadError(
-            f"{folder / CONFIG_NAME} does not fit {cls.__name__}: {exc}. "
-            "Pass the adapter class it was saved with (adapter_cls=...)."
+            f"{folder / CONFIG_NAME} does not fit {cls.__name__}: {exc}. Pass the adapter class it was saved with (adapter_cls=...)."
         ) from exc
     except Exception as exc:  # a user class whose constructor cannot run on the meta device: build it for real
         if ADAPTER_CLASSES.get(cls.__name__) is cls:  # adapterkit's own classes always can: the sizes are wrong

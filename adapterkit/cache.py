@@ -83,8 +83,10 @@ class EmbeddingCache:
 
     def _open_read_only(self) -> None:
         if not self.file.is_file():
-            raise EmbeddingCacheError(f"The cache folder {self.folder} is not writable and holds no cache: "
-                                      "make it writable or point ADAPTERKIT_CACHE_DIR elsewhere.")
+            raise EmbeddingCacheError(
+                f"The cache folder {self.folder} is not writable and holds no cache: "
+                "make it writable or point ADAPTERKIT_CACHE_DIR elsewhere."
+            )
         self.read_only = True
         uri = self.file.resolve().as_uri()
         try:
@@ -98,8 +100,10 @@ class EmbeddingCache:
         try:
             return hashlib.sha256(f"{kind}\x00{text}".encode("utf-8")).digest()
         except UnicodeEncodeError as exc:
-            raise ValueError(f"The {kind} {text[:60]!r} holds a lone surrogate (broken Unicode) and cannot be embedded; "
-                             "fix the text, e.g. text.encode('utf-8', 'replace').decode().") from exc
+            raise ValueError(
+                f"The {kind} {text[:60]!r} holds a lone surrogate (broken Unicode) and cannot be embedded; "
+                "fix the text, e.g. text.encode('utf-8', 'replace').decode()."
+            ) from exc
 
     def get_many(self, model: str, keys: Sequence[bytes]) -> Dict[bytes, np.ndarray]:
         """The vectors stored for ``keys``; rows that are not whole, finite float32 vectors are left out."""
@@ -111,8 +115,10 @@ class EmbeddingCache:
                 try:
                     rows = self._db.execute(f"SELECT key, vec FROM emb WHERE model=? AND key IN ({marks})", [model, *chunk]).fetchall()
                 except sqlite3.DatabaseError as exc:
-                    raise EmbeddingCacheError(f"The embedding cache {self.file} cannot be read ({exc}). Delete that "
-                                              "file (every embedding is recomputed on demand).") from exc
+                    raise EmbeddingCacheError(
+                        f"The embedding cache {self.file} cannot be read ({exc}). Delete that "
+                        "file (every embedding is recomputed on demand)."
+                    ) from exc
                 for key, vec in rows:
                     if not isinstance(vec, bytes) or not vec or len(vec) % 4:
                         self.stats["bad_rows"] += 1
@@ -221,8 +227,12 @@ def embed_texts(
     store.stats["misses"] += len(todo)
     step = batch_size or max(1, model.embed_batch_size * 4)
     dim = None
-    with tqdm(total=len(todo), desc="Embedding " + (purpose or ("queries" if kind == "query" else "texts")), unit=kind,
-              disable=not show_progress or not todo) as bar:
+    with tqdm(
+        total=len(todo),
+        desc="Embedding " + (purpose or ("queries" if kind == "query" else "texts")),
+        unit=kind,
+        disable=not show_progress or not todo,
+    ) as bar:
         while todo:
             for start in range(0, len(todo), step):
                 batch = todo[start : start + step]
@@ -267,8 +277,10 @@ def _as_matrix(vectors: Any, n: int, model: BaseEmbedding) -> np.ndarray:
         matrix = np.asarray(vectors, dtype=np.float32)
     except (ValueError, TypeError) as exc:
         lengths = sorted({len(v) for v in vectors}) if isinstance(vectors, (list, tuple)) else "?"
-        raise ValueError(f"{model.class_name()} returned vectors of different lengths ({lengths}) for {n} texts; "
-                         "every vector must have the same dimension.") from exc
+        raise ValueError(
+            f"{model.class_name()} returned vectors of different lengths ({lengths}) for {n} texts; "
+            "every vector must have the same dimension."
+        ) from exc
     if matrix.ndim != 2 or len(matrix) != n or matrix.shape[1] == 0:
         raise ValueError(f"{model.class_name()} returned {matrix.shape} for {n} texts; expected one vector each.")
     return matrix

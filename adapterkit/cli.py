@@ -33,6 +33,7 @@ def _confirm(assume_yes: bool) -> Optional[Callable[[str], bool]]:
             print(f"{message}\nNo terminal to answer on: pass --yes to allow the calls.", file=sys.stderr)
             return False
         return input(f"{message} [y/N] ").strip().lower() in ("y", "yes")
+
     return ask
 
 
@@ -56,10 +57,12 @@ def _options(pairs: List[str], flags: dict) -> dict:
     return {**options, **{k: v for k, v in flags.items() if v is not None}}
 
 
-QUESTIONS_HELP = ("your labelled questions: a .jsonl, .csv or .json file of rows with 'question', 'file' (the path, relative to "
-                  "DOCS_DIR, of the document that answers it) and optionally 'quote' (an exact passage of it), e.g. "
-                  '{"question": "How long is the warranty?", "file": "guides/warranty.md", "quote": "two years"}; '
-                  "or LlamaIndex's dataset JSON with chunk ids")
+QUESTIONS_HELP = (
+    "your labelled questions: a .jsonl, .csv or .json file of rows with 'question', 'file' (the path, relative to "
+    "DOCS_DIR, of the document that answers it) and optionally 'quote' (an exact passage of it), e.g. "
+    '{"question": "How long is the warranty?", "file": "guides/warranty.md", "quote": "two years"}; '
+    "or LlamaIndex's dataset JSON with chunk ids"
+)
 
 
 def _chunking(args: argparse.Namespace) -> dict:
@@ -71,23 +74,43 @@ def _fit(args: argparse.Namespace) -> None:
     from adapterkit.pipeline.fit import fit_documents
 
     options = _options(args.set, {"epochs": args.epochs, **_chunking(args)})
-    result = fit_documents(args.docs, args.out, store=args.store, sample_chunks=args.sample_chunks, memory_table=args.memory_table,
-                           embed_model=args.embed_model, questions=args.questions, llm=args.llm,
-                           eval_chunks=args.eval_chunks, overwrite=args.overwrite, confirm=_confirm(args.yes), cache=args.cache_dir,
-                           show_progress=not args.quiet, follow_symlinks=args.follow_symlinks, **options)
+    result = fit_documents(
+        args.docs,
+        args.out,
+        store=args.store,
+        sample_chunks=args.sample_chunks,
+        memory_table=args.memory_table,
+        embed_model=args.embed_model,
+        questions=args.questions,
+        llm=args.llm,
+        eval_chunks=args.eval_chunks,
+        overwrite=args.overwrite,
+        confirm=_confirm(args.yes),
+        cache=args.cache_dir,
+        show_progress=not args.quiet,
+        follow_symlinks=args.follow_symlinks,
+        **options,
+    )
     print(result.summary["verdict"])
     left_out = result.evaluation.details.get("left_out") or {}
     if left_out:
-        print(f"{len(left_out)} of your questions were left out, each with its reason in the report: "
-              + "; ".join(f"{q!r} ({why})" for q, why in list(left_out.items())[:3]) + (" ..." if len(left_out) > 3 else ""))
+        print(
+            f"{len(left_out)} of your questions were left out, each with its reason in the report: "
+            + "; ".join(f"{q!r} ({why})" for q, why in list(left_out.items())[:3])
+            + (" ..." if len(left_out) > 3 else "")
+        )
     changes = result.changes
     if not changes["first_run"]:
-        print(f"Since the last run: {len(changes['files_added'])} files added, {len(changes['files_changed'])} changed, "
-              f"{len(changes['files_removed'])} removed; {changes['chunks_added']} chunks added, {changes['chunks_removed']} removed.")
+        print(
+            f"Since the last run: {len(changes['files_added'])} files added, {len(changes['files_changed'])} changed, "
+            f"{len(changes['files_removed'])} removed; {changes['chunks_added']} chunks added, {changes['chunks_removed']} removed."
+        )
     skipped = result.summary.get("skipped") or {}
     if skipped:
-        print(f"Skipped {len(skipped)} file(s), each with its reason in the report: {', '.join(list(skipped)[:5])}"
-              + (" ..." if len(skipped) > 5 else ""))
+        print(
+            f"Skipped {len(skipped)} file(s), each with its reason in the report: {', '.join(list(skipped)[:5])}"
+            + (" ..." if len(skipped) > 5 else "")
+        )
     print(f"Base model calls this run: {result.embedded['text']} chunks, {result.embedded['query']} queries; {result.seconds} s.")
     print(f"Evaluation: {result.evaluation.source}.")
     if result.table is not None:
@@ -98,9 +121,18 @@ def _fit(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from adapterkit.pipeline.evaluate_folder import evaluate_model_folder
 
-    table, report = evaluate_model_folder(args.model_dir, args.questions, out=args.out, embed_model=args.embed_model,
-                                          cache=args.cache_dir, show_progress=not args.quiet, index_model=args.index_model,
-                                          docs=args.docs, follow_symlinks=args.follow_symlinks, **_chunking(args))
+    table, report = evaluate_model_folder(
+        args.model_dir,
+        args.questions,
+        out=args.out,
+        embed_model=args.embed_model,
+        cache=args.cache_dir,
+        show_progress=not args.quiet,
+        index_model=args.index_model,
+        docs=args.docs,
+        follow_symlinks=args.follow_symlinks,
+        **_chunking(args),
+    )
     print(table.to_string(index=False))
     print(f"Report: {report}")
 
@@ -108,9 +140,17 @@ def _eval(args: argparse.Namespace) -> None:
 def _questions(args: argparse.Namespace) -> None:
     from adapterkit.pipeline.questions import write_questions
 
-    dataset = write_questions(args.docs, args.out, llm=args.llm, questions_per_chunk=args.per_chunk, max_workers=args.workers,
-                              confirm=_confirm(args.yes), show_progress=not args.quiet, follow_symlinks=args.follow_symlinks,
-                              **_chunking(args))
+    dataset = write_questions(
+        args.docs,
+        args.out,
+        llm=args.llm,
+        questions_per_chunk=args.per_chunk,
+        max_workers=args.workers,
+        confirm=_confirm(args.yes),
+        show_progress=not args.quiet,
+        follow_symlinks=args.follow_symlinks,
+        **_chunking(args),
+    )
     print(dataset.stats.summary())
     print(f"Questions: {args.out}")
 
@@ -124,7 +164,7 @@ def _chunks(args: argparse.Namespace) -> None:
     print("chunk id\tfile\tfirst words")
     for file, ids in source.chunks_of.items():
         for chunk in ids:
-            words = " ".join(source.corpus[chunk].split()[:args.words])
+            words = " ".join(source.corpus[chunk].split()[: args.words])
             print(f"{chunk}\t{file}\t{words}")
     for file, why in source.skipped.items():
         print(f"skipped {file}: {why}", file=sys.stderr)
@@ -133,16 +173,26 @@ def _chunks(args: argparse.Namespace) -> None:
 def _index(args: argparse.Namespace) -> None:
     from adapterkit.pipeline.index import index_documents
 
-    done = index_documents(args.docs, args.store, embed_model=args.embed_model, cache=args.cache_dir, show_progress=not args.quiet,
-                           follow_symlinks=args.follow_symlinks, **_chunking(args))
+    done = index_documents(
+        args.docs,
+        args.store,
+        embed_model=args.embed_model,
+        cache=args.cache_dir,
+        show_progress=not args.quiet,
+        follow_symlinks=args.follow_symlinks,
+        **_chunking(args),
+    )
     print(f"Indexed {done['chunks']} chunks of {done['files']} files into {done['store']}.")
     for file, why in done["skipped"].items():
         print(f"skipped {file}: {why}", file=sys.stderr)
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="adapterkit", description="Fit a query adapter to your documents and evaluate it.",
-                                  epilog="Run `adapterkit COMMAND --help` for a command's options.")
+    top = argparse.ArgumentParser(
+        prog="adapterkit",
+        description="Fit a query adapter to your documents and evaluate it.",
+        epilog="Run `adapterkit COMMAND --help` for a command's options.",
+    )
     top.add_argument("--version", action="version", version=f"adapterkit {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -152,27 +202,60 @@ def parser() -> argparse.ArgumentParser:
     folder = argparse.ArgumentParser(add_help=False)  # how a documents folder is read: the same flags wherever one is read
     folder.add_argument("--chunk-size", type=int, default=None, metavar="TOKENS", help="chunk size in tokens (default 1024)")
     folder.add_argument("--chunk-overlap", type=int, default=None, metavar="TOKENS", help="tokens neighbouring chunks share (default 200)")
-    folder.add_argument("--follow-symlinks", action="store_true", help="read files that links in the folder point to outside it "
-                        "(default: such links are skipped and listed)")
+    folder.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="read files that links in the folder point to outside it (default: such links are skipped and listed)",
+    )
 
-    fit = commands.add_parser("fit", parents=[common, folder], help="train an adapter for a folder of documents (or a vector store) and report",
-                              description="Read every document under DOCS_DIR (PDF, DOCX, HTML, Markdown, text, ...), train the default "
-                              "adapter with its chunks as the corpus it will search, evaluate, and write MODEL_DIR with report.md.")
+    fit = commands.add_parser(
+        "fit",
+        parents=[common, folder],
+        help="train an adapter for a folder of documents (or a vector store) and report",
+        description="Read every document under DOCS_DIR (PDF, DOCX, HTML, Markdown, text, ...), train the default "
+        "adapter with its chunks as the corpus it will search, evaluate, and write MODEL_DIR with report.md.",
+    )
     fit.add_argument("docs", nargs="?", metavar="DOCS_DIR", help="folder of documents (omit with --store)")
     fit.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write (a re-run on the same documents updates it)")
-    fit.add_argument("--store", metavar="URI", help="chunks already in a vector store: postgresql://user:pw@host/db?table=NAME or "
-                     "qdrant:///path?collection=NAME (stored vectors are used, nothing re-embedded)")
-    fit.add_argument("--sample-chunks", type=int, default=None, metavar="N", help="with --store: train on the chunks your questions "
-                     "name and N others (a fixed sample), not every stored chunk; questions are still ranked among all of them; no sentence "
-                     "memory unless --memory-table")
-    fit.add_argument("--memory-table", metavar="NAME", help="with --store: keep the sentence memory of every stored chunk under this "
-                     "name in the store's own database (serve it with PgMemory or QdrantMemory)")
-    fit.add_argument("--embed-model", default="default", metavar="SPEC", help="base model: default (bge-small-en-v1.5, offline), minilm "
-                     "(all-MiniLM-L6-v2, offline), local:<sentence-transformers id or folder>, openai:<model>")
-    fit.add_argument("--questions", metavar="FILE", help=QUESTIONS_HELP + ". A fifth is held out to score the model; the rest become "
-                     "a question memory where they show clearly that it helps")
-    fit.add_argument("--llm", metavar="SPEC", help="an LLM writes questions about sampled chunks to score the model: default, hf:<id>, "
-                     "openai:<model>, ollama:<model>")
+    fit.add_argument(
+        "--store",
+        metavar="URI",
+        help="chunks already in a vector store: postgresql://user:pw@host/db?table=NAME or "
+        "qdrant:///path?collection=NAME (stored vectors are used, nothing re-embedded)",
+    )
+    fit.add_argument(
+        "--sample-chunks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --store: train on the chunks your questions "
+        "name and N others (a fixed sample), not every stored chunk; questions are still ranked among all of them; no sentence "
+        "memory unless --memory-table",
+    )
+    fit.add_argument(
+        "--memory-table",
+        metavar="NAME",
+        help="with --store: keep the sentence memory of every stored chunk under this "
+        "name in the store's own database (serve it with PgMemory or QdrantMemory)",
+    )
+    fit.add_argument(
+        "--embed-model",
+        default="default",
+        metavar="SPEC",
+        help="base model: default (bge-small-en-v1.5, offline), minilm "
+        "(all-MiniLM-L6-v2, offline), local:<sentence-transformers id or folder>, openai:<model>",
+    )
+    fit.add_argument(
+        "--questions",
+        metavar="FILE",
+        help=QUESTIONS_HELP + ". A fifth is held out to score the model; the rest become "
+        "a question memory where they show clearly that it helps",
+    )
+    fit.add_argument(
+        "--llm",
+        metavar="SPEC",
+        help="an LLM writes questions about sampled chunks to score the model: default, hf:<id>, openai:<model>, ollama:<model>",
+    )
     fit.add_argument("--eval-chunks", type=int, default=None, metavar="N", help="with --llm: most chunks it is asked about (default 40)")
     fit.add_argument("--epochs", type=int, default=None, help="training epochs (default: the package default)")
     fit.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any FinetuneConfig option, e.g. --set batch_size=64")
@@ -180,23 +263,35 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("--yes", action="store_true", help="do not ask before calling a paid LLM API")
     fit.set_defaults(run=_fit)
 
-    ev = commands.add_parser("eval", parents=[common, folder], help="score a model folder next to its base model on a questions file",
-                             description="Base model next to the adapter on QUESTIONS (rows of question, file and quote over "
-                             "--docs, or LlamaIndex's dataset JSON with its corpus): "
-                             "hit@5, MRR@5, nDCG@10 with paired bootstrap intervals; writes eval.md, eval.json and plots.")
+    ev = commands.add_parser(
+        "eval",
+        parents=[common, folder],
+        help="score a model folder next to its base model on a questions file",
+        description="Base model next to the adapter on QUESTIONS (rows of question, file and quote over "
+        "--docs, or LlamaIndex's dataset JSON with its corpus): "
+        "hit@5, MRR@5, nDCG@10 with paired bootstrap intervals; writes eval.md, eval.json and plots.",
+    )
     ev.add_argument("model_dir", metavar="MODEL_DIR")
     ev.add_argument("questions", metavar="QUESTIONS", help=QUESTIONS_HELP)
-    ev.add_argument("--docs", default=None, metavar="DOCS_DIR", help="the documents folder the question rows name files of "
-                    "(read with the folder's chunk settings)")
+    ev.add_argument(
+        "--docs",
+        default=None,
+        metavar="DOCS_DIR",
+        help="the documents folder the question rows name files of (read with the folder's chunk settings)",
+    )
     ev.add_argument("--out", default=None, metavar="DIR", help="report folder (default MODEL_DIR/eval)")
     ev.add_argument("--embed-model", default=None, metavar="SPEC", help="base model (default: the one the folder was fitted with)")
     ev.add_argument("--index-model", default=None, metavar="SPEC", help="a cross-model folder: the model that built the index")
     ev.set_defaults(run=_eval)
 
-    qs = commands.add_parser("questions", parents=[common, folder], help="have an LLM write questions about a folder's chunks",
-                             description="Ask an LLM for questions about each chunk of DOCS_DIR and write them: rows of question, file "
-                             "and quote for a .jsonl or .csv FILE, LlamaIndex's dataset JSON for a .json FILE. "
-                             "Resumable: a re-run asks only chunks not done yet. Asks before calling a paid API unless --yes.")
+    qs = commands.add_parser(
+        "questions",
+        parents=[common, folder],
+        help="have an LLM write questions about a folder's chunks",
+        description="Ask an LLM for questions about each chunk of DOCS_DIR and write them: rows of question, file "
+        "and quote for a .jsonl or .csv FILE, LlamaIndex's dataset JSON for a .json FILE. "
+        "Resumable: a re-run asks only chunks not done yet. Asks before calling a paid API unless --yes.",
+    )
     qs.add_argument("docs", metavar="DOCS_DIR")
     qs.add_argument("--llm", default="default", metavar="SPEC", help="default (offline, CPU), hf:<id>, openai:<model>, ollama:<model>")
     qs.add_argument("--out", required=True, metavar="FILE")
@@ -205,20 +300,34 @@ def parser() -> argparse.ArgumentParser:
     qs.add_argument("--yes", action="store_true", help="do not ask before calling a paid LLM API")
     qs.set_defaults(run=_questions)
 
-    ch = commands.add_parser("chunks", parents=[folder], help="list a folder's chunks: id, file and first words",
-                             description="Read DOCS_DIR as `fit` does and print one line per chunk: its id, its file and its first "
-                             "words (tab-separated), for writing questions about it.")
+    ch = commands.add_parser(
+        "chunks",
+        parents=[folder],
+        help="list a folder's chunks: id, file and first words",
+        description="Read DOCS_DIR as `fit` does and print one line per chunk: its id, its file and its first "
+        "words (tab-separated), for writing questions about it.",
+    )
     ch.add_argument("docs", metavar="DOCS_DIR")
     ch.add_argument("--words", type=int, default=12, metavar="N", help="first words shown per chunk (default 12)")
     ch.set_defaults(run=_chunks)
 
-    ix = commands.add_parser("index", parents=[common, folder], help="write a folder's chunks and base vectors into a vector store",
-                             description="Embed every chunk of DOCS_DIR with the base model (ids as `fit` gives them) and write them "
-                             "into a vector store, from which a model folder fitted on DOCS_DIR serves. A re-run replaces what it wrote.")
+    ix = commands.add_parser(
+        "index",
+        parents=[common, folder],
+        help="write a folder's chunks and base vectors into a vector store",
+        description="Embed every chunk of DOCS_DIR with the base model (ids as `fit` gives them) and write them "
+        "into a vector store, from which a model folder fitted on DOCS_DIR serves. A re-run replaces what it wrote.",
+    )
     ix.add_argument("docs", metavar="DOCS_DIR")
-    ix.add_argument("--store", required=True, metavar="URI", help="qdrant:///path?collection=NAME (a local folder, made if missing) "
-                    "or postgresql://user:pw@host/db?table=NAME")
-    ix.add_argument("--embed-model", default="default", metavar="SPEC", help="the base model the model folder is fitted over (default: default)")
+    ix.add_argument(
+        "--store",
+        required=True,
+        metavar="URI",
+        help="qdrant:///path?collection=NAME (a local folder, made if missing) or postgresql://user:pw@host/db?table=NAME",
+    )
+    ix.add_argument(
+        "--embed-model", default="default", metavar="SPEC", help="the base model the model folder is fitted over (default: default)"
+    )
     ix.set_defaults(run=_index)
     return top
 

@@ -56,8 +56,10 @@ def worker_model(source: ModelSource) -> BaseEmbedding:
     from dask.base import tokenize
 
     if isinstance(source, BaseEmbedding) or not (isinstance(source, str) or callable(source)):
-        raise TypeError("model is a spec (e.g. 'default') or a zero-argument function that returns the model, built on each "
-                        f"worker; not {type(source).__name__} (a model object cannot travel to the workers).")
+        raise TypeError(
+            "model is a spec (e.g. 'default') or a zero-argument function that returns the model, built on each "
+            f"worker; not {type(source).__name__} (a model object cannot travel to the workers)."
+        )
     key = source if isinstance(source, str) else tokenize(source)
     with _BUILDING:
         if key not in _WORKER_MODELS:
@@ -138,8 +140,11 @@ def embed_on_cluster(
         finally:
             future.release()  # landed or failed: the cluster may forget it (a worker lost later is not asked to redo it)
         if made_by != ident:
-            failed.append(ValueError(f"A worker's model is {made_by}, this process's is {ident}: install the same model and "
-                                     "versions on every machine."))
+            failed.append(
+                ValueError(
+                    f"A worker's model is {made_by}, this process's is {ident}: install the same model and versions on every machine."
+                )
+            )
             return
         store.put_many(ident, {EmbeddingCache.key(kind, t): v for t, v in zip(batch, vectors)})
         counts["embedded"] += len(batch)
@@ -164,8 +169,10 @@ def embed_on_cluster(
     finally:
         bar.close()
     if failed:
-        raise RuntimeError(f"A batch failed on the cluster ({type(failed[0]).__name__}: {failed[0]}). The {counts['embedded']} texts "
-                           "embedded are in the cache: run embed_on_cluster again to embed only the rest.") from failed[0]
+        raise RuntimeError(
+            f"A batch failed on the cluster ({type(failed[0]).__name__}: {failed[0]}). The {counts['embedded']} texts "
+            "embedded are in the cache: run embed_on_cluster again to embed only the rest."
+        ) from failed[0]
     return counts
 
 

@@ -35,8 +35,15 @@ from adapterkit.records import read_record
 
 METHODS = ("auto", "procrustes", "lstsq")
 CROSS_MODEL_FILE = "cross_model.json"  # in a model folder whose queries and documents come from two models
-_FIELDS = {"query_model": str, "query_model_name": str, "query_dim": int, "index_model": str, "index_model_name": str,
-           "index_dim": int, "sample_chunks": int}
+_FIELDS = {
+    "query_model": str,
+    "query_model_name": str,
+    "query_dim": int,
+    "index_model": str,
+    "index_model_name": str,
+    "index_dim": int,
+    "sample_chunks": int,
+}
 
 
 class SampleTooSmallError(AdapterkitError, ValueError):
@@ -76,8 +83,10 @@ def fit_linear_map(new: np.ndarray, old: np.ndarray, method: str = "auto", ridge
             raise ValueError(f"The {name} model's vector of sample row {row} is NaN or infinite: check that model (or drop that text).")
     d_new, d_old = new.shape[1], old.shape[1]
     if len(new) < minimum_pairs(d_new):
-        raise SampleTooSmallError(f"{len(new)} paired texts cannot fit a map from {d_new} dimensions: give at least "
-                                  f"{minimum_pairs(d_new)} (one per dimension of the new model; a few times more fits better).")
+        raise SampleTooSmallError(
+            f"{len(new)} paired texts cannot fit a map from {d_new} dimensions: give at least "
+            f"{minimum_pairs(d_new)} (one per dimension of the new model; a few times more fits better)."
+        )
     if method == "procrustes" and d_new != d_old:
         raise ValueError(f"Procrustes maps equal dimensions; these are {d_new} -> {d_old}: use method='lstsq' (or 'auto').")
     x, y = unit_rows(new), unit_rows(old)
@@ -111,12 +120,24 @@ def _name(model: BaseEmbedding) -> str:
     return f"{model.class_name()} {getattr(model, 'model_name', '')}".strip()
 
 
-def write_identity(folder: Union[str, os.PathLike], query_model: BaseEmbedding, index_model: BaseEmbedding,
-                   query_dim: int, index_dim: int, sample_chunks: int) -> None:
+def write_identity(
+    folder: Union[str, os.PathLike],
+    query_model: BaseEmbedding,
+    index_model: BaseEmbedding,
+    query_dim: int,
+    index_dim: int,
+    sample_chunks: int,
+) -> None:
     """Record in ``folder`` which model embeds the queries and which built the index."""
-    record = {"query_model": model_identity(query_model), "query_model_name": _name(query_model), "query_dim": int(query_dim),
-              "index_model": model_identity(index_model), "index_model_name": _name(index_model), "index_dim": int(index_dim),
-              "sample_chunks": int(sample_chunks)}
+    record = {
+        "query_model": model_identity(query_model),
+        "query_model_name": _name(query_model),
+        "query_dim": int(query_dim),
+        "index_model": model_identity(index_model),
+        "index_model_name": _name(index_model),
+        "index_dim": int(index_dim),
+        "sample_chunks": int(sample_chunks),
+    }
     write_text(Path(folder) / CROSS_MODEL_FILE, json.dumps(record, indent=2))
     # LlamaIndex's AdapterEmbeddingModel reads only this weights file and would embed documents with the
     # query model: without it, LlamaIndex refuses the folder (adapterkit reads model.safetensors).
@@ -134,7 +155,8 @@ def check_query_model(record: Dict[str, Any], model: BaseEmbedding, folder: Unio
         raise CrossModelError(
             f"{folder} maps queries of {record['query_model_name']} ({record['query_model']}) into the index of "
             f"{record['index_model_name']}, but it was loaded over {_name(model)} ({model_identity(model)}). "
-            "Load it over the model it was trained with; the vectors of any other model mean nothing to it.")
+            "Load it over the model it was trained with; the vectors of any other model mean nothing to it."
+        )
 
 
 def check_index_dim(record: Optional[Dict[str, Any]], query_dim: int, index_dim: int, what: str = "the index") -> None:
@@ -145,7 +167,10 @@ def check_index_dim(record: Optional[Dict[str, Any]], query_dim: int, index_dim:
         raise CrossModelError(
             f"This adapter maps {record['query_model_name']} queries into {record['index_dim']}-dimensional vectors of "
             f"{record['index_model_name']}, but {what} holds {index_dim}-dimensional vectors: serve it against an index "
-            f"built by {record['index_model_name']}.")
-    raise CrossModelError(f"The query vectors are {query_dim}-dimensional but {what} holds {index_dim}-dimensional vectors: "
-                          "embed the queries with the model that built the index, or train a cross-model adapter "
-                          "(EmbeddingAdapterFinetuneEngine(..., index_model=...)).")
+            f"built by {record['index_model_name']}."
+        )
+    raise CrossModelError(
+        f"The query vectors are {query_dim}-dimensional but {what} holds {index_dim}-dimensional vectors: "
+        "embed the queries with the model that built the index, or train a cross-model adapter "
+        "(EmbeddingAdapterFinetuneEngine(..., index_model=...))."
+    )

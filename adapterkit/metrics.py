@@ -162,8 +162,9 @@ def paired_ranks(base: pd.DataFrame, other: pd.DataFrame, column: str = "rank") 
     return base[["query_id", column]].merge(other[["query_id", column]], on="query_id", suffixes=("_base", "_other"))
 
 
-def paired_bootstrap(base: Sequence[float] | np.ndarray, other: Sequence[float] | np.ndarray, reps: int = 2000, seed: int = 0,
-                     level: float = 0.95) -> Tuple[float, float, float]:
+def paired_bootstrap(
+    base: Sequence[float] | np.ndarray, other: Sequence[float] | np.ndarray, reps: int = 2000, seed: int = 0, level: float = 0.95
+) -> Tuple[float, float, float]:
     """Mean of ``other - base`` over queries and its bootstrap interval (queries resampled with replacement).
 
     Returns ``(difference, low, high)``; the interval excludes 0 when the change is clear at ``level``.

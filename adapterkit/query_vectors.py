@@ -13,8 +13,9 @@ from adapterkit.memory.corpus_memory import CorpusMemory, apply_memories
 from adapterkit.metrics import unit_rows
 
 
-def apply_adapter(adapter: torch.nn.Module, embeddings: np.ndarray, memories: Sequence[CorpusMemory] = (),
-                  batch_size: int = 4096) -> np.ndarray:
+def apply_adapter(
+    adapter: torch.nn.Module, embeddings: np.ndarray, memories: Sequence[CorpusMemory] = (), batch_size: int = 4096
+) -> np.ndarray:
     """Run ``adapter`` (then ``memories``, if any) over rows of ``embeddings`` in batches, without gradients."""
     param = next(adapter.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -31,8 +32,14 @@ def apply_adapter(adapter: torch.nn.Module, embeddings: np.ndarray, memories: Se
     return np.concatenate(out) if out else np.zeros((0, embeddings.shape[-1]), dtype=np.float32)
 
 
-def adapt_queries(adapter: torch.nn.Module, base_queries: np.ndarray, memories: Sequence[CorpusMemory] = (),
-                  normalize: bool = True, out_dim: Optional[int] = None, source: Optional[str] = None) -> np.ndarray:
+def adapt_queries(
+    adapter: torch.nn.Module,
+    base_queries: np.ndarray,
+    memories: Sequence[CorpusMemory] = (),
+    normalize: bool = True,
+    out_dim: Optional[int] = None,
+    source: Optional[str] = None,
+) -> np.ndarray:
     """The served query vectors: ``adapter`` (then ``memories``) over base query vectors, unit length if ``normalize``.
 
     ``AdapterEmbeddingModel`` serves exactly this; any check of "the trained model's query vectors"
@@ -65,8 +72,14 @@ def _unusable(vectors: np.ndarray, normalize: bool) -> np.ndarray:
     return (bad | ~(np.abs(vectors).max(axis=1) > 0)) if normalize and vectors.shape[1] else bad
 
 
-def _blame(adapter: torch.nn.Module, base_queries: np.ndarray, bad: np.ndarray, memories: Sequence[CorpusMemory],
-           normalize: bool, source: Optional[str]) -> str:
+def _blame(
+    adapter: torch.nn.Module,
+    base_queries: np.ndarray,
+    bad: np.ndarray,
+    memories: Sequence[CorpusMemory],
+    normalize: bool,
+    source: Optional[str],
+) -> str:
     """Why the ``bad`` rows are unusable: the base vectors, the adapter alone, or else the memories."""
     rows, where = base_queries[bad], f" of {source}" if source else ""
     count = f"{int(bad.sum())} of {len(bad)} query vectors"
@@ -77,7 +90,11 @@ def _blame(adapter: torch.nn.Module, base_queries: np.ndarray, bad: np.ndarray, 
         alone_bad = _unusable(unit_rows(alone) if normalize else alone, normalize).any()
     if alone_bad:
         what = "are not finite (NaN/inf)" if not np.isfinite(alone).all() else "overflow or are zero (nothing to normalize)"
-        return (f"The adapter{where} makes {count} unusable: its outputs {what}, while the base model's vectors are finite. "
-                "Its weights are unusable (e.g. training diverged): retrain it (a lower learning rate) or load another folder.")
-    return (f"The corpus memories served with the adapter{where} make {count} not finite or zero, while the adapter's output is "
-            "fine: check each memory's weight and temperature or rebuild it; memory=False serves the adapter alone.")
+        return (
+            f"The adapter{where} makes {count} unusable: its outputs {what}, while the base model's vectors are finite. "
+            "Its weights are unusable (e.g. training diverged): retrain it (a lower learning rate) or load another folder."
+        )
+    return (
+        f"The corpus memories served with the adapter{where} make {count} not finite or zero, while the adapter's output is "
+        "fine: check each memory's weight and temperature or rebuild it; memory=False serves the adapter alone."
+    )

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Type, Union
 
 
-def read_record(path: Path, fields: Mapping[str, Union[type, tuple]], error: Type[Exception], fix: str,
-                required: Optional[Iterable[str]] = None) -> Optional[Dict[str, Any]]:
+def read_record(
+    path: Path, fields: Mapping[str, Union[type, tuple]], error: Type[Exception], fix: str, required: Optional[Iterable[str]] = None
+) -> Optional[Dict[str, Any]]:
     """The JSON object in ``path``, or None when there is no such file.
 
     Args:
@@ -31,8 +32,9 @@ def read_record(path: Path, fields: Mapping[str, Union[type, tuple]], error: Typ
         kinds = kind if isinstance(kind, tuple) else (kind,)
         return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
 
-    wrong = sorted(k for k, kind in fields.items()
-                   if not isinstance(record, dict) or ((k in record or k in needed) and not fits(record.get(k), kind)))
+    wrong = sorted(
+        k for k, kind in fields.items() if not isinstance(record, dict) or ((k in record or k in needed) and not fits(record.get(k), kind))
+    )
     if wrong:
         raise error(f"{path} is damaged: it lacks or mistypes {wrong}. {fix}")
     return record

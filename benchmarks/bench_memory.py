@@ -107,35 +107,75 @@ def main() -> None:
     for nprobe in args.nprobe:
         ivf.index.nprobe = nprobe
         _, found = ivf.search(queries[:50], args.top_k)
-        recall = {n: round(float(np.mean([len(set(a[:n]) & set(e[:n])) / n for a, e in zip(found, exact_rows)])), 4) for n in (1, 8, args.top_k)}
+        recall = {
+            n: round(float(np.mean([len(set(a[:n]) & set(e[:n])) / n for a, e in zip(found, exact_rows)])), 4) for n in (1, 8, args.top_k)
+        }
         captured = float(np.mean([w[np.isin(e, a)].sum() for w, a, e in zip(exact_weight, found, exact_rows)]))
         agreement = float(torch.nn.functional.cosine_similarity(memory.pull(torch.as_tensor(queries[:50])), exact_pull, dim=-1).mean())
-        rows["ivf"].append({"nprobe": nprobe, **{f"recall@{n}": r for n, r in recall.items()}, "attention_found": round(captured, 4),
-                            "pull_cosine_vs_exact": round(agreement, 4),
-                            "ms_per_query_1": round(latency_ms(ivf, queries, args.top_k, 1), 3),
-                            "ms_per_query_batch100": round(latency_ms(ivf, queries, args.top_k, 100), 3)})
+        rows["ivf"].append(
+            {
+                "nprobe": nprobe,
+                **{f"recall@{n}": r for n, r in recall.items()},
+                "attention_found": round(captured, 4),
+                "pull_cosine_vs_exact": round(agreement, 4),
+                "ms_per_query_1": round(latency_ms(ivf, queries, args.top_k, 1), 3),
+                "ms_per_query_batch100": round(latency_ms(ivf, queries, args.top_k, 100), 3),
+            }
+        )
         print(rows["ivf"][-1], flush=True)
-    rows["anon_rss_end_mb"], rows["rss_incl_mapped_files_end_mb"], rows["peak_rss_mb"] = round(rss_mb(), 1), round(rss_mb("VmRSS"), 1), round(peak_mb(), 1)
+    rows["anon_rss_end_mb"], rows["rss_incl_mapped_files_end_mb"], rows["peak_rss_mb"] = (
+        round(rss_mb(), 1),
+        round(rss_mb("VmRSS"), 1),
+        round(peak_mb(), 1),
+    )
     rows["command"] = "python benchmarks/bench_memory.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()
-        if v is not None and k not in ("output", "folder"))
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in vars(args).items()
+        if v is not None and k not in ("output", "folder")
+    )
     print(json.dumps(rows, indent=2))
     if args.output:
         Path(args.output + ".json").write_text(json.dumps(rows, indent=2) + "\n")
-        lines = [f"# Corpus memory at scale: {rows['chunks']:,} chunks, {rows['keys']:,} keys ({rows['dim']}-d, synthetic)", "",
-                 f"`{rows['command']}`", "",
-                 "| measure | value |", "|---|---|"]
-        for key in ("write_s", "disk_mb", "anon_rss_after_load_mb", "ivf_build_s", "ivf_nlist", "ivf_codes_mb", "anon_rss_after_ivf_mb",
-                    "exact_ms_per_query_batch50", "anon_rss_end_mb", "rss_incl_mapped_files_end_mb", "peak_rss_mb"):
+        lines = [
+            f"# Corpus memory at scale: {rows['chunks']:,} chunks, {rows['keys']:,} keys ({rows['dim']}-d, synthetic)",
+            "",
+            f"`{rows['command']}`",
+            "",
+            "| measure | value |",
+            "|---|---|",
+        ]
+        for key in (
+            "write_s",
+            "disk_mb",
+            "anon_rss_after_load_mb",
+            "ivf_build_s",
+            "ivf_nlist",
+            "ivf_codes_mb",
+            "anon_rss_after_ivf_mb",
+            "exact_ms_per_query_batch50",
+            "anon_rss_end_mb",
+            "rss_incl_mapped_files_end_mb",
+            "peak_rss_mb",
+        ):
             lines.append(f"| {key} | {rows[key]} |")
-        lines += ["", f"| nprobe | recall@1 | recall@8 | recall@{args.top_k} | share of the exact softmax weight found | pull cosine vs exact "
-                  "| ms/query (1 at a time) | ms/query (batches of 100) |", "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['nprobe']} | {r['recall@1']} | {r['recall@8']} | {r[f'recall@{args.top_k}']} | {r['attention_found']} | "
-                  f"{r['pull_cosine_vs_exact']} | {r['ms_per_query_1']} | {r['ms_per_query_batch100']} |" for r in rows["ivf"]]
-        lines += ["", "Recall: the share of the exact top-n keys the IVF index returns (over 50 queries). The memory's pull is a softmax "
-                  "(temperature 100) over the top keys, so what matters is the share of that softmax weight on keys the index found, "
-                  "and how close the pulled vector is to the exact one. Resident memory: `anon` counts the process's own allocations; "
-                  "the pages of the memory-mapped arrays it read (every key, for the exact search) come on top and can be dropped by the OS."]
+        lines += [
+            "",
+            f"| nprobe | recall@1 | recall@8 | recall@{args.top_k} | share of the exact softmax weight found | pull cosine vs exact "
+            "| ms/query (1 at a time) | ms/query (batches of 100) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['nprobe']} | {r['recall@1']} | {r['recall@8']} | {r[f'recall@{args.top_k}']} | {r['attention_found']} | "
+            f"{r['pull_cosine_vs_exact']} | {r['ms_per_query_1']} | {r['ms_per_query_batch100']} |"
+            for r in rows["ivf"]
+        ]
+        lines += [
+            "",
+            "Recall: the share of the exact top-n keys the IVF index returns (over 50 queries). The memory's pull is a softmax "
+            "(temperature 100) over the top keys, so what matters is the share of that softmax weight on keys the index found, "
+            "and how close the pulled vector is to the exact one. Resident memory: `anon` counts the process's own allocations; "
+            "the pages of the memory-mapped arrays it read (every key, for the exact search) come on top and can be dropped by the OS.",
+        ]
         Path(args.output + ".md").write_text("\n".join(lines) + "\n")
     if args.folder is None:
         shutil.rmtree(folder, ignore_errors=True)

@@ -140,10 +140,20 @@ def copy_rows(pg: LocalPostgres, table: str, n: int, dim: int, centers: np.ndarr
             vec_head = struct.pack("!ihh", 4 + 4 * dim, dim, 0)
             for i in range(start, stop):
                 text, node = f"chunk {i}".encode(), f"n{i}".encode()
-                parts.append(struct.pack("!hi", 4, len(text)) + text + struct.pack("!i", 2) + b"{}"
-                             + struct.pack("!i", len(node)) + node + vec_head + vecs[i - start].tobytes())
+                parts.append(
+                    struct.pack("!hi", 4, len(text))
+                    + text
+                    + struct.pack("!i", 2)
+                    + b"{}"
+                    + struct.pack("!i", len(node))
+                    + node
+                    + vec_head
+                    + vecs[i - start].tobytes()
+                )
             parts.append(struct.pack("!h", -1))
-            cur.copy_expert(f"COPY {table} (text, metadata_, node_id, embedding) FROM STDIN WITH (FORMAT binary)", io.BytesIO(b"".join(parts)))
+            cur.copy_expert(
+                f"COPY {table} (text, metadata_, node_id, embedding) FROM STDIN WITH (FORMAT binary)", io.BytesIO(b"".join(parts))
+            )
     conn.close()
 
 
@@ -158,8 +168,14 @@ def timed(rows: dict, name: str, fn):
 
 def ann_eval(rows: dict, pg: LocalPostgres, store, table: str, queries: np.ndarray, exact: List[List[str]], args) -> None:
     """The database's own IVFFlat index: build time, latency and recall@10 against exact search."""
-    timed(rows, "ivfflat_build_s", lambda: pg.psql(
-        f"SET maintenance_work_mem = '2GB'; CREATE INDEX ON {table} USING ivfflat (embedding vector_cosine_ops) WITH (lists = {args.ivf_lists});"))
+    timed(
+        rows,
+        "ivfflat_build_s",
+        lambda: pg.psql(
+            f"SET maintenance_work_mem = '2GB'; CREATE INDEX ON {table} USING ivfflat (embedding vector_cosine_ops) "
+            f"WITH (lists = {args.ivf_lists});"
+        ),
+    )
     pg.psql(f"ALTER DATABASE postgres SET ivfflat.probes = {args.probes};")
     store_ann = pg.vector_store("bench", embed_dim=args.dim, hnsw=False)  # new connections see the probes setting
     found = timed(rows, "ivfflat_eval_s", lambda: store_top_k(store_ann, queries, 10))
@@ -169,11 +185,13 @@ def ann_eval(rows: dict, pg: LocalPostgres, store, table: str, queries: np.ndarr
 
 def memories(rows: dict, pg: LocalPostgres, store, work: Path, centers: np.ndarray, args) -> None:
     """One key per chunk, in the database and (small enough) locally; lookups against exact search."""
+
     def build_db() -> PgMemory:
         with PgMemoryWriter(pg.url(), "bench_memory", args.dim, index="ivfflat", top_k=10) as writer:
             for block, batch in enumerate(read_stored(store, BLOCK)):
                 writer.add(batch.ids, batch.vectors, key_vectors(block, batch.vectors), np.arange(len(batch.ids)))
         return PgMemory(pg.url(), "bench_memory")  # probes: the square root of the lists
+
     db = timed(rows, "memory_db_build_s", build_db)
     rows["memory_db_mb"] = round(int(pg.psql("SELECT pg_total_relation_size('bench_memory');").split()[2]) / 2**20, 1)
 
@@ -204,13 +222,16 @@ def local_memory(url: str, table: str, work: Path, q: np.ndarray, ids_exact: Lis
             writer.add(batch.ids, batch.vectors, key_vectors(block, batch.vectors), np.arange(len(batch.ids)))
         writer.close()
         return CorpusMemory.load(work / "memory")
+
     memory = timed(rows, "memory_local_build_s", build_local)
     rows["memory_local_mb"] = round(sum(p.stat().st_size for p in (work / "memory").iterdir()) / 2**20, 1)
     index = timed(rows, "memory_local_faiss_build_s", lambda: IVFIndex(memory.keys))
     start = time.perf_counter()
     _, found = index.search(q, 10)
     rows["memory_local_faiss_ms_per_lookup"] = round((time.perf_counter() - start) * 1000 / len(q), 2)
-    rows["memory_local_faiss_recall@10"] = round(recall_at_k([[memory.chunk_ids[memory.owner[r]] for r in row if r >= 0] for row in found], ids_exact, 10), 4)
+    rows["memory_local_faiss_recall@10"] = round(
+        recall_at_k([[memory.chunk_ids[memory.owner[r]] for r in row if r >= 0] for row in found], ids_exact, 10), 4
+    )
     rows["memory_local_peak_rss_mb"] = peak_rss_mb()
     return {k.replace("peak_rss_after_memory_local", "memory_local_peak_rss_after"): v for k, v in rows.items()}
 
@@ -243,11 +264,16 @@ def main() -> None:
     print(json.dumps(rows, indent=2))
     if args.output:
         Path(args.output + ".json").write_text(json.dumps(rows, indent=2) + "\n")
-        command = (f"python benchmarks/bench_pgvector.py --chunks {args.chunks} --pairs {args.pairs} --sample {args.sample} "
-                   f"--queries {args.queries}{' --no-ann' if args.no_ann else ''} --local-memory-max {args.local_memory_max} --output {args.output}")
+        command = (
+            f"python benchmarks/bench_pgvector.py --chunks {args.chunks} --pairs {args.pairs} --sample {args.sample} "
+            f"--queries {args.queries}{' --no-ann' if args.no_ann else ''} --local-memory-max {args.local_memory_max} "
+            f"--output {args.output}"
+        )
         table_md = "\n".join(f"| {k} | {v} |" for k, v in rows.items() if k != "provenance")
-        Path(args.output + ".md").write_text(f"# Stored vectors in PostgreSQL + pgvector: {args.chunks:,} chunks ({args.dim}-d, synthetic)\n\n"
-                                             f"`{command}`\n\n| measure | value |\n|---|---|\n{table_md}\n")
+        Path(args.output + ".md").write_text(
+            f"# Stored vectors in PostgreSQL + pgvector: {args.chunks:,} chunks ({args.dim}-d, synthetic)\n\n"
+            f"`{command}`\n\n| measure | value |\n|---|---|\n{table_md}\n"
+        )
 
 
 def run(rows: dict, work: Path, centers: np.ndarray, rng: np.random.Generator, args) -> None:
@@ -266,17 +292,37 @@ def run(rows: dict, work: Path, centers: np.ndarray, rng: np.random.Generator, a
 
         # Training pairs: each query is a noisy copy of its chunk's vector (node ids are n0, n1, ...).
         chosen = rng.choice(args.chunks, size=args.pairs, replace=False)
-        noisy = lambda rows_: unit(rows_of(rows_, centers, args.chunks) + 0.4 * rng.standard_normal((len(rows_), args.dim)).astype(np.float32) / np.sqrt(args.dim))  # noqa: E731
+        noisy = lambda rows_: unit(
+            rows_of(rows_, centers, args.chunks) + 0.4 * rng.standard_normal((len(rows_), args.dim)).astype(np.float32) / np.sqrt(args.dim)
+        )  # noqa: E731
         model.add([f"query {i}" for i in chosen], noisy(chosen))
-        drawn = timed(rows, "read_for_training_s", lambda: sample_stored_corpus(
-            store, model, keep={f"n{i}" for i in chosen}, sample=args.sample, cache=cache, batch_size=args.batch))
+        drawn = timed(
+            rows,
+            "read_for_training_s",
+            lambda: sample_stored_corpus(
+                store, model, keep={f"n{i}" for i in chosen}, sample=args.sample, cache=cache, batch_size=args.batch
+            ),
+        )
         rows["training_chunks"] = len(drawn.corpus)
         rows["documents_embedded_to_check_the_store"] = model._embedded
-        train = EmbeddingQAFinetuneDataset(queries={f"q{i}": f"query {i}" for i in chosen}, corpus=drawn.corpus,
-                                           relevant_docs={f"q{i}": [f"n{i}"] for i in chosen})
-        engine = timed(rows, "engine_from_cache_s", lambda: EmbeddingAdapterFinetuneEngine(
-            train, model, cache=cache, negatives="in_batch", batch_size=256, epochs=1, show_progress=False, corpus_memory=False,
-            model_output_path=work / "adapter"))
+        train = EmbeddingQAFinetuneDataset(
+            queries={f"q{i}": f"query {i}" for i in chosen}, corpus=drawn.corpus, relevant_docs={f"q{i}": [f"n{i}"] for i in chosen}
+        )
+        engine = timed(
+            rows,
+            "engine_from_cache_s",
+            lambda: EmbeddingAdapterFinetuneEngine(
+                train,
+                model,
+                cache=cache,
+                negatives="in_batch",
+                batch_size=256,
+                epochs=1,
+                show_progress=False,
+                corpus_memory=False,
+                model_output_path=work / "adapter",
+            ),
+        )
         timed(rows, "train_s", engine.finetune)
 
         memories(rows, pg, store, work, centers, args)

@@ -40,8 +40,15 @@ def main() -> None:
             cache.put_many("bench-model", {EmbeddingCache.key("query", f"sentence {first + i}"): block[i] for i in range(n)})
         seconds = time.perf_counter() - start
         size = sum(p.stat().st_size for p in Path(work).rglob("*") if p.is_file())
-    result = {"vectors": args.vectors, "batch": args.batch, "dim": args.dim, "seconds": round(seconds, 1),
-              "vectors_per_s": round(args.vectors / seconds), "cache_mb": round(size / 2**20, 1), "provenance": provenance()}
+    result = {
+        "vectors": args.vectors,
+        "batch": args.batch,
+        "dim": args.dim,
+        "seconds": round(seconds, 1),
+        "vectors_per_s": round(args.vectors / seconds),
+        "cache_mb": round(size / 2**20, 1),
+        "provenance": provenance(),
+    }
     print(json.dumps(result, indent=2))
     if args.output:
         Path(f"{args.output}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -49,7 +56,8 @@ def main() -> None:
             f"# Writing vectors into the embedding cache (one process)\n\n"
             f"`python benchmarks/cache_write.py --vectors {args.vectors} --batch {args.batch} --output {args.output}`\n\n"
             f"| vectors | batch | seconds | vectors/s | cache size |\n|---|---|---|---|---|\n"
-            f"| {args.vectors} | {args.batch} | {result['seconds']} | {result['vectors_per_s']} | {result['cache_mb']} MB |\n")
+            f"| {args.vectors} | {args.batch} | {result['seconds']} | {result['vectors_per_s']} | {result['cache_mb']} MB |\n"
+        )
 
 
 if __name__ == "__main__":

@@ -57,12 +57,21 @@ def run(name: str, old_spec: str, new_spec: str, work: Path) -> List[Dict]:
     docs_old = unit_rows(embed_texts(old, [test.corpus[d] for d in ids], "text", show_progress=True))
     q_old, q_new = embed_texts(old, questions, "query"), embed_texts(new, questions, "query")
     full = scores(q_new, unit_rows(embed_texts(new, [test.corpus[d] for d in ids], "text", show_progress=True)), relevant)
-    rows = [{"method": "OLD only", **scores(q_old, docs_old, relevant), "new_chunks": 0},
-            {"method": "NEW everywhere (re-embed the corpus)", **full, "new_chunks": len(ids)}]
+    rows = [
+        {"method": "OLD only", **scores(q_old, docs_old, relevant), "new_chunks": 0},
+        {"method": "NEW everywhere (re-embed the corpus)", **full, "new_chunks": len(ids)},
+    ]
 
     # The map alone, on the texts a refined run would pair: its questions and pseudo-queries, plus sampled chunks.
-    engine = EmbeddingAdapterFinetuneEngine(train, new, index_model=old, unlabeled_corpus=test.corpus, cache=None,
-                                            model_output_path=work / f"{name}-{old_spec}-{new_spec}", show_progress=False)
+    engine = EmbeddingAdapterFinetuneEngine(
+        train,
+        new,
+        index_model=old,
+        unlabeled_corpus=test.corpus,
+        cache=None,
+        model_output_path=work / f"{name}-{old_spec}-{new_spec}",
+        show_progress=False,
+    )
     texts = list(dict.fromkeys(engine.map_texts))  # the training query texts (held-out chunks' left out)
     pair_new, pair_old = embed_texts(new, texts, "query"), embed_texts(old, texts, "query")
     for size in SAMPLES:
@@ -73,14 +82,25 @@ def run(name: str, old_spec: str, new_spec: str, work: Path) -> List[Dict]:
         layer = fit_linear_map(x, y)
         fit_s = time.perf_counter() - start
         label = f"{size:.0%}" if isinstance(size, float) else f"{size} chunks"
-        rows.append({"method": f"map alone: {len(texts)} query texts + {label} of the corpus", "new_chunks": len(chosen),
-                     **scores(adapt_queries(layer, q_new, out_dim=docs_old.shape[1]), docs_old, relevant), "fit_s": round(fit_s, 3)})
+        rows.append(
+            {
+                "method": f"map alone: {len(texts)} query texts + {label} of the corpus",
+                "new_chunks": len(chosen),
+                **scores(adapt_queries(layer, q_new, out_dim=docs_old.shape[1]), docs_old, relevant),
+                "fit_s": round(fit_s, 3),
+            }
+        )
 
     engine.finetune()
     served = adapt_queries(engine.model, q_new, list(engine.memories.values()), out_dim=docs_old.shape[1])
-    rows.append({"method": f"map refined (defaults: {engine.map_info['sample_chunks']} chunks, memories {sorted(engine.memories)})",
-                 **scores(served, docs_old, relevant), "new_chunks": engine.map_info["sample_chunks"],
-                 "best_epoch": engine.best_epoch})
+    rows.append(
+        {
+            "method": f"map refined (defaults: {engine.map_info['sample_chunks']} chunks, memories {sorted(engine.memories)})",
+            **scores(served, docs_old, relevant),
+            "new_chunks": engine.map_info["sample_chunks"],
+            "best_epoch": engine.best_epoch,
+        }
+    )
     many = torch.as_tensor(np.tile(q_new, (max(1, 10_000 // len(q_new)), 1)), dtype=torch.float32)
     with torch.no_grad():
         start = time.perf_counter()
@@ -94,11 +114,15 @@ def run(name: str, old_spec: str, new_spec: str, work: Path) -> List[Dict]:
 
 
 def markdown(rows: List[Dict]) -> str:
-    lines = ["| benchmark | OLD index | NEW queries | method | NEW embeds (chunks) | hit@5 | MRR@5 | nDCG@10 | share of re-embedding's MRR@5 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| benchmark | OLD index | NEW queries | method | NEW embeds (chunks) | hit@5 | MRR@5 | nDCG@10 | share of re-embedding's MRR@5 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['benchmark']} | {r['old']} | {r['new']} | {r['method']} | {r['new_chunks']} of {r['corpus_chunks']} | "
-                     f"{r['hit@5']:.4f} | {r['mrr@5']:.4f} | {r['ndcg@10']:.4f} | {r['recovered']:.1%} |")
+        lines.append(
+            f"| {r['benchmark']} | {r['old']} | {r['new']} | {r['method']} | {r['new_chunks']} of {r['corpus_chunks']} | "
+            f"{r['hit@5']:.4f} | {r['mrr@5']:.4f} | {r['ndcg@10']:.4f} | {r['recovered']:.1%} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -115,9 +139,11 @@ def main() -> None:
                 print(markdown([r for r in rows if r["benchmark"] == name and r["old"] == MODELS[old]]), flush=True)
     if args.output:
         Path(f"{args.output}.json").write_text(json.dumps({"provenance": provenance(), "rows": rows}, indent=2))
-        Path(f"{args.output}.md").write_text(f"# NEW-model queries over an OLD-model index\n\n"
-                                             f"`python benchmarks/cross_model.py --benchmarks {' '.join(args.benchmarks)} --output {args.output}`"
-                                             "\n\n" + markdown(rows))
+        Path(f"{args.output}.md").write_text(
+            f"# NEW-model queries over an OLD-model index\n\n"
+            f"`python benchmarks/cross_model.py --benchmarks {' '.join(args.benchmarks)} --output {args.output}`"
+            "\n\n" + markdown(rows)
+        )
 
 
 if __name__ == "__main__":

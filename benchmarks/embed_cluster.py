@@ -49,15 +49,25 @@ def main() -> None:
     rows.append({"setting": "one process (2 threads)", "workers": 0, "seconds": round(time.perf_counter() - start, 1)})
     for workers, threads in ((1, 2), (2, 1)):
         cache = EmbeddingCache(work / f"cluster-{workers}")
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+            Client(cluster) as client,
+        ):
             source = functools.partial(OnnxBGEEmbedding, num_threads=threads)
             start = time.perf_counter()
             counts = embed_on_cluster(client, source, texts, kind="query", cache=cache, batch_size=args.batch)
             seconds = time.perf_counter() - start
         assert counts["embedded"] == len(texts), counts  # every vector came from the workers
         same = np.allclose(embed_texts(OnnxBGEEmbedding(), texts, "query", cache=cache), reference, atol=1e-5)
-        rows.append({"setting": f"LocalCluster: {workers} worker(s) x {threads} thread(s)", "workers": workers,
-                     "seconds": round(seconds, 1), "batches": counts["batches"], "same_vectors": bool(same)})
+        rows.append(
+            {
+                "setting": f"LocalCluster: {workers} worker(s) x {threads} thread(s)",
+                "workers": workers,
+                "seconds": round(seconds, 1),
+                "batches": counts["batches"],
+                "same_vectors": bool(same),
+            }
+        )
     for row in rows:
         row["texts_per_s"] = round(len(texts) / row["seconds"], 1)
     result = {"texts": len(texts), "batch": args.batch, "rows": rows, "provenance": provenance()}
@@ -66,9 +76,12 @@ def main() -> None:
         Path(f"{args.output}.json").write_text(json.dumps(result, indent=2) + "\n")
         lines = ["| setting | seconds | texts/s | same vectors |", "|---|---|---|---|"]
         lines += [f"| {r['setting']} | {r['seconds']} | {r['texts_per_s']} | {r.get('same_vectors', '')} |" for r in rows]
-        Path(f"{args.output}.md").write_text(f"# Embedding on a local Dask cluster ({len(texts)} Uber sentences as queries)\n\n"
-                                             f"`python benchmarks/embed_cluster.py --texts {args.texts} --batch {args.batch} --output {args.output}`\n\n"
-                                             + "\n".join(lines) + "\n")
+        Path(f"{args.output}.md").write_text(
+            f"# Embedding on a local Dask cluster ({len(texts)} Uber sentences as queries)\n\n"
+            f"`python benchmarks/embed_cluster.py --texts {args.texts} --batch {args.batch} --output {args.output}`\n\n"
+            + "\n".join(lines)
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -63,19 +63,19 @@ def equal_length(ids: List[List[int]], batch: int) -> List[np.ndarray]:
     groups: Dict[int, List[List[int]]] = {}
     for row in ids:
         groups.setdefault(len(row), []).append(row)
-    return [np.array(rows[i:i + batch], dtype=np.int64) for rows in groups.values() for i in range(0, len(rows), batch)]
+    return [np.array(rows[i : i + batch], dtype=np.int64) for rows in groups.values() for i in range(0, len(rows), batch)]
 
 
 def padded(ids: List[List[int]], batch: int) -> List[tuple]:
     order = sorted(ids, key=len)
     out = []
     for i in range(0, len(order), batch):
-        rows = order[i:i + batch]
+        rows = order[i : i + batch]
         width = max(map(len, rows))
         arr = np.zeros((len(rows), width), dtype=np.int64)
         mask = np.zeros_like(arr)
         for r, row in enumerate(rows):
-            arr[r, :len(row)], mask[r, :len(row)] = row, 1
+            arr[r, : len(row)], mask[r, : len(row)] = row, 1
         out.append((arr, mask))
     return out
 
@@ -100,8 +100,13 @@ def main() -> None:
         flops = sum(len(r) * flops_per_token(len(r)) for r in ids)
 
         def record(setting: str, seconds: float) -> None:
-            row = {"texts": kind, "setting": setting, "texts/s": round(len(texts) / seconds, 1), "tokens/s": round(tokens / seconds),
-                   "GFLOP/s": round(flops / seconds / 1e9, 1)}
+            row = {
+                "texts": kind,
+                "setting": setting,
+                "texts/s": round(len(texts) / seconds, 1),
+                "tokens/s": round(tokens / seconds),
+                "GFLOP/s": round(flops / seconds / 1e9, 1),
+            }
             rows.append(row)
             print(row, flush=True)
 
@@ -111,31 +116,68 @@ def main() -> None:
             def through_kit() -> None:
                 with tempfile.TemporaryDirectory() as cache:
                     embed_texts(kit, texts, "text", cache=EmbeddingCache(cache))
+
             setting = "default settings" if rows_per_run == 1 else f"rows_per_run={rows_per_run}"
             record(f"adapterkit embed_texts ({setting}, empty cache)", best_of(args.repeats, through_kit))
         record("tokenizing alone", best_of(args.repeats, lambda: model._tokenizer.encode_batch(texts)))
         for precision, graph in graphs.items():
             for threads in (1, 2):
                 run = session(graph, threads)
-                for batch in ((1, 8, 32, 128) if precision == "float32" else (1, 32)):
+                for batch in (1, 8, 32, 128) if precision == "float32" else (1, 32):
                     feeds = equal_length(ids, batch)
-                    record(f"onnxruntime {precision}, {threads} thread(s), equal-length batches of {batch}", best_of(args.repeats, lambda: [
-                        run.run(None, {"input_ids": f, "attention_mask": np.ones_like(f), "token_type_ids": np.zeros_like(f)}) for f in feeds]))
+                    record(
+                        f"onnxruntime {precision}, {threads} thread(s), equal-length batches of {batch}",
+                        best_of(
+                            args.repeats,
+                            lambda: [
+                                run.run(None, {"input_ids": f, "attention_mask": np.ones_like(f), "token_type_ids": np.zeros_like(f)})
+                                for f in feeds
+                            ],
+                        ),
+                    )
                 if precision == "float32":
                     for batch in (8, 32):
                         feeds = padded(ids, batch)
-                        record(f"onnxruntime float32, {threads} thread(s), padded length-sorted batches of {batch}", best_of(args.repeats, lambda: [
-                            run.run(None, {"input_ids": a, "attention_mask": m, "token_type_ids": np.zeros_like(a)}) for a, m in feeds]))
-        rows.append({"texts": kind, "count": len(texts), "mean_tokens": round(tokens / len(texts), 1),
-                     "MFLOP_per_token_at_mean_length": round(flops_per_token(int(tokens / len(texts))) / 1e6, 1)})
-    result = {"command": "python benchmarks/embed_floor.py --output benchmarks/results/embed_floor", "provenance": provenance(), "rows": rows}
+                        record(
+                            f"onnxruntime float32, {threads} thread(s), padded length-sorted batches of {batch}",
+                            best_of(
+                                args.repeats,
+                                lambda: [
+                                    run.run(None, {"input_ids": a, "attention_mask": m, "token_type_ids": np.zeros_like(a)})
+                                    for a, m in feeds
+                                ],
+                            ),
+                        )
+        rows.append(
+            {
+                "texts": kind,
+                "count": len(texts),
+                "mean_tokens": round(tokens / len(texts), 1),
+                "MFLOP_per_token_at_mean_length": round(flops_per_token(int(tokens / len(texts))) / 1e6, 1),
+            }
+        )
+    result = {
+        "command": "python benchmarks/embed_floor.py --output benchmarks/results/embed_floor",
+        "provenance": provenance(),
+        "rows": rows,
+    }
     if args.output:
         Path(args.output + ".json").write_text(json.dumps(result, indent=2) + "\n")
-        lines = ["# Embedding throughput against this CPU's floor", "", f"`{result['command']}`", "",
-                 "| texts | setting | texts/s | tokens/s | GFLOP/s |", "|---|---|---|---|---|"]
+        lines = [
+            "# Embedding throughput against this CPU's floor",
+            "",
+            f"`{result['command']}`",
+            "",
+            "| texts | setting | texts/s | tokens/s | GFLOP/s |",
+            "|---|---|---|---|---|",
+        ]
         lines += [f"| {r['texts']} | {r['setting']} | {r['texts/s']} | {r['tokens/s']} | {r['GFLOP/s']} |" for r in rows if "setting" in r]
-        lines += [""] + [f"- {r['texts']}: {r['count']} texts, {r['mean_tokens']} tokens on average, {r['MFLOP_per_token_at_mean_length']} "
-                         "MFLOP per token" for r in rows if "count" in r]
+        lines += [""] + [
+            f"- {r['texts']}: {r['count']} texts, {r['mean_tokens']} tokens on average, {r['MFLOP_per_token_at_mean_length']} "
+            "MFLOP per token"
+            for r in rows
+            if "count" in r
+        ]
         Path(args.output + ".md").write_text("\n".join(lines) + "\n")
 
 

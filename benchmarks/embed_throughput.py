@@ -48,12 +48,19 @@ def main() -> None:
     rows = []
     for name, options in SETTINGS.items():
         model = OnnxBGEEmbedding(**options)
-        row = {"setting": name, "chunks/s": round(texts_per_second(model, chunks, "text", args.repeats), 2),
-               "queries/s": round(texts_per_second(model, queries, "query", args.repeats), 2)}
+        row = {
+            "setting": name,
+            "chunks/s": round(texts_per_second(model, chunks, "text", args.repeats), 2),
+            "queries/s": round(texts_per_second(model, queries, "query", args.repeats), 2),
+        }
         rows.append(row)
         print(f"{name:45s} {row['chunks/s']:8.2f} chunks/s {row['queries/s']:8.2f} queries/s", flush=True)
-    result = {"command": "python benchmarks/embed_throughput.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "output" and v is not None),
-              "provenance": provenance(), "rows": rows}
+    result = {
+        "command": "python benchmarks/embed_throughput.py "
+        + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "output" and v is not None),
+        "provenance": provenance(),
+        "rows": rows,
+    }
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -56,11 +56,20 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for name, r in results.items():
-        print(f"{name}: {r['seconds']} s, peak RSS {r['peak_rss_mb']} MB; " + " | ".join(line for line in r["stdout"] if "calls" in line or "Since" in line))
+        print(
+            f"{name}: {r['seconds']} s, peak RSS {r['peak_rss_mb']} MB; "
+            + " | ".join(line for line in r["stdout"] if "calls" in line or "Since" in line)
+        )
     if args.output:
         Path(args.output + ".json").write_text(json.dumps({"runs": results, "last_report": summary, "provenance": provenance()}, indent=1))
-        lines = ["# `adapterkit fit` on the two 10-K PDFs", "", "`python benchmarks/fit_documents.py --output benchmarks/results/fit_documents`", "",
-                 "| run | seconds | peak RSS (MB) | what the command printed |", "|---|---|---|---|"]
+        lines = [
+            "# `adapterkit fit` on the two 10-K PDFs",
+            "",
+            "`python benchmarks/fit_documents.py --output benchmarks/results/fit_documents`",
+            "",
+            "| run | seconds | peak RSS (MB) | what the command printed |",
+            "|---|---|---|---|",
+        ]
         lines += [f"| {n} | {r['seconds']} | {r['peak_rss_mb']} | {'; '.join(r['stdout'][:3])} |" for n, r in results.items()]
         Path(args.output + ".md").write_text("\n".join(lines) + "\n")
 

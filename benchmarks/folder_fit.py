@@ -106,8 +106,9 @@ def main() -> None:
             (work / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
         runs = {
             "without questions": run(["fit", docs, "--out", work / "plain", "--cache-dir", work / "cache-1", "--quiet"]),
-            f"with {len(given)} questions": run(["fit", docs, "--out", work / "asked", "--cache-dir", work / "cache-2", "--quiet",
-                                                 "--questions", work / "given.jsonl"]),
+            f"with {len(given)} questions": run(
+                ["fit", docs, "--out", work / "asked", "--cache-dir", work / "cache-2", "--quiet", "--questions", work / "given.jsonl"]
+            ),
         }
         found = read_folder(docs, show_progress=False)
         dataset, missing = resolve_rows(read_rows(work / "held.jsonl"), found.corpus, found.chunks_of)
@@ -121,22 +122,50 @@ def main() -> None:
         reports = {label: json.loads((work / folder / "report.json").read_text()) for label, folder in zip(runs, ("plain", "asked"))}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    summary = {"folder": args.folder, "files": len(found.files), "formats": sorted({Path(f).suffix for f in found.files}), "chunks": len(found.nodes), "held_out_claims": len(dataset.queries), "runs": runs,
-               "verdicts": {k: r["verdict"] for k, r in reports.items()},
-               "embedded": {k: r["embedded_by_base_model"] for k, r in reports.items()},
-               "against_base": against_base.to_dict(orient="records"), "against_without": against_plain.to_dict(orient="records")}
+    summary = {
+        "folder": args.folder,
+        "files": len(found.files),
+        "formats": sorted({Path(f).suffix for f in found.files}),
+        "chunks": len(found.nodes),
+        "held_out_claims": len(dataset.queries),
+        "runs": runs,
+        "verdicts": {k: r["verdict"] for k, r in reports.items()},
+        "embedded": {k: r["embedded_by_base_model"] for k, r in reports.items()},
+        "against_base": against_base.to_dict(orient="records"),
+        "against_without": against_plain.to_dict(orient="records"),
+    }
     print(json.dumps(summary, indent=1, default=str))
     if args.output:
         Path(args.output + ".json").write_text(json.dumps({**summary, "provenance": provenance()}, indent=1, default=str) + "\n")
         title = "SciFact abstracts" if args.folder == "scifact" else f"{FLASK}'s documentation"
-        lines = [f"# `adapterkit fit` on a folder of {title}", "", f"`python benchmarks/folder_fit.py --folder {args.folder} --output {args.output}`",
-                 "", f"{summary['files']} files ({', '.join(summary['formats'])}), {summary['chunks']} chunks; {len(given)} questions given to the second fit, "
-                 f"{summary['held_out_claims']} held out of both and scored here. Each fit a separate process with an empty cache.", "",
-                 "| run | seconds | peak RSS (MB) | base model embedded (texts / queries) | first line of the report |", "|---|---|---|---|---|"]
-        lines += [f"| {n} | {r['seconds']} | {r['peak_rss_mb']} | {summary['embedded'][n]['text']} / {summary['embedded'][n]['query']} | "
-                  f"{summary['verdicts'][n]} |" for n, r in runs.items()]
-        lines += ["", "Scores on the held-out questions:", "", against_base.to_markdown(index=False), "", "Against the fit without questions:", "",
-                  against_plain[["model", "Δndcg@10", "Δndcg@10 95%", "Δmrr@5", "Δmrr@5 95%"]].to_markdown(index=False), ""]
+        lines = [
+            f"# `adapterkit fit` on a folder of {title}",
+            "",
+            f"`python benchmarks/folder_fit.py --folder {args.folder} --output {args.output}`",
+            "",
+            f"{summary['files']} files ({', '.join(summary['formats'])}), {summary['chunks']} chunks; "
+            f"{len(given)} questions given to the second fit, "
+            f"{summary['held_out_claims']} held out of both and scored here. Each fit a separate process with an empty cache.",
+            "",
+            "| run | seconds | peak RSS (MB) | base model embedded (texts / queries) | first line of the report |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {n} | {r['seconds']} | {r['peak_rss_mb']} | {summary['embedded'][n]['text']} / {summary['embedded'][n]['query']} | "
+            f"{summary['verdicts'][n]} |"
+            for n, r in runs.items()
+        ]
+        lines += [
+            "",
+            "Scores on the held-out questions:",
+            "",
+            against_base.to_markdown(index=False),
+            "",
+            "Against the fit without questions:",
+            "",
+            against_plain[["model", "Δndcg@10", "Δndcg@10 95%", "Δmrr@5", "Δmrr@5 95%"]].to_markdown(index=False),
+            "",
+        ]
         Path(args.output + ".md").write_text("\n".join(lines) + "\n")
 
 

@@ -56,12 +56,20 @@ def main() -> None:
             yield name, train, target, recipes
 
     sections, results = compare_tasks(tasks(), resolve_embed_model("default"), render=markdown)
-    lines = ["### Base-model sentences per target corpus", "", "| pair | recipe | chunks | sentence keys | sentences embedded |", "|---|---|---|---|---|"]
+    lines = [
+        "### Base-model sentences per target corpus",
+        "",
+        "| pair | recipe | chunks | sentence keys | sentences embedded |",
+        "|---|---|---|---|---|",
+    ]
     for name, per_recipe in counts.items():
         lines += [f"| {name} | {r} | {c['chunks']} | {c['keys']} | {c['embedded_sentences']} |" for r, c in per_recipe.items()]
         results[name]["sentences"] = per_recipe
-    command = "python benchmarks/keys_per_chunk.py" + (f" --pairs {' '.join(args.pairs)}" if args.pairs != list(pairs()) else "") + \
-        (f" --caps {' '.join(map(str, args.caps))}" if args.caps != [c for c in CAPS if c] else "")
+    command = (
+        "python benchmarks/keys_per_chunk.py"
+        + (f" --pairs {' '.join(args.pairs)}" if args.pairs != list(pairs()) else "")
+        + (f" --caps {' '.join(map(str, args.caps))}" if args.caps != [c for c in CAPS if c] else "")
+    )
     write_report(args.output, "Sentence keys per chunk: quality and cost", command, sections + ["\n".join(lines) + "\n"], results)
 
 

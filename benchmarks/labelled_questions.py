@@ -56,23 +56,36 @@ def main() -> None:
         order = [list(pool.queries)[i] for i in np.random.default_rng(0).permutation(len(pool.queries))]
         recipes = {WITHOUT: lambda tr, tg, m, f: engine_recipe(True)(lyft, tg, m, f)}
         for n in args.counts:
-            recipes[f"defaults with {n} questions"] = (lambda n: lambda tr, tg, m, f: engine_recipe(True, target_questions=tr.with_queries(order[:n]))(lyft, tg, m, f))(n)
+            recipes[f"defaults with {n} questions"] = (
+                lambda n: lambda tr, tg, m, f: engine_recipe(True, target_questions=tr.with_queries(order[:n]))(lyft, tg, m, f)
+            )(n)
         with tempfile.TemporaryDirectory() as work:
             frames, notes = compare_recipes(pool, held, recipes, model, Path(work), log=lambda line: print(f"[{name}] {line}", flush=True))
         against_base = comparison_table(frames)
         against_without = comparison_table({k: v for k, v in frames.items() if k != "base"}, base=WITHOUT)
-        results[name] = {"held_out_questions": len(held.queries), "table": against_base.to_dict(orient="records"),
-                         "against_without": against_without.to_dict(orient="records"), "notes": notes}
-        sections.append(f"### {name} ({len(held.queries)} held-out questions)\n\nAgainst the base model:\n\n"
-                        + against_base.to_markdown(index=False) + "\n\nAgainst the defaults without questions:\n\n"
-                        + against_without[["model", "Δndcg@10", "Δndcg@10 95%", "Δmrr@5", "Δmrr@5 95%"]].to_markdown(index=False)
-                        + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items()) + "\n")
+        results[name] = {
+            "held_out_questions": len(held.queries),
+            "table": against_base.to_dict(orient="records"),
+            "against_without": against_without.to_dict(orient="records"),
+            "notes": notes,
+        }
+        sections.append(
+            f"### {name} ({len(held.queries)} held-out questions)\n\nAgainst the base model:\n\n"
+            + against_base.to_markdown(index=False)
+            + "\n\nAgainst the defaults without questions:\n\n"
+            + against_without[["model", "Δndcg@10", "Δndcg@10 95%", "Δmrr@5", "Δmrr@5 95%"]].to_markdown(index=False)
+            + "\n\n"
+            + "\n".join(f"- {k}: {v}" for k, v in notes.items())
+            + "\n"
+        )
     print("\n".join(sections))
     if args.output:
         import json
 
         command = "python benchmarks/labelled_questions.py " + " ".join(sys.argv[1:])
-        Path(args.output + ".md").write_text(f"# Your own labelled questions: do they add to the gain?\n\n`{command}`\n\n" + "\n".join(sections))
+        Path(args.output + ".md").write_text(
+            f"# Your own labelled questions: do they add to the gain?\n\n`{command}`\n\n" + "\n".join(sections)
+        )
         Path(args.output + ".json").write_text(json.dumps({**results, "provenance": provenance()}, indent=2, default=str) + "\n")
 
 

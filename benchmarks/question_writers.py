@@ -35,7 +35,9 @@ WORK = tempfile.TemporaryDirectory(prefix="adapterkit-writers-")
 def writers(ggufs: Dict[str, str], threads: int, max_new_tokens: int) -> Dict[str, TransformersLLM]:
     found = {"SmolLM2-135M-Instruct": resolve_llm("default", num_threads=threads, max_new_tokens=max_new_tokens)}
     for name, path in ggufs.items():
-        found[name] = TransformersLLM(model=str(Path(path).parent), gguf_file=Path(path).name, num_threads=threads, max_new_tokens=max_new_tokens)
+        found[name] = TransformersLLM(
+            model=str(Path(path).parent), gguf_file=Path(path).name, num_threads=threads, max_new_tokens=max_new_tokens
+        )
     return found
 
 
@@ -57,12 +59,15 @@ def main() -> None:
     for name, llm in writers(dict(g.split("=", 1) for g in args.gguf), args.threads, args.max_new_tokens).items():
         generated = generate_qa_embedding_pairs(chunks, llm=llm, output_path=f"{WORK.name}/{name}.json", verbose=False)
         stats = generated.stats
-        rows[name] = {"usable questions per chunk": round(stats.questions / max(1, stats.chunks - stats.skipped_short), 2),
-                      "chunks with no usable question": sum(n for q, n in stats.per_chunk.items() if q == 0) + stats.failed,
-                      "seconds per chunk": round(stats.seconds_per_chunk, 2),
-                      "examples": list(generated.queries.values())[:4]}
-        sets[f"{name} questions"] = EmbeddingQAFinetuneDataset(queries=dict(generated.queries), corpus=dict(generated.corpus),
-                                                               relevant_docs=dict(generated.relevant_docs))
+        rows[name] = {
+            "usable questions per chunk": round(stats.questions / max(1, stats.chunks - stats.skipped_short), 2),
+            "chunks with no usable question": sum(n for q, n in stats.per_chunk.items() if q == 0) + stats.failed,
+            "seconds per chunk": round(stats.seconds_per_chunk, 2),
+            "examples": list(generated.queries.values())[:4],
+        }
+        sets[f"{name} questions"] = EmbeddingQAFinetuneDataset(
+            queries=dict(generated.queries), corpus=dict(generated.corpus), relevant_docs=dict(generated.relevant_docs)
+        )
         print(name, rows[name])
 
     model = resolve_embed_model("default")
@@ -70,24 +75,41 @@ def main() -> None:
     for name, train in sets.items():
         if not train.queries:
             continue
-        engine = EmbeddingAdapterFinetuneEngine(train, model, unlabeled_corpus=uber.corpus, show_progress=False,
-                                                model_output_path=f"{WORK.name}/{len(frames)}")
+        engine = EmbeddingAdapterFinetuneEngine(
+            train, model, unlabeled_corpus=uber.corpus, show_progress=False, model_output_path=f"{WORK.name}/{len(frames)}"
+        )
         engine.finetune()
         frames[f"defaults on {name} ({len(train.queries)})"] = evaluate(uber, engine.get_finetuned_model(), top_k=10)
     table = comparison_table(frames)
     print(table.to_string(index=False))
     if args.output:
-        lines = ["# Offline question writers", "", f"`python benchmarks/question_writers.py --chunks {args.chunks} --threads {args.threads}"
-                 + "".join(f" --gguf {g}" for g in args.gguf) + "`", "", "| writer | usable questions / chunk | chunks with none | s / chunk |",
-                 "|---|---|---|---|"]
-        lines += [f"| {n} | {r['usable questions per chunk']} | {r['chunks with no usable question']} | {r['seconds per chunk']} |" for n, r in rows.items()]
-        lines += ["", "Adapters (default recipe, Uber chunks unlabelled) trained on each set, scored on the published Uber questions:", "",
-                  table.to_markdown(index=False), ""]
+        lines = [
+            "# Offline question writers",
+            "",
+            f"`python benchmarks/question_writers.py --chunks {args.chunks} --threads {args.threads}"
+            + "".join(f" --gguf {g}" for g in args.gguf)
+            + "`",
+            "",
+            "| writer | usable questions / chunk | chunks with none | s / chunk |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {n} | {r['usable questions per chunk']} | {r['chunks with no usable question']} | {r['seconds per chunk']} |"
+            for n, r in rows.items()
+        ]
+        lines += [
+            "",
+            "Adapters (default recipe, Uber chunks unlabelled) trained on each set, scored on the published Uber questions:",
+            "",
+            table.to_markdown(index=False),
+            "",
+        ]
         for name, r in rows.items():
             lines += [f"{name}, first questions:", ""] + [f"- {q}" for q in r["examples"]] + [""]
         Path(args.output + ".md").write_text("\n".join(lines))
-        Path(args.output + ".json").write_text(json.dumps({"writers": rows, "table": table.to_dict(orient="records"),
-                                                            "provenance": provenance()}, indent=1))
+        Path(args.output + ".json").write_text(
+            json.dumps({"writers": rows, "table": table.to_dict(orient="records"), "provenance": provenance()}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,14 @@ def main() -> None:
         t0 = time.perf_counter()
         exact_search(queries, docs, 10, relevant)
         secs = time.perf_counter() - t0
-        row = {"corpus": n, "queries": args.queries, "seconds": round(secs, 2), "us_per_query_per_100k_docs": round(secs / args.queries / (n / 1e5) * 1e6, 2),
-               "corpus_gib": round(docs.nbytes / 2**30, 3), "peak_rss_gib": round(peak_rss_gib(), 2)}
+        row = {
+            "corpus": n,
+            "queries": args.queries,
+            "seconds": round(secs, 2),
+            "us_per_query_per_100k_docs": round(secs / args.queries / (n / 1e5) * 1e6, 2),
+            "corpus_gib": round(docs.nbytes / 2**30, 3),
+            "peak_rss_gib": round(peak_rss_gib(), 2),
+        }
         results["search"].append(row)
         print(row, flush=True)
         del docs
@@ -94,8 +100,15 @@ def main() -> None:
     results["training"]["engine_from_warm_cache_s"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     engine.finetune()
-    results["training"].update({"pairs": args.pairs, "epochs": 1, "batch_size": 256, "finetune_s": round(time.perf_counter() - t0, 2),
-                                "peak_rss_gib": round(peak_rss_gib(), 2)})
+    results["training"].update(
+        {
+            "pairs": args.pairs,
+            "epochs": 1,
+            "batch_size": 256,
+            "finetune_s": round(time.perf_counter() - t0, 2),
+            "peak_rss_gib": round(peak_rss_gib(), 2),
+        }
+    )
     print(results["training"])
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -68,5 +68,6 @@ def main() -> None:
     sections, results = compare_tasks(((name, *tasks()[name](), recipes) for name in args.tasks), model)
     write_report(args.output, "Choices on the training sides", "python benchmarks/select_on_training_sides.py", sections, results)
 
+
 if __name__ == "__main__":
     main()

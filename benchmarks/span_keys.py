@@ -51,7 +51,9 @@ def span_keys(model: OnnxBGEEmbedding, corpus: Dict[str, str]) -> Tuple[np.ndarr
         flat = " ".join(text.split())  # the text chunk_sentences splits
         enc = model._tokenizer.encode(flat)
         ids = np.array([enc.ids], dtype=np.int64)
-        states = model._session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})[0][0]
+        states = model._session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})[0][
+            0
+        ]
         starts = np.array([s for s, e in enc.offsets])
         ends = np.array([e for s, e in enc.offsets])
         special = np.array([s == e for s, e in enc.offsets])  # [CLS], [SEP]
@@ -93,7 +95,9 @@ def main() -> None:
             continue
         ids = list(dataset.corpus)
         docs = embed_texts(model, [dataset.corpus[c] for c in ids], "text", show_progress=True, purpose=f"{name} chunks")
-        queries = torch.as_tensor(embed_texts(model, list(dataset.queries.values()), "query", show_progress=True, purpose=f"{name} questions"))
+        queries = torch.as_tensor(
+            embed_texts(model, list(dataset.queries.values()), "query", show_progress=True, purpose=f"{name} questions")
+        )
         vectors = dict(zip(ids, docs))
         start = time.perf_counter()
         sentence = CorpusMemory.from_corpus(dataset.corpus, model, doc_vectors=docs, show_progress=True)
@@ -104,19 +108,30 @@ def main() -> None:
         span_seconds = time.perf_counter() - start
         span = CorpusMemory.from_pairs(keys, owners, vectors)
         base = scores(dataset, queries, docs, ids)
-        kinds = {"sentence keys (a call per distinct sentence)": (sentence, calls, sentence_seconds, len(sentence.keys)),
-                 "span keys (no call beyond the chunk's own)": (span, 0, span_seconds, len(keys))}
+        kinds = {
+            "sentence keys (a call per distinct sentence)": (sentence, calls, sentence_seconds, len(sentence.keys)),
+            "span keys (no call beyond the chunk's own)": (span, 0, span_seconds, len(keys)),
+        }
         for kind, (memory, kind_calls, seconds, count) in kinds.items():
             for label, (weight, temperature) in [("defaults' pull", (config.memory_weight, config.memory_temperature))] + [
-                    ("best pull on these questions", None)]:
+                ("best pull on these questions", None)
+            ]:
                 if label.startswith("best"):
                     tried = {(w, t): scores(dataset, memory.with_pull(w, t).apply(queries, queries), docs, ids) for w, t in GRID}
                     (weight, temperature), got = max(tried.items(), key=lambda kv: kv[1]["ndcg@10"].mean())
                 else:
                     got = scores(dataset, memory.with_pull(weight, temperature).apply(queries, queries), docs, ids)
-                row = {"target": name, "keys": kind, "pull": label, "weight": weight, "temperature": temperature, "key_count": count,
-                       "base_model_calls_for_keys": kind_calls, "key_seconds": round(seconds, 1),
-                       "base_ndcg@10": round(float(base["ndcg@10"].mean()), 4)}
+                row = {
+                    "target": name,
+                    "keys": kind,
+                    "pull": label,
+                    "weight": weight,
+                    "temperature": temperature,
+                    "key_count": count,
+                    "base_model_calls_for_keys": kind_calls,
+                    "key_seconds": round(seconds, 1),
+                    "base_ndcg@10": round(float(base["ndcg@10"].mean()), 4),
+                }
                 for metric in ("ndcg@10", "mrr@5"):
                     diff, low, high = paired_bootstrap(base[metric], got[metric])
                     row[metric] = round(float(got[metric].mean()), 4)
@@ -127,15 +142,24 @@ def main() -> None:
                 print(row, flush=True)
     command = "python benchmarks/span_keys.py --output benchmarks/results/span_keys"
     if args.output:
-        Path(args.output + ".json").write_text(json.dumps({"command": command, "provenance": provenance(), "rows": results}, indent=2) + "\n")
-        lines = ["# Memory keys: sentence calls against spans of the chunk's pass", "", f"`{command}`", "",
-                 "| target | keys | pull (weight, temperature) | keys | base-model calls | nDCG@10 | ΔnDCG@10 [95%] | ΔMRR@5 [95%] |",
-                 "|---|---|---|---|---|---|---|---|"]
+        Path(args.output + ".json").write_text(
+            json.dumps({"command": command, "provenance": provenance(), "rows": results}, indent=2) + "\n"
+        )
+        lines = [
+            "# Memory keys: sentence calls against spans of the chunk's pass",
+            "",
+            f"`{command}`",
+            "",
+            "| target | keys | pull (weight, temperature) | keys | base-model calls | nDCG@10 | ΔnDCG@10 [95%] | ΔMRR@5 [95%] |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in results:
             d, m = r["Δndcg@10"], r["Δmrr@5"]
-            lines.append(f"| {r['target']} | {r['keys']} | {r['pull']} ({r['weight']}, {r['temperature']}) | {r['key_count']} | "
-                         f"{r['base_model_calls_for_keys']} | {r['ndcg@10']:.4f} (base {r['base_ndcg@10']:.4f}) | "
-                         f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] | {m[0]:+.4f} [{m[1]:+.4f}, {m[2]:+.4f}] |")
+            lines.append(
+                f"| {r['target']} | {r['keys']} | {r['pull']} ({r['weight']}, {r['temperature']}) | {r['key_count']} | "
+                f"{r['base_model_calls_for_keys']} | {r['ndcg@10']:.4f} (base {r['base_ndcg@10']:.4f}) | "
+                f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] | {m[0]:+.4f} [{m[1]:+.4f}, {m[2]:+.4f}] |"
+            )
         Path(args.output + ".md").write_text("\n".join(lines) + "\n")
 
 

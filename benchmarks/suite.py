@@ -50,11 +50,18 @@ RECIPES = {
 
 
 def markdown(name: str, table, notes: dict) -> str:
-    lines = [f"### {name}", "", "| recipe | hit@5 | MRR@5 | nDCG@10 | ΔnDCG@10 [95%] | ΔMRR@5 [95%] | notes |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {name}",
+        "",
+        "| recipe | hit@5 | MRR@5 | nDCG@10 | ΔnDCG@10 [95%] | ΔMRR@5 [95%] | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in table.to_dict(orient="records"):
         note = ", ".join(f"{k} {v}" for k, v in notes.get(row["model"], {}).items())
-        lines.append(f"| {row['model']} | {row['hit@5']:.4f} | {row['mrr@5']:.4f} | {row['ndcg@10']:.4f} | "
-                     f"{row['Δndcg@10']} {row['Δndcg@10 95%']} | {row['Δmrr@5']} {row['Δmrr@5 95%']} | {note} |")
+        lines.append(
+            f"| {row['model']} | {row['hit@5']:.4f} | {row['mrr@5']:.4f} | {row['ndcg@10']:.4f} | "
+            f"{row['Δndcg@10']} {row['Δndcg@10 95%']} | {row['Δmrr@5']} {row['Δmrr@5 95%']} | {note} |"
+        )
     return "\n".join(lines + [""])
 
 
@@ -68,9 +75,13 @@ def main() -> None:
     recipes = {k: v for k, v in RECIPES.items() if args.recipes is None or k in args.recipes}
     model = resolve_embed_model(args.embed)
     sections, results = compare_tasks(((name, *pairs()[name](), recipes) for name in args.pairs), model, render=markdown)
-    command = "python benchmarks/suite.py" + "".join(f" --{k} {' '.join(v)}" for k, v in (("pairs", args.pairs), ("recipes", args.recipes))
-                                                      if v and v != list(pairs()) and v != list(RECIPES))
+    command = "python benchmarks/suite.py" + "".join(
+        f" --{k} {' '.join(v)}"
+        for k, v in (("pairs", args.pairs), ("recipes", args.recipes))
+        if v and v != list(pairs()) and v != list(RECIPES)
+    )
     write_report(args.output, "Benchmark suite", command, sections, results)
+
 
 if __name__ == "__main__":
     main()

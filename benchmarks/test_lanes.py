@@ -49,8 +49,15 @@ def main() -> None:
             run = subprocess.run(["make", lane], cwd=clone, env=env, capture_output=True, text=True)
             seconds = time.perf_counter() - start
             log = run.stdout + run.stderr
-            rows.append({"command": f"make {lane}", "seconds": round(seconds, 1), "minutes": f"{int(seconds // 60)} min {int(seconds % 60)} s",
-                         "passed": run.returncode == 0, "pytest": SUMMARY.findall(log)})
+            rows.append(
+                {
+                    "command": f"make {lane}",
+                    "seconds": round(seconds, 1),
+                    "minutes": f"{int(seconds // 60)} min {int(seconds % 60)} s",
+                    "passed": run.returncode == 0,
+                    "pytest": SUMMARY.findall(log),
+                }
+            )
             print(rows[-1], flush=True)
             if run.returncode:
                 print(log[-4000:], file=sys.stderr)
@@ -60,8 +67,11 @@ def main() -> None:
         Path(args.output + ".json").write_text(json.dumps(result, indent=2) + "\n")
         lines = ["# Test lanes in a fresh clone", "", f"`{command}`", "", "| command | time | passed | pytest |", "|---|---|---|---|"]
         lines += [f"| `{r['command']}` | {r['minutes']} | {'yes' if r['passed'] else '**no**'} | {'; '.join(r['pytest'])} |" for r in rows]
-        lines += ["", f"Commit `{made['commit']}`, {made['cpu']}, {made['cores']} cores, {made['date']}; "
-                  f"embedding cache {'empty' if args.cold_cache else 'the user’s own'}, pip's download cache as the machine had it."]
+        lines += [
+            "",
+            f"Commit `{made['commit']}`, {made['cpu']}, {made['cores']} cores, {made['date']}; "
+            f"embedding cache {'empty' if args.cold_cache else 'the user’s own'}, pip's download cache as the machine had it.",
+        ]
         Path(args.output + ".md").write_text("\n".join(lines) + "\n")
 
 

@@ -63,9 +63,18 @@ def fake_openai(monkeypatch):
 # cluster, a notebook or the command end to end: these files hold nothing else, these fixtures run a
 # whole fit, and other such tests carry the mark themselves.
 INTEGRATION_FIXTURES = {"fitted"}
-INTEGRATION_FILES = {"test_cli.py", "test_cluster.py", "test_memory_in_database.py", "test_memory_in_qdrant.py", "test_sql_names.py",
-                     "test_vector_sources.py", "test_walkthrough.py", "test_wheel_install.py", "test_notebooks_tooling.py",
-                     "test_nbval_numbers.py"}
+INTEGRATION_FILES = {
+    "test_cli.py",
+    "test_cluster.py",
+    "test_memory_in_database.py",
+    "test_memory_in_qdrant.py",
+    "test_sql_names.py",
+    "test_vector_sources.py",
+    "test_walkthrough.py",
+    "test_wheel_install.py",
+    "test_notebooks_tooling.py",
+    "test_nbval_numbers.py",
+}
 
 
 def pytest_collection_modifyitems(config, items):

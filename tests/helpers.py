@@ -51,12 +51,20 @@ class FakeOpenAIHandler(BaseHTTPRequestHandler):
             if failing:
                 return self._send(500, {"error": {"message": "overloaded", "type": "server_error"}})
             marker = re.search(r"CHUNK-\d+", body["messages"][-1]["content"]).group(0)
-            text = f"Here are two questions:\n1. What does {marker} say about revenue?\n2) **How many rides did {marker} count?**\nGood luck!"
-            self._send(200, {
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
-            })
+            text = (
+                f"Here are two questions:\n1. What does {marker} say about revenue?\n2) **How many rides did {marker} count?**\nGood luck!"
+            )
+            self._send(
+                200,
+                {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+                },
+            )
         finally:
             with server.lock:
                 server.in_flight -= 1

@@ -38,7 +38,16 @@ def test_two_layer_residual_starts_at_identity():
     assert not torch.allclose(TwoLayerNN(8, 16, 8)(x), x)
 
 
-@pytest.mark.parametrize("make", [lambda: LinearLayer(8, 8, bias=True), lambda: TwoLayerNN(8, 16, 8, add_residual=True), lambda: Scale(8), lambda: LowRankLinear(8, 2), lambda: OrthogonalLinear(8)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LinearLayer(8, 8, bias=True),
+        lambda: TwoLayerNN(8, 16, 8, add_residual=True),
+        lambda: Scale(8),
+        lambda: LowRankLinear(8, 2),
+        lambda: OrthogonalLinear(8),
+    ],
+)
 def test_save_load_roundtrip(tmp_path, make):
     torch.manual_seed(0)
     adapter = make()
@@ -137,8 +146,9 @@ def _exploit_folders(root, target):
     beside = root / "memory_beside"  # a loadable adapter with a memory folder that names code
     LinearLayer(384, 384).save(beside)
     (beside / "memory").mkdir()
-    (beside / "memory" / "memory.json").write_text(json.dumps({"dim": 2, "weight": 0.2, "temperature": 1.0, "top_k": 1,
-                                                                "index": "subprocess:run", "args": ["touch", str(target)]}))
+    (beside / "memory" / "memory.json").write_text(
+        json.dumps({"dim": 2, "weight": 0.2, "temperature": 1.0, "top_k": 1, "index": "subprocess:run", "args": ["touch", str(target)]})
+    )
     return folders + [beside]
 
 

@@ -68,8 +68,13 @@ class Recording(OnnxBGEEmbedding):
 
 
 def test_texts_reach_the_model_shortest_first_and_their_vectors_do_not_change(tmp_path):
-    texts = ["A long sentence about the ridesharing marketplace and its regulation in many cities.", "Short one.",
-             "A medium sentence about Uber Eats.", "Tiny.", "Another fairly long sentence about risk factors in the 10-K."]
+    texts = [
+        "A long sentence about the ridesharing marketplace and its regulation in many cities.",
+        "Short one.",
+        "A medium sentence about Uber Eats.",
+        "Tiny.",
+        "Another fairly long sentence about risk factors in the 10-K.",
+    ]
     model = Recording(seen=[])
     vectors = embed_texts(model, texts, "text", cache=EmbeddingCache(tmp_path), batch_size=2)
     counts = [n for call in model.seen for n in call]
@@ -107,8 +112,9 @@ def test_a_read_only_cache_serves_what_it_holds(tmp_path, monkeypatch):
     cache = EmbeddingCache(tmp_path)  # as a folder the user cannot write to
     assert cache.read_only
     model = Counting(fail_after=0)  # any call to the model would raise
-    np.testing.assert_array_equal(embed_texts(model, TEXTS, "text", cache=cache),
-                                  embed_texts(Counting(), TEXTS, "text", cache=EmbeddingCache(tmp_path)))
+    np.testing.assert_array_equal(
+        embed_texts(model, TEXTS, "text", cache=cache), embed_texts(Counting(), TEXTS, "text", cache=EmbeddingCache(tmp_path))
+    )
     before = len(cache)
     fresh = embed_texts(Counting(), ["A text the cache does not hold."], "text", cache=cache)
     assert fresh.shape == (1, 384) and len(cache) == before  # embedded, not stored
@@ -122,8 +128,10 @@ def test_damaged_rows_are_embedded_again(tmp_path):
     keys = [EmbeddingCache.key("text", t) for t in TEXTS[:3]]
     broken = good[1].copy()
     broken[5] = np.nan
-    cache._db.executemany("UPDATE emb SET vec=? WHERE model=? AND key=?",
-                          [(b"\x01\x02\x03", ident, keys[0]), (broken.tobytes(), ident, keys[1]), (good[2][:100].tobytes(), ident, keys[2])])
+    cache._db.executemany(
+        "UPDATE emb SET vec=? WHERE model=? AND key=?",
+        [(b"\x01\x02\x03", ident, keys[0]), (broken.tobytes(), ident, keys[1]), (good[2][:100].tobytes(), ident, keys[2])],
+    )
     cache._db.commit()
     again = Counting()
     fresh = EmbeddingCache(tmp_path)
@@ -181,7 +189,9 @@ def test_openai_identity_keeps_the_dimensions_and_never_the_key():
     from llama_index.embeddings.openai import OpenAIEmbedding
 
     a = OpenAIEmbedding(model="text-embedding-3-small", api_key="sk-one", dimensions=256)
-    assert model_identity(a) == model_identity(OpenAIEmbedding(model="text-embedding-3-small", api_key="sk-two", dimensions=256, max_retries=9))
+    assert model_identity(a) == model_identity(
+        OpenAIEmbedding(model="text-embedding-3-small", api_key="sk-two", dimensions=256, max_retries=9)
+    )
     assert model_identity(a) != model_identity(OpenAIEmbedding(model="text-embedding-3-small", api_key="sk-one", dimensions=512))
 
 

@@ -15,17 +15,17 @@ from adapterkit.stores.stored_vectors import VERIFY_ROWS
 
 TOPICS = {
     "bats.txt": "CHUNK-0 Fruit bats pollinate many tropical plants and spread their seeds. They feed at night and can travel "
-                "long distances between roosts and fruiting trees. Some colonies roost in caves with millions of others.",
+    "long distances between roosts and fruiting trees. Some colonies roost in caves with millions of others.",
     "notes/tides.md": "# Tides\n\nCHUNK-1 Tides are caused mainly by the gravitational pull of the Moon on the oceans. Spring tides "
-                      "happen when the Sun and Moon line up, and neap tides when they are at right angles to each other.",
+    "happen when the Sun and Moon line up, and neap tides when they are at right angles to each other.",
     "notes/glaciers.html": "<html><body><h1>Glaciers</h1><p>CHUNK-2 Glaciers form where snow accumulates faster than it melts over "
-                           "many years. The weight of the ice makes it flow slowly downhill, carving valleys shaped like a U.</p></body></html>",
+    "many years. The weight of the ice makes it flow slowly downhill, carving valleys shaped like a U.</p></body></html>",
     "volcanoes.txt": "CHUNK-3 Volcanoes erupt when magma rises through cracks in the crust of the Earth. Shield volcanoes have gentle "
-                     "slopes built from runny lava, while stratovolcanoes are steep and explosive.",
+    "slopes built from runny lava, while stratovolcanoes are steep and explosive.",
     "bees.md": "CHUNK-4 Honey bees communicate the direction of flowers with a waggle dance inside the hive. Worker bees collect "
-               "nectar and pollen, and the colony stores honey to survive the winter.",
+    "nectar and pollen, and the colony stores honey to survive the winter.",
     "comets.txt": "CHUNK-5 Comets are icy bodies that grow a glowing coma and tails when they approach the Sun. Their tails always "
-                  "point away from the Sun because of the solar wind and radiation pressure.",
+    "point away from the Sun because of the solar wind and radiation pressure.",
 }
 QUESTIONS = {
     "bats.txt": "Which animals pollinate tropical plants at night?",
@@ -48,8 +48,11 @@ def write_docs(folder: Path, topics=TOPICS) -> Path:
 def write_questions(folder: Path, path: Path, files=tuple(QUESTIONS)) -> Path:
     found = read_folder(folder, show_progress=False)
     ids = {name: chunks[0] for name, chunks in found.chunks_of.items() if name in files}
-    EmbeddingQAFinetuneDataset(queries={f"q{i}": QUESTIONS[n] for i, n in enumerate(ids)}, corpus=found.corpus,
-                               relevant_docs={f"q{i}": [ids[n]] for i, n in enumerate(ids)}).save_json(path)
+    EmbeddingQAFinetuneDataset(
+        queries={f"q{i}": QUESTIONS[n] for i, n in enumerate(ids)},
+        corpus=found.corpus,
+        relevant_docs={f"q{i}": [ids[n]] for i, n in enumerate(ids)},
+    ).save_json(path)
     return path
 
 
@@ -135,7 +138,9 @@ def test_a_re_run_embeds_only_what_changed(tmp_path, docs, capsys):
     code, out, err = run(capsys, *fit)
     assert code == 0, err
     after = json.loads((model / "report.json").read_text())
-    assert list(after["evaluation"]["left_out"].values()) == ["its chunks are no longer in the documents"]  # the question about the edited bees.md
+    assert list(after["evaluation"]["left_out"].values()) == [
+        "its chunks are no longer in the documents"
+    ]  # the question about the edited bees.md
     changes = after["changes"]
     assert (changes["files_added"], changes["files_changed"], changes["files_removed"]) == (["moss.txt"], ["bees.md"], ["comets.txt"])
     assert (changes["chunks_added"], changes["chunks_removed"], changes["chunks_unchanged"]) == (2, 2, 4)
@@ -180,10 +185,13 @@ def test_questions_command_writes_a_resumable_dataset(tmp_path, docs, capsys, fa
     assert fake_openai.requests == 6  # every chunk was done: nothing asked again
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: d.mkdir(), "No readable document"),
-    (lambda d: (d.mkdir(), (d / "scan.pdf").write_bytes(b"%PDF-1.4 not really"), (d / "x.bin").write_bytes(b"\0")), "unreadable"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d.mkdir(), "No readable document"),
+        (lambda d: (d.mkdir(), (d / "scan.pdf").write_bytes(b"%PDF-1.4 not really"), (d / "x.bin").write_bytes(b"\0")), "unreadable"),
+    ],
+)
 def test_a_folder_with_nothing_readable_is_an_error(tmp_path, capsys, make, message):
     make(tmp_path / "docs")
     code, out, err = run(capsys, "fit", tmp_path / "docs", "--out", tmp_path / "model", *FAST)
@@ -201,7 +209,10 @@ def test_unreadable_files_are_skipped_and_named(tmp_path, docs, capsys):
 
 
 def test_html_pages_give_their_content_not_their_navigation(tmp_path):
-    page = "<html><body><nav>Home Chapters Search</nav><main><h1>Lifetimes</h1><p>Every reference has a <em>lifetime</em>.</p></main></body></html>"
+    page = (
+        "<html><body><nav>Home Chapters Search</nav><main><h1>Lifetimes</h1>"
+        "<p>Every reference has a <em>lifetime</em>.</p></main></body></html>"
+    )
     (tmp_path / "page.html").write_text(page)
     (node,) = read_folder(tmp_path, show_progress=False).nodes
     assert node.text == "Lifetimes Every reference has a lifetime ." and node.metadata["file_path"] == "page.html"
@@ -243,7 +254,9 @@ def test_an_output_folder_holding_another_model_is_refused(tmp_path, docs, capsy
 
 def test_questions_whose_ids_are_not_these_chunks_are_an_error(tmp_path, docs, capsys):
     questions = tmp_path / "q.json"
-    EmbeddingQAFinetuneDataset(queries={"q": "what?"}, corpus={"elsewhere": "text"}, relevant_docs={"q": ["elsewhere"]}).save_json(questions)
+    EmbeddingQAFinetuneDataset(queries={"q": "what?"}, corpus={"elsewhere": "text"}, relevant_docs={"q": ["elsewhere"]}).save_json(
+        questions
+    )
     code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "model", "--questions", questions, *FAST)
     assert code == 1 and "are not chunks of these documents" in err and "adapterkit chunks DOCS" in err and "rows of question, file" in err
 
@@ -267,12 +280,15 @@ def test_a_corrupt_cache_is_an_error_message_not_a_traceback(tmp_path, docs, cap
     assert code == 1 and "cannot be read" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("mysql://me:secret@host/db?password=secret", "Unknown store URI"),
-    ("postgresql://me:secret@127.0.0.1:1/db", "name the table"),
-    ("qdrant://myhost/data?collection=chunks&api_key=secret", "three slashes"),  # a host where a folder was meant
-    ("qdrant+http://127.0.0.1:1?collection=chunks&colection=x&api_key=secret", "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("mysql://me:secret@host/db?password=secret", "Unknown store URI"),
+        ("postgresql://me:secret@127.0.0.1:1/db", "name the table"),
+        ("qdrant://myhost/data?collection=chunks&api_key=secret", "three slashes"),  # a host where a folder was meant
+        ("qdrant+http://127.0.0.1:1?collection=chunks&colection=x&api_key=secret", "unknown parameter"),
+    ],
+)
 def test_a_wrong_store_uri_is_an_error(tmp_path, capsys, uri, message):
     code, out, err = run(capsys, "fit", "--store", uri, "--out", tmp_path / "model", *FAST)
     assert code == 1 and message in err and "secret" not in err
@@ -297,15 +313,16 @@ def test_fit_from_a_pgvector_table_embeds_no_stored_chunk(tmp_path, docs, capsys
         VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=bge)
         uri = f"postgresql://postgres@/postgres?host={pg.socket_dir}&table=my_chunks"
         questions = write_questions(docs, tmp_path / "q.json")
-        code, out, err = run(capsys, "fit", "--store", uri, "--out", tmp_path / "model", "--questions", questions,
-                             "--cache-dir", tmp_path / "cache", *FAST)
+        code, out, err = run(
+            capsys, "fit", "--store", uri, "--out", tmp_path / "model", "--questions", questions, "--cache-dir", tmp_path / "cache", *FAST
+        )
         assert code == 0, err
         summary = json.loads((tmp_path / "model" / "report.json").read_text())
         assert summary["chunks"] == 6 and summary["embedded_by_base_model"]["text"] == 6  # the store check: every row of a store this small
         assert summary["table"][0]["model"] == "base"
 
         code, out, err = run(capsys, "fit", "--store", uri.replace("my_chunks", "nothing_here"), "--out", tmp_path / "m2", *FAST)
-        assert code == 1 and "data_nothing_here\" does not exist" in err, err  # a table that is not there
+        assert code == 1 and 'data_nothing_here" does not exist' in err, err  # a table that is not there
         code, out, err = run(capsys, "fit", "--store", uri.replace("postgres@", "nobody:secret@"), "--out", tmp_path / "m2", *FAST)
         assert code == 1 and "Could not read the chunks" in err and "nobody" in err and "secret" not in err  # wrong credentials
 
@@ -332,7 +349,9 @@ def test_fit_from_a_sample_of_a_large_store_keeps_the_memory_in_the_database(tmp
         uri = f"postgresql://postgres@/postgres?host={pg.socket_dir}&table=big"
         questions = write_questions(docs, tmp_path / "q.json")
         args = ["--store", uri, "--questions", questions, "--sample-chunks", "20", "--cache-dir", tmp_path / "cache", *FAST]
-        code, out, err = run(capsys, "fit", "--out", tmp_path / "model", "--memory-table", "big_memory", "--set", "memory_keys_per_chunk=1", *args)
+        code, out, err = run(
+            capsys, "fit", "--out", tmp_path / "model", "--memory-table", "big_memory", "--set", "memory_keys_per_chunk=1", *args
+        )
         assert code == 0, err
         summary = json.loads((tmp_path / "model" / "report.json").read_text())
         assert summary["chunks"] == 6 + 20 and summary["stored_chunks"] == 306  # what training held, of what the store holds
@@ -346,15 +365,20 @@ def test_fit_from_a_sample_of_a_large_store_keeps_the_memory_in_the_database(tmp
         assert summary["table"][0]["model"] == "base"
 
         # a re-run builds the memory afresh (its keys come from the cache) and replaces the finished one
-        code, out, err = run(capsys, "fit", "--out", tmp_path / "model", "--memory-table", "big_memory", "--set", "memory_weight=0.5", *args)
+        code, out, err = run(
+            capsys, "fit", "--out", tmp_path / "model", "--memory-table", "big_memory", "--set", "memory_weight=0.5", *args
+        )
         assert code == 0, err
         assert PgMemory(pg.url(), "big_memory").weight == 0.5 and json.loads((tmp_path / "model" / "report.json").read_text())[
-            "embedded_by_base_model"] == {"text": VERIFY_ROWS, "query": 0}
+            "embedded_by_base_model"
+        ] == {"text": VERIFY_ROWS, "query": 0}
 
-        for extra, message in ((["--set", "corpus_memory=True"], "leave corpus_memory out"),
-                               (["--set", "memory_keys_per_chunk=2"], "give one"),
-                               (["--set", "memory_weight=0.5"], "give one"),
-                               (["--memory-table", "Bad Name"], "Bad Name")):
+        for extra, message in (
+            (["--set", "corpus_memory=True"], "leave corpus_memory out"),
+            (["--set", "memory_keys_per_chunk=2"], "give one"),
+            (["--set", "memory_weight=0.5"], "give one"),
+            (["--memory-table", "Bad Name"], "Bad Name"),
+        ):
             code, out, err = run(capsys, "fit", "--out", tmp_path / "m2", *args, *extra)
             assert code == 1 and message in err, err
         code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m2", *args)  # a folder too: which one?
@@ -377,8 +401,23 @@ def test_fit_from_a_qdrant_collection_keeps_the_memory_in_that_qdrant(tmp_path, 
 
     build_qdrant_index(read_folder(docs, show_progress=False).nodes, bge, tmp_path / "qdrant", collection="chunks")
     questions = write_questions(docs, tmp_path / "q.json", files=tuple(QUESTIONS)[:4])
-    code, out, err = run(capsys, "fit", "--store", f"qdrant:///{tmp_path / 'qdrant'}?collection=chunks", "--out", tmp_path / "model",
-                         "--questions", questions, "--sample-chunks", "1", "--memory-table", "chunk_memory", "--cache-dir", tmp_path / "cache", *FAST)
+    code, out, err = run(
+        capsys,
+        "fit",
+        "--store",
+        f"qdrant:///{tmp_path / 'qdrant'}?collection=chunks",
+        "--out",
+        tmp_path / "model",
+        "--questions",
+        questions,
+        "--sample-chunks",
+        "1",
+        "--memory-table",
+        "chunk_memory",
+        "--cache-dir",
+        tmp_path / "cache",
+        *FAST,
+    )
     assert code == 0, err
     summary = json.loads((tmp_path / "model" / "report.json").read_text())
     assert summary["stored_chunks"] == 6 and summary["chunks"] == 4 + 1 and summary["database_memory"]["kind"] == "QdrantMemory"
@@ -420,7 +459,10 @@ def test_two_store_objects_are_told_apart_and_no_password_is_shown(tmp_path):
     assert store_origin(first) != store_origin(second)
     assert "secret" not in store_origin(first) and "/chunks" in store_origin(first) and "db.example" in store_origin(first)
     # Qdrant: two servers, and two local folders, are two origins
-    one, two = SimpleNamespace(url="http://qdrant-a:6333", collection_name="c"), SimpleNamespace(url="http://qdrant-b:6333", collection_name="c")
+    one, two = (
+        SimpleNamespace(url="http://qdrant-a:6333", collection_name="c"),
+        SimpleNamespace(url="http://qdrant-b:6333", collection_name="c"),
+    )
     assert store_origin(one) != store_origin(two) and "qdrant-a" in store_origin(one)
     from llama_index.vector_stores.qdrant import QdrantVectorStore
     from qdrant_client import QdrantClient

@@ -20,7 +20,9 @@ spec.loader.exec_module(colab)
 
 def test_committed_places_agree():
     assert colab.check() == 0
-    assert len(colab.urls()) == 2 + len(colab.NOTEBOOKS) == 2 + len(list((ROOT / "notebooks").glob("*.ipynb")))  # every notebook has the cell
+    assert (
+        len(colab.urls()) == 2 + len(colab.NOTEBOOKS) == 2 + len(list((ROOT / "notebooks").glob("*.ipynb")))
+    )  # every notebook has the cell
 
 
 def test_set_url_stamps_every_place(tmp_path, monkeypatch):

@@ -88,9 +88,11 @@ def test_a_damaged_identity_file_and_a_wrong_index_dimension_are_named(tmp_path)
 def test_options_that_mean_nothing_across_models_are_errors(train_small, bge):
     from adapterkit import EmbeddingAdapterFinetuneEngine, LinearLayer
 
-    for options, message in [({"hard_negatives": 2, "negatives": "in_batch"}, "hard_negatives"),
-                             ({"adapter_model": LinearLayer(384, 384)}, "leave adapter_model=None"),
-                             ({"bias": True}, "leave bias=False")]:
+    for options, message in [
+        ({"hard_negatives": 2, "negatives": "in_batch"}, "hard_negatives"),
+        ({"adapter_model": LinearLayer(384, 384)}, "leave adapter_model=None"),
+        ({"bias": True}, "leave bias=False"),
+    ]:
         with pytest.raises(ValueError, match=message):
             EmbeddingAdapterFinetuneEngine(train_small, bge, index_model="minilm", show_progress=False, **options)
     with pytest.raises(ValueError, match="give index_model too"):  # an option that could not take effect
@@ -147,8 +149,16 @@ def test_an_index_of_another_dimension_is_handled_memories_included(tmp_path, va
     uber = take(val_full, 140)  # the chunks (and so the bge vectors) of the PostgreSQL cross-model test
     train = uber.restrict(list(uber.corpus)[:100])
     old = FirstCoordinates(bge)  # a 192-d index; bge's 384-d queries are mapped into it
-    engine = EmbeddingAdapterFinetuneEngine(train, bge, index_model=old, unlabeled_corpus=uber.corpus, epochs=2, map_sample=1.0,
-                                            model_output_path=tmp_path / "cross", show_progress=False)
+    engine = EmbeddingAdapterFinetuneEngine(
+        train,
+        bge,
+        index_model=old,
+        unlabeled_corpus=uber.corpus,
+        epochs=2,
+        map_sample=1.0,
+        model_output_path=tmp_path / "cross",
+        show_progress=False,
+    )
     assert (engine.map_info["method"], engine.map_info["query_dim"], engine.map_info["index_dim"]) == ("lstsq", 384, 192)
     engine.finetune()
     memory = engine.memories["sentences"]
@@ -159,7 +169,9 @@ def test_an_index_of_another_dimension_is_handled_memories_included(tmp_path, va
     reloaded = AdapterEmbeddingModel(bge, tmp_path / "cross", index_model=old)
     assert vector.shape == (192,) and np.allclose(reloaded.get_query_embedding(question), vector, atol=1e-6)
     assert reloaded.memories[0].key_dim == 384 and len(served.get_text_embedding("a new chunk")) == 192
-    assert not (tmp_path / "cross" / "pytorch_model.bin").exists()  # LlamaIndex's loader finds no weights (it would embed documents with bge)
+    assert not (
+        tmp_path / "cross" / "pytorch_model.bin"
+    ).exists()  # LlamaIndex's loader finds no weights (it would embed documents with bge)
     # the memory follows the index with the index's model; the query model alone would put 384-d vectors among 192-d ones
     saved = reloaded.memories[0]
     grown = dict(list(uber.corpus.items())[:3], new="Gross bookings of the mobility segment rose in the fourth quarter of 2021.")

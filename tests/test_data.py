@@ -21,7 +21,9 @@ def test_offline_mirror_verified_and_cached(isolated, monkeypatch):
     (mirror / "qa").mkdir(parents=True)
     (mirror / "qa" / "small.json").write_bytes(body)
     monkeypatch.setenv("ADAPTERKIT_DATA_MIRROR", str(mirror))
-    monkeypatch.setitem(data.FILES, "small.json", data.RemoteFile("qa/small.json", "http://127.0.0.1:9/none", hashlib.sha256(body).hexdigest()))
+    monkeypatch.setitem(
+        data.FILES, "small.json", data.RemoteFile("qa/small.json", "http://127.0.0.1:9/none", hashlib.sha256(body).hexdigest())
+    )
     path = data.get_file("small.json", download=False)
     assert path.parent == isolated / "cache" and path.read_bytes() == body
     (mirror / "qa" / "small.json").unlink()
@@ -74,7 +76,9 @@ def test_download_verified_then_mirror_fallback(isolated, origin, monkeypatch):
     (mirror / "x").mkdir(parents=True)
     (mirror / "x" / "changed.txt").write_bytes(body)
     monkeypatch.setenv("ADAPTERKIT_DATA_MIRROR", str(mirror))
-    monkeypatch.setitem(data.FILES, "changed.txt", data.RemoteFile("x/changed.txt", f"{base}/changed.txt", hashlib.sha256(body).hexdigest()))
+    monkeypatch.setitem(
+        data.FILES, "changed.txt", data.RemoteFile("x/changed.txt", f"{base}/changed.txt", hashlib.sha256(body).hexdigest())
+    )
     assert data.get_file("changed.txt", download=True).read_bytes() == body
 
 

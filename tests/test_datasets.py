@@ -39,7 +39,7 @@ def _write(tmp_path, text):
         ('{"queries": {"q": "a?"}, "corpus": {"d": "x"}, "relevant_docs": {"q": ["zz"]}}', "not in the corpus"),
         ('{"queries": {"q": "a?"}, "corpus": {"d": "x"}, "relevant_docs": {}}', "no relevant doc"),
         ('{"queries": {"q": "a?", "q": "b?"}, "corpus": {"d": "x"}, "relevant_docs": {"q": ["d"]}}', "Duplicate id 'q'"),
-        ('[1, 2]', "expected an object with keys"),
+        ("[1, 2]", "expected an object with keys"),
         ('{"queries": [], "corpus": {}, "relevant_docs": {}}', "must be an object"),
         ('{"queries": ', "not valid JSON"),
         ('{"queries": {"q": "a?"}, "corpus": {"d": "x"}, "relevant_docs": {"q": [7]}}', "must be a list of corpus ids"),

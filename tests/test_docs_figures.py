@@ -42,13 +42,16 @@ def test_a_figure_typed_over_or_a_results_file_remade_is_caught(tmp_path, monkey
     assert "commit `0000000`" in fill.render(table)  # the commit named is the results file's own
 
 
-@pytest.mark.parametrize("marker, problem", [
-    ("<!--fig no_such_file a.b-->1<!--/fig-->", "does not exist"),
-    ("<!--fig suite lyft-uber.nothing-->1<!--/fig-->", "no 'nothing'"),
-    ("<!--fig suite lyft-uber.table.[model=nobody].ndcg@10-->1<!--/fig-->", "0 rows match"),
-    ("<!--table nothing-->\n<!--/table-->", "no table 'nothing'"),
-    ("<!--include nothing.md-->\n<!--/include-->", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "marker, problem",
+    [
+        ("<!--fig no_such_file a.b-->1<!--/fig-->", "does not exist"),
+        ("<!--fig suite lyft-uber.nothing-->1<!--/fig-->", "no 'nothing'"),
+        ("<!--fig suite lyft-uber.table.[model=nobody].ndcg@10-->1<!--/fig-->", "0 rows match"),
+        ("<!--table nothing-->\n<!--/table-->", "no table 'nothing'"),
+        ("<!--include nothing.md-->\n<!--/include-->", "does not exist"),
+    ],
+)
 def test_a_marker_that_names_nothing_is_an_error(marker, problem):
     with pytest.raises(fill.FigureError, match=problem):
         fill.render(marker)

@@ -19,8 +19,13 @@ def test_default_is_the_real_bge_model(bge):
     assert resolve_embed_model(bge) is bge
 
 
-SENTENCES = ["What was Uber's revenue in 2021?", "Lyft", "Risk factors: our business could be harmed by competition and by "
-             "regulation of drivers as employees in California and elsewhere.", "Gross bookings grew.", "What is EBITDA?"]
+SENTENCES = [
+    "What was Uber's revenue in 2021?",
+    "Lyft",
+    "Risk factors: our business could be harmed by competition and by regulation of drivers as employees in California and elsewhere.",
+    "Gross bookings grew.",
+    "What is EBITDA?",
+]
 
 
 def test_default_runs_in_float32_without_integer_kernels(bge):
@@ -42,7 +47,7 @@ def test_vectors_do_not_depend_on_batch_neighbours_or_threads(bge):
     together = np.array(batched._get_query_embeddings(SENTENCES * 3))
     alone = np.array([bge._get_query_embeddings([s])[0] for s in SENTENCES])
     np.testing.assert_array_equal(together[: len(SENTENCES)], alone)
-    np.testing.assert_array_equal(together[len(SENTENCES):], np.concatenate([alone, alone]))
+    np.testing.assert_array_equal(together[len(SENTENCES) :], np.concatenate([alone, alone]))
     one_thread = OnnxBGEEmbedding(num_threads=1, rows_per_run=2)
     np.testing.assert_array_equal(np.array(one_thread._get_query_embeddings(SENTENCES * 2)[: len(SENTENCES)]), alone)
     for bad in (0, -1, 1.5, "many"):
@@ -91,7 +96,9 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         self.server.requests.append(body)  # type: ignore[attr-defined]
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0, float(i == 0)]} for i, t in enumerate(inputs)]
-        payload = json.dumps({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
+        payload = json.dumps(
+            {"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))

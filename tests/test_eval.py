@@ -11,7 +11,13 @@ from adapterkit.metrics import exact_search, rank_metrics
 
 def test_rank_metrics_by_hand():
     m = rank_metrics(np.array([3]), k=5)
-    assert m == {"is_hit": True, "mrr": pytest.approx(1 / 3), "recall": 1.0, "ndcg": pytest.approx(1 / math.log2(4)), "ap": pytest.approx(1 / 3)}
+    assert m == {
+        "is_hit": True,
+        "mrr": pytest.approx(1 / 3),
+        "recall": 1.0,
+        "ndcg": pytest.approx(1 / math.log2(4)),
+        "ap": pytest.approx(1 / 3),
+    }
     miss = rank_metrics(np.array([6]), k=5)
     assert (miss["is_hit"], miss["mrr"], miss["ndcg"], miss["ap"]) == (False, 0.0, 0.0, 0.0)
     # Two relevant docs at ranks 1 and 4: AP = (1/1 + 2/4) / 2; nDCG = (1 + 1/log2(5)) / (1 + 1/log2(3)).

@@ -24,8 +24,11 @@ from adapterkit.data.folders import read_folder
 from adapterkit.pipeline.output_folder import FolderLock, OutputFolderError, StagedFolder
 from adapterkit.training.config import parse_options
 
-FUZZ = settings(max_examples=int(os.environ.get("ADAPTERKIT_FUZZ_EXAMPLES", "100")), deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("ADAPTERKIT_FUZZ_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def tree(folder: Path) -> dict:
@@ -39,8 +42,11 @@ def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("fitted")
     docs = write_docs(root / "docs")
     questions = write_questions(docs, root / "q.json")
-    code = subprocess.run([sys.executable, "-m", "adapterkit.cli", "fit", str(docs), "--out", str(root / "model"), "--questions",
-                           str(questions), *FAST], capture_output=True, text=True)
+    code = subprocess.run(
+        [sys.executable, "-m", "adapterkit.cli", "fit", str(docs), "--out", str(root / "model"), "--questions", str(questions), *FAST],
+        capture_output=True,
+        text=True,
+    )
     assert code.returncode == 0, code.stderr
     return root
 
@@ -55,22 +61,29 @@ def copy_of(fitted: Path, tmp_path: Path) -> Path:
 
 # --- inputs are never touched -------------------------------------------------------------------------------------
 
+
 def test_documents_inside_the_model_folder_survive_overwrite(fitted, tmp_path, capsys):
     """A documents folder inside an existing model folder, --out that model folder, --overwrite: refused before
     anything is removed (the fit used to delete the documents and exit 0)."""
     root = copy_of(fitted, tmp_path)
     shutil.copytree(root / "docs", root / "model" / "docs")
     before = tree(root / "model")
-    code, out, err = run(capsys, "fit", root / "model" / "docs", "--out", root / "model", "--questions", root / "q.json", "--overwrite", *FAST)
+    code, out, err = run(
+        capsys, "fit", root / "model" / "docs", "--out", root / "model", "--questions", root / "q.json", "--overwrite", *FAST
+    )
     assert code == 1 and "holds the documents folder" in err, err
     assert tree(root / "model") == before
     for out_folder in (root / "docs", root / "docs" / "sub" / "model"):  # the documents themselves, or a folder inside them
         code, out, err = run(capsys, "fit", root / "docs", "--out", out_folder, "--overwrite", *FAST)
         assert code == 1 and ("holds the documents folder" in err or "inside the documents folder" in err), err
     shutil.copy(root / "q.json", root / "model" / "q.json")
-    code, out, err = run(capsys, "fit", root / "docs", "--out", root / "model", "--questions", root / "model" / "q.json", "--overwrite", *FAST)
+    code, out, err = run(
+        capsys, "fit", root / "docs", "--out", root / "model", "--questions", root / "model" / "q.json", "--overwrite", *FAST
+    )
     assert code == 1 and "holds the questions file" in err and (root / "model" / "q.json").is_file()
-    code, out, err = run(capsys, "fit", root / "docs", "--out", tmp_path / "c", "--cache-dir", tmp_path / "c" / "cache", "--overwrite", *FAST)
+    code, out, err = run(
+        capsys, "fit", root / "docs", "--out", tmp_path / "c", "--cache-dir", tmp_path / "c" / "cache", "--overwrite", *FAST
+    )
     assert code == 1 and "holds the embedding cache" in err
 
 
@@ -99,12 +112,30 @@ def test_a_fit_while_another_process_writes_the_folder_stops_and_names_it(fitted
     that process's pid, and leaves the folder as it was; once the holder ends, the same command succeeds."""
     root = copy_of(fitted, tmp_path)
     before = tree(root / "model")
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom adapterkit.pipeline.output_folder import FolderLock\n"
-                               f"with FolderLock({str(root / 'model')!r}):\n    print('held', flush=True)\n    sys.stdin.readline()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom adapterkit.pipeline.output_folder import FolderLock\n"
+            f"with FolderLock({str(root / 'model')!r}):\n    print('held', flush=True)\n    sys.stdin.readline()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
-    command = [sys.executable, "-m", "adapterkit.cli", "fit", str(root / "docs"), "--out", str(root / "model"), "--questions",
-               str(root / "q.json"), *FAST]
+    command = [
+        sys.executable,
+        "-m",
+        "adapterkit.cli",
+        "fit",
+        str(root / "docs"),
+        "--out",
+        str(root / "model"),
+        "--questions",
+        str(root / "q.json"),
+        *FAST,
+    ]
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 1 and f"being written by another fit (pid {holder.pid}" in second.stderr, second.stderr
     assert tree(root / "model") == before
@@ -128,8 +159,12 @@ def test_ctrl_c_at_any_moment_leaves_the_previous_model_whole(fitted, tmp_path, 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    target = {"reading": (fit_module, "source_of"), "training": (fit_module.EmbeddingAdapterFinetuneEngine, "finetune"),
-              "report": (fit_module, "query_movement"), "commit": (output_folder, "_exchange")}[moment]
+    target = {
+        "reading": (fit_module, "source_of"),
+        "training": (fit_module.EmbeddingAdapterFinetuneEngine, "finetune"),
+        "report": (fit_module, "query_movement"),
+        "commit": (output_folder, "_exchange"),
+    }[moment]
     with monkeypatch.context() as patch:
         patch.setattr(*target, interrupt)
         code, out, err = run(capsys, "fit", root / "docs", "--out", root / "model", "--questions", root / "q.json", *FAST)
@@ -158,8 +193,18 @@ def test_sigint_to_a_running_fit_never_leaves_a_mixed_folder(fitted, tmp_path):
     root = copy_of(fitted, tmp_path)
     (root / "docs" / "comets.txt").write_text("CHUNK-6 Comets lose ice each orbit. " + (root / "docs" / "comets.txt").read_text())
     before = tree(root / "model")
-    command = [sys.executable, "-m", "adapterkit.cli", "fit", str(root / "docs"), "--out", str(root / "model"), "--questions",
-               str(root / "q.json"), *FAST]
+    command = [
+        sys.executable,
+        "-m",
+        "adapterkit.cli",
+        "fit",
+        str(root / "docs"),
+        "--out",
+        str(root / "model"),
+        "--questions",
+        str(root / "q.json"),
+        *FAST,
+    ]
     for delay in (0.2, 3.0, 6.0, 9.0):
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
@@ -171,8 +216,11 @@ def test_sigint_to_a_running_fit_never_leaves_a_mixed_folder(fitted, tmp_path):
         assert code in (0, 130, -signal.SIGINT) and "Traceback" not in err, (delay, code, err)
         now = tree(root / "model")
         if code != 0:
-            assert now == before or json.loads((root / "model" / "fit.json").read_text())["chunks"] != json.loads(
-                (fitted / "model" / "fit.json").read_text())["chunks"], delay
+            assert (
+                now == before
+                or json.loads((root / "model" / "fit.json").read_text())["chunks"]
+                != json.loads((fitted / "model" / "fit.json").read_text())["chunks"]
+            ), delay
         summary = json.loads((root / "model" / "report.json").read_text())
         assert summary["chunks"] == len(json.loads((root / "model" / "fit.json").read_text())["chunks"])
 
@@ -241,32 +289,56 @@ def test_a_cut_between_the_two_renames_puts_the_old_folder_back(tmp_path, monkey
 
 # --- options are read by the registry, before any work ------------------------------------------------------------
 
+
 def test_set_values_are_read_by_their_type():
     assert parse_options({"guard": "False", "refit": "no", "shuffle": "0", "verbose": "YES"}) == {
-        "guard": False, "refit": False, "shuffle": False, "verbose": True}
+        "guard": False,
+        "refit": False,
+        "shuffle": False,
+        "verbose": True,
+    }
     assert parse_options({"val_fraction": "0", "guard": "false", "refit": "false"})["val_fraction"] == 0.0
     assert parse_options({"memory_keys_per_chunk": "none", "map_sample": "100", "pseudo_query_words": "[3, 8]"}) == {
-        "memory_keys_per_chunk": None, "map_sample": 100, "pseudo_query_words": (3, 8)}
-    for pairs, message in (({"guard": "False!"}, "true or false"), ({"epochs": "NaN"}, "whole number"), ({"epochs": "1.5"}, "whole number"),
-                           ({"seed": "abc"}, "seed takes a whole number"), ({"scale": "inf"}, "takes a number"),
-                           ({"corpus_memory": "False", "memory_keys_per_chunk": "2"}, "drop one of them"),
-                           ({"optimizer_params": '{"evil": 1}'}, "optimizer_params"), ({"optimizer_params": "[1]"}, "JSON object"),
-                           ({"optimizer_class": "os.system"}, "set it in Python"), ({"seed": "-1"}, "seed must be"),
-                           ({"epochs": "٣"}, "whole number"), ({"epochs": "1_0"}, "whole number"), ({"scale": "٣.٥"}, "takes a number"),
-                           ({"optimizer_params": '{"lr": 1e308}'}, "non-finite"), ({"num_threads": "99999999999"}, "num_threads"),
-                           ({"memory_temperature": "1e308"}, "memory_temperature"), ({"epochs": "99999999999999999999999"}, "epochs"),
-                           ({"seed": "1" * 5000}, "seed takes a whole number"), ({"scale": "1" * 5000}, "scale takes a number")):
+        "memory_keys_per_chunk": None,
+        "map_sample": 100,
+        "pseudo_query_words": (3, 8),
+    }
+    for pairs, message in (
+        ({"guard": "False!"}, "true or false"),
+        ({"epochs": "NaN"}, "whole number"),
+        ({"epochs": "1.5"}, "whole number"),
+        ({"seed": "abc"}, "seed takes a whole number"),
+        ({"scale": "inf"}, "takes a number"),
+        ({"corpus_memory": "False", "memory_keys_per_chunk": "2"}, "drop one of them"),
+        ({"optimizer_params": '{"evil": 1}'}, "optimizer_params"),
+        ({"optimizer_params": "[1]"}, "JSON object"),
+        ({"optimizer_class": "os.system"}, "set it in Python"),
+        ({"seed": "-1"}, "seed must be"),
+        ({"epochs": "٣"}, "whole number"),
+        ({"epochs": "1_0"}, "whole number"),
+        ({"scale": "٣.٥"}, "takes a number"),
+        ({"optimizer_params": '{"lr": 1e308}'}, "non-finite"),
+        ({"num_threads": "99999999999"}, "num_threads"),
+        ({"memory_temperature": "1e308"}, "memory_temperature"),
+        ({"epochs": "99999999999999999999999"}, "epochs"),
+        ({"seed": "1" * 5000}, "seed takes a whole number"),
+        ({"scale": "1" * 5000}, "scale takes a number"),
+    ):
         with pytest.raises(ValueError, match=message):
             parse_options(pairs)
 
 
 def test_bad_options_stop_before_any_work(tmp_path, capsys):
     docs = write_docs(tmp_path / "docs")
-    for extra, message in ((["--set", "epochs=NaN"], "given as a flag (--epochs)"),  # FAST has --epochs 1: never silently overridden
-                           (["--set", "seed=abc"], "seed"), (["--set", 'optimizer_params={"evil": 1}'], "optimizer_params"),
-                           (["--set", "guard=maybe"], "true or false"), (["--set", "lr=2"], "not a training or chunking option"),
-                           (["--set", "scale=2", "--set", "scale=3"], "given twice"),
-                           (["--set", "checkpoint_save_steps=5"], "checkpoint_save_steps")):
+    for extra, message in (
+        (["--set", "epochs=NaN"], "given as a flag (--epochs)"),  # FAST has --epochs 1: never silently overridden
+        (["--set", "seed=abc"], "seed"),
+        (["--set", 'optimizer_params={"evil": 1}'], "optimizer_params"),
+        (["--set", "guard=maybe"], "true or false"),
+        (["--set", "lr=2"], "not a training or chunking option"),
+        (["--set", "scale=2", "--set", "scale=3"], "given twice"),
+        (["--set", "checkpoint_save_steps=5"], "checkpoint_save_steps"),
+    ):
         code, out, err = run(capsys, "fit", docs, "--out", tmp_path / "m", *FAST, *extra)
         assert code == 1 and message in err and "Traceback" not in err, (extra, err)
         assert not (tmp_path / "m").exists() and not (tmp_path / ".m.fit-staging").exists()  # no stub fit.json, nothing written
@@ -275,9 +347,28 @@ def test_bad_options_stop_before_any_work(tmp_path, capsys):
 
 
 @FUZZ
-@given(pairs=st.dictionaries(st.sampled_from(["epochs", "guard", "seed", "scale", "optimizer_params", "map_sample", "pseudo_query_words",
-                                              "memory_keys_per_chunk", "negatives", "question_memory_weights", "nope", "chunk_size"]),
-                             st.text(max_size=12), max_size=4))
+@given(
+    pairs=st.dictionaries(
+        st.sampled_from(
+            [
+                "epochs",
+                "guard",
+                "seed",
+                "scale",
+                "optimizer_params",
+                "map_sample",
+                "pseudo_query_words",
+                "memory_keys_per_chunk",
+                "negatives",
+                "question_memory_weights",
+                "nope",
+                "chunk_size",
+            ]
+        ),
+        st.text(max_size=12),
+        max_size=4,
+    )
+)
 def test_fuzz_set_options_end_in_values_or_a_named_error(pairs):
     try:
         values = parse_options(pairs, extra={"chunk_size": int})
@@ -288,9 +379,18 @@ def test_fuzz_set_options_end_in_values_or_a_named_error(pairs):
 
 
 @FUZZ
-@given(sets=st.lists(st.tuples(st.sampled_from(["epochs", "guard", "seed", "batch_size", "memory_weight", "chunk_size", "optimizer_params",
-                                                "val_fraction", "x"]), st.text(max_size=10)), max_size=3),
-       flag=st.sampled_from([[], ["--epochs", "1"], ["--epochs", "-1"]]))
+@given(
+    sets=st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["epochs", "guard", "seed", "batch_size", "memory_weight", "chunk_size", "optimizer_params", "val_fraction", "x"]
+            ),
+            st.text(max_size=10),
+        ),
+        max_size=3,
+    ),
+    flag=st.sampled_from([[], ["--epochs", "1"], ["--epochs", "-1"]]),
+)
 def test_fuzz_the_fit_command_line_stops_with_a_message_before_any_work(tmp_path_factory, capsys, sets, flag):
     """Any --set values on the command line: exit 1 or 2 with a message, no traceback, nothing written. (A last
     check, --eval-chunks without --llm, stops every run that gets past the options, so no fit runs here.)"""
@@ -309,6 +409,7 @@ def test_fuzz_the_fit_command_line_stops_with_a_message_before_any_work(tmp_path
 
 
 # --- folders: links, and files that are data ----------------------------------------------------------------------
+
 
 def test_links_out_of_the_folder_are_skipped_and_listed(tmp_path):
     docs = write_docs(tmp_path / "docs")
@@ -344,9 +445,15 @@ def test_fit_lists_skipped_links(tmp_path, capsys):
 
 
 @FUZZ
-@given(names=st.lists(st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="/\x00"), min_size=1, max_size=12),
-                      min_size=1, max_size=5, unique=True),
-       contents=st.lists(st.binary(max_size=300), min_size=5, max_size=5))
+@given(
+    names=st.lists(
+        st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="/\x00"), min_size=1, max_size=12),
+        min_size=1,
+        max_size=5,
+        unique=True,
+    ),
+    contents=st.lists(st.binary(max_size=300), min_size=5, max_size=5),
+)
 def test_fuzz_any_folder_reads_or_says_why(tmp_path_factory, names, contents):
     folder = tmp_path_factory.mktemp("fuzz")
     for name, data in zip(names, contents):
@@ -366,23 +473,32 @@ def test_fuzz_any_folder_reads_or_says_why(tmp_path_factory, names, contents):
 
 # --- URIs -----------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.integration
 def test_qdrant_uris_that_lead_nowhere_are_errors(tmp_path, capsys):
     (tmp_path / "not-qdrant").mkdir()
-    for uri, message in (("qdrant+http://127.0.0.1:1?collection=c", "Could not reach the Qdrant store"),
-                         (f"qdrant:///{tmp_path}/does/not/exist?collection=c", "there is no Qdrant folder"),
-                         (f"qdrant:///{tmp_path}/not-qdrant?collection=c", "there is no Qdrant folder"),
-                         ("qdrant+http://?collection=c", "names no server")):
+    for uri, message in (
+        ("qdrant+http://127.0.0.1:1?collection=c", "Could not reach the Qdrant store"),
+        (f"qdrant:///{tmp_path}/does/not/exist?collection=c", "there is no Qdrant folder"),
+        (f"qdrant:///{tmp_path}/not-qdrant?collection=c", "there is no Qdrant folder"),
+        ("qdrant+http://?collection=c", "names no server"),
+    ):
         code, out, err = run(capsys, "fit", "--store", uri, "--out", tmp_path / "m", *FAST)
         assert code == 1 and message in err and "Traceback" not in err, (uri, err)
     assert not (tmp_path / "does").exists() and list((tmp_path / "not-qdrant").iterdir()) == []
 
 
 @FUZZ
-@given(uri=st.one_of(st.text(max_size=60), st.builds(lambda scheme, rest: f"{scheme}{rest}",
-                                                     st.sampled_from(["qdrant://", "qdrant:///", "qdrant+http://", "postgresql://",
-                                                                      "postgres://", "mysql://", ""]),
-                                                     st.text(max_size=40))))
+@given(
+    uri=st.one_of(
+        st.text(max_size=60),
+        st.builds(
+            lambda scheme, rest: f"{scheme}{rest}",
+            st.sampled_from(["qdrant://", "qdrant:///", "qdrant+http://", "postgresql://", "postgres://", "mysql://", ""]),
+            st.text(max_size=40),
+        ),
+    )
+)
 def test_fuzz_store_uris_open_or_say_why(tmp_path_factory, monkeypatch, uri):
     from adapterkit.pipeline.sources import close_store, open_store
 
@@ -398,6 +514,7 @@ def test_fuzz_store_uris_open_or_say_why(tmp_path_factory, monkeypatch, uri):
 
 
 # --- a model folder's files are data ---------------------------------------------------------------------------------
+
 
 def test_a_damaged_fit_json_is_named(fitted, tmp_path, capsys):
     root = copy_of(fitted, tmp_path)
@@ -425,6 +542,7 @@ def test_eval_never_loads_a_model_the_folder_names(fitted, tmp_path, capsys):
 
 
 # --- found by attacking the surfaces above --------------------------------------------------------------------------
+
 
 @pytest.mark.integration
 def test_the_lock_path_is_never_written_through_a_link_or_over_a_file(tmp_path, capsys):
@@ -486,7 +604,9 @@ def test_a_finished_command_ignores_a_late_ctrl_c(monkeypatch):
 
     import adapterkit.cli as cli
 
-    monkeypatch.setattr(cli, "parser", lambda: argparse.Namespace(parse_args=lambda argv: argparse.Namespace(run=lambda a: None, command="x")))
+    monkeypatch.setattr(
+        cli, "parser", lambda: argparse.Namespace(parse_args=lambda argv: argparse.Namespace(run=lambda a: None, command="x"))
+    )
     before = signal.getsignal(signal.SIGINT)
     try:
         assert cli.main() == 0 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN

@@ -14,20 +14,30 @@ PACKAGE = ROOT / "adapterkit"
 
 # Lowest first: a module may import from its own layer or below, never from above.
 LAYERS = [
-    ["adapterkit.atomic", "adapterkit.errors", "adapterkit.logs", "adapterkit.metrics", "adapterkit.records"],  # atomic writes, errors, messages, records; metrics
-    ["adapterkit.data"],                                      # files, datasets, documents, questions
-    ["adapterkit.embeddings", "adapterkit.cache", "adapterkit.cluster"],  # base models, every vector they ever made, and where they make them
-    ["adapterkit.adapters", "adapterkit.cross_model"],        # the trainable query maps, and maps fitted between two models
-    ["adapterkit.memory"],                                    # corpus memories
+    [
+        "adapterkit.atomic",
+        "adapterkit.errors",
+        "adapterkit.logs",
+        "adapterkit.metrics",
+        "adapterkit.records",
+    ],  # atomic writes, errors, messages, records; metrics
+    ["adapterkit.data"],  # files, datasets, documents, questions
+    [
+        "adapterkit.embeddings",
+        "adapterkit.cache",
+        "adapterkit.cluster",
+    ],  # base models, every vector they ever made, and where they make them
+    ["adapterkit.adapters", "adapterkit.cross_model"],  # the trainable query maps, and maps fitted between two models
+    ["adapterkit.memory"],  # corpus memories
     ["adapterkit.query_vectors", "adapterkit.adapter_embedding"],  # serving: how a query vector is made
     ["adapterkit.training"],
     ["adapterkit.evaluation"],
     ["adapterkit.stores"],
     ["adapterkit.notebook"],
-    ["adapterkit.pipeline"],                                  # your documents to a fitted, evaluated model folder
-    ["adapterkit.cli"],                                       # the adapterkit command
+    ["adapterkit.pipeline"],  # your documents to a fitted, evaluated model folder
+    ["adapterkit.cli"],  # the adapterkit command
 ]
-MAX_LINES = 450
+MAX_LINES = 560  # lines as `ruff format` writes them (about 450 of the denser hand-wrapped style before it)
 
 
 def module_name(path: Path) -> str:
@@ -62,8 +72,12 @@ def graph() -> Dict[str, Set[str]]:
 
 
 def test_no_module_imports_from_a_higher_layer():
-    wrong = [f"{m} (layer {layer_of(m)}) imports {i} (layer {layer_of(i)})"
-             for m, deps in graph().items() for i in deps if layer_of(i) > layer_of(m)]
+    wrong = [
+        f"{m} (layer {layer_of(m)}) imports {i} (layer {layer_of(i)})"
+        for m, deps in graph().items()
+        for i in deps
+        if layer_of(i) > layer_of(m)
+    ]
     assert not wrong, "\n".join(wrong)
 
 
@@ -111,8 +125,10 @@ def test_a_small_public_api_and_one_error_base():
     errors = {}
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ClassDef) and any(getattr(b, "id", "").endswith(("Error", "Exception")) or getattr(b, "id", "") in {"ValueError", "RuntimeError"}
-                                                      for b in node.bases):
+            if isinstance(node, ast.ClassDef) and any(
+                getattr(b, "id", "").endswith(("Error", "Exception")) or getattr(b, "id", "") in {"ValueError", "RuntimeError"}
+                for b in node.bases
+            ):
                 errors[node.name] = module_name(path)
     assert len(errors) >= 14, errors  # the scan found the package's error classes
     errors.pop("AdapterkitError")

@@ -49,13 +49,19 @@ def test_top_k_lookup_matches_the_softmax_over_every_key():
 
 
 def test_add_remove_and_update_follow_the_corpus(bge, tmp_path):
-    corpus = {"a": "Uber operates a platform connecting riders and drivers in many cities. Delivery revenue grew in 2021.",
-              "b": "Lyft reported that active riders increased during the second half of the year.",
-              "tiny": "Too short."}
+    corpus = {
+        "a": "Uber operates a platform connecting riders and drivers in many cities. Delivery revenue grew in 2021.",
+        "b": "Lyft reported that active riders increased during the second half of the year.",
+        "tiny": "Too short.",
+    }
     memory = CorpusMemory.from_corpus(corpus, bge)
     assert memory.chunk_ids == ["a", "b", "tiny"]  # "tiny" has no sentence of 6+ words: held, with no key
     assert len(memory.keys) == len(chunk_sentences(corpus["a"])) + 1
-    changed = dict(corpus, b="Lyft reported that active riders fell sharply during the first months of the pandemic.", c="Gross bookings of the mobility segment rose in the fourth quarter of 2021.")
+    changed = dict(
+        corpus,
+        b="Lyft reported that active riders fell sharply during the first months of the pandemic.",
+        c="Gross bookings of the mobility segment rose in the fourth quarter of 2021.",
+    )
     del changed["a"]
     counts = memory.update(changed, bge)
     assert counts == {"added": 1, "changed": 1, "removed": 1, "unchanged": 1}

@@ -32,8 +32,13 @@ def _write(url, name, memory, batches=2, writer=PgMemoryWriter, **options):
     for part in np.array_split(np.arange(len(memory.chunk_ids)), batches):
         mine = np.isin(memory.owner, part)
         renumber = {int(c): i for i, c in enumerate(part)}
-        writer.add([memory.chunk_ids[i] for i in part], memory.chunks[part], memory.keys[mine],
-                   np.array([renumber[int(o)] for o in memory.owner[mine]]), [memory.chunk_hash[i] for i in part])
+        writer.add(
+            [memory.chunk_ids[i] for i in part],
+            memory.chunks[part],
+            memory.keys[mine],
+            np.array([renumber[int(o)] for o in memory.owner[mine]]),
+            [memory.chunk_hash[i] for i in part],
+        )
     return writer
 
 
@@ -88,8 +93,12 @@ def test_an_unfinished_build_is_never_read_and_resumes(pg, local):
     # the server goes away mid-write: the batch in flight is rolled back, the rest is kept for resume
     writer = PgMemoryWriter(url, "cut_off", local.dim)
     half = len(local.chunk_ids) // 2
-    writer.add(local.chunk_ids[:half], local.chunks[:half], local.keys[np.isin(local.owner, range(half))],
-               local.owner[np.isin(local.owner, range(half))])
+    writer.add(
+        local.chunk_ids[:half],
+        local.chunks[:half],
+        local.keys[np.isin(local.owner, range(half))],
+        local.owner[np.isin(local.owner, range(half))],
+    )
     pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend';")
     with pytest.raises(PgMemoryError, match="rolled back.*resume=True"):
         _write_rest(writer, local, half)

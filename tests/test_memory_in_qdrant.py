@@ -41,8 +41,11 @@ def test_a_qdrant_memory_pulls_as_the_local_one_does_and_serves(client, local, v
     assert torch.allclose(memory.pull(q), local.pull(q), atol=1e-5)
     LinearLayer(384, 384).save(tmp_path / "adapter")
     served = AdapterEmbeddingModel(bge, tmp_path / "adapter", memory=[memory])
-    assert np.allclose(served.get_query_embedding(texts[0]),
-                       AdapterEmbeddingModel(bge, tmp_path / "adapter", memory=local).get_query_embedding(texts[0]), atol=1e-5)
+    assert np.allclose(
+        served.get_query_embedding(texts[0]),
+        AdapterEmbeddingModel(bge, tmp_path / "adapter", memory=local).get_query_embedding(texts[0]),
+        atol=1e-5,
+    )
     with pytest.raises(ValueError, match="384-dimensional base query vectors"):
         memory.lookup(np.ones((1, 8), np.float32))
 
@@ -69,8 +72,13 @@ def _part(memory, chunks):
     """The arguments of ``add`` for the chunks at ``chunks`` (positions) of a local memory."""
     mine = np.isin(memory.owner, chunks)
     renumber = {int(c): i for i, c in enumerate(chunks)}
-    return ([memory.chunk_ids[i] for i in chunks], memory.chunks[chunks], memory.keys[mine], np.array([renumber[int(o)] for o in memory.owner[mine]]),
-            [memory.chunk_hash[i] for i in chunks])
+    return (
+        [memory.chunk_ids[i] for i in chunks],
+        memory.chunks[chunks],
+        memory.keys[mine],
+        np.array([renumber[int(o)] for o in memory.owner[mine]]),
+        [memory.chunk_hash[i] for i in chunks],
+    )
 
 
 def test_an_unfinished_qdrant_build_is_never_read_resumes_and_replaces_the_old_one(client, local):
@@ -97,9 +105,13 @@ def test_an_unfinished_qdrant_build_is_never_read_resumes_and_replaces_the_old_o
     assert len(now) == len(builds) and now != builds  # the older build's collection was dropped
 
     from qdrant_client import models
+
     client.create_collection("users_table", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE))
-    client.update_collection_aliases(change_aliases_operations=[models.CreateAliasOperation(
-        create_alias=models.CreateAlias(collection_name="users_table", alias_name="users_alias"))])
+    client.update_collection_aliases(
+        change_aliases_operations=[
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name="users_table", alias_name="users_alias"))
+        ]
+    )
     for name in ("users_table", "users_alias"):  # the user's collection, and an alias of it: never touched
         with pytest.raises(QdrantMemoryError, match="not the adapterkit memory"):
             QdrantMemoryWriter(client, name, 4)
@@ -112,7 +124,9 @@ def test_an_unfinished_qdrant_build_is_never_read_resumes_and_replaces_the_old_o
 
 def test_keyless_chunks_and_rewrites_with_fewer_keys_leave_nothing_behind(client, bge):
     memory = QdrantMemoryWriter(client, "small", 384).finish()
-    long = "Revenue grew in the fourth quarter of the year. Costs fell sharply across every segment we run. Margins rose for the first time."
+    long = (
+        "Revenue grew in the fourth quarter of the year. Costs fell sharply across every segment we run. Margins rose for the first time."
+    )
     corpus = {"a": long, "short": "Too short."}
     assert memory.update(corpus, bge) == {"added": 2, "changed": 0, "removed": 0, "unchanged": 0}
     assert len(memory) == 2 and memory.key_count() == 3  # "short" is held with no key

@@ -44,8 +44,27 @@ def test_nbval_tolerates_rounding_and_catches_regressions(tmp_path):
     for name, (printed, stored, tags) in cases.items():
         _notebook(tmp_path / f"{name}.ipynb", printed, stored, tags)
     (tmp_path / "conftest.py").write_text((ROOT / "conftest.py").read_text())
-    done = subprocess.run([sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-p", "no:cacheprovider", "-rA",
-                           "-o", "addopts=", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    outcome = {name: ("PASSED" if f"PASSED {name}.ipynb" in done.stdout else "FAILED" if f"FAILED {name}.ipynb" in done.stdout else "?")
-               for name in cases}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval",
+            "--nbval-current-env",
+            "-p",
+            "no:cacheprovider",
+            "-rA",
+            "-o",
+            "addopts=",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    outcome = {
+        name: ("PASSED" if f"PASSED {name}.ipynb" in done.stdout else "FAILED" if f"FAILED {name}.ipynb" in done.stdout else "?")
+        for name in cases
+    }
     assert outcome == {"rounding": "PASSED", "regression": "FAILED", "count": "FAILED", "tagged_count": "PASSED"}, done.stdout[-3000:]

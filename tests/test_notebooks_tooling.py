@@ -73,9 +73,20 @@ def trained(train_small, bge, tmp_path_factory):
     """A linear adapter trained for 2 epochs on real Lyft pairs, and its engine."""
     out = tmp_path_factory.mktemp("adapter")
     engine = EmbeddingAdapterFinetuneEngine(
-        train_small, bge, adapter_model=make_adapter("linear", 384), epochs=2, batch_size=16,
-        optimizer_params={"lr": 1e-3}, negatives="corpus", scale=30.0, val_fraction=0.2, seed=0,
-        model_output_path=out / "adapter", model_checkpoint_path=out / "ck", checkpoint_save_steps=1, show_progress=False,
+        train_small,
+        bge,
+        adapter_model=make_adapter("linear", 384),
+        epochs=2,
+        batch_size=16,
+        optimizer_params={"lr": 1e-3},
+        negatives="corpus",
+        scale=30.0,
+        val_fraction=0.2,
+        seed=0,
+        model_output_path=out / "adapter",
+        model_checkpoint_path=out / "ck",
+        checkpoint_save_steps=1,
+        show_progress=False,
     )
     engine.finetune()
     return engine, out
@@ -247,7 +258,10 @@ def test_save_results_and_summary(tmp_path, results):
     assert data["figures"] == [{"caption": "hit-rate@k", "file": "hit_rate_k.png"}]
     assert (run_dir / "hit_rate_k.png").read_bytes()[:8] == PNG_MAGIC
 
-    runs = [NotebookRun("02_x", tmp_path / "02_x.ipynb", run_dir, seconds=1.5), NotebookRun("03_y", tmp_path / "03_y.ipynb", tmp_path / "03_y", error="Boom: failed")]
+    runs = [
+        NotebookRun("02_x", tmp_path / "02_x.ipynb", run_dir, seconds=1.5),
+        NotebookRun("03_y", tmp_path / "03_y.ipynb", tmp_path / "03_y", error="Boom: failed"),
+    ]
     summary = write_summary(tmp_path, runs).read_text()
     assert "| 02_x | ok | 1.5 |" in summary and "FAILED: Boom: failed" in summary
     assert f"| base | {table.loc[0, 'hit_rate']:g} |" in summary
@@ -259,13 +273,15 @@ def test_save_results_and_summary(tmp_path, results):
 
 
 def _tiny_notebook(path: Path) -> Path:
-    nb = new_notebook(cells=[
-        new_code_cell('output_dir = "unset"\nvalue = 1', metadata={"tags": ["parameters"]}),
-        new_code_cell(
-            "import pandas as pd\nfrom adapterkit.notebook.report import save_results\n"
-            "save_results(output_dir, 'Tiny', tables={'t': pd.DataFrame({'value': [value]})})\nprint('value', value)"
-        ),
-    ])
+    nb = new_notebook(
+        cells=[
+            new_code_cell('output_dir = "unset"\nvalue = 1', metadata={"tags": ["parameters"]}),
+            new_code_cell(
+                "import pandas as pd\nfrom adapterkit.notebook.report import save_results\n"
+                "save_results(output_dir, 'Tiny', tables={'t': pd.DataFrame({'value': [value]})})\nprint('value', value)"
+            ),
+        ]
+    )
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
     return path

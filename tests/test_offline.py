@@ -27,7 +27,8 @@ def test_an_api_key_alone_never_starts_paid_calls(val_small, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-would-be-billed")
     monkeypatch.setattr(tables, "evaluate", lambda *a, **k: pytest.fail("a model was called without being asked"))
     assert tables.reference_rows(val_small, top_k=5, data_source="published") == [
-        {**tables.PUBLISHED_ADA002, "source": tables.PUBLISHED_NOTE}]
+        {**tables.PUBLISHED_ADA002, "source": tables.PUBLISHED_NOTE}
+    ]
 
 
 def test_the_reference_row_is_measured_only_with_the_model_it_names(val_small):

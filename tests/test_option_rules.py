@@ -8,11 +8,20 @@ from adapterkit import AdapterkitError, EmbeddingAdapterFinetuneEngine, Finetune
 from adapterkit.training.config import CORPUS_OPTIONS, check_run
 
 
-@pytest.mark.parametrize("name, value", [
-    ("pseudo_queries_per_chunk", 2), ("pseudo_query_words", (3, 8)), ("corpus_memory", False), ("memory_keys_per_chunk", 2),
-    ("question_memory", False), ("question_memory_weights", (0.0, 0.5)), ("question_memory_temperatures", (20.0,)),
-    ("memory_weight", 0.5), ("memory_temperature", 50.0),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("pseudo_queries_per_chunk", 2),
+        ("pseudo_query_words", (3, 8)),
+        ("corpus_memory", False),
+        ("memory_keys_per_chunk", 2),
+        ("question_memory", False),
+        ("question_memory_weights", (0.0, 0.5)),
+        ("question_memory_temperatures", (20.0,)),
+        ("memory_weight", 0.5),
+        ("memory_temperature", 50.0),
+    ],
+)
 def test_an_option_of_the_searched_corpus_needs_one(name, value, train_small, bge, tmp_path):
     assert name in CORPUS_OPTIONS
     with pytest.raises(ValueError, match=f"{name}.*unlabeled_corpus") as caught:
@@ -34,12 +43,15 @@ def test_defaults_never_fail_a_rule():
     check_run(FinetuneConfig(), set(), unlabeled_corpus=True, index_model=True)
 
 
-@pytest.mark.parametrize("explicit, context, problem", [
-    ({"map_sample"}, dict(unlabeled_corpus=True), "map_sample.*index_model"),
-    (set(), dict(unlabeled_corpus=True, index_model=True, adapter_model=True), "adapter_model=None"),
-    (set(), dict(unlabeled_corpus=True, index_model=True, bias=True), "bias=False"),
-    (set(), dict(unlabeled_corpus=False, target_questions=True), "target_questions.*unlabeled_corpus"),
-])
+@pytest.mark.parametrize(
+    "explicit, context, problem",
+    [
+        ({"map_sample"}, dict(unlabeled_corpus=True), "map_sample.*index_model"),
+        (set(), dict(unlabeled_corpus=True, index_model=True, adapter_model=True), "adapter_model=None"),
+        (set(), dict(unlabeled_corpus=True, index_model=True, bias=True), "bias=False"),
+        (set(), dict(unlabeled_corpus=False, target_questions=True), "target_questions.*unlabeled_corpus"),
+    ],
+)
 def test_the_other_combination_rules(explicit, context, problem):
     config = FinetuneConfig().updated(**({"map_sample": 0.5} if "map_sample" in explicit else {}))
     with pytest.raises(ValueError, match=problem):

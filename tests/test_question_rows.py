@@ -55,11 +55,13 @@ def test_a_quote_is_matched_across_line_breaks_and_letter_case_and_can_name_seve
     # a passage inside the overlap of two neighbouring chunks is in both: both are relevant
     shared = next(s for s in LONG.split(". ") if sum(s in found.corpus[c] for c in guide) >= 2)
     holders = [c for c in guide if shared in found.corpus[c]]
-    rows = [{"question": "q1", "file": "guide.txt", "quote": shared.upper().replace(" ", "\n  ")},
-            {"question": "q2", "file": "guide.txt"},  # no quote: any chunk of the file answers it
-            {"question": "q3", "file": "guide.txt", "quote": "a passage the guide does not hold"},
-            {"question": "q4", "file": "no/such/file.md"},
-            {"question": "q2", "file": "bats.txt"}]  # answered in a second place too
+    rows = [
+        {"question": "q1", "file": "guide.txt", "quote": shared.upper().replace(" ", "\n  ")},
+        {"question": "q2", "file": "guide.txt"},  # no quote: any chunk of the file answers it
+        {"question": "q3", "file": "guide.txt", "quote": "a passage the guide does not hold"},
+        {"question": "q4", "file": "no/such/file.md"},
+        {"question": "q2", "file": "bats.txt"},
+    ]  # answered in a second place too
     dataset, missing = resolve_rows(read_rows(write(tmp_path / "q.jsonl", rows)), found.corpus, found.chunks_of)
     by_text = {t: dataset.relevant_docs[q] for q, t in dataset.queries.items()}
     assert by_text["q1"] == holders and len(holders) >= 2
@@ -67,14 +69,17 @@ def test_a_quote_is_matched_across_line_breaks_and_letter_case_and_can_name_seve
     assert set(missing) == {"q3", "q4"} and "quote is in no chunk of guide.txt" in missing["q3"] and "no file" in missing["q4"]
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"question": "q", "file": "a.txt", "answer": "x"}\n', "field(s) ['answer']"),
-    ('{"question": "q"}\n', "needs a question and the file"),
-    ('{"question": 3, "file": "a.txt"}\n', "must be text"),
-    ('not json\n', "line 1 is not a JSON object"),
-    ('[1, 2]\n', "is not an object"),
-    ('\n\n', "holds no questions"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"question": "q", "file": "a.txt", "answer": "x"}\n', "field(s) ['answer']"),
+        ('{"question": "q"}\n', "needs a question and the file"),
+        ('{"question": 3, "file": "a.txt"}\n', "must be text"),
+        ("not json\n", "line 1 is not a JSON object"),
+        ("[1, 2]\n", "is not an object"),
+        ("\n\n", "holds no questions"),
+    ],
+)
 def test_a_bad_row_is_named_with_the_fix(tmp_path, content, message):
     path = tmp_path / "q.jsonl"
     path.write_text(content)
@@ -117,7 +122,9 @@ def test_fit_and_eval_take_question_rows_and_the_report_says_what_happened(tmp_p
     rows = rows_of(docs) + [{"question": "What does the guide say?", "file": "guide.txt", "quote": "not in the guide at all"}]
     questions = write(tmp_path / "q.jsonl", rows)
     model = tmp_path / "model"
-    code, out, err = run(capsys, "fit", docs, "--out", model, "--questions", questions, "--cache-dir", tmp_path / "cache", *("--epochs", "1", "--quiet"))
+    code, out, err = run(
+        capsys, "fit", docs, "--out", model, "--questions", questions, "--cache-dir", tmp_path / "cache", *("--epochs", "1", "--quiet")
+    )
     assert code == 0, err
     first = out.splitlines()[0]
     summary = json.loads((model / "report.json").read_text())
@@ -131,8 +138,9 @@ def test_fit_and_eval_take_question_rows_and_the_report_says_what_happened(tmp_p
     assert report[4].startswith("Trained on: the walkthrough's published Lyft 2021 10-K questions (668 questions over 334 chunks)")
     assert "5 of your questions, as evidence for a memory of them" in report[4]
     assert "- 'What does the guide say?': row 7: the quote is in no chunk of guide.txt" in "\n".join(report)
-    assert summary["evaluation"]["left_out"] == {"What does the guide say?": "row 7: the quote is in no chunk of guide.txt "
-                                                 "(it must be an exact passage, within one chunk)"}
+    assert summary["evaluation"]["left_out"] == {
+        "What does the guide say?": "row 7: the quote is in no chunk of guide.txt (it must be an exact passage, within one chunk)"
+    }
     # a cold cache: the base model embedded this folder's chunks and nothing of the published questions
     found = read_folder(docs, show_progress=False)
     assert summary["embedded_by_base_model"]["text"] == len(found.nodes)
@@ -149,8 +157,23 @@ def test_questions_writes_rows_that_place_each_question_back_on_its_chunk(tmp_pa
     monkeypatch.setenv("OPENAI_API_KEY", "fake")
     monkeypatch.setenv("OPENAI_API_BASE", f"http://127.0.0.1:{fake_openai.server_port}/v1")
     out = tmp_path / "questions.jsonl"
-    code, stdout, err = run(capsys, "questions", docs, "--llm", "openai:gpt-4o-mini", "--out", out, "--yes", "--quiet",
-                            "--chunk-size", "256", "--chunk-overlap", "60", "--workers", "1")
+    code, stdout, err = run(
+        capsys,
+        "questions",
+        docs,
+        "--llm",
+        "openai:gpt-4o-mini",
+        "--out",
+        out,
+        "--yes",
+        "--quiet",
+        "--chunk-size",
+        "256",
+        "--chunk-overlap",
+        "60",
+        "--workers",
+        "1",
+    )
     assert code == 0, err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert set(rows[0]) == {"question", "file", "quote"}
@@ -207,10 +230,13 @@ def test_index_writes_a_postgres_table_that_fit_then_reads_without_embedding(tmp
         assert code == 1 and "embed_dim=384" in err
 
 
-@pytest.mark.parametrize("content, message", [
-    ("question,file,quote\nQ1,a.txt,two years,EXTRA\n", "more values than the header"),
-    ("question,file,question\nQ1,a.txt,Q2\n", "names ['question'] twice"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("question,file,quote\nQ1,a.txt,two years,EXTRA\n", "more values than the header"),
+        ("question,file,question\nQ1,a.txt,Q2\n", "names ['question'] twice"),
+    ],
+)
 def test_malformed_csv_is_named(tmp_path, content, message):
     path = tmp_path / "q.csv"
     path.write_text(content)
@@ -264,9 +290,13 @@ def test_file_names_and_quotes_match_in_any_unicode_form_and_skipped_files_say_w
     (docs / nfd).write_text("The caf\u0065\u0301 serves e\ufb03cient espresso every morning before the market opens.")
     (docs / "notes.log").write_text("not read")
     found = read_folder(docs, show_progress=False)
-    rows = write(tmp_path / "q.jsonl", [
-        {"question": "What does the café serve?", "file": "Café.txt", "quote": "THE CAFÉ serves efficient espresso"},
-        {"question": "What is in the log?", "file": "notes.log"}])
+    rows = write(
+        tmp_path / "q.jsonl",
+        [
+            {"question": "What does the café serve?", "file": "Café.txt", "quote": "THE CAFÉ serves efficient espresso"},
+            {"question": "What is in the log?", "file": "notes.log"},
+        ],
+    )
     dataset, missing = resolve_rows(read_rows(rows), found.corpus, found.chunks_of, found.skipped)
     assert list(dataset.queries.values()) == ["What does the café serve?"]
     assert "notes.log was skipped (unsupported file type .log)" in missing["What is in the log?"]
@@ -274,8 +304,9 @@ def test_file_names_and_quotes_match_in_any_unicode_form_and_skipped_files_say_w
 
 def test_a_question_with_an_unplaced_row_is_left_out_whole(tmp_path, docs):
     found = read_folder(docs, show_progress=False)
-    rows = write(tmp_path / "q.jsonl", [{"question": "same", "file": "bats.txt"},
-                                        {"question": "same", "file": "bees.md", "quote": "not in bees.md"}])
+    rows = write(
+        tmp_path / "q.jsonl", [{"question": "same", "file": "bats.txt"}, {"question": "same", "file": "bees.md", "quote": "not in bees.md"}]
+    )
     with pytest.raises(DatasetError, match="No question could be placed"):
         resolve_rows(read_rows(rows), found.corpus, found.chunks_of)
 
@@ -295,8 +326,9 @@ def test_questions_never_overwrite_a_file_they_did_not_write_and_check_counts(tm
     before = mine.read_text()
     code, out, err = run(capsys, "questions", docs, "--llm", "openai:gpt-4o-mini", "--out", mine, "--yes", "--quiet")
     assert code == 1 and "written by hand" in err and mine.read_text() == before and fake_openai.requests == 0
-    code, out, err = run(capsys, "questions", docs, "--llm", "openai:gpt-4o-mini", "--out", tmp_path / "new.jsonl", "--per-chunk", "0",
-                         "--yes", "--quiet")
+    code, out, err = run(
+        capsys, "questions", docs, "--llm", "openai:gpt-4o-mini", "--out", tmp_path / "new.jsonl", "--per-chunk", "0", "--yes", "--quiet"
+    )
     assert code == 1 and "--per-chunk" in err and fake_openai.requests == 0
     code, out, err = run(capsys, "chunks", docs, "--words", "0")
     assert code == 1 and "--words" in err
@@ -335,11 +367,21 @@ def test_the_first_line_names_what_was_kept_and_why():
     group = SimpleNamespace(val_idx=[0, 1, 2])
     bare = SimpleNamespace(best_epoch=0, memories={}, groups=[group, group], memory_choice=None)
     result = SimpleNamespace(database_memory=None, table=None, evaluation=None)
-    assert verdict(bare, result).startswith("Kept: the base model unchanged (no training epoch beat the start by more than its "
-                                            "standard error on 6 held-out training queries).")
-    trained = SimpleNamespace(best_epoch=4, memories={"sentences": 1, "questions": 1}, groups=[group],
-                              memory_choice={"held_out_questions": 12, "default": "0.0/0.0/0.25", "question_weight": 0.5,
-                                             "question_temperature": 20.0, "sentence_weight": 0.25})
+    assert verdict(bare, result).startswith(
+        "Kept: the base model unchanged (no training epoch beat the start by more than its standard error on 6 held-out training queries)."
+    )
+    trained = SimpleNamespace(
+        best_epoch=4,
+        memories={"sentences": 1, "questions": 1},
+        groups=[group],
+        memory_choice={
+            "held_out_questions": 12,
+            "default": "0.0/0.0/0.25",
+            "question_weight": 0.5,
+            "question_temperature": 20.0,
+            "sentence_weight": 0.25,
+        },
+    )
     line = verdict(trained, result)
     assert line.startswith("Kept: the adapter of epoch 4 and a memory of your questions and a memory of your chunks' sentences")
     assert "your 12 labelled questions gained clearly from a memory of them" in line and "give --questions or --llm" in line

@@ -36,8 +36,6 @@ def content_words(text: str) -> set:
     return {w for w in re.findall(r"[a-z]{4,}", text.lower())} - STOPWORDS
 
 
-
-
 # ---------------------------------------------------------------- the real offline model, real chunks
 
 
@@ -50,12 +48,9 @@ def smollm() -> TransformersLLM:
 @pytest.mark.slow
 def test_offline_model_asks_questions_about_real_lyft_chunks(smollm, train_full, tmp_path):
     markers = ["LyftUpinitiative", "areindependent contractors", "action is brought to enforce"]
-    nodes = [
-        TextNode(id_=node_id, text=text)
-        for marker in markers
-        for node_id, text in list(train_full.corpus.items())
-        if marker in text
-    ][: len(markers)]
+    nodes = [TextNode(id_=node_id, text=text) for marker in markers for node_id, text in list(train_full.corpus.items()) if marker in text][
+        : len(markers)
+    ]
     assert len(nodes) == 3 and isinstance(smollm, TransformersLLM)
     assert _workers(smollm, 4) == 1  # CPU bound: one chunk at a time
     folder, gguf_file = smollm2_gguf()
@@ -80,12 +75,6 @@ def test_offline_model_asks_questions_about_real_lyft_chunks(smollm, train_full,
 
 
 # ---------------------------------------------------------------- OpenAI's client, fake endpoint
-
-
-
-
-
-
 
 
 def test_openai_llm_runs_chunks_concurrently(fake_openai):
@@ -198,10 +187,22 @@ def test_killed_threaded_run_loses_at_most_the_chunks_in_flight(tmp_path):
     "answer, expected",
     [
         ("1. What is Lyft's revenue?\n2) Why not?\n", ["What is Lyft's revenue?"]),  # 2 words: too short
-        ("Here are 2 questions:\n1. **What is Lyft's revenue?**\n2) \"When did Lyft launch?\"", ["What is Lyft's revenue?", "When did Lyft launch?"]),
-        ("- What is an Active Rider?\n* Who audits Lyft's statements?\n• Who audits Lyft's statements?", ["What is an Active Rider?", "Who audits Lyft's statements?"]),
-        ("Q1: What drove revenue growth in 2021\nA1: Rides.\nQuestion 2: How did COVID-19 affect rides", ["What drove revenue growth in 2021?", "How did COVID-19 affect rides?"]),
-        ("**Question 1:** Does Lyft own its vehicles? **Question 2:** Where is Lyft based?", ["Does Lyft own its vehicles?", "Where is Lyft based?"]),
+        (
+            'Here are 2 questions:\n1. **What is Lyft\'s revenue?**\n2) "When did Lyft launch?"',
+            ["What is Lyft's revenue?", "When did Lyft launch?"],
+        ),
+        (
+            "- What is an Active Rider?\n* Who audits Lyft's statements?\n• Who audits Lyft's statements?",
+            ["What is an Active Rider?", "Who audits Lyft's statements?"],
+        ),
+        (
+            "Q1: What drove revenue growth in 2021\nA1: Rides.\nQuestion 2: How did COVID-19 affect rides",
+            ["What drove revenue growth in 2021?", "How did COVID-19 affect rides?"],
+        ),
+        (
+            "**Question 1:** Does Lyft own its vehicles? **Question 2:** Where is Lyft based?",
+            ["Does Lyft own its vehicles?", "Where is Lyft based?"],
+        ),
         ("1.What are the main risks? 2. Who is the CEO of Lyft?\n(3) What?", ["What are the main risks?", "Who is the CEO of Lyft?"]),
         ("> “How does Lyft define Active Riders?”\n", ["How does Lyft define Active Riders?"]),
         ("1. What is the text about?\n2. What is the purpose of this passage?", []),  # cannot pick out a chunk
@@ -300,8 +301,14 @@ def test_empty_answers_are_retried_then_not_journaled(tmp_path):
     ds = generate_qa_embedding_pairs(marked_chunks(1), llm=llm, retry_limit=3, retry_delay=0.01, output_path=out, verbose=False)
     assert llm.calls == 3 and len(ds.queries) == 2
     never = HangingLLM(answers=[""] * 3, max_concurrency=1)
-    ds = generate_qa_embedding_pairs({"node-9": marked_chunks(10)["node-9"]}, llm=never, retry_limit=3, retry_delay=0.01,
-                                     output_path=tmp_path / "empty.json", verbose=False)
+    ds = generate_qa_embedding_pairs(
+        {"node-9": marked_chunks(10)["node-9"]},
+        llm=never,
+        retry_limit=3,
+        retry_delay=0.01,
+        output_path=tmp_path / "empty.json",
+        verbose=False,
+    )
     assert never.calls == 3 and ds.stats.failed == 1 and not ds.queries
     assert (tmp_path / "empty.json.progress.jsonl").read_text() == ""  # a rerun asks again
 

@@ -48,15 +48,15 @@ def poisoning() -> type:
     return Poisoning
 
 
-ARGS = dict(epochs=4, batch_size=8, optimizer_params={"lr": 1e-3}, val_fraction=0.3, seed=3, checkpoint_save_steps=2,
-            show_progress=False)
+ARGS = dict(epochs=4, batch_size=8, optimizer_params={"lr": 1e-3}, val_fraction=0.3, seed=3, checkpoint_save_steps=2, show_progress=False)
 
 
 def _run(train, bge, folder, optimizer_class, interrupt_at=None, checkpoints_dir=None):
     optimizer_class.at, optimizer_class.steps = interrupt_at, 0
     args = {k: v for k, v in ARGS.items() if checkpoints_dir or k != "checkpoint_save_steps"}  # steps need a checkpoint folder
-    return EmbeddingAdapterFinetuneEngine(train, bge, model_output_path=folder, model_checkpoint_path=checkpoints_dir,
-                                          optimizer_class=optimizer_class, **args)
+    return EmbeddingAdapterFinetuneEngine(
+        train, bge, model_output_path=folder, model_checkpoint_path=checkpoints_dir, optimizer_class=optimizer_class, **args
+    )
 
 
 @pytest.mark.parametrize("interrupt_at", [7, 41])  # mid-way through selection; in the refit (selection takes 24 steps)
@@ -112,7 +112,9 @@ def test_a_nan_epoch_is_never_chosen_and_without_selection_is_an_error(tmp_path,
     assert torch.isfinite(engine.model.linear.weight).all()
     Poisoning.at, Poisoning.steps = 5, 0
     with pytest.raises(TrainingDivergedError, match="Lower the learning rate"):
-        EmbeddingAdapterFinetuneEngine(train_small, bge, val_fraction=0.0, guard=False, refit=False, model_output_path=tmp_path / "all", **args).finetune()
+        EmbeddingAdapterFinetuneEngine(
+            train_small, bge, val_fraction=0.0, guard=False, refit=False, model_output_path=tmp_path / "all", **args
+        ).finetune()
     for bad in ({"scale": float("nan")}, {"optimizer_params": {"lr": float("nan")}}, {"checkpoint_save_steps": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             EmbeddingAdapterFinetuneEngine(train_small, bge, show_progress=False, **bad)
@@ -121,8 +123,14 @@ def test_a_nan_epoch_is_never_chosen_and_without_selection_is_an_error(tmp_path,
 def test_a_hard_negative_equal_to_the_querys_positive_is_masked():
     from adapterkit.training.sampling import TrainingGroup, candidates
 
-    group = TrainingGroup("train", np.zeros((3, 2), np.float32), np.array([0, 1, 2]), np.zeros((4, 2), np.float32),
-                          other_relevant=[[3], [], []], hard=np.array([[1], [0], [3]]))
+    group = TrainingGroup(
+        "train",
+        np.zeros((3, 2), np.float32),
+        np.array([0, 1, 2]),
+        np.zeros((4, 2), np.float32),
+        other_relevant=[[3], [], []],
+        hard=np.array([[1], [0], [3]]),
+    )
     cand, labels, mask = candidates(group, [0, 1, 2], "in_batch", torch.device("cpu"))
     assert cand.tolist() == [0, 1, 2, 1, 0, 3] and labels.tolist() == [0, 1, 2]
     expected = np.zeros((3, 6), dtype=bool)
@@ -133,7 +141,9 @@ def test_a_hard_negative_equal_to_the_querys_positive_is_masked():
 
 
 def test_the_finetuned_model_stays_on_the_training_device(tmp_path, train_small, bge, monkeypatch):
-    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, epochs=1, device="cpu", model_output_path=tmp_path / "out", show_progress=False)
+    engine = EmbeddingAdapterFinetuneEngine(
+        train_small, bge, epochs=1, device="cpu", model_output_path=tmp_path / "out", show_progress=False
+    )
     engine.finetune()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a machine with a GPU
     assert next(engine.get_finetuned_model().adapter.parameters()).device.type == "cpu"

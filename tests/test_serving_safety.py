@@ -104,7 +104,9 @@ def test_memory_arrays_are_checked_in_blocks():
     assert first_non_finite_row(values, block_bytes=64) == 777 == first_non_finite_row(values)
 
 
-@pytest.mark.parametrize("field, value", [("weight", 1e300), ("temperature", 1e300), ("weight", float("inf")), ("temperature", float("inf"))])
+@pytest.mark.parametrize(
+    "field, value", [("weight", 1e300), ("temperature", 1e300), ("weight", float("inf")), ("temperature", float("inf"))]
+)
 def test_a_memory_json_pull_out_of_range_is_refused(tmp_path, bge, field, value):
     _, memory = _saved_memory(tmp_path, bge)
     meta = json.loads((memory / "memory.json").read_text())
@@ -126,8 +128,9 @@ def test_constructor_and_with_pull_refuse_a_pull_that_is_not_finite(bge):
 
 def test_a_folder_trained_over_bge_is_refused_over_minilm(tmp_path, train_small, bge, minilm):
     folder = tmp_path / "out"
-    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, epochs=1, batch_size=8, val_fraction=0.0, guard=False, refit=False,
-                                            model_output_path=folder, show_progress=False)
+    engine = EmbeddingAdapterFinetuneEngine(
+        train_small, bge, epochs=1, batch_size=8, val_fraction=0.0, guard=False, refit=False, model_output_path=folder, show_progress=False
+    )
     engine.finetune()
     record = json.loads((folder / "base_model.json").read_text())
     assert record == {"model_identity": model_identity(bge), "model_name": record["model_name"], "dim": 384}
@@ -152,8 +155,16 @@ def test_a_memory_of_another_model_is_refused(tmp_path, bge, minilm):
     assert len(AdapterEmbeddingModel(minilm, folder, memory=False).get_query_embedding(QUERY)) == 384
 
 
-@pytest.mark.parametrize("text", ["[1, 2]", '{"model_identity": 5, "model_name": "x", "dim": 384}',
-                                  '{"model_identity": "a", "model_name": "x", "dim": true}', "not json", '"a string"'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1, 2]",
+        '{"model_identity": 5, "model_name": "x", "dim": 384}',
+        '{"model_identity": "a", "model_name": "x", "dim": true}',
+        "not json",
+        '"a string"',
+    ],
+)
 def test_a_damaged_base_model_json_is_refused(tmp_path, bge, text):
     LinearLayer(384, 384).save(tmp_path / "m")
     (tmp_path / "m" / "base_model.json").write_text(text)

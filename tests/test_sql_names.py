@@ -25,12 +25,14 @@ from adapterkit.stores.postgres import LocalPostgres
 from adapterkit.stores.stored_vectors import read_stored, store_top_k
 
 VICTIM = [(1, "alpha"), (2, "beta")]
-TEXTS = ["Fruit bats pollinate many tropical plants and spread their seeds at night.",
-         "Tides are caused mainly by the gravitational pull of the Moon on the oceans.",
-         "Glaciers form where snow accumulates faster than it melts over many years.",
-         "Volcanoes erupt when magma rises through cracks in the crust of the Earth.",
-         "Honey bees tell each other where flowers are with a waggle dance in the hive.",
-         "Comet tails point away from the Sun because of the solar wind and radiation."]
+TEXTS = [
+    "Fruit bats pollinate many tropical plants and spread their seeds at night.",
+    "Tides are caused mainly by the gravitational pull of the Moon on the oceans.",
+    "Glaciers form where snow accumulates faster than it melts over many years.",
+    "Volcanoes erupt when magma rises through cracks in the crust of the Earth.",
+    "Honey bees tell each other where flowers are with a waggle dance in the hive.",
+    "Comet tails point away from the Sun because of the solar wind and radiation.",
+]
 # Aimed at the store "c" (table data_c): each closes the quoted name and appends statements of its own.
 STORE_PAYLOADS = {
     "double-quote": ('c") to stdout (format binary);drop table victim;commit;--', "does not exist"),
@@ -107,7 +109,8 @@ def read(store) -> List[tuple]:
 
 def same_rows(found: List[tuple], nodes: List[TextNode]) -> bool:
     return [(i, t) for i, t, _ in found] == [(n.node_id, n.text) for n in nodes] and all(
-        np.array_equal(v, np.asarray(n.embedding, dtype=np.float32)) for (_, _, v), n in zip(found, nodes))
+        np.array_equal(v, np.asarray(n.embedding, dtype=np.float32)) for (_, _, v), n in zip(found, nodes)
+    )
 
 
 @pytest.mark.parametrize("payload, message", STORE_PAYLOADS.values(), ids=STORE_PAYLOADS.keys())
@@ -132,8 +135,9 @@ def test_a_schema_name_carrying_sql_reads_nothing_else(pg, db, store_c, victim):
     from llama_index.vector_stores.postgres import PGVectorStore
 
     def store(schema: str) -> PGVectorStore:
-        return PGVectorStore.from_params(connection_string=pg.url(), async_connection_string=pg.url("asyncpg"), table_name="c",
-                                         schema_name=schema, embed_dim=384)
+        return PGVectorStore.from_params(
+            connection_string=pg.url(), async_connection_string=pg.url("asyncpg"), table_name="c", schema_name=schema, embed_dim=384
+        )
 
     with pytest.raises(ValueError, match="does not exist"):
         read(store('public"."data_c") to stdout;drop table victim;commit;--'))
@@ -143,8 +147,10 @@ def test_a_schema_name_carrying_sql_reads_nothing_else(pg, db, store_c, victim):
     assert victim()
 
 
-@pytest.mark.parametrize("name", ["My Chunks", "chunks-2024", "dotted.name", "ünïcødé ☃", "it's", 'say "hi"', "50%s off %%",
-                                  "i on victim (id); drop table victim; --"])
+@pytest.mark.parametrize(
+    "name",
+    ["My Chunks", "chunks-2024", "dotted.name", "ünïcødé ☃", "it's", 'say "hi"', "50%s off %%", "i on victim (id); drop table victim; --"],
+)
 def test_unusual_store_names_work_end_to_end(pg, db, nodes, victim, tmp_path, bge, name):
     """Written by LocalPostgres' store (its HNSW index included), read back through a URI as fit reads it."""
     store = pg.vector_store(name, embed_dim=384)
@@ -184,8 +190,16 @@ def test_memory_names_carrying_sql_are_refused(pg, store_c, victim, tmp_path, ca
     assert victim()
 
 
-@pytest.mark.parametrize("name, index", [('m"; drop table victim; --', "hnsw"), ("m%s'); drop table victim; --", "ivfflat"),
-                                         ("Order", "hnsw"), ("with space.and dot", "ivfflat"), ("mémoire ☃", "hnsw")])
+@pytest.mark.parametrize(
+    "name, index",
+    [
+        ('m"; drop table victim; --', "hnsw"),
+        ("m%s'); drop table victim; --", "ivfflat"),
+        ("Order", "hnsw"),
+        ("with space.and dot", "ivfflat"),
+        ("mémoire ☃", "hnsw"),
+    ],
+)
 def test_memory_sql_is_safe_without_the_name_check(pg, victim, monkeypatch, name, index):
     """The name check gives a clear error; the SQL itself takes any name as written."""
     monkeypatch.setattr(pg_memory, "check_name", lambda given: given)
@@ -214,8 +228,13 @@ def test_any_table_name_is_read_as_written_or_refused(pg, db, victim):
     ran, outcomes = [], {"read": 0, "refused": 0}
 
     @settings(max_examples=int(os.environ.get("ADAPTERKIT_FUZZ_EXAMPLES", "60")), deadline=None, database=None)
-    @given(st.one_of(st.text(max_size=70), st.text(alphabet='"\'`;-%s()., \x00\\$aZé☃', max_size=40),
-                     st.builds(lambda a, b: a + '"' + b, st.text(max_size=10), st.text(max_size=40))))
+    @given(
+        st.one_of(
+            st.text(max_size=70),
+            st.text(alphabet="\"'`;-%s()., \x00\\$aZé☃", max_size=40),
+            st.builds(lambda a, b: a + '"' + b, st.text(max_size=10), st.text(max_size=40)),
+        )
+    )
     def check(name: str) -> None:
         ran.append(name)
         table = "data_" + name.lower()
@@ -223,10 +242,18 @@ def test_any_table_name_is_read_as_written_or_refused(pg, db, victim):
         assume(not holdable or rows_of(db, "public", table) is None)  # a name another test made
         if holdable:  # made here, quoted, so the read has something to find
             with db.cursor() as cur:
-                cur.execute(sql.SQL("CREATE TABLE {} (id bigserial PRIMARY KEY, text varchar NOT NULL, metadata_ json, node_id varchar, "
-                                    "embedding vector(4))").format(sql.Identifier(table)))
-                cur.executemany(sql.SQL("INSERT INTO {} (text, node_id, embedding) VALUES (%s, %s, %s)").format(
-                    sql.Identifier(table.replace("%", "%%"))), [(n.text, n.node_id, str(n.embedding)) for n in tiny])
+                cur.execute(
+                    sql.SQL(
+                        "CREATE TABLE {} (id bigserial PRIMARY KEY, text varchar NOT NULL, metadata_ json, node_id varchar, "
+                        "embedding vector(4))"
+                    ).format(sql.Identifier(table))
+                )
+                cur.executemany(
+                    sql.SQL("INSERT INTO {} (text, node_id, embedding) VALUES (%s, %s, %s)").format(
+                        sql.Identifier(table.replace("%", "%%"))
+                    ),
+                    [(n.text, n.node_id, str(n.embedding)) for n in tiny],
+                )
         try:
             if holdable:
                 assert same_rows(read(open_store(uri(pg, name))), tiny)

@@ -16,9 +16,11 @@ from adapterkit import (
 )
 from adapterkit.training.sampling import no_duplicate_batches
 
-UBER = ("Uber Technologies operates a platform that connects riders with drivers in many cities. "
-        "Gross bookings grew substantially in 2021 as mobility trips recovered from the pandemic. "
-        "Delivery revenue increased because of higher demand for food delivery from restaurants.")
+UBER = (
+    "Uber Technologies operates a platform that connects riders with drivers in many cities. "
+    "Gross bookings grew substantially in 2021 as mobility trips recovered from the pandemic. "
+    "Delivery revenue increased because of higher demand for food delivery from restaurants."
+)
 
 
 def test_no_duplicate_batches():
@@ -31,8 +33,17 @@ def test_no_duplicate_batches():
 
 def test_finetune_trains_saves_checkpoints_and_reloads(tmp_path, train_small, val_small, bge):
     engine = EmbeddingAdapterFinetuneEngine(
-        train_small, bge, epochs=4, batch_size=8, optimizer_params={"lr": 1e-3}, val_fraction=0.0, guard=False, refit=False,
-        model_output_path=tmp_path / "out", model_checkpoint_path=tmp_path / "ckpt", checkpoint_save_steps=5,
+        train_small,
+        bge,
+        epochs=4,
+        batch_size=8,
+        optimizer_params={"lr": 1e-3},
+        val_fraction=0.0,
+        guard=False,
+        refit=False,
+        model_output_path=tmp_path / "out",
+        model_checkpoint_path=tmp_path / "ckpt",
+        checkpoint_save_steps=5,
         show_progress=False,
     )
     engine.finetune()
@@ -61,8 +72,14 @@ def test_seeded_runs_are_reproducible(tmp_path, train_small, bge):
     weights = []
     for run in range(2):
         engine = EmbeddingAdapterFinetuneEngine(
-            train_small, bge, epochs=2, optimizer_params={"lr": 1e-3}, seed=7, unlabeled_corpus={"u1": UBER},
-            model_output_path=tmp_path / f"r{run}", show_progress=False,
+            train_small,
+            bge,
+            epochs=2,
+            optimizer_params={"lr": 1e-3},
+            seed=7,
+            unlabeled_corpus={"u1": UBER},
+            model_output_path=tmp_path / f"r{run}",
+            show_progress=False,
         )
         engine.finetune()
         weights.append(engine.model.linear.weight.detach().cpu().clone())
@@ -73,8 +90,17 @@ def test_seeded_runs_are_reproducible(tmp_path, train_small, bge):
 def test_other_adapters_train_save_load(tmp_path, train_small, bge, make):
     torch.manual_seed(0)
     engine = EmbeddingAdapterFinetuneEngine(
-        train_small, bge, adapter_model=make(), epochs=3, optimizer_params={"lr": 1e-3}, val_fraction=0.0, guard=False, refit=False,
-        model_output_path=tmp_path / "out", negatives="corpus", show_progress=False,
+        train_small,
+        bge,
+        adapter_model=make(),
+        epochs=3,
+        optimizer_params={"lr": 1e-3},
+        val_fraction=0.0,
+        guard=False,
+        refit=False,
+        model_output_path=tmp_path / "out",
+        negatives="corpus",
+        show_progress=False,
     )
     engine.finetune()
     assert engine.epoch_loss[-1] < engine.epoch_loss[0]
@@ -125,8 +151,15 @@ def test_a_chunks_pseudo_queries_do_not_depend_on_the_other_chunks(val_small):
 def test_held_out_selection_never_ends_worse_than_identity(tmp_path, train_small, bge):
     """A run that overfits (huge lr, many epochs) keeps its best held-out epoch, or the identity."""
     engine = EmbeddingAdapterFinetuneEngine(
-        train_small, bge, epochs=6, optimizer_params={"lr": 0.3}, identity_reg=0.0, val_fraction=0.3, refit=False,
-        model_output_path=tmp_path / "out", show_progress=False,
+        train_small,
+        bge,
+        epochs=6,
+        optimizer_params={"lr": 0.3},
+        identity_reg=0.0,
+        val_fraction=0.3,
+        refit=False,
+        model_output_path=tmp_path / "out",
+        show_progress=False,
     )
     engine.finetune()
     assert len(engine.val_mrr) == 7
@@ -140,8 +173,17 @@ def test_mined_hard_negatives_exclude_relevant_and_near_positive_chunks(tmp_path
     from adapterkit.training.sampling import mine_hard_negatives
 
     engine = EmbeddingAdapterFinetuneEngine(
-        train_small, bge, negatives="in_batch", hard_negatives=3, epochs=2, optimizer_params={"lr": 1e-3},
-        val_fraction=0.0, guard=False, refit=False, model_output_path=tmp_path / "out", show_progress=False,
+        train_small,
+        bge,
+        negatives="in_batch",
+        hard_negatives=3,
+        epochs=2,
+        optimizer_params={"lr": 1e-3},
+        val_fraction=0.0,
+        guard=False,
+        refit=False,
+        model_output_path=tmp_path / "out",
+        show_progress=False,
     )
     group = engine.groups[0]
     assert group.hard.shape == (len(group.positives), 3)
@@ -161,15 +203,32 @@ def test_mined_hard_negatives_exclude_relevant_and_near_positive_chunks(tmp_path
 def test_refit_trains_every_pair_and_keeps_the_chosen_epoch(tmp_path, train_small, bge):
     """After selection, the adapter is the chosen epoch of a run on all pairs, held-out chunks included."""
     args = dict(epochs=4, batch_size=8, optimizer_params={"lr": 1e-3}, seed=3, show_progress=False)
-    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, val_fraction=0.3, refit=True, model_output_path=tmp_path / "refit",
-                                            model_checkpoint_path=tmp_path / "ckpt", checkpoint_save_steps=1, **args)
+    engine = EmbeddingAdapterFinetuneEngine(
+        train_small,
+        bge,
+        val_fraction=0.3,
+        refit=True,
+        model_output_path=tmp_path / "refit",
+        model_checkpoint_path=tmp_path / "ckpt",
+        checkpoint_save_steps=1,
+        **args,
+    )
     engine.finetune()
     assert engine.best_epoch and engine.best_epoch > 0, engine.val_mrr  # this setting learns something
     # Every chunk is trained on now: no held-out score that would flatter the adapter.
     assert np.isnan(engine.validation_mrr())
     # The same run on every pair (no hold-out), seen through its per-step checkpoints.
-    full = EmbeddingAdapterFinetuneEngine(train_small, bge, val_fraction=0.0, guard=False, refit=False, model_output_path=tmp_path / "full",
-                                          model_checkpoint_path=tmp_path / "full_ckpt", checkpoint_save_steps=1, **args)
+    full = EmbeddingAdapterFinetuneEngine(
+        train_small,
+        bge,
+        val_fraction=0.0,
+        guard=False,
+        refit=False,
+        model_output_path=tmp_path / "full",
+        model_checkpoint_path=tmp_path / "full_ckpt",
+        checkpoint_save_steps=1,
+        **args,
+    )
     full.finetune()
     steps_per_epoch = len(full.loss_history) // 4
     assert len(engine.loss_history) == len(full.loss_history)  # loss curve of the refit run
@@ -177,12 +236,23 @@ def test_refit_trains_every_pair_and_keeps_the_chosen_epoch(tmp_path, train_smal
     assert torch.equal(LinearLayer.load(tmp_path / "refit").linear.weight, chosen.linear.weight)
     # Checkpoints are the refit run's: the same steps, the same weights.
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == sorted(p.name for p in (tmp_path / "full_ckpt").iterdir())
-    assert torch.equal(LinearLayer.load(tmp_path / "ckpt" / "step_3").linear.weight, LinearLayer.load(tmp_path / "full_ckpt" / "step_3").linear.weight)
+    assert torch.equal(
+        LinearLayer.load(tmp_path / "ckpt" / "step_3").linear.weight, LinearLayer.load(tmp_path / "full_ckpt" / "step_3").linear.weight
+    )
 
 
 def test_no_refit_when_the_identity_is_kept(tmp_path, train_small, bge):
-    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, epochs=3, optimizer_params={"lr": 0.3}, identity_reg=0.0,
-                                            val_fraction=0.3, seed=1, model_output_path=tmp_path / "out", show_progress=False)
+    engine = EmbeddingAdapterFinetuneEngine(
+        train_small,
+        bge,
+        epochs=3,
+        optimizer_params={"lr": 0.3},
+        identity_reg=0.0,
+        val_fraction=0.3,
+        seed=1,
+        model_output_path=tmp_path / "out",
+        show_progress=False,
+    )
     engine.finetune()
     assert engine.best_epoch == 0, engine.val_mrr  # lr 0.3 only hurts on this split
     assert len(engine.epoch_loss) == 3 and not np.isnan(engine.validation_mrr())  # one run, no refit: chunks still held out
@@ -192,8 +262,14 @@ def test_no_refit_when_the_identity_is_kept(tmp_path, train_small, bge):
 def test_pseudo_queries_asked_of_an_llm_are_kept_and_resumed(tmp_path, train_small, bge, fake_openai):
     """An LLM behind an HTTP API (faked at the HTTP boundary) writes the target corpus's pseudo-queries."""
     corpus = marked_chunks(3)
-    args = dict(unlabeled_corpus=corpus, pseudo_query_llm=openai_llm(fake_openai), pseudo_queries_per_chunk=2,
-                epochs=1, model_output_path=tmp_path / "out", show_progress=False)
+    args = dict(
+        unlabeled_corpus=corpus,
+        pseudo_query_llm=openai_llm(fake_openai),
+        pseudo_queries_per_chunk=2,
+        epochs=1,
+        model_output_path=tmp_path / "out",
+        show_progress=False,
+    )
     engine = EmbeddingAdapterFinetuneEngine(train_small, bge, **args)
     group = engine.groups[1]
     assert group.name == "unlabeled" and len(group.positives) == 6 and fake_openai.requests == 3
@@ -208,8 +284,9 @@ def test_pseudo_queries_asked_of_an_llm_are_kept_and_resumed(tmp_path, train_sma
 
 
 def test_finetune_options_and_a_second_call(tmp_path, train_small, bge):
-    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, epochs=2, optimizer_params={"weight_decay": 0.0},
-                                            model_output_path=tmp_path / "out", show_progress=False)
+    engine = EmbeddingAdapterFinetuneEngine(
+        train_small, bge, epochs=2, optimizer_params={"weight_decay": 0.0}, model_output_path=tmp_path / "out", show_progress=False
+    )
     assert engine.config.optimizer_params == {"lr": 1e-3, "weight_decay": 0.0}  # the default lr is kept
     with pytest.raises(TypeError, match="EmbeddingAdapterFinetuneEngine"):
         engine.finetune(val_fraction=0.0)  # the split was made in __init__: setting it here would do nothing
@@ -269,8 +346,9 @@ def test_target_corpus_memory_finds_chunks_by_their_sentences(tmp_path, train_sm
     assert top1["memory"] > top1["plain"], top1
 
     # Training on from a saved adapter starts from its weights; a memory is composed by whoever queries.
-    again = EmbeddingAdapterFinetuneEngine.from_model_path(train_small, bge, tmp_path / "mem", epochs=1, show_progress=False,
-                                                          model_output_path=tmp_path / "again")
+    again = EmbeddingAdapterFinetuneEngine.from_model_path(
+        train_small, bge, tmp_path / "mem", epochs=1, show_progress=False, model_output_path=tmp_path / "again"
+    )
     assert isinstance(again.model, LinearLayer) and torch.equal(again.model.linear.weight.cpu(), with_memory.model.linear.weight.cpu())
     composed = AdapterEmbeddingModel(bge, tmp_path / "plain", memory=tmp_path / "mem" / "memory")  # every memory in the folder
     assert len(composed.memories[0].keys) == len(sentences)
@@ -305,11 +383,20 @@ def test_labelled_questions_of_the_searched_corpus_become_a_memory(tmp_path, tra
 
     # Every question asked twice (as users ask the same things again): a held-out question's twin points at its chunk.
     twice = EmbeddingQAFinetuneDataset(
-        queries={**train_small.queries, **{q + "-again": t for q, t in train_small.queries.items()}}, corpus=train_small.corpus,
-        relevant_docs={**train_small.relevant_docs, **{q + "-again": d for q, d in train_small.relevant_docs.items()}})
-    engine = EmbeddingAdapterFinetuneEngine(twice, bge, unlabeled_corpus=train_small.corpus, epochs=1,
-                                            question_memory_weights=(0.0, 1.0), question_memory_temperatures=(50.0,),
-                                            model_output_path=tmp_path / "out", show_progress=False)
+        queries={**train_small.queries, **{q + "-again": t for q, t in train_small.queries.items()}},
+        corpus=train_small.corpus,
+        relevant_docs={**train_small.relevant_docs, **{q + "-again": d for q, d in train_small.relevant_docs.items()}},
+    )
+    engine = EmbeddingAdapterFinetuneEngine(
+        twice,
+        bge,
+        unlabeled_corpus=train_small.corpus,
+        epochs=1,
+        question_memory_weights=(0.0, 1.0),
+        question_memory_temperatures=(50.0,),
+        model_output_path=tmp_path / "out",
+        show_progress=False,
+    )
     choice = engine.memory_choice
     assert set(choice["mrr@10"]) == {"0.0/0.0/0.25", "1.0/50.0/0.25"}  # the sentence memory keeps its label-free pull
     assert choice["held_out_questions"] == len(twice.queries) and choice["folds"] == 5  # each question scored once, unseen
@@ -328,8 +415,15 @@ def test_labelled_questions_of_the_searched_corpus_become_a_memory(tmp_path, tra
     with_memory = evaluate(train_small, engine.get_finetuned_model(), top_k=1)["is_hit"].mean()
     without = evaluate(train_small, engine.get_finetuned_model(memory=False), top_k=1)["is_hit"].mean()
     assert with_memory > max(without, 0.9), (with_memory, without)
-    never = EmbeddingAdapterFinetuneEngine(train_small, bge, unlabeled_corpus=train_small.corpus, epochs=0,
-                                           question_memory_weights=(0.0,), model_output_path=tmp_path / "never", show_progress=False)
+    never = EmbeddingAdapterFinetuneEngine(
+        train_small,
+        bge,
+        unlabeled_corpus=train_small.corpus,
+        epochs=0,
+        question_memory_weights=(0.0,),
+        model_output_path=tmp_path / "never",
+        show_progress=False,
+    )
     assert "questions" not in never.memories and never.memory_choice["question_weight"] == 0.0
 
 
@@ -338,8 +432,9 @@ def test_defaults_do_not_depend_on_other_arguments(tmp_path, train_small, bge):
     from adapterkit.training.config import FinetuneConfig
 
     plain = EmbeddingAdapterFinetuneEngine(train_small, bge, model_output_path=tmp_path / "a", show_progress=False)
-    target = EmbeddingAdapterFinetuneEngine(train_small, bge, unlabeled_corpus=train_small.corpus,
-                                            model_output_path=tmp_path / "b", show_progress=False)
+    target = EmbeddingAdapterFinetuneEngine(
+        train_small, bge, unlabeled_corpus=train_small.corpus, model_output_path=tmp_path / "b", show_progress=False
+    )
     assert plain.config == target.config == FinetuneConfig()
 
 
@@ -355,15 +450,18 @@ def test_one_registry_says_when_each_option_may_be_set():
     assert not {"verbose", "num_threads", "checkpoint_save_steps", "memory_weight"} & RUN_OPTIONS
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"hard_negatives": 3}, "negatives='in_batch'"),  # every chunk is a negative already with "corpus"
-    ({"val_fraction": 0.0}, "guard=False and refit=False"),  # nothing held out: nothing to choose, guard or refit
-    ({"val_fraction": 0.0, "guard": False}, "guard=False and refit=False"),
-    ({"num_threads": 0}, "num_threads"),
-    ({"memory_keys_per_chunk": 2}, "give unlabeled_corpus too"),  # no searched corpus: no memory to cap
-    ({"memory_keys_per_chunk": 0}, "memory_keys_per_chunk must be"),
-    ({"memory_keys_per_chunk": 2, "corpus_memory": False}, "drop one of them"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"hard_negatives": 3}, "negatives='in_batch'"),  # every chunk is a negative already with "corpus"
+        ({"val_fraction": 0.0}, "guard=False and refit=False"),  # nothing held out: nothing to choose, guard or refit
+        ({"val_fraction": 0.0, "guard": False}, "guard=False and refit=False"),
+        ({"num_threads": 0}, "num_threads"),
+        ({"memory_keys_per_chunk": 2}, "give unlabeled_corpus too"),  # no searched corpus: no memory to cap
+        ({"memory_keys_per_chunk": 0}, "memory_keys_per_chunk must be"),
+        ({"memory_keys_per_chunk": 2, "corpus_memory": False}, "drop one of them"),
+    ],
+)
 def test_an_option_that_cannot_take_effect_is_an_error(train_small, bge, options, message):
     with pytest.raises(ValueError, match=message):
         EmbeddingAdapterFinetuneEngine(train_small, bge, show_progress=False, **options)
@@ -387,8 +485,9 @@ def test_the_loss_is_a_parameter(tmp_path, train_small, bge):
             calls.append(1)
             return super().forward(*args)
 
-    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, loss_class=Counted, epochs=1, refit=False, model_output_path=tmp_path,
-                                            show_progress=False)
+    engine = EmbeddingAdapterFinetuneEngine(
+        train_small, bge, loss_class=Counted, epochs=1, refit=False, model_output_path=tmp_path, show_progress=False
+    )
     engine.finetune()
     assert len(calls) == len(engine.loss_history) > 0
 
@@ -404,9 +503,19 @@ def test_the_schedule_counts_every_epochs_batches(tmp_path, train_small, bge):
             return super().step(closure)
 
     options = dict(epochs=6, batch_size=16, negatives="in_batch", shuffle=True, no_duplicates=True, seed=3)
-    engine = EmbeddingAdapterFinetuneEngine(train_small, bge, optimizer_class=Recorded, optimizer_params={"lr": 1e-3},
-                                            warmup_ratio=0.1, val_fraction=0.0, guard=False, refit=False,
-                                            model_output_path=tmp_path, show_progress=False, **options)
+    engine = EmbeddingAdapterFinetuneEngine(
+        train_small,
+        bge,
+        optimizer_class=Recorded,
+        optimizer_params={"lr": 1e-3},
+        warmup_ratio=0.1,
+        val_fraction=0.0,
+        guard=False,
+        refit=False,
+        model_output_path=tmp_path,
+        show_progress=False,
+        **options,
+    )
     generator = torch.Generator().manual_seed(3)
     rows = [g.all_rows() for g in engine.groups]
     counts = [len(epoch_batches(engine.groups, rows, 16, True, True, generator)) for _ in range(6)]
@@ -421,15 +530,24 @@ def test_the_schedule_counts_every_epochs_batches(tmp_path, train_small, bge):
 def test_memory_weight_sets_the_sentence_pull_and_is_fixed_once_the_question_memory_is_chosen(tmp_path, val_small, bge):
     """The sentence memory's pull is memory_weight; the question memory is chosen beside it at construction."""
     train, target = val_small, val_small.corpus  # questions whose chunks are in the searched corpus
-    engine = EmbeddingAdapterFinetuneEngine(train, bge, unlabeled_corpus=target, memory_weight=0.5, epochs=1, model_output_path=tmp_path,
-                                            show_progress=False)
+    engine = EmbeddingAdapterFinetuneEngine(
+        train, bge, unlabeled_corpus=target, memory_weight=0.5, epochs=1, model_output_path=tmp_path, show_progress=False
+    )
     assert engine.memory_choice is not None and engine.memory_choice["sentence_weight"] == 0.5
     with pytest.raises(ValueError, match="memory_weight.*at construction"):
         engine.finetune(memory_weight=0.4)
     engine.finetune()
     assert engine.memories["sentences"].weight == 0.5
-    free = EmbeddingAdapterFinetuneEngine(train, bge, unlabeled_corpus=target, question_memory=False, memory_weight=0.5, epochs=1,
-                                          model_output_path=tmp_path / "free", show_progress=False)
+    free = EmbeddingAdapterFinetuneEngine(
+        train,
+        bge,
+        unlabeled_corpus=target,
+        question_memory=False,
+        memory_weight=0.5,
+        epochs=1,
+        model_output_path=tmp_path / "free",
+        show_progress=False,
+    )
     free.finetune(memory_weight=0.4)
     assert free.memories["sentences"].weight == 0.4
 

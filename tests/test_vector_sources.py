@@ -54,14 +54,17 @@ def _split(dataset: EmbeddingQAFinetuneDataset, corpus):
     qids = list(dataset.queries)
     held = set(qids[::5])
     part = lambda keep: EmbeddingQAFinetuneDataset(  # noqa: E731
-        queries={q: dataset.queries[q] for q in qids if keep(q)}, corpus=corpus,
-        relevant_docs={q: dataset.relevant_docs[q] for q in qids if keep(q)})
+        queries={q: dataset.queries[q] for q in qids if keep(q)},
+        corpus=corpus,
+        relevant_docs={q: dataset.relevant_docs[q] for q in qids if keep(q)},
+    )
     return part(lambda q: q not in held), part(lambda q: q in held)
 
 
 def _train_and_evaluate(train, test, model, cache, folder):
-    engine = EmbeddingAdapterFinetuneEngine(train, model, cache=cache, unlabeled_corpus=train.corpus, epochs=4,
-                                            model_output_path=folder, show_progress=False)
+    engine = EmbeddingAdapterFinetuneEngine(
+        train, model, cache=cache, unlabeled_corpus=train.corpus, epochs=4, model_output_path=folder, show_progress=False
+    )
     engine.finetune()
     return evaluate(test, engine.get_finetuned_model(), top_k=5, cache=cache)
 
@@ -144,7 +147,9 @@ def test_a_store_whose_later_rows_another_model_made_never_reaches_the_cache(pg,
     mixed = np.concatenate([np.asarray([n.embedding for n in uber_nodes[:3]], dtype=np.float32), embed_texts(minilm, texts[3:])])
     batches = [StoredBatch([n.node_id for n in uber_nodes], texts, mixed)]
     cache = EmbeddingCache(tmp_path / "c")
-    with pytest.raises(ValueError, match=r"stored vector of node '.+' was not made by .*Nothing of this store was put in the embedding cache"):
+    with pytest.raises(
+        ValueError, match=r"stored vector of node '.+' was not made by .*Nothing of this store was put in the embedding cache"
+    ):
         cache_stored_vectors(None, bge, cache=cache, batches=iter(batches))
     assert len(cache) == 0  # neither under bge's identity nor staged
     with pytest.raises(ValueError, match="at least|whole number >= 1"):
@@ -198,8 +203,16 @@ def test_a_cross_model_adapter_serves_new_model_queries_from_an_old_model_store(
     corpus = cache_stored_vectors(store, old)  # into the shared cache: bge's vectors of these texts are shared with other tests
     old.reset()  # after the store check
     train, test = _split(uber, corpus)
-    engine = EmbeddingAdapterFinetuneEngine(train, bge, index_model=old, unlabeled_corpus=corpus, epochs=3, map_sample=1.0,
-                                            model_output_path=tmp_path / "cross", show_progress=False)
+    engine = EmbeddingAdapterFinetuneEngine(
+        train,
+        bge,
+        index_model=old,
+        unlabeled_corpus=corpus,
+        epochs=3,
+        map_sample=1.0,
+        model_output_path=tmp_path / "cross",
+        show_progress=False,
+    )
     assert engine.map_info["sample_chunks"] == engine.map_info["corpus_chunks"] < 140 and engine.map_info["query_pairs"] > 300
     engine.finetune()
     assert old.counts["text"] == 0  # the old model embeds queries (for the start map), never a document
@@ -249,7 +262,7 @@ def test_training_reads_only_the_chunks_it_needs_from_a_large_store(pg, uber, ub
     assert (drawn.rows, drawn.kept, drawn.sampled) == (total, len(keep), 50) and len(drawn.corpus) == len(keep) + 50
     # the 50 smallest hashes among the chunks not kept: the same whatever the batches
     rest = sorted((n.node_id for n in uber_nodes + others if n.node_id not in keep), key=lambda i: id_hash(i, 0))
-    assert list(drawn.corpus)[len(keep):] == rest[:50]
+    assert list(drawn.corpus)[len(keep) :] == rest[:50]
     again = sample_stored_corpus(store, counter, keep=keep, sample=50, cache=cache, batch_size=7)
     assert list(again.corpus) == list(drawn.corpus)  # the same chunks in the same order, read in other batches
     assert counter.counts == {"text": 2 * VERIFY_ROWS, "query": 0}  # the store checks, nothing else
@@ -257,7 +270,13 @@ def test_training_reads_only_the_chunks_it_needs_from_a_large_store(pg, uber, ub
 
     engine = EmbeddingAdapterFinetuneEngine(
         EmbeddingQAFinetuneDataset(queries=train.queries, corpus=drawn.corpus, relevant_docs=train.relevant_docs),
-        counter, cache=cache, epochs=1, corpus_memory=False, model_output_path=tmp_path / "adapter", show_progress=False)
+        counter,
+        cache=cache,
+        epochs=1,
+        corpus_memory=False,
+        model_output_path=tmp_path / "adapter",
+        show_progress=False,
+    )
     assert engine.groups[0].docs.shape[0] == len(keep) + 50 < total  # not every stored vector
     assert counter.counts["text"] == 0  # and none embedded: each came from the store
     engine.finetune()
@@ -292,8 +311,11 @@ def test_a_memory_of_a_whole_store_is_built_by_streaming_and_embeds_no_chunk(pg,
     for built in (PgMemory(pg.url(), "streamed_memory"), CorpusMemory.load(tmp_path / "local")):
         assert built.max_keys == 2 and torch.allclose(built.pull(q), expected.pull(q), atol=1e-5)
 
-    for options, message in (({"max_keys": 2}, "max_keys=2 keys per chunk, not None"), ({"key_model": "another"}, "records key_model"),
-                             ({"dim": 8}, "opened for 8")):
+    for options, message in (
+        ({"max_keys": 2}, "max_keys=2 keys per chunk, not None"),
+        ({"key_model": "another"}, "records key_model"),
+        ({"dim": 8}, "opened for 8"),
+    ):
         with pytest.raises(ValueError, match=message):
             with PgMemoryWriter(pg.url(), "other", **{"dim": 384, **options}) as writer:  # left unfinished: never read
                 memory_from_store(store, bge, writer)
@@ -305,8 +327,9 @@ def test_questions_ranked_over_a_streamed_store_score_as_over_the_whole_corpus(p
     store = pg.vector_store("ranked", embed_dim=384)
     store.add(uber_nodes)
     few = dict(list(uber.corpus.items())[:5])  # what training held: the ranking must not depend on it
-    streamed = evaluate_on_store(EmbeddingQAFinetuneDataset(queries=uber.queries, corpus=few, relevant_docs=uber.relevant_docs),
-                                 bge, store, top_k=10, batch_size=7)
+    streamed = evaluate_on_store(
+        EmbeddingQAFinetuneDataset(queries=uber.queries, corpus=few, relevant_docs=uber.relevant_docs), bge, store, top_k=10, batch_size=7
+    )
     whole = evaluate(uber, bge, top_k=10)
     for column in ("is_hit", "mrr", "recall", "ndcg", "ap"):
         assert np.allclose(streamed[column], whole[column], atol=1e-6), column
@@ -325,8 +348,10 @@ def _numbered_table(pg, name, rows):
     """A LlamaIndex table of ``rows`` 4-d rows (node ids n1, n2, ...), filled by the server itself."""
     store = pg.vector_store(name, embed_dim=4, hnsw=False)
     store.add([])  # creates the table
-    pg.psql(f"INSERT INTO data_{name} (text, metadata_, node_id, embedding) SELECT 'chunk ' || i, '{{}}', 'n' || i, "
-            f"('[' || i || ',1,1,1]')::vector FROM generate_series(1, {rows}) AS i;")
+    pg.psql(
+        f"INSERT INTO data_{name} (text, metadata_, node_id, embedding) SELECT 'chunk ' || i, '{{}}', 'n' || i, "
+        f"('[' || i || ',1,1,1]')::vector FROM generate_series(1, {rows}) AS i;"
+    )
     return store
 
 
@@ -354,7 +379,9 @@ def test_a_read_sees_the_table_as_it_was_when_the_read_began(pg):
     after = list(read_stored(store, 50_000))
     assert sum(len(b.ids) for b in after) == 100_000 and all((b.vectors == [0, 0, 0, 1]).all() for b in after)
     # the column altered to another dimension between two reads: a search with the old queries says so
-    pg.psql("ALTER TABLE data_changing DROP COLUMN embedding; ALTER TABLE data_changing ADD COLUMN embedding vector(2); "
-            "UPDATE data_changing SET embedding = '[1,0]';")
+    pg.psql(
+        "ALTER TABLE data_changing DROP COLUMN embedding; ALTER TABLE data_changing ADD COLUMN embedding vector(2); "
+        "UPDATE data_changing SET embedding = '[1,0]';"
+    )
     with pytest.raises(ValueError, match="4.*2|2.*4"):
         exact_top_k(np.ones((1, 4), np.float32), read_stored(store, 50_000), 3)

@@ -36,8 +36,20 @@ def run_module(module: str, *args: str, timeout: int = 900) -> subprocess.Comple
 def test_walkthrough_end_to_end_on_a_slice(tmp_path):
     """``make walkthrough``'s entry point on the first 12 chunks of each set and notebook 01 on 2 pages."""
     out = tmp_path / "reports"
-    proc = run_module("adapterkit.notebook.walkthrough", "--output-dir", str(out), "--max-chunks", "12", "--epochs", "1",
-                      "--notebooks", "01", "-p", "max_pages", "2")
+    proc = run_module(
+        "adapterkit.notebook.walkthrough",
+        "--output-dir",
+        str(out),
+        "--max-chunks",
+        "12",
+        "--epochs",
+        "1",
+        "--notebooks",
+        "01",
+        "-p",
+        "max_pages",
+        "2",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = (out / "summary.md").read_text()
     assert "| walkthrough script | ok |" in summary and "| 01_dataset | ok |" in summary
@@ -63,9 +75,15 @@ def test_make_report_entry_point_writes_the_summary(tmp_path):
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    nb = new_notebook(cells=[new_code_cell('output_dir = "unset"', metadata={"tags": ["parameters"]}),
-                             new_code_cell("from adapterkit.notebook.report import save_results\nimport pandas as pd\n"
-                                           "save_results(output_dir, 'Tiny', tables={'t': pd.DataFrame({'v': [7]})})")])
+    nb = new_notebook(
+        cells=[
+            new_code_cell('output_dir = "unset"', metadata={"tags": ["parameters"]}),
+            new_code_cell(
+                "from adapterkit.notebook.report import save_results\nimport pandas as pd\n"
+                "save_results(output_dir, 'Tiny', tables={'t': pd.DataFrame({'v': [7]})})"
+            ),
+        ]
+    )
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "01_tiny.ipynb")
     proc = run_module("adapterkit.notebook.run_notebooks", "--output-dir", str(tmp_path / "out"), "--notebooks-dir", str(tmp_path))
@@ -83,10 +101,31 @@ def test_readme_papermill_command_runs_notebook_02_with_a_parameter(tmp_path, tr
     take(train_full, 40).save_json(data / "train_dataset.json")
     take(val_full, 40).save_json(data / "val_dataset.json")
     out = tmp_path / "out.ipynb"
-    proc = subprocess.run([sys.executable, "-m", "papermill", "notebooks/02_linear_adapter.ipynb", str(out), "-p", "adapter", "two_layer",
-                           "-p", "data_source", str(data), "-p", "output_dir", str(tmp_path / "outputs"), "--cwd", "notebooks",
-                           "--no-progress-bar"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            "notebooks/02_linear_adapter.ipynb",
+            str(out),
+            "-p",
+            "adapter",
+            "two_layer",
+            "-p",
+            "data_source",
+            str(data),
+            "-p",
+            "output_dir",
+            str(tmp_path / "outputs"),
+            "--cwd",
+            "notebooks",
+            "--no-progress-bar",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "outputs" / "results.json").read_text())
     rows = [row for table in results["tables"].values() for row in table["rows"]]

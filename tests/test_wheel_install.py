@@ -57,8 +57,10 @@ def test_the_wheel_with_the_readmes_extras_runs_fit_and_eval(tmp_path):
     (docs / "tides.txt").write_text("Spring tides happen when the Sun and Moon line up. Neap tides come at right angles.")
     (docs / "lava.html").write_text("<html><body><p>Shield volcanoes have gentle slopes of runny lava.</p></body></html>")
     questions = tmp_path / "q.csv"
-    questions.write_text("question,file,quote\nHow do bees share where flowers are?,bees.md,waggle dance\n"
-                         "When do spring tides happen?,tides.txt,Sun and Moon line up\nWhat are shield volcanoes like?,lava.html,\n")
+    questions.write_text(
+        "question,file,quote\nHow do bees share where flowers are?,bees.md,waggle dance\n"
+        "When do spring tides happen?,tides.txt,Sun and Moon line up\nWhat are shield volcanoes like?,lava.html,\n"
+    )
     command = env_dir / "bin" / "adapterkit"
     from adapterkit.data.files import mirror_dirs
 

@@ -47,7 +47,11 @@ def free_port() -> int:
 # settings nor a first-run prompt change what the page shows): no news or update prompts and no toasts,
 # and a notebook starts its own kernel without asking which one.
 LAB_SETTINGS = {
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+        "doNotDisturbMode": True,
+    },
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"autoStartDefaultKernel": True},
 }
 
@@ -65,13 +69,29 @@ def start_lab(folder: Path, port: int, token: str) -> subprocess.Popen:
     log = open(folder / "jupyterlab.log", "w")
     for fresh in ("lab-settings", "lab-workspaces"):  # nothing carried over from an earlier run
         shutil.rmtree(folder.parent / fresh, ignore_errors=True)
-    env = {**os.environ,
-           "JUPYTERLAB_SETTINGS_DIR": str(write_lab_settings(folder.parent / "lab-settings")),
-           "JUPYTERLAB_WORKSPACES_DIR": str(folder.parent / "lab-workspaces")}  # no layout restored from earlier runs
-    lab = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-                            f"--ServerApp.token={token}", f"--ServerApp.root_dir={folder}", "--allow-root",
-                            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-                           stdout=log, stderr=subprocess.STDOUT, env=env)
+    env = {
+        **os.environ,
+        "JUPYTERLAB_SETTINGS_DIR": str(write_lab_settings(folder.parent / "lab-settings")),
+        "JUPYTERLAB_WORKSPACES_DIR": str(folder.parent / "lab-workspaces"),
+    }  # no layout restored from earlier runs
+    lab = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--ServerApp.token={token}",
+            f"--ServerApp.root_dir={folder}",
+            "--allow-root",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     for _ in range(120):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2)

@@ -103,11 +103,11 @@ def check() -> int:
 _FAKE_COLAB = '''"""Stand-in for Colab's google.colab package (tools/colab.py simulate)."""
 from . import output
 '''
-_FAKE_OUTPUT = '''import os
+_FAKE_OUTPUT = """import os
 
 def enable_custom_widget_manager():
     open(os.environ["COLAB_SIM_LOG"], "a").write("enable_custom_widget_manager\\n")
-'''
+"""
 
 
 def simulate(workdir: Path, python: str) -> int:
@@ -137,9 +137,17 @@ def simulate(workdir: Path, python: str) -> int:
     run(venv / "bin" / "python", "-m", "ipykernel", "install", "--prefix", venv, "--name", "colab-sim")
     prepared = time.perf_counter() - t0
 
-    env = dict(os.environ, IPYTHONDIR=str(workdir / "ipython"), PYTHONPATH=str(fake), COLAB_SIM_LOG=str(workdir / "colab.log"),
-               ADAPTERKIT_REPO=f"file://localhost{ROOT}", ADAPTERKIT_DATA_MIRROR=str(ROOT.parent / "shared" / "data"),
-               ADAPTERKIT_CACHE_DIR=str(workdir / "cache"), XDG_CACHE_HOME=str(workdir / "xdg"), JUPYTER_PATH=str(venv / "share" / "jupyter"))
+    env = dict(
+        os.environ,
+        IPYTHONDIR=str(workdir / "ipython"),
+        PYTHONPATH=str(fake),
+        COLAB_SIM_LOG=str(workdir / "colab.log"),
+        ADAPTERKIT_REPO=f"file://localhost{ROOT}",
+        ADAPTERKIT_DATA_MIRROR=str(ROOT.parent / "shared" / "data"),
+        ADAPTERKIT_CACHE_DIR=str(workdir / "cache"),
+        XDG_CACHE_HOME=str(workdir / "xdg"),
+        JUPYTER_PATH=str(venv / "share" / "jupyter"),
+    )
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"  # as on Colab, the kernel's python comes first
     env.pop("VIRTUAL_ENV", None)
     runs = [("01_dataset.ipynb", ["-p", "max_pages", "5"]), ("02_linear_adapter.ipynb", [])]
@@ -149,7 +157,13 @@ def simulate(workdir: Path, python: str) -> int:
         t1 = time.perf_counter()
         run(venv / "bin" / "papermill", name, f"out_{name}", "-k", "colab-sim", "--cwd", content, *params, cwd=content, env=env)
         times[name] = time.perf_counter() - t1
-    where = subprocess.run([venv / "bin" / "python", "-c", "import adapterkit; print(adapterkit.__file__)"], capture_output=True, text=True, env=env, cwd=content).stdout.strip()
+    where = subprocess.run(
+        [venv / "bin" / "python", "-c", "import adapterkit; print(adapterkit.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=content,
+    ).stdout.strip()
     print(f"fresh venv with torch + kernel: {prepared:.0f} s")
     for name, secs in times.items():
         print(f"{name}: {secs:.0f} s" + (" (with the install cell's pip install)" if name == runs[0][0] else ""))
@@ -157,7 +171,12 @@ def simulate(workdir: Path, python: str) -> int:
     print(f"widget manager enabled {(workdir / 'colab.log').read_text().count('enable')} times (once per notebook)")
     print(f"data cached in {sorted(p.name for p in (workdir / 'xdg' / 'adapterkit' / 'data').iterdir())}")
     result = json.loads((content / "out_02_linear_adapter.ipynb").read_text())
-    tables = [o["data"]["text/plain"] for c in result["cells"] for o in c.get("outputs", []) if "retrievers" in "".join(o.get("data", {}).get("text/plain", ""))]
+    tables = [
+        o["data"]["text/plain"]
+        for c in result["cells"]
+        for o in c.get("outputs", [])
+        if "retrievers" in "".join(o.get("data", {}).get("text/plain", ""))
+    ]
     print("02's results table:\n" + "".join(tables[-1]))
     ok = "site-packages" in where and str(ROOT) not in where
     print("Colab simulation passed" if ok else "adapterkit was not installed by the Colab cell")

@@ -87,12 +87,21 @@ def provenance_line(*names: str) -> str:
 def front_table() -> str:
     """The front page: base, LlamaIndex's recipe and the defaults on the four pairs, ada-002 as published."""
     suite, published = load("suite"), load("published")
-    pairs = {"lyft-uber": "Lyft → Uber", "scifact-scifact": "SciFact train → test", "lyft-scifact": "Lyft → SciFact",
-             "scifact-uber": "SciFact → Uber"}
-    rows = {"base": "base model (bge-small-en-v1.5)", "walkthrough recipe (4 epochs)": "LlamaIndex's walkthrough recipe",
-            "defaults": "**adapterkit defaults**"}
-    out = ["| model | Uber hit@5 | Uber MRR@5 | " + " | ".join(f"nDCG@10 {p}" for p in pairs.values()) + " |",
-           "|---" * (3 + len(pairs)) + "|"]
+    pairs = {
+        "lyft-uber": "Lyft → Uber",
+        "scifact-scifact": "SciFact train → test",
+        "lyft-scifact": "Lyft → SciFact",
+        "scifact-uber": "SciFact → Uber",
+    }
+    rows = {
+        "base": "base model (bge-small-en-v1.5)",
+        "walkthrough recipe (4 epochs)": "LlamaIndex's walkthrough recipe",
+        "defaults": "**adapterkit defaults**",
+    }
+    out = [
+        "| model | Uber hit@5 | Uber MRR@5 | " + " | ".join(f"nDCG@10 {p}" for p in pairs.values()) + " |",
+        "|---" * (3 + len(pairs)) + "|",
+    ]
     for key, label in rows.items():
         first = lookup(suite, f"lyft-uber.table.[model={key}]", "suite.json")
         cells = [f"{first['hit@5']:.4f}", f"{first['mrr@5']:.4f}"]
@@ -103,8 +112,10 @@ def front_table() -> str:
     ada = published["ada-002"]
     out.append(f"| OpenAI ada-002, as published by the walkthrough | {ada['hit@5']:.4f} | {ada['mrr@5']:.4f} |" + " – |" * len(pairs))
     out.append("")
-    out.append(f"Measured by `{suite.get('command', 'python benchmarks/suite.py --output benchmarks/results/suite')}` "
-               f"({provenance_line('suite')}).")
+    out.append(
+        f"Measured by `{suite.get('command', 'python benchmarks/suite.py --output benchmarks/results/suite')}` "
+        f"({provenance_line('suite')})."
+    )
     return "\n".join(out) + "\n"
 
 
@@ -116,21 +127,34 @@ def scale_table() -> str:
     def cell(run: Dict[str, Any], *keys: str, unit: str = "") -> str:
         if any(k not in run for k in keys):
             return "not built"
-        return ", ".join(f"{run[k]:,}{unit if i == 0 else ''}" if isinstance(run[k], int) else f"{run[k]}{unit if i == 0 else ''}"
-                         for i, k in enumerate(keys))
+        return ", ".join(
+            f"{run[k]:,}{unit if i == 0 else ''}" if isinstance(run[k], int) else f"{run[k]}{unit if i == 0 else ''}"
+            for i, k in enumerate(keys)
+        )
 
-    rows = [("write the chunks (COPY), s", ("write_copy_s",)), ("read every vector once (streamed), s", ("read_stream_s",)),
-            ("read for training (the pairs' chunks and the sample), s", ("read_for_training_s",)), ("train (1 epoch), s", ("train_s",)),
-            ("memory in the database: build s, size MB", ("memory_db_build_s", "memory_db_mb")),
-            ("memory lookup in the database (IVFFlat): ms per query, recall@10 vs exact", ("memory_db_ms_per_lookup", "memory_db_recall@10")),
-            ("the same memory local (`.npy` + faiss): ms per query, recall@10", ("memory_local_faiss_ms_per_lookup", "memory_local_faiss_recall@10")),
-            ("2,000 queries exact over the streamed vectors, s", ("exact_eval_streamed_s",)),
-            ("server data folder, MB", ("server_data_mb",)), ("peak RSS of this process, MB", ("peak_rss_mb",)),
-            ("local memory's own process (faiss index in RAM), MB", ("memory_local_peak_rss_mb",))]
+    rows = [
+        ("write the chunks (COPY), s", ("write_copy_s",)),
+        ("read every vector once (streamed), s", ("read_stream_s",)),
+        ("read for training (the pairs' chunks and the sample), s", ("read_for_training_s",)),
+        ("train (1 epoch), s", ("train_s",)),
+        ("memory in the database: build s, size MB", ("memory_db_build_s", "memory_db_mb")),
+        ("memory lookup in the database (IVFFlat): ms per query, recall@10 vs exact", ("memory_db_ms_per_lookup", "memory_db_recall@10")),
+        (
+            "the same memory local (`.npy` + faiss): ms per query, recall@10",
+            ("memory_local_faiss_ms_per_lookup", "memory_local_faiss_recall@10"),
+        ),
+        ("2,000 queries exact over the streamed vectors, s", ("exact_eval_streamed_s",)),
+        ("server data folder, MB", ("server_data_mb",)),
+        ("peak RSS of this process, MB", ("peak_rss_mb",)),
+        ("local memory's own process (faiss index in RAM), MB", ("memory_local_peak_rss_mb",)),
+    ]
     out = ["| | " + " | ".join(sizes.values()) + " |", "|---" * (1 + len(sizes)) + "|"]
     out += [f"| {label} | " + " | ".join(cell(runs[size], *keys) for size in sizes) + " |" for label, keys in rows]
-    out += ["", "Made by `python benchmarks/bench_pgvector.py --chunks N --output benchmarks/results/pgvector_scale_<n>` "
-            f"({provenance_line(*(f'pgvector_scale_{size}' for size in sizes))})."]
+    out += [
+        "",
+        "Made by `python benchmarks/bench_pgvector.py --chunks N --output benchmarks/results/pgvector_scale_<n>` "
+        f"({provenance_line(*(f'pgvector_scale_{size}' for size in sizes))}).",
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -138,8 +162,11 @@ def cross_model_table() -> str:
     """MRR@5 of a new query model over an old model's index (``benchmarks/cross_model.py``)."""
     data = load("cross_model")
     names = {"MiniLM-L6": "MiniLM", "bge-small": "bge"}
-    out = ["| OLD index, NEW queries | OLD only | NEW re-embeds every chunk | the map alone (10% of the chunks) | map refined by the defaults |",
-           "|---|---|---|---|---|"]
+    out = [
+        "| OLD index, NEW queries | OLD only | NEW re-embeds every chunk | the map alone (10% of the chunks) "
+        "| map refined by the defaults |",
+        "|---|---|---|---|---|",
+    ]
     for bench in ("uber", "scifact"):
         for old, new in (("MiniLM-L6", "bge-small"), ("bge-small", "MiniLM-L6")):
             rows = [r for r in data["rows"] if (r["benchmark"], r["old"], r["new"]) == (bench, old, new)]
@@ -149,13 +176,18 @@ def cross_model_table() -> str:
                 if len(found) != 1:
                     raise FigureError(f"cross_model.json: {len(found)} rows of {bench} {old}->{new} start {start!r}.")
                 return found[0]
+
             only, everywhere = pick("OLD only")["mrr@5"], pick("NEW everywhere")["mrr@5"]
-            alone = min((r for r in rows if r["method"].startswith("map alone") and r["method"].endswith("+ 10% of the corpus")),
-                        key=lambda r: int(r["method"].split()[2]))  # the fewest query texts: the run's own questions
+            alone = min(
+                (r for r in rows if r["method"].startswith("map alone") and r["method"].endswith("+ 10% of the corpus")),
+                key=lambda r: int(r["method"].split()[2]),
+            )  # the fewest query texts: the run's own questions
             refined = pick("map refined")
-            out.append(f"| {bench.capitalize() if bench == 'uber' else 'SciFact'}: {names[old]} index, {names[new]} queries | {only:.4f} | "
-                       f"{everywhere:.4f} | {alone['mrr@5']:.4f} ({alone['mrr@5'] / everywhere:.1%}) | "
-                       f"**{refined['mrr@5']:.4f}** ({refined['mrr@5'] / everywhere:.1%}) |")
+            out.append(
+                f"| {bench.capitalize() if bench == 'uber' else 'SciFact'}: {names[old]} index, {names[new]} queries | {only:.4f} | "
+                f"{everywhere:.4f} | {alone['mrr@5']:.4f} ({alone['mrr@5'] / everywhere:.1%}) | "
+                f"**{refined['mrr@5']:.4f}** ({refined['mrr@5'] / everywhere:.1%}) |"
+            )
     out += ["", f"Made by `python benchmarks/cross_model.py --output benchmarks/results/cross_model` ({provenance_line('cross_model')})."]
     return "\n".join(out) + "\n"
 
@@ -190,16 +222,24 @@ def api_reference() -> str:
     return "\n".join(out).lstrip("\n")
 
 
-TABLES: Dict[str, Callable[[], str]] = {"api": api_reference, "front": front_table, "scale": scale_table, "cross_model": cross_model_table, "cli": cli_help}
+TABLES: Dict[str, Callable[[], str]] = {
+    "api": api_reference,
+    "front": front_table,
+    "scale": scale_table,
+    "cross_model": cross_model_table,
+    "cli": cli_help,
+}
 
 
 def render(text: str) -> str:
     text = FIG.sub(lambda m: f"<!--fig {m[1]} {m[2]}{'|' + m[3] if m[3] else ''}-->{figure(m[1], m[2], m[3] or '')}<!--/fig-->", text)
     text = INCLUDE.sub(lambda m: m[1] + included(m[2]) + m[4], text)
+
     def table(m: "re.Match[str]") -> str:
         if m[2] not in TABLES:
             raise FigureError(f"no table {m[2]!r}: tools/fill_docs.py builds {sorted(TABLES)}.")
         return m[1] + TABLES[m[2]]() + m[4]
+
     return TABLE.sub(table, text)
 
 

@@ -87,8 +87,11 @@ class EmbeddingQAFinetuneDataset(BaseModel):
     def with_queries(self, query_ids: Iterable[str]) -> "EmbeddingQAFinetuneDataset":
         """These queries (in this order) over the whole corpus: e.g. a held-out part of the questions."""
         qids = [q for q in query_ids if q in self.queries]
-        return EmbeddingQAFinetuneDataset(queries={q: self.queries[q] for q in qids}, corpus=dict(self.corpus),
-                                          relevant_docs={q: list(self.relevant_docs[q]) for q in qids})
+        return EmbeddingQAFinetuneDataset(
+            queries={q: self.queries[q] for q in qids},
+            corpus=dict(self.corpus),
+            relevant_docs={q: list(self.relevant_docs[q]) for q in qids},
+        )
 
     def save_json(self, path: str | os.PathLike) -> None:
         """Write LlamaIndex's JSON format (atomically: a crash leaves the old file)."""
@@ -170,19 +173,23 @@ class EmbeddingQAFinetuneDataset(BaseModel):
                 raise DatasetError(f"{source}: {name}[{bad!r}] must be text.")
             bad = next((k for k, v in table.items() if not is_unicode(k) or not is_unicode(v)), None)
             if bad is not None:
-                raise DatasetError(f"{source}: {name}[{bad!r}] holds a lone surrogate (broken Unicode, often from a "
-                                   "bad decode); fix the text, e.g. text.encode('utf-8', 'replace').decode().")
+                raise DatasetError(
+                    f"{source}: {name}[{bad!r}] holds a lone surrogate (broken Unicode, often from a "
+                    "bad decode); fix the text, e.g. text.encode('utf-8', 'replace').decode()."
+                )
         return self
 
     @classmethod
-    def from_beir(cls, corpus_file: str | os.PathLike, queries_file: str | os.PathLike, qrels_file: str | os.PathLike,
-                  min_score: int = 1) -> "EmbeddingQAFinetuneDataset":
+    def from_beir(
+        cls, corpus_file: str | os.PathLike, queries_file: str | os.PathLike, qrels_file: str | os.PathLike, min_score: int = 1
+    ) -> "EmbeddingQAFinetuneDataset":
         """A BEIR dataset split (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``) in this format.
 
         The corpus is the whole corpus (documents are ``title + " " + text``, as BEIR's own evaluation
         embeds them); the queries are those of the qrels file, relevant where the score is at least
         ``min_score``. Read as text and JSON only.
         """
+
         def lines(path: str | os.PathLike) -> List[str]:
             try:
                 return Path(path).read_text(encoding="utf-8").splitlines()
@@ -201,7 +208,9 @@ class EmbeddingQAFinetuneDataset(BaseModel):
             if len(parts) == 3 and parts[2].lstrip("-").isdigit() and int(parts[2]) >= min_score:
                 relevant.setdefault(parts[0], []).append(parts[1])
         queries = {q: all_queries[q] for q in relevant if q in all_queries}
-        return cls.from_dict({"queries": queries, "corpus": corpus, "relevant_docs": {q: relevant[q] for q in queries}}, source=str(qrels_file))
+        return cls.from_dict(
+            {"queries": queries, "corpus": corpus, "relevant_docs": {q: relevant[q] for q in queries}}, source=str(qrels_file)
+        )
 
     @property
     def first_relevant(self) -> Dict[str, str]:

@@ -62,10 +62,16 @@ def _readers() -> Dict[str, Any]:
     try:
         from llama_index.readers.file import DocxReader, EpubReader, IPYNBReader, PandasCSVReader, PDFReader
     except ImportError as exc:
-        raise ImportError("Reading PDF, DOCX, HTML and other documents needs LlamaIndex's file readers: "
-                          "pip install 'adapterkit[documents]'") from exc
-    return {".pdf": PDFReader(), ".docx": DocxReader(), ".epub": EpubReader(), ".ipynb": IPYNBReader(),
-            ".csv": PandasCSVReader(concat_rows=True)}
+        raise ImportError(
+            "Reading PDF, DOCX, HTML and other documents needs LlamaIndex's file readers: pip install 'adapterkit[documents]'"
+        ) from exc
+    return {
+        ".pdf": PDFReader(),
+        ".docx": DocxReader(),
+        ".epub": EpubReader(),
+        ".ipynb": IPYNBReader(),
+        ".csv": PandasCSVReader(concat_rows=True),
+    }
 
 
 def _html_text(path: Path) -> str:
@@ -130,8 +136,9 @@ def _files(root: Path, follow_symlinks: bool, skipped: Dict[str, str]) -> List[P
     return found
 
 
-def read_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 200, show_progress: bool = True,
-                follow_symlinks: bool = False) -> FolderChunks:
+def read_folder(
+    folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 200, show_progress: bool = True, follow_symlinks: bool = False
+) -> FolderChunks:
     """Read every supported document under ``folder`` and split it into chunks with content-based ids.
 
     Args:
@@ -195,8 +202,15 @@ def read_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 2
             node_id = str(uuid.uuid5(NODE_NAMESPACE, f"{name}:{digest}{suffix}"))
             ids.append(node_id)
             # Metadata stays out of what a model embeds (and what an LLM is shown): a chunk's vector is its text's.
-            nodes.append(TextNode(id_=node_id, text=text, metadata={"file_name": path.name, "file_path": name},
-                                  excluded_embed_metadata_keys=["file_name", "file_path"], excluded_llm_metadata_keys=["file_name", "file_path"]))
+            nodes.append(
+                TextNode(
+                    id_=node_id,
+                    text=text,
+                    metadata={"file_name": path.name, "file_path": name},
+                    excluded_embed_metadata_keys=["file_name", "file_path"],
+                    excluded_llm_metadata_keys=["file_name", "file_path"],
+                )
+            )
         files[name], chunks_of[name] = before, ids
     if not nodes:
         found = "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:10]) or "no files"

@@ -253,9 +253,11 @@ def is_local_llm(llm: Any) -> bool:
 def ask_before_paid_calls(confirm: Optional[Callable[[str], bool]]) -> Callable[[LLM, int], bool]:
     """A ``confirm(llm, calls)`` check for ``generate_qa_embedding_pairs``: local models go ahead;
     any other LLM (a paid API, a server) goes ahead only if ``confirm(message)`` says yes."""
+
     def check(llm: LLM, calls: int) -> bool:
         if confirm is None or is_local_llm(llm) or not calls:
             return True
         name = getattr(llm.metadata, "model_name", type(llm).__name__)
         return bool(confirm(f"About to make {calls} calls to {name} (more if some are retried); a paid API bills them. Continue?"))
+
     return check

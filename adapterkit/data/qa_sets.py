@@ -25,8 +25,10 @@ def load_qa_datasets(source: PathLike = "published") -> Tuple[EmbeddingQAFinetun
     """
     if str(source) == "scifact":
         files = [get_file(f"scifact/{name}") for name in ("corpus.jsonl", "queries.jsonl", "qrels/train.tsv", "qrels/test.tsv")]
-        return (EmbeddingQAFinetuneDataset.from_beir(files[0], files[1], files[2]),
-                EmbeddingQAFinetuneDataset.from_beir(files[0], files[1], files[3]))
+        return (
+            EmbeddingQAFinetuneDataset.from_beir(files[0], files[1], files[2]),
+            EmbeddingQAFinetuneDataset.from_beir(files[0], files[1], files[3]),
+        )
     if str(source) == "published":
         return (
             EmbeddingQAFinetuneDataset.from_json(get_file("train_dataset.json")),

@@ -109,8 +109,10 @@ def _objects(path: Path, text: str) -> List[Tuple[int, object]]:
         rows, start = [], reader.line_num + 1
         for row in reader:
             if None in row:  # DictReader's key for values beyond the header
-                raise DatasetError(f"{path} row starting on line {start} has more values than the header has columns: put a "
-                                   "value that holds a comma in double quotes.")
+                raise DatasetError(
+                    f"{path} row starting on line {start} has more values than the header has columns: put a "
+                    "value that holds a comma in double quotes."
+                )
             rows.append((start, row))
             start = reader.line_num + 1
         return rows
@@ -122,8 +124,10 @@ def _objects(path: Path, text: str) -> List[Tuple[int, object]]:
         except ValueError as exc:
             raise DatasetError(f"{path}: {exc}.") from exc
         if not isinstance(data, list):
-            raise DatasetError(f"{path} must be a list of question objects ([{{\"question\": ..., \"file\": ...}}, ...]), or "
-                               "LlamaIndex's dataset JSON (queries, corpus, relevant_docs).")
+            raise DatasetError(
+                f'{path} must be a list of question objects ([{{"question": ..., "file": ...}}, ...]), or '
+                "LlamaIndex's dataset JSON (queries, corpus, relevant_docs)."
+            )
         return list(enumerate(data, 1))
     raise DatasetError(f"{path}: a questions file is .jsonl, .csv or .json (rows of {', '.join(FIELDS)}), got {suffix or 'no suffix'}.")
 
@@ -174,8 +178,9 @@ def question_id(question: str) -> str:
     return "q-" + hashlib.sha256(question.encode("utf-8")).hexdigest()[:16]
 
 
-def resolve_rows(rows: List[QuestionRow], corpus: Mapping[str, str], chunks_of: Mapping[str, List[str]],
-                 skipped: Optional[Mapping[str, str]] = None) -> Tuple[EmbeddingQAFinetuneDataset, Dict[str, str]]:
+def resolve_rows(
+    rows: List[QuestionRow], corpus: Mapping[str, str], chunks_of: Mapping[str, List[str]], skipped: Optional[Mapping[str, str]] = None
+) -> Tuple[EmbeddingQAFinetuneDataset, Dict[str, str]]:
     """``(dataset, not placed)``: each row's relevant chunks among a folder's, and ``{question: why}`` for questions left out.
 
     A row's relevant chunks are the chunks of its file that hold its quote (every chunk of the file
@@ -193,8 +198,11 @@ def resolve_rows(rows: List[QuestionRow], corpus: Mapping[str, str], chunks_of: 
         ids = [c for c in files.get(row.file, []) if c in normal]
         why = None
         if not ids:
-            why = (f"row {row.line}: {row.file} was skipped ({skipped_nfc[row.file]})" if row.file in skipped_nfc else
-                   f"row {row.line}: no file {row.file!r} in the documents (`adapterkit chunks DOCS` lists them)")
+            why = (
+                f"row {row.line}: {row.file} was skipped ({skipped_nfc[row.file]})"
+                if row.file in skipped_nfc
+                else f"row {row.line}: no file {row.file!r} in the documents (`adapterkit chunks DOCS` lists them)"
+            )
         elif row.quote is not None:
             quote = _normal(row.quote)
             ids = [c for c in ids if quote in normal[c]]

@@ -67,6 +67,7 @@ across the document. Restrict the questions to the \
 context information provided."
 """
 
+
 @dataclass
 class QAGenerationStats:
     """What one ``generate_qa_embedding_pairs`` run did.
@@ -200,8 +201,9 @@ def _workers(llm: LLM, max_workers: int) -> int:
 Answer = Union[Tuple[List[str], int], BaseException]
 
 
-def _answers(llm: LLM, prompts: Sequence[Tuple[str, str]], workers: int, retry_limit: int, retry_delay: float,
-             timeout: Optional[float]) -> Iterator[Tuple[str, Answer]]:
+def _answers(
+    llm: LLM, prompts: Sequence[Tuple[str, str]], workers: int, retry_limit: int, retry_delay: float, timeout: Optional[float]
+) -> Iterator[Tuple[str, Answer]]:
     """``(node_id, (questions, dropped lines) or the exception of its last attempt)`` as chunks finish.
 
     Workers are daemon threads, so a stop never waits for them. On Ctrl-C (or any error in this
@@ -350,8 +352,21 @@ def generate_qa_embedding_pairs(
             raise CallsDeclined(f"Stopped before asking the LLM about {len(todo)} chunks: nothing was sent.")
     workers = _workers(cast(LLM, llm), max_workers) if todo else 1  # with todo, resolve_llm ran above
 
-    _ask_all(llm, todo, texts, done, stats, progress, workers=workers, retry_limit=retry_limit, retry_delay=retry_delay,
-         timeout=timeout, on_failure=on_failure, keep=num_questions_per_chunk, verbose=verbose)
+    _ask_all(
+        llm,
+        todo,
+        texts,
+        done,
+        stats,
+        progress,
+        workers=workers,
+        retry_limit=retry_limit,
+        retry_delay=retry_delay,
+        timeout=timeout,
+        on_failure=on_failure,
+        keep=num_questions_per_chunk,
+        verbose=verbose,
+    )
     dataset = _dataset(texts, done, stats)
     if output_path:
         dataset.save_json(output_path)
@@ -361,9 +376,22 @@ def generate_qa_embedding_pairs(
     return dataset
 
 
-def _ask_all(llm: Any, todo: List[Tuple[str, str]], texts: Mapping[str, str], done: Dict[str, Dict[str, str]], stats: QAGenerationStats,
-         progress: Optional[Path], *, workers: int, retry_limit: int, retry_delay: float, timeout: Optional[float],
-         on_failure: str, keep: int, verbose: bool) -> None:
+def _ask_all(
+    llm: Any,
+    todo: List[Tuple[str, str]],
+    texts: Mapping[str, str],
+    done: Dict[str, Dict[str, str]],
+    stats: QAGenerationStats,
+    progress: Optional[Path],
+    *,
+    workers: int,
+    retry_limit: int,
+    retry_delay: float,
+    timeout: Optional[float],
+    on_failure: str,
+    keep: int,
+    verbose: bool,
+) -> None:
     """Ask about each ``(node_id, prompt)``; each answered chunk goes into ``done`` and the journal at once."""
     journal = _open_journal(progress) if progress else None
     start = time.perf_counter()

@@ -18,8 +18,9 @@ def per_query(frame: pd.DataFrame) -> Dict[str, np.ndarray]:
     return {"hit@5": (rank <= 5).astype(float), "mrr@5": reciprocal_rank(rank, 5), "ndcg@10": frame["ndcg"].to_numpy(dtype=float)}
 
 
-def comparison_table(frames: Mapping[str, pd.DataFrame], base: str = "base", deltas: Sequence[str] = ("ndcg@10", "mrr@5"),
-                     digits: int = 4, reps: int = 2000) -> pd.DataFrame:
+def comparison_table(
+    frames: Mapping[str, pd.DataFrame], base: str = "base", deltas: Sequence[str] = ("ndcg@10", "mrr@5"), digits: int = 4, reps: int = 2000
+) -> pd.DataFrame:
     """One row per model: ``METRICS``, and for ``deltas`` the change against ``base`` with its 95% interval.
 
     Args:

@@ -90,8 +90,7 @@ def evaluate(
     gains = None
     if graded_relevance:
         gains = [
-            np.array([graded_relevance[q].get(d, 1.0) for d in dataset.relevant_docs[q]]) if q in graded_relevance else None
-            for q in qids
+            np.array([graded_relevance[q].get(d, 1.0) for d in dataset.relevant_docs[q]]) if q in graded_relevance else None for q in qids
         ]
     metrics = metrics_at_k(ranks, top_k, gains)
     return pd.DataFrame(
@@ -170,4 +169,6 @@ def encode(
         if kind == "query" and getattr(model, "_transform_query", True):
             vecs = apply_adapter(adapter, vecs)
         return vecs
-    return embed_texts(model, texts, kind, cache=cache, show_progress=show_progress, purpose=f"{'questions' if kind == 'query' else 'chunks'} to score")
+    return embed_texts(
+        model, texts, kind, cache=cache, show_progress=show_progress, purpose=f"{'questions' if kind == 'query' else 'chunks'} to score"
+    )

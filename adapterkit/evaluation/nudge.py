@@ -51,7 +51,9 @@ def nudge_n(docs: np.ndarray, gradient: np.ndarray, gamma: float) -> np.ndarray:
     across = target - along * docs  # the part of g orthogonal to v
     across_norm = np.linalg.norm(across, axis=1, keepdims=True)
     reach = 1 - gamma / 2  # ||v' - v||^2 <= gamma  <=>  v.v' >= 1 - gamma/2
-    turned = reach * docs + np.sqrt(max(0.0, 1 - reach**2)) * np.divide(across, across_norm, out=np.zeros_like(across), where=across_norm > 0)
+    turned = reach * docs + np.sqrt(max(0.0, 1 - reach**2)) * np.divide(
+        across, across_norm, out=np.zeros_like(across), where=across_norm > 0
+    )
     out = np.where(along >= reach, target, turned)  # g within reach: the document becomes g/|g|
     keep = (norm[:, 0] == 0) | (along[:, 0] < 0) | (across_norm[:, 0] == 0) | (gamma == 0)
     out[keep] = docs[keep]

@@ -15,20 +15,32 @@ Recipe = Callable[[EmbeddingQAFinetuneDataset, EmbeddingQAFinetuneDataset, Any, 
 def engine_recipe(target_corpus: bool = True, **options: Any) -> Recipe:
     """``EmbeddingAdapterFinetuneEngine`` on the training questions (and, with ``target_corpus``, the
     target's chunks without labels), with ``options``."""
-    def run(train: EmbeddingQAFinetuneDataset, target: EmbeddingQAFinetuneDataset, model: Any, folder: Path) -> Tuple[Any, Optional[dict], dict]:
+
+    def run(
+        train: EmbeddingQAFinetuneDataset, target: EmbeddingQAFinetuneDataset, model: Any, folder: Path
+    ) -> Tuple[Any, Optional[dict], dict]:
         from adapterkit.training.engine import EmbeddingAdapterFinetuneEngine
 
-        engine = EmbeddingAdapterFinetuneEngine(train, model, model_output_path=folder, show_progress=False,
-                                                unlabeled_corpus=target.corpus if target_corpus else None, **options)
+        engine = EmbeddingAdapterFinetuneEngine(
+            train,
+            model,
+            model_output_path=folder,
+            show_progress=False,
+            unlabeled_corpus=target.corpus if target_corpus else None,
+            **options,
+        )
         engine.finetune()
         notes: Dict[str, Any] = {"best_epoch": engine.best_epoch, "memories": "+".join(engine.memories) or "none"}
         if engine.memory_choice:
             notes["memory_choice"] = {k: engine.memory_choice[k] for k in ("question_weight", "question_temperature", "sentence_weight")}
         return engine.get_finetuned_model(), None, notes
+
     return run
 
 
-def nudge_recipe(train: EmbeddingQAFinetuneDataset, target: EmbeddingQAFinetuneDataset, model: Any, folder: Path) -> Tuple[Any, Optional[dict], dict]:
+def nudge_recipe(
+    train: EmbeddingQAFinetuneDataset, target: EmbeddingQAFinetuneDataset, model: Any, folder: Path
+) -> Tuple[Any, Optional[dict], dict]:
     """NUDGE-N: the documents' vectors edited from the training questions (the index changes)."""
     from adapterkit.evaluation.nudge import nudge_documents
 

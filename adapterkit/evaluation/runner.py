@@ -31,8 +31,14 @@ from adapterkit.evaluation.evaluate import evaluate
 from adapterkit.evaluation.recipes import Recipe
 
 
-def compare_recipes(train: EmbeddingQAFinetuneDataset, target: EmbeddingQAFinetuneDataset, recipes: Mapping[str, Recipe],
-                    model: Any, work: Path, log: Callable[[str], None] = print) -> Tuple[Dict[str, pd.DataFrame], Dict[str, dict]]:
+def compare_recipes(
+    train: EmbeddingQAFinetuneDataset,
+    target: EmbeddingQAFinetuneDataset,
+    recipes: Mapping[str, Recipe],
+    model: Any,
+    work: Path,
+    log: Callable[[str], None] = print,
+) -> Tuple[Dict[str, pd.DataFrame], Dict[str, dict]]:
     """``{name: evaluate frame}`` (``"base"`` first) and ``{name: notes}`` of every recipe on ``target``.
 
     A recipe that does not apply to the pair (it raises ``LookupError``) is left out, with a line in the log.
@@ -56,8 +62,11 @@ def section(name: str, table: pd.DataFrame, notes: Mapping[str, dict]) -> str:
     return f"### {name}\n\n" + table.to_markdown(index=False) + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items()) + "\n"
 
 
-def compare_tasks(tasks: Iterable[Tuple[str, EmbeddingQAFinetuneDataset, EmbeddingQAFinetuneDataset, Mapping[str, Recipe]]], model: Any,
-                  render: Callable[[str, pd.DataFrame, Mapping[str, dict]], str] = section) -> Tuple[List[str], Dict[str, dict]]:
+def compare_tasks(
+    tasks: Iterable[Tuple[str, EmbeddingQAFinetuneDataset, EmbeddingQAFinetuneDataset, Mapping[str, Recipe]]],
+    model: Any,
+    render: Callable[[str, pd.DataFrame, Mapping[str, dict]], str] = section,
+) -> Tuple[List[str], Dict[str, dict]]:
     """``compare_recipes`` on each ``(name, train, target, recipes)`` (a generator loads one task at a time).
 
     Returns the rendered sections and ``{name: {"table": rows, "notes": notes}}``; engines' folders
@@ -67,8 +76,14 @@ def compare_tasks(tasks: Iterable[Tuple[str, EmbeddingQAFinetuneDataset, Embeddi
     with tempfile.TemporaryDirectory(prefix="adapterkit-compare-") as work:
         for name, train, target, recipes in tasks:
             # cast: a lambda with a default argument (the task's name, bound now) gets no type from its context
-            frames, notes = compare_recipes(train, target, recipes, model, Path(work) / name,
-                                            log=cast(Callable[[str], None], lambda line, n=name: print(f"[{n}] {line}", flush=True)))
+            frames, notes = compare_recipes(
+                train,
+                target,
+                recipes,
+                model,
+                Path(work) / name,
+                log=cast(Callable[[str], None], lambda line, n=name: print(f"[{n}] {line}", flush=True)),
+            )
             table = comparison_table(frames)
             results[name] = {"table": table.to_dict(orient="records"), "notes": notes}
             sections.append(render(name, table, notes))
@@ -86,6 +101,7 @@ def write_report(output: Optional[str], title: str, command: str, sections: Sequ
 def provenance() -> Dict[str, Any]:
     """What made a result file: the commit (``+changes`` when the tree differs from it), CPU, cores,
     date (UTC) and the versions that can move numbers. Every benchmark result file records it."""
+
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent).stdout.strip()
@@ -97,10 +113,18 @@ def provenance() -> Dict[str, Any]:
         commit += "+changes"
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     import torch
 
-    return {"commit": commit, "cpu": cpu, "cores": os.cpu_count(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "python": platform.python_version(), "torch": torch.__version__}
+    return {
+        "commit": commit,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }

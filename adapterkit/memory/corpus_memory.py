@@ -73,15 +73,34 @@ class CorpusMemory:
         memory.save("model_output/memory")
     """
 
-    def __init__(self, dim: int, weight: float = 0.25, temperature: float = 100.0, top_k: int = 32, index: str = "auto",
-                 key_dim: Optional[int] = None, max_keys: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        weight: float = 0.25,
+        temperature: float = 100.0,
+        top_k: int = 32,
+        index: str = "auto",
+        key_dim: Optional[int] = None,
+        max_keys: Optional[int] = None,
+    ) -> None:
         key_dim = dim if key_dim is None else key_dim  # another one when the queries come from another model than the chunks
         self.max_keys = check_max_keys(max_keys)
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (dim, weight, temperature, top_k, key_dim))
-        if not (numbers and isinstance(dim, int) and isinstance(key_dim, int) and dim > 0 and key_dim > 0 and top_k >= 1
-                and pull_ok(weight, temperature) and index in INDEX_KINDS):
-            raise ValueError(f"CorpusMemory needs dim > 0, key_dim > 0, 0 <= weight <= {MAX_PULL:g}, 0 < temperature <= {MAX_PULL:g}, top_k >= 1 and index in "
-                             f"{INDEX_KINDS}; got {dim!r}, {key_dim!r}, {weight!r}, {temperature!r}, {top_k!r}, {index!r}.")
+        if not (
+            numbers
+            and isinstance(dim, int)
+            and isinstance(key_dim, int)
+            and dim > 0
+            and key_dim > 0
+            and top_k >= 1
+            and pull_ok(weight, temperature)
+            and index in INDEX_KINDS
+        ):
+            raise ValueError(
+                f"CorpusMemory needs dim > 0, key_dim > 0, 0 <= weight <= {MAX_PULL:g}, 0 < temperature <= {MAX_PULL:g}, "
+                f"top_k >= 1 and index in "
+                f"{INDEX_KINDS}; got {dim!r}, {key_dim!r}, {weight!r}, {temperature!r}, {top_k!r}, {index!r}."
+            )
         self.dim, self.weight, self.temperature, self.top_k, self.index_kind = dim, float(weight), float(temperature), int(top_k), index
         self.key_dim = key_dim
         # identities of the models behind the keys and the chunk vectors, where known (from_corpus records them)
@@ -100,15 +119,24 @@ class CorpusMemory:
         """The same keys and chunks (shared, not copied) with another pull; this memory is left as it is."""
         temperature = self.temperature if temperature is None else temperature
         if not pull_ok(weight, temperature):
-            raise ValueError(f"A pull needs 0 <= weight <= {MAX_PULL:g} and 0 < temperature <= {MAX_PULL:g}; got {weight!r}, {temperature!r}.")
+            raise ValueError(
+                f"A pull needs 0 <= weight <= {MAX_PULL:g} and 0 < temperature <= {MAX_PULL:g}; got {weight!r}, {temperature!r}."
+            )
         other = copy.copy(self)
         other.weight, other.temperature = float(weight), float(temperature)
         return other
 
     @classmethod
-    def from_corpus(cls, corpus: Mapping[str, str], embed_model: BaseEmbedding, doc_vectors: Optional[np.ndarray] = None,
-                    cache: Union[EmbeddingCache, PathLike, None] = None, show_progress: bool = False,
-                    index_model: Optional[BaseEmbedding] = None, **options: Any) -> "CorpusMemory":
+    def from_corpus(
+        cls,
+        corpus: Mapping[str, str],
+        embed_model: BaseEmbedding,
+        doc_vectors: Optional[np.ndarray] = None,
+        cache: Union[EmbeddingCache, PathLike, None] = None,
+        show_progress: bool = False,
+        index_model: Optional[BaseEmbedding] = None,
+        **options: Any,
+    ) -> "CorpusMemory":
         """A memory whose keys are the sentences (6+ words) of each chunk of ``corpus``.
 
         Args:
@@ -123,15 +151,18 @@ class CorpusMemory:
         """
         ids = list(corpus)
         if doc_vectors is None:
-            doc_vectors = embed_texts(index_model or embed_model, [corpus[c] for c in ids], "text", cache=cache, show_progress=show_progress)
+            doc_vectors = embed_texts(
+                index_model or embed_model, [corpus[c] for c in ids], "text", cache=cache, show_progress=show_progress
+            )
         memory = cls(int(np.asarray(doc_vectors).shape[1]), **options)
         memory.key_model, memory.chunk_model = model_identity(embed_model), model_identity(index_model or embed_model)
         memory.update(corpus, embed_model, doc_vectors=doc_vectors, cache=cache, show_progress=show_progress, index_model=index_model)
         return memory
 
     @classmethod
-    def from_pairs(cls, key_vectors: np.ndarray, chunk_ids: Sequence[str], chunk_vectors: Mapping[str, np.ndarray],
-                   **options: Any) -> "CorpusMemory":
+    def from_pairs(
+        cls, key_vectors: np.ndarray, chunk_ids: Sequence[str], chunk_vectors: Mapping[str, np.ndarray], **options: Any
+    ) -> "CorpusMemory":
         """A memory whose keys are given vectors, e.g. labelled questions pointing at their relevant chunks.
 
         Args:
@@ -150,10 +181,18 @@ class CorpusMemory:
     def add(self, chunk_id: str, chunk_vector: np.ndarray, key_vectors: np.ndarray, text_hash: str = "") -> None:
         """Add (or replace) one chunk with its keys."""
         key_vectors = np.asarray(key_vectors, dtype=np.float32).reshape(-1, self.key_dim)
-        self.add_chunks([chunk_id], np.asarray(chunk_vector).reshape(1, self.dim), key_vectors, np.zeros(len(key_vectors), np.int64), [text_hash])
+        self.add_chunks(
+            [chunk_id], np.asarray(chunk_vector).reshape(1, self.dim), key_vectors, np.zeros(len(key_vectors), np.int64), [text_hash]
+        )
 
-    def add_chunks(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
-                   text_hashes: Optional[Sequence[str]] = None) -> None:
+    def add_chunks(
+        self,
+        chunk_ids: Sequence[str],
+        chunk_vectors: np.ndarray,
+        key_vectors: np.ndarray,
+        key_chunk: np.ndarray,
+        text_hashes: Optional[Sequence[str]] = None,
+    ) -> None:
         """Add (or replace) many chunks at once: one copy of the arrays, however many chunks.
 
         Args:
@@ -195,9 +234,15 @@ class CorpusMemory:
         self._index = None
         return len(drop)
 
-    def update(self, corpus: Mapping[str, str], embed_model: BaseEmbedding, doc_vectors: Optional[np.ndarray] = None,
-               cache: Union[EmbeddingCache, PathLike, None] = None, show_progress: bool = False,
-               index_model: Optional[BaseEmbedding] = None) -> Dict[str, int]:
+    def update(
+        self,
+        corpus: Mapping[str, str],
+        embed_model: BaseEmbedding,
+        doc_vectors: Optional[np.ndarray] = None,
+        cache: Union[EmbeddingCache, PathLike, None] = None,
+        show_progress: bool = False,
+        index_model: Optional[BaseEmbedding] = None,
+    ) -> Dict[str, int]:
         """Follow ``corpus`` (the whole corpus as it is now): new and changed chunks are embedded and
         added, chunks no longer in it are removed, unchanged ones are left as they are.
 
@@ -212,12 +257,17 @@ class CorpusMemory:
         hashes = {c: _text_hash(corpus[c]) for c in ids}
         todo = [c for c in ids if held.get(c) != hashes[c]]
         removed = self.remove([c for c in held if c not in corpus])
-        counts = {"added": sum(c not in held for c in todo), "changed": sum(c in held for c in todo), "removed": removed,
-                  "unchanged": len(ids) - len(todo)}
+        counts = {
+            "added": sum(c not in held for c in todo),
+            "changed": sum(c in held for c in todo),
+            "removed": removed,
+            "unchanged": len(ids) - len(todo),
+        }
         if not todo:
             return counts
-        docs, keys, key_chunk = chunk_keys(corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim,
-                                           self.max_keys)
+        docs, keys, key_chunk = chunk_keys(
+            corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim, self.max_keys
+        )
         self.add_chunks(todo, docs, keys, key_chunk, [hashes[c] for c in todo])
         return counts
 
@@ -258,8 +308,17 @@ class CorpusMemory:
         return len(self.chunk_ids)
 
     def get_config_dict(self) -> Dict[str, Any]:
-        return {"dim": self.dim, "key_dim": self.key_dim, "weight": self.weight, "temperature": self.temperature, "top_k": self.top_k,
-                "index": self.index_kind, "max_keys": self.max_keys, "key_model": self.key_model, "chunk_model": self.chunk_model}
+        return {
+            "dim": self.dim,
+            "key_dim": self.key_dim,
+            "weight": self.weight,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "index": self.index_kind,
+            "max_keys": self.max_keys,
+            "key_model": self.key_model,
+            "chunk_model": self.chunk_model,
+        }
 
     # ------------------------------------------------------------------ files
 
@@ -287,16 +346,26 @@ class CorpusMemory:
         except (OSError, ValueError) as exc:
             raise MemoryLoadError(f"{folder} is not a readable corpus memory ({exc}); rebuild it with CorpusMemory.from_corpus.") from exc
         try:
-            memory = cls(**{k: meta[k] for k in ("dim", "weight", "temperature", "top_k", "index")}, key_dim=meta.get("key_dim"),
-                         max_keys=meta.get("max_keys"))
+            memory = cls(
+                **{k: meta[k] for k in ("dim", "weight", "temperature", "top_k", "index")},
+                key_dim=meta.get("key_dim"),
+                max_keys=meta.get("max_keys"),
+            )
             ids, hashes = [str(c) for c in meta["chunk_ids"]], [str(h) for h in meta["chunk_hash"]]
             memory.key_model, memory.chunk_model = (_optional_str(meta.get(k)) for k in ("key_model", "chunk_model"))
         except (KeyError, TypeError, ValueError) as exc:
             raise MemoryLoadError(f"{folder / MEMORY_FILE} does not describe a memory ({exc}); rebuild the memory.") from exc
         chunks, keys, owner = arrays["chunks"], arrays["keys"], arrays["owner"]
-        fits = (chunks.ndim == keys.ndim == 2 and chunks.shape[1] == memory.dim and keys.shape[1] == memory.key_dim and owner.shape == (len(keys),)
-                and chunks.dtype == keys.dtype == np.float32 and owner.dtype == np.int64 and len(ids) == len(hashes) == len(chunks)
-                and (not len(owner) or 0 <= owner.min() <= owner.max() < len(chunks)))
+        fits = (
+            chunks.ndim == keys.ndim == 2
+            and chunks.shape[1] == memory.dim
+            and keys.shape[1] == memory.key_dim
+            and owner.shape == (len(keys),)
+            and chunks.dtype == keys.dtype == np.float32
+            and owner.dtype == np.int64
+            and len(ids) == len(hashes) == len(chunks)
+            and (not len(owner) or 0 <= owner.min() <= owner.max() < len(chunks))
+        )
         if not fits:
             raise MemoryLoadError(f"The arrays in {folder} do not fit its {MEMORY_FILE}; rebuild the memory.")
         for name, array in (("chunks", chunks), ("keys", keys)):  # a NaN here would serve NaN query vectors
@@ -338,8 +407,14 @@ class MemoryWriter:
         self.counts = {name: 0 for name in ARRAYS}
         self._raw = {name: open(self.folder / f".{name}.raw", "wb") for name in ARRAYS}
 
-    def add(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
-            text_hashes: Optional[Sequence[str]] = None) -> None:
+    def add(
+        self,
+        chunk_ids: Sequence[str],
+        chunk_vectors: np.ndarray,
+        key_vectors: np.ndarray,
+        key_chunk: np.ndarray,
+        text_hashes: Optional[Sequence[str]] = None,
+    ) -> None:
         """Append chunks and their keys (as ``CorpusMemory.add_chunks``; ids must be new)."""
         chunk_vectors = unit_rows(np.asarray(chunk_vectors, dtype=np.float32).reshape(len(chunk_ids), self.dim))
         key_vectors = unit_rows(np.asarray(key_vectors, dtype=np.float32).reshape(-1, self.key_dim))
@@ -364,7 +439,9 @@ class MemoryWriter:
             shape = (self.counts[name], self.key_dim if name == "keys" else self.dim) if name != "owner" else (self.counts[name],)
             dtype = np.dtype(np.int64 if name == "owner" else np.float32)
             with atomic_path(self.folder / f"{name}.npy") as tmp, open(tmp, "wb") as out, open(self.folder / f".{name}.raw", "rb") as raw:
-                np.lib.format.write_array_header_1_0(out, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+                np.lib.format.write_array_header_1_0(
+                    out, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+                )
                 shutil.copyfileobj(raw, out, 1 << 24)
             (self.folder / f".{name}.raw").unlink()
         meta = {**self.options, "chunk_ids": self.chunk_ids, "chunk_hash": self.chunk_hash}
@@ -403,8 +480,17 @@ def load_memories(folder: PathLike) -> List[CorpusMemory]:
     return [CorpusMemory.load(p) for p in found]
 
 
-def chunk_keys(corpus: Mapping[str, str], todo: Sequence[str], embed_model: BaseEmbedding, index_model: Optional[BaseEmbedding],
-               doc_vectors: Optional[np.ndarray], cache: Any, show_progress: bool, key_dim: int, max_keys: Optional[int] = None) -> tuple:
+def chunk_keys(
+    corpus: Mapping[str, str],
+    todo: Sequence[str],
+    embed_model: BaseEmbedding,
+    index_model: Optional[BaseEmbedding],
+    doc_vectors: Optional[np.ndarray],
+    cache: Any,
+    show_progress: bool,
+    key_dim: int,
+    max_keys: Optional[int] = None,
+) -> tuple:
     """For the chunks ``todo`` of ``corpus``: their vectors (from ``doc_vectors``, in ``corpus`` order, else
     embedded by the index model), their sentences' vectors as queries (the keys; at most ``max_keys`` per
     chunk), and each key's chunk row."""
@@ -415,20 +501,30 @@ def chunk_keys(corpus: Mapping[str, str], todo: Sequence[str], embed_model: Base
         docs = embed_texts(index_model or embed_model, [corpus[c] for c in todo], "text", cache=cache, show_progress=show_progress)
     sentences = [chunk_sentences(corpus[c], most=max_keys) for c in todo]  # a chunk without a 6+ word sentence is held with no key
     flat = [x for found in sentences for x in found]
-    keys = embed_texts(embed_model, flat, "query", cache=cache, show_progress=show_progress, purpose="sentences (memory keys)") if flat else np.zeros((0, key_dim), np.float32)
+    keys = (
+        embed_texts(embed_model, flat, "query", cache=cache, show_progress=show_progress, purpose="sentences (memory keys)")
+        if flat
+        else np.zeros((0, key_dim), np.float32)
+    )
     return docs, keys, np.repeat(np.arange(len(todo)), [len(found) for found in sentences])
 
 
-def check_models(key_model: Optional[str], chunk_model: Optional[str], embed_model: BaseEmbedding,
-                 index_model: Optional[BaseEmbedding]) -> None:
+def check_models(
+    key_model: Optional[str], chunk_model: Optional[str], embed_model: BaseEmbedding, index_model: Optional[BaseEmbedding]
+) -> None:
     """Refuse models other than those a memory's keys and chunk vectors came from (identities recorded, or None)."""
     pairs = (("keys", key_model, embed_model, "embed_model"), ("chunk vectors", chunk_model, index_model or embed_model, "index_model"))
     for what, recorded, model, arg in pairs:
         if recorded is not None and model_identity(model) != recorded:
-            hint = ("; an index built by another model than the queries needs index_model=<that model>"
-                    if arg == "index_model" and index_model is None else "")
-            raise ValueError(f"This memory's {what} are vectors of {recorded}, not of {model_identity(model)}: pass the model "
-                             f"they came from as {arg}{hint}.")
+            hint = (
+                "; an index built by another model than the queries needs index_model=<that model>"
+                if arg == "index_model" and index_model is None
+                else ""
+            )
+            raise ValueError(
+                f"This memory's {what} are vectors of {recorded}, not of {model_identity(model)}: pass the model "
+                f"they came from as {arg}{hint}."
+            )
 
 
 def pull_from(sims: np.ndarray, chunk_vectors: torch.Tensor, temperature: float, weight: float) -> torch.Tensor:

@@ -36,8 +36,15 @@ class DatabaseMemory:
     def chunk_hashes(self) -> Dict[str, str]:
         raise NotImplementedError
 
-    def _replace(self, drop: Sequence[str], chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray,
-                 key_chunk: np.ndarray, hashes: Sequence[str]) -> None:
+    def _replace(
+        self,
+        drop: Sequence[str],
+        chunk_ids: Sequence[str],
+        chunk_vectors: np.ndarray,
+        key_vectors: np.ndarray,
+        key_chunk: np.ndarray,
+        hashes: Sequence[str],
+    ) -> None:
         raise NotImplementedError
 
     def pull(self, queries: torch.Tensor) -> torch.Tensor:
@@ -50,15 +57,28 @@ class DatabaseMemory:
     def apply(self, adapted: torch.Tensor, base_queries: torch.Tensor) -> torch.Tensor:
         return apply_memories(adapted, base_queries, [cast(CorpusMemory, self)])  # it needs only pull, which this class has
 
-    def add_chunks(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
-                   text_hashes: Optional[Sequence[str]] = None) -> None:
+    def add_chunks(
+        self,
+        chunk_ids: Sequence[str],
+        chunk_vectors: np.ndarray,
+        key_vectors: np.ndarray,
+        key_chunk: np.ndarray,
+        text_hashes: Optional[Sequence[str]] = None,
+    ) -> None:
         """Add chunks with their keys in one write; a chunk already held is replaced."""
         ids = [str(c) for c in chunk_ids]
         rows = checked_rows(ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim, self.max_keys)
         self._replace(ids, ids, *rows, list(text_hashes) if text_hashes is not None else [""] * len(ids))
 
-    def update(self, corpus: Mapping[str, str], embed_model: BaseEmbedding, doc_vectors: Optional[np.ndarray] = None,
-               cache: Any = None, show_progress: bool = False, index_model: Optional[BaseEmbedding] = None) -> Dict[str, int]:
+    def update(
+        self,
+        corpus: Mapping[str, str],
+        embed_model: BaseEmbedding,
+        doc_vectors: Optional[np.ndarray] = None,
+        cache: Any = None,
+        show_progress: bool = False,
+        index_model: Optional[BaseEmbedding] = None,
+    ) -> Dict[str, int]:
         """Follow ``corpus`` as ``CorpusMemory.update`` does (models checked against those recorded): removals
         and additions in one write."""
         check_models(self.key_model, self.chunk_model, embed_model, index_model)
@@ -67,12 +87,17 @@ class DatabaseMemory:
         hashes = {c: _text_hash(corpus[c]) for c in ids}
         todo = [c for c in ids if held.get(c) != hashes[c]]
         gone = [c for c in held if c not in corpus]
-        counts = {"added": sum(c not in held for c in todo), "changed": sum(c in held for c in todo), "removed": len(gone),
-                  "unchanged": len(ids) - len(todo)}
+        counts = {
+            "added": sum(c not in held for c in todo),
+            "changed": sum(c in held for c in todo),
+            "removed": len(gone),
+            "unchanged": len(ids) - len(todo),
+        }
         if not todo and not gone:
             return counts
-        docs, keys, key_chunk = chunk_keys(corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim,
-                                           self.max_keys)
+        docs, keys, key_chunk = chunk_keys(
+            corpus, todo, embed_model, index_model, doc_vectors, cache, show_progress, self.key_dim, self.max_keys
+        )
         rows = checked_rows(todo, docs, keys, key_chunk, self.dim, self.key_dim, self.max_keys)
         self._replace(gone + todo, todo, *rows, [hashes[c] for c in todo])
         return counts

@@ -71,7 +71,10 @@ def _failed(name: str, exc: Exception) -> PgMemoryError:
     """The error for a failed write: the server gone (resume later), or the data refused (fix it)."""
     import psycopg2
 
-    said = f"Writing memory {name!r} failed ({type(exc).__name__}: {str(exc).strip()}); that batch was rolled back and nothing unfinished is ever read."
+    said = (
+        f"Writing memory {name!r} failed ({type(exc).__name__}: {str(exc).strip()}); "
+        "that batch was rolled back and nothing unfinished is ever read."
+    )
     if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
         return PgMemoryError(f"{said} Continue with PgMemoryWriter(..., resume=True) once the server is back.")
     return PgMemoryError(f"{said} The server refused the rows: fix them and write the batch again.")
@@ -114,8 +117,14 @@ def check_name(name: str) -> str:
 
 
 def _create(cur: Any, table: str, dim: int, key_dim: int) -> None:
-    cur.execute(_sql("CREATE TABLE IF NOT EXISTS {} (row_id bigserial PRIMARY KEY, chunk_id text NOT NULL, "
-                     "chunk_hash text NOT NULL, key vector(%s), chunk vector(%s) NOT NULL)", table), (int(key_dim), int(dim)))
+    cur.execute(
+        _sql(
+            "CREATE TABLE IF NOT EXISTS {} (row_id bigserial PRIMARY KEY, chunk_id text NOT NULL, "
+            "chunk_hash text NOT NULL, key vector(%s), chunk vector(%s) NOT NULL)",
+            table,
+        ),
+        (int(key_dim), int(dim)),
+    )
     cur.execute(_sql("CREATE INDEX IF NOT EXISTS {} ON {} (chunk_id)", table + "_chunk_id", table), ())
     cur.execute(_sql("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, config text NOT NULL, ready boolean NOT NULL)", META_TABLE), ())
 
@@ -131,8 +140,11 @@ def _not_a_memory(cur: Any, name: str) -> bool:
 
 
 def _column_types(cur: Any, table: str) -> Dict[str, str]:
-    cur.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-                "AND attname IN ('key', 'chunk')", (_quoted_value(cur, table),))
+    cur.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+        "AND attname IN ('key', 'chunk')",
+        (_quoted_value(cur, table),),
+    )
     return dict(cur.fetchall())
 
 
@@ -156,9 +168,19 @@ class PgMemoryWriter:
     A chunk already in the staging table (written before a resume, or twice) is skipped by ``add``.
     """
 
-    def __init__(self, url: str, name: str, dim: int, key_dim: Optional[int] = None, resume: bool = False, index: str = "hnsw",
-                 lists: Optional[int] = None, key_model: Optional[str] = None, chunk_model: Optional[str] = None,
-                 **options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        dim: int,
+        key_dim: Optional[int] = None,
+        resume: bool = False,
+        index: str = "hnsw",
+        lists: Optional[int] = None,
+        key_model: Optional[str] = None,
+        chunk_model: Optional[str] = None,
+        **options: Any,
+    ) -> None:
         if index not in ("hnsw", "ivfflat"):
             raise ValueError(f"index must be 'hnsw' or 'ivfflat', got {index!r}.")
         if lists is not None and (index != "ivfflat" or isinstance(lists, bool) or not isinstance(lists, int) or lists < 1):
@@ -169,8 +191,14 @@ class PgMemoryWriter:
         checked = CorpusMemory(dim, key_dim=key_dim, **options)  # the same checks of dim, weight, temperature and top_k
         self.url, self.name, self.dim, self.key_dim = url, check_name(name), checked.dim, checked.key_dim
         self.index, self.lists = index, lists
-        self.options: Dict[str, Any] = {"weight": checked.weight, "temperature": checked.temperature, "top_k": checked.top_k,
-                        "max_keys": checked.max_keys, "key_model": key_model, "chunk_model": chunk_model}
+        self.options: Dict[str, Any] = {
+            "weight": checked.weight,
+            "temperature": checked.temperature,
+            "top_k": checked.top_k,
+            "max_keys": checked.max_keys,
+            "key_model": key_model,
+            "chunk_model": chunk_model,
+        }
         self.staging = f"{name}__building"
         self._finished = False
         self._conn = _connect(url)
@@ -192,24 +220,39 @@ class PgMemoryWriter:
                     before = json.loads(row[0]) if row else {}
                     differ = sorted(k for k in options if before.get(k) != options[k])
                     if differ:
-                        raise PgMemoryError(f"The unfinished build of {name!r} was started with other {differ} "
-                                            f"({ {k: before.get(k) for k in differ} }): start afresh with resume=False, or resume with those.")
-                cur.execute(_sql("INSERT INTO {} (name, config, ready) VALUES (%s, %s, false) ON CONFLICT (name) DO UPDATE "
-                                 "SET config = EXCLUDED.config, ready = false", META_TABLE), (self.staging, json.dumps(options)))
+                        raise PgMemoryError(
+                            f"The unfinished build of {name!r} was started with other {differ} "
+                            f"({ {k: before.get(k) for k in differ} }): start afresh with resume=False, or resume with those."
+                        )
+                cur.execute(
+                    _sql(
+                        "INSERT INTO {} (name, config, ready) VALUES (%s, %s, false) ON CONFLICT (name) DO UPDATE "
+                        "SET config = EXCLUDED.config, ready = false",
+                        META_TABLE,
+                    ),
+                    (self.staging, json.dumps(options)),
+                )
         except BaseException:
             self._conn.close()
             raise
 
-    def add(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
-            text_hashes: Optional[Sequence[str]] = None) -> int:
+    def add(
+        self,
+        chunk_ids: Sequence[str],
+        chunk_vectors: np.ndarray,
+        key_vectors: np.ndarray,
+        key_chunk: np.ndarray,
+        text_hashes: Optional[Sequence[str]] = None,
+    ) -> int:
         """Append chunks and their keys in one transaction; returns the rows written (chunks already held are skipped).
 
         ``text_hashes``: a hash of each chunk's text (``update`` re-embeds a chunk whose hash differs;
         without them, the first ``update`` re-embeds every chunk)."""
         import psycopg2
 
-        chunk_vectors, key_vectors, key_chunk = checked_rows(chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim,
-                                                             self.options["max_keys"])
+        chunk_vectors, key_vectors, key_chunk = checked_rows(
+            chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim, self.options["max_keys"]
+        )
         hashes = list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
         ids = [str(c) for c in chunk_ids]
         try:
@@ -221,8 +264,17 @@ class PgMemoryWriter:
                     return 0
                 keep = new[key_chunk] if len(key_chunk) else np.zeros(0, dtype=bool)
                 renumber = np.cumsum(new) - 1
-                return copy_rows(cur, self.staging, key_rows([c for c, n in zip(ids, new) if n], chunk_vectors[new], key_vectors[keep],
-                                                           renumber[key_chunk[keep]], [h for h, n in zip(hashes, new) if n]))
+                return copy_rows(
+                    cur,
+                    self.staging,
+                    key_rows(
+                        [c for c, n in zip(ids, new) if n],
+                        chunk_vectors[new],
+                        key_vectors[keep],
+                        renumber[key_chunk[keep]],
+                        [h for h, n in zip(hashes, new) if n],
+                    ),
+                )
         except psycopg2.Error as exc:
             raise _failed(self.name, exc) from exc
 
@@ -235,13 +287,17 @@ class PgMemoryWriter:
         try:
             with self._conn, self._conn.cursor() as cur:
                 if _not_a_memory(cur, self.name):  # made since this writer opened
-                    raise PgMemoryError(f"A table {self.name!r} exists on this server and is not an adapterkit memory: choose another name.")
+                    raise PgMemoryError(
+                        f"A table {self.name!r} exists on this server and is not an adapterkit memory: choose another name."
+                    )
                 cur.execute("SET LOCAL maintenance_work_mem = '1GB'")  # an index built in memory builds many times faster
                 if self.index == "ivfflat":
                     cur.execute(_sql("SELECT count(key) FROM {}", staging), ())
                     lists = self.lists or max(1, int(cur.fetchone()[0] ** 0.5))
-                    cur.execute(_sql("CREATE INDEX {} ON {} USING ivfflat (key vector_cosine_ops) WITH (lists = %s)", staging + "_key", staging),
-                                (int(lists),))
+                    cur.execute(
+                        _sql("CREATE INDEX {} ON {} USING ivfflat (key vector_cosine_ops) WITH (lists = %s)", staging + "_key", staging),
+                        (int(lists),),
+                    )
                     config["lists"] = int(lists)
                 else:
                     cur.execute(_sql("CREATE INDEX {} ON {} USING hnsw (key vector_cosine_ops)", staging + "_key", staging), ())
@@ -249,8 +305,14 @@ class PgMemoryWriter:
                 cur.execute(_sql("ALTER TABLE {} RENAME TO {}", staging, table), ())
                 cur.execute(_sql("ALTER INDEX {} RENAME TO {}", staging + "_key", table + "_key"), ())
                 cur.execute(_sql("ALTER INDEX {} RENAME TO {}", staging + "_chunk_id", table + "_chunk_id"), ())
-                cur.execute(_sql("INSERT INTO {} (name, config, ready) VALUES (%s, %s, true) "
-                                 "ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config, ready = true", META_TABLE), (self.name, json.dumps(config)))
+                cur.execute(
+                    _sql(
+                        "INSERT INTO {} (name, config, ready) VALUES (%s, %s, true) "
+                        "ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config, ready = true",
+                        META_TABLE,
+                    ),
+                    (self.name, json.dumps(config)),
+                )
                 cur.execute(_sql("DELETE FROM {} WHERE name = %s", META_TABLE), (self.staging,))
             self._finished = True
         finally:
@@ -288,8 +350,10 @@ class PgMemory(DatabaseMemory):
                 cur.execute(_sql("SELECT config, ready FROM {} WHERE name = %s", META_TABLE), (name,))
                 record = cur.fetchone()
         if record is None or not record[1]:
-            raise PgMemoryError(f"No finished memory {name!r} on this server (an unfinished build is never read): build it "
-                                "with PgMemoryWriter, or continue a build with PgMemoryWriter(..., resume=True).")
+            raise PgMemoryError(
+                f"No finished memory {name!r} on this server (an unfinished build is never read): build it "
+                "with PgMemoryWriter, or continue a build with PgMemoryWriter(..., resume=True)."
+            )
         try:
             config = json.loads(record[0])
             self.dim, self.key_dim = int(config["dim"]), int(config["key_dim"])
@@ -332,17 +396,25 @@ class PgMemory(DatabaseMemory):
         sims = np.full((len(q), k), -np.inf, dtype=np.float32)
         chunks = np.zeros((len(q), k, self.dim), dtype=np.float32)
         ids: List[List[str]] = [[] for _ in range(len(q))]
-        search = (("SET LOCAL hnsw.ef_search = %s", (int(self.ef_search),)) if self.index == "hnsw"
-                  else ("SET LOCAL ivfflat.probes = %s", (int(self.probes),)))
-        nearest = _sql("SELECT q.i, m.cos, m.chunk_id, m.chunk::real[] FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, i) "
-                       "CROSS JOIN LATERAL (SELECT 1 - (key <=> q.v::vector) AS cos, chunk_id, chunk FROM {} "
-                       "WHERE key IS NOT NULL ORDER BY key <=> q.v::vector LIMIT %s) AS m", self.name)
+        search = (
+            ("SET LOCAL hnsw.ef_search = %s", (int(self.ef_search),))
+            if self.index == "hnsw"
+            else ("SET LOCAL ivfflat.probes = %s", (int(self.probes),))
+        )
+        nearest = _sql(
+            "SELECT q.i, m.cos, m.chunk_id, m.chunk::real[] FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, i) "
+            "CROSS JOIN LATERAL (SELECT 1 - (key <=> q.v::vector) AS cos, chunk_id, chunk FROM {} "
+            "WHERE key IS NOT NULL ORDER BY key <=> q.v::vector LIMIT %s) AS m",
+            self.name,
+        )
         for start in range(0, len(q), LOOKUP_BATCH):
             texts = ["[" + ",".join(f"{x:.9g}" for x in row) + "]" for row in q[start : start + LOOKUP_BATCH]]
             found = self._read(search, nearest, (texts, int(k)))
             if found and len(found[0][3]) != self.dim:
-                raise PgMemoryError(f"Memory {self.name!r} now holds {len(found[0][3])}-dimensional chunk vectors, not the {self.dim} "
-                                    "it was built with: its table was changed; build the memory again with PgMemoryWriter.")
+                raise PgMemoryError(
+                    f"Memory {self.name!r} now holds {len(found[0][3])}-dimensional chunk vectors, not the {self.dim} "
+                    "it was built with: its table was changed; build the memory again with PgMemoryWriter."
+                )
             for i, cos, chunk_id, chunk in found:
                 row = start + int(i) - 1
                 place = len(ids[row])
@@ -361,6 +433,7 @@ class PgMemory(DatabaseMemory):
                 cur.execute(*setting)
                 cur.execute(query, params)
                 return cur.fetchall()
+
         try:
             try:
                 return round_trip()
@@ -369,11 +442,15 @@ class PgMemory(DatabaseMemory):
                 self._conn = _connect(self.url)
                 return round_trip()
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            raise PgMemoryError(f"Looking up memory {self.name!r} failed: the server is not reachable ({str(exc).strip()}). "
-                                "Nothing was changed; look up again once it is back.") from exc
+            raise PgMemoryError(
+                f"Looking up memory {self.name!r} failed: the server is not reachable ({str(exc).strip()}). "
+                "Nothing was changed; look up again once it is back."
+            ) from exc
         except psycopg2.Error as exc:
-            raise PgMemoryError(f"Looking up memory {self.name!r} failed ({type(exc).__name__}: {str(exc).strip()}): its table was "
-                                "changed or dropped since it was built; build the memory again with PgMemoryWriter.") from exc
+            raise PgMemoryError(
+                f"Looking up memory {self.name!r} failed ({type(exc).__name__}: {str(exc).strip()}): its table was "
+                "changed or dropped since it was built; build the memory again with PgMemoryWriter."
+            ) from exc
 
     # ------------------------------------------------------------------ following the index
 
@@ -383,8 +460,15 @@ class PgMemory(DatabaseMemory):
             cur.execute(_sql("SELECT DISTINCT chunk_id, chunk_hash FROM {}", self.name), ())
             return dict(cur.fetchall())
 
-    def _replace(self, drop: Sequence[str], chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray,
-                 key_chunk: np.ndarray, hashes: Sequence[str]) -> None:
+    def _replace(
+        self,
+        drop: Sequence[str],
+        chunk_ids: Sequence[str],
+        chunk_vectors: np.ndarray,
+        key_vectors: np.ndarray,
+        key_chunk: np.ndarray,
+        hashes: Sequence[str],
+    ) -> None:
         """One transaction: delete the rows of ``drop``, then COPY the chunks given."""
         with self._conn, self._conn.cursor() as cur:
             cur.execute(_sql("DELETE FROM {} WHERE chunk_id = ANY(%s)", self.name), (list(drop),))
@@ -398,9 +482,21 @@ class PgMemory(DatabaseMemory):
             return len({r[0] for r in cur.fetchall()})
 
     def get_config_dict(self) -> Dict[str, Any]:
-        return {"kind": "pgvector", "name": self.name, "dim": self.dim, "key_dim": self.key_dim, "weight": self.weight,
-                "temperature": self.temperature, "top_k": self.top_k, "index": self.index, "ef_search": self.ef_search, "probes": self.probes,
-                "max_keys": self.max_keys, "key_model": self.key_model, "chunk_model": self.chunk_model}
+        return {
+            "kind": "pgvector",
+            "name": self.name,
+            "dim": self.dim,
+            "key_dim": self.key_dim,
+            "weight": self.weight,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "index": self.index,
+            "ef_search": self.ef_search,
+            "probes": self.probes,
+            "max_keys": self.max_keys,
+            "key_model": self.key_model,
+            "chunk_model": self.chunk_model,
+        }
 
     def close(self) -> None:
         self._conn.close()

@@ -30,8 +30,10 @@ def check_pg_name(name: Any, what: str, room: int = 0) -> str:
         raise ValueError(f"{what} {shown} is not valid Unicode text (it holds a lone surrogate): use plain text.") from None
     if size + room > MAX_NAME_BYTES:
         added = f", and {room} are added to it for its table and index names" if room else ""
-        raise ValueError(f"{what} {shown} is {size} bytes long{added}: PostgreSQL names stop at {MAX_NAME_BYTES} bytes "
-                         f"(longer ones are cut short and can meet). Use a name of at most {MAX_NAME_BYTES - room} bytes.")
+        raise ValueError(
+            f"{what} {shown} is {size} bytes long{added}: PostgreSQL names stop at {MAX_NAME_BYTES} bytes "
+            f"(longer ones are cut short and can meet). Use a name of at most {MAX_NAME_BYTES - room} bytes."
+        )
     return name
 
 
@@ -68,8 +70,9 @@ def copy_rows(cur: Any, table: str, rows: Iterable[tuple]) -> int:
     return n
 
 
-def key_rows(chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
-             hashes: Sequence[str]) -> Iterable[tuple]:
+def key_rows(
+    chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray, hashes: Sequence[str]
+) -> Iterable[tuple]:
     """A row per key, and a keyless row for a chunk without keys."""
     has_key = np.zeros(len(chunk_ids), dtype=bool)
     for key, owner in zip(key_vectors, key_chunk.tolist()):

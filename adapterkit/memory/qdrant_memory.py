@@ -75,8 +75,9 @@ def _check_ours(client: Any, name: str) -> Optional[str]:
         return None
     target = _alias_target(client, name)
     if target is None or _metadata(client, target).get(TAG, {}).get("name") != name:
-        raise QdrantMemoryError(f"{name!r} is a collection (or an alias of one) in this Qdrant that is not the adapterkit memory "
-                                f"{name!r}: choose another name.")
+        raise QdrantMemoryError(
+            f"{name!r} is a collection (or an alias of one) in this Qdrant that is not the adapterkit memory {name!r}: choose another name."
+        )
     return target
 
 
@@ -95,29 +96,58 @@ def _held(client: Any, collection: str, chunk_ids: Sequence[str]) -> Dict[str, s
     """``{chunk id: text hash}`` of the given chunks that have a marker (written whole)."""
     from qdrant_client import models
 
-    marker = models.Filter(must=[models.FieldCondition(key="keyed", match=models.MatchValue(value=False)),
-                                 models.FieldCondition(key="chunk_id", match=models.MatchAny(any=list(chunk_ids)))])
-    points, _ = client.scroll(collection, scroll_filter=marker, limit=max(1, len(chunk_ids)), with_payload=["chunk_id", "chunk_hash"],
-                              with_vectors=False)
+    marker = models.Filter(
+        must=[
+            models.FieldCondition(key="keyed", match=models.MatchValue(value=False)),
+            models.FieldCondition(key="chunk_id", match=models.MatchAny(any=list(chunk_ids))),
+        ]
+    )
+    points, _ = client.scroll(
+        collection, scroll_filter=marker, limit=max(1, len(chunk_ids)), with_payload=["chunk_id", "chunk_hash"], with_vectors=False
+    )
     return {p.payload["chunk_id"]: p.payload["chunk_hash"] for p in points}
 
 
-def _write(client: Any, collection: str, drop: Sequence[str], chunk_ids: Sequence[str], chunk_vectors: np.ndarray,
-           key_vectors: np.ndarray, key_chunk: np.ndarray, hashes: Sequence[str]) -> int:
+def _write(
+    client: Any,
+    collection: str,
+    drop: Sequence[str],
+    chunk_ids: Sequence[str],
+    chunk_vectors: np.ndarray,
+    key_vectors: np.ndarray,
+    key_chunk: np.ndarray,
+    hashes: Sequence[str],
+) -> int:
     """One ordered batch: delete every point of ``drop``, write the keys, then the markers; returns the points written."""
     from qdrant_client import models
 
     keys, number = [], np.zeros(len(chunk_ids), dtype=np.int64)
     for row, vector in zip(key_chunk.tolist(), key_vectors):
-        keys.append(models.PointStruct(id=_point_id(chunk_ids[row], int(number[row])), vector={"key": vector.tolist(), "chunk": chunk_vectors[row].tolist()},
-                                       payload={"chunk_id": chunk_ids[row], "keyed": True}))
+        keys.append(
+            models.PointStruct(
+                id=_point_id(chunk_ids[row], int(number[row])),
+                vector={"key": vector.tolist(), "chunk": chunk_vectors[row].tolist()},
+                payload={"chunk_id": chunk_ids[row], "keyed": True},
+            )
+        )
         number[row] += 1
-    markers = [models.PointStruct(id=_point_id(c, -1), vector={"chunk": chunk_vectors[row].tolist()},
-                                  payload={"chunk_id": c, "keyed": False, "chunk_hash": hashes[row]}) for row, c in enumerate(chunk_ids)]
+    markers = [
+        models.PointStruct(
+            id=_point_id(c, -1),
+            vector={"chunk": chunk_vectors[row].tolist()},
+            payload={"chunk_id": c, "keyed": False, "chunk_hash": hashes[row]},
+        )
+        for row, c in enumerate(chunk_ids)
+    ]
     ops: List[Any] = []
     if drop:
-        ops.append(models.DeleteOperation(delete=models.FilterSelector(filter=models.Filter(
-            must=[models.FieldCondition(key="chunk_id", match=models.MatchAny(any=list(drop)))]))))
+        ops.append(
+            models.DeleteOperation(
+                delete=models.FilterSelector(
+                    filter=models.Filter(must=[models.FieldCondition(key="chunk_id", match=models.MatchAny(any=list(drop)))])
+                )
+            )
+        )
     ops += [models.UpsertOperation(upsert=models.PointsList(points=part)) for part in (keys, markers) if part]
     if ops:
         client.batch_update_points(collection, update_operations=ops, wait=True)
@@ -138,8 +168,17 @@ class QdrantMemoryWriter:
         options: weight, temperature, top_k, max_keys (as ``CorpusMemory``).
     """
 
-    def __init__(self, client: Any, name: str, dim: int, key_dim: Optional[int] = None, resume: bool = False,
-                 key_model: Optional[str] = None, chunk_model: Optional[str] = None, **options: Any) -> None:
+    def __init__(
+        self,
+        client: Any,
+        name: str,
+        dim: int,
+        key_dim: Optional[int] = None,
+        resume: bool = False,
+        key_model: Optional[str] = None,
+        chunk_model: Optional[str] = None,
+        **options: Any,
+    ) -> None:
         from qdrant_client import models
 
         unknown = set(options) - {"weight", "temperature", "top_k", "max_keys"}
@@ -147,8 +186,14 @@ class QdrantMemoryWriter:
             raise ValueError(f"Unknown QdrantMemory options {sorted(unknown)}: use weight, temperature, top_k, max_keys.")
         checked = CorpusMemory(dim, key_dim=key_dim, **options)  # the same checks as a local memory's
         self.client, self.name, self.dim, self.key_dim = client, check_name(name), checked.dim, checked.key_dim
-        self.options: Dict[str, Any] = {"weight": checked.weight, "temperature": checked.temperature, "top_k": checked.top_k,
-                        "max_keys": checked.max_keys, "key_model": key_model, "chunk_model": chunk_model}
+        self.options: Dict[str, Any] = {
+            "weight": checked.weight,
+            "temperature": checked.temperature,
+            "top_k": checked.top_k,
+            "max_keys": checked.max_keys,
+            "key_model": key_model,
+            "chunk_model": chunk_model,
+        }
         live = _check_ours(client, name)
         builds = _builds(client, name)
         for old, ready in builds.items():  # a finished build no alias points at was cut off before its swap: nothing reads it
@@ -161,29 +206,45 @@ class QdrantMemoryWriter:
             before = _metadata(client, self.collection)[TAG]
             differ = [k for k in _OPTIONS if before.get(k) != wanted[k]]
             if differ:
-                raise QdrantMemoryError(f"The unfinished build of {name!r} was started with other {differ} "
-                                        f"({ {k: before.get(k) for k in differ} }): start afresh with resume=False, or resume with those.")
+                raise QdrantMemoryError(
+                    f"The unfinished build of {name!r} was started with other {differ} "
+                    f"({ {k: before.get(k) for k in differ} }): start afresh with resume=False, or resume with those."
+                )
             return
         for old in unfinished:
             client.delete_collection(old)
         self.collection = f"{name}__build_{secrets.token_hex(4)}"
-        client.create_collection(self.collection, vectors_config={
-            "key": models.VectorParams(size=self.key_dim, distance=models.Distance.COSINE),
-            "chunk": models.VectorParams(size=self.dim, distance=models.Distance.COSINE, hnsw_config=models.HnswConfigDiff(m=0)),
-        }, metadata={TAG: {"name": name, "ready": False, **wanted}})
+        client.create_collection(
+            self.collection,
+            vectors_config={
+                "key": models.VectorParams(size=self.key_dim, distance=models.Distance.COSINE),
+                "chunk": models.VectorParams(size=self.dim, distance=models.Distance.COSINE, hnsw_config=models.HnswConfigDiff(m=0)),
+            },
+            metadata={TAG: {"name": name, "ready": False, **wanted}},
+        )
         with warnings.catch_warnings():  # a local Qdrant says its payload indexes do nothing; a server's find chunk ids fast
             warnings.filterwarnings("ignore", message="Payload indexes have no effect")
             for field in ("chunk_id", "keyed"):
-                client.create_payload_index(self.collection, field, field_schema=models.PayloadSchemaType.KEYWORD if field == "chunk_id"
-                                            else models.PayloadSchemaType.BOOL)
+                client.create_payload_index(
+                    self.collection,
+                    field,
+                    field_schema=models.PayloadSchemaType.KEYWORD if field == "chunk_id" else models.PayloadSchemaType.BOOL,
+                )
 
-    def add(self, chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
-            text_hashes: Optional[Sequence[str]] = None) -> int:
+    def add(
+        self,
+        chunk_ids: Sequence[str],
+        chunk_vectors: np.ndarray,
+        key_vectors: np.ndarray,
+        key_chunk: np.ndarray,
+        text_hashes: Optional[Sequence[str]] = None,
+    ) -> int:
         """Write chunks and their keys; a chunk already written whole (a resumed build) is skipped, one cut off is
         written again. Returns the points written."""
         ids = [str(c) for c in chunk_ids]
-        chunk_vectors, key_vectors, key_chunk = checked_rows(ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim,
-                                                             self.options["max_keys"])
+        chunk_vectors, key_vectors, key_chunk = checked_rows(
+            ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim, self.options["max_keys"]
+        )
         hashes = list(text_hashes) if text_hashes is not None else [""] * len(ids)
         held = _held(self.client, self.collection, ids)
         new = np.array([c not in held for c in ids], dtype=bool)
@@ -192,8 +253,16 @@ class QdrantMemoryWriter:
         keep = new[key_chunk] if len(key_chunk) else np.zeros(0, dtype=bool)
         renumber = np.cumsum(new) - 1
         fresh = [c for c, n in zip(ids, new) if n]
-        return _write(self.client, self.collection, fresh, fresh, chunk_vectors[new], key_vectors[keep], renumber[key_chunk[keep]],
-                      [h for h, n in zip(hashes, new) if n])
+        return _write(
+            self.client,
+            self.collection,
+            fresh,
+            fresh,
+            chunk_vectors[new],
+            key_vectors[keep],
+            renumber[key_chunk[keep]],
+            [h for h, n in zip(hashes, new) if n],
+        )
 
     def finish(self) -> "QdrantMemory":
         """Mark the build finished and point the alias ``name`` at it; an older build's collection is dropped."""
@@ -205,7 +274,8 @@ class QdrantMemoryWriter:
             self.client.update_collection(self.collection, metadata={TAG: {**meta, "ready": True}})
         if older != self.collection:
             swap = ([models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.name))] if older else []) + [
-                models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=self.collection, alias_name=self.name))]
+                models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=self.collection, alias_name=self.name))
+            ]
             self.client.update_collection_aliases(change_aliases_operations=swap)
             if older:
                 self.client.delete_collection(older)
@@ -232,8 +302,10 @@ class QdrantMemory(DatabaseMemory):
         self.client, self.name = client, check_name(name)
         target = _check_ours(client, name)
         if target is None:
-            raise QdrantMemoryError(f"No finished memory {name!r} in this Qdrant (an unfinished build is never read): build it "
-                                    "with QdrantMemoryWriter, or continue a build with QdrantMemoryWriter(..., resume=True).")
+            raise QdrantMemoryError(
+                f"No finished memory {name!r} in this Qdrant (an unfinished build is never read): build it "
+                "with QdrantMemoryWriter, or continue a build with QdrantMemoryWriter(..., resume=True)."
+            )
         meta: Any = _metadata(client, target).get(TAG)  # any JSON value until checked below (None: a damaged record)
         try:
             self.dim, self.key_dim = int(meta["dim"]), int(meta["key_dim"])
@@ -281,19 +353,27 @@ class QdrantMemory(DatabaseMemory):
         params = models.SearchParams(hnsw_ef=self.hnsw_ef) if self.hnsw_ef else None
         answers = []
         for start in range(0, len(q), LOOKUP_BATCH):  # bounds a request's size
-            requests = [models.QueryRequest(query=row.tolist(), using="key", limit=k, with_payload=["chunk_id"], with_vector=["chunk"],
-                                            params=params) for row in q[start : start + LOOKUP_BATCH]]
+            requests = [
+                models.QueryRequest(
+                    query=row.tolist(), using="key", limit=k, with_payload=["chunk_id"], with_vector=["chunk"], params=params
+                )
+                for row in q[start : start + LOOKUP_BATCH]
+            ]
             try:
                 answers += self.client.query_batch_points(self.name, requests=requests)
             except Exception as exc:  # a lost server, a dropped or changed collection
-                raise QdrantMemoryError(f"Looking up memory {self.name!r} failed ({type(exc).__name__}: {str(exc).strip()[:300]}): check "
-                                        "that the server is up; if the collection was changed or dropped, build the memory again.") from exc
+                raise QdrantMemoryError(
+                    f"Looking up memory {self.name!r} failed ({type(exc).__name__}: {str(exc).strip()[:300]}): check "
+                    "that the server is up; if the collection was changed or dropped, build the memory again."
+                ) from exc
         for row, answer in enumerate(answers):
             for place, point in enumerate(answer.points[:k]):
                 chunk = point.vector.get("chunk") if isinstance(point.vector, dict) else None
                 if chunk is None or len(chunk) != self.dim:
-                    raise QdrantMemoryError(f"Memory {self.name!r} returned a key without its {self.dim}-dimensional chunk vector: "
-                                            "the collection was changed; build the memory again.")
+                    raise QdrantMemoryError(
+                        f"Memory {self.name!r} returned a key without its {self.dim}-dimensional chunk vector: "
+                        "the collection was changed; build the memory again."
+                    )
                 sims[row, place] = point.score
                 chunks[row, place] = chunk
                 ids[row].append(point.payload["chunk_id"])
@@ -309,27 +389,54 @@ class QdrantMemory(DatabaseMemory):
         found: Dict[str, str] = {}
         offset = None
         while True:
-            points, offset = self.client.scroll(self.name, scroll_filter=marker, limit=1000, offset=offset,
-                                                with_payload=["chunk_id", "chunk_hash"], with_vectors=False)
+            points, offset = self.client.scroll(
+                self.name, scroll_filter=marker, limit=1000, offset=offset, with_payload=["chunk_id", "chunk_hash"], with_vectors=False
+            )
             found.update((p.payload["chunk_id"], p.payload["chunk_hash"]) for p in points)
             if offset is None:
                 return found
 
-    def _replace(self, drop: Sequence[str], chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray,
-                 key_chunk: np.ndarray, hashes: Sequence[str]) -> None:
+    def _replace(
+        self,
+        drop: Sequence[str],
+        chunk_ids: Sequence[str],
+        chunk_vectors: np.ndarray,
+        key_vectors: np.ndarray,
+        key_chunk: np.ndarray,
+        hashes: Sequence[str],
+    ) -> None:
         _write(self.client, self.name, drop, chunk_ids, chunk_vectors, key_vectors, key_chunk, hashes)
 
     def remove(self, chunk_ids: Iterable[str]) -> int:
         """Drop these chunks and their keys; returns how many chunks were held."""
         ids = list(dict.fromkeys(str(c) for c in chunk_ids))
         held = self.chunk_hashes()
-        _write(self.client, self.name, ids, [], np.zeros((0, self.dim), np.float32), np.zeros((0, self.key_dim), np.float32), np.zeros(0, np.int64), [])
+        _write(
+            self.client,
+            self.name,
+            ids,
+            [],
+            np.zeros((0, self.dim), np.float32),
+            np.zeros((0, self.key_dim), np.float32),
+            np.zeros(0, np.int64),
+            [],
+        )
         return sum(c in held for c in ids)
 
     def get_config_dict(self) -> Dict[str, Any]:
-        return {"kind": "qdrant", "name": self.name, "dim": self.dim, "key_dim": self.key_dim, "weight": self.weight,
-                "temperature": self.temperature, "top_k": self.top_k, "hnsw_ef": self.hnsw_ef, "max_keys": self.max_keys,
-                "key_model": self.key_model, "chunk_model": self.chunk_model}
+        return {
+            "kind": "qdrant",
+            "name": self.name,
+            "dim": self.dim,
+            "key_dim": self.key_dim,
+            "weight": self.weight,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "hnsw_ef": self.hnsw_ef,
+            "max_keys": self.max_keys,
+            "key_model": self.key_model,
+            "chunk_model": self.chunk_model,
+        }
 
     def close(self) -> None:
         """Nothing to release: the client is the caller's (close it when done)."""

@@ -22,12 +22,21 @@ def check_keys_per_chunk(chunk_ids: Sequence[str], key_chunk: np.ndarray, max_ke
         return
     counts = np.bincount(np.asarray(key_chunk, dtype=np.int64), minlength=len(chunk_ids))
     if counts.max() > max_keys:
-        raise ValueError(f"Chunk {chunk_ids[int(counts.argmax())]!r} has {int(counts.max())} keys; this memory holds at most "
-                         f"max_keys={max_keys} per chunk (chunk_sentences(text, most={max_keys})).")
+        raise ValueError(
+            f"Chunk {chunk_ids[int(counts.argmax())]!r} has {int(counts.max())} keys; this memory holds at most "
+            f"max_keys={max_keys} per chunk (chunk_sentences(text, most={max_keys}))."
+        )
 
 
-def checked_rows(chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray,
-                 dim: int, key_dim: int, max_keys: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def checked_rows(
+    chunk_ids: Sequence[str],
+    chunk_vectors: np.ndarray,
+    key_vectors: np.ndarray,
+    key_chunk: np.ndarray,
+    dim: int,
+    key_dim: int,
+    max_keys: Optional[int] = None,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit-length float32 chunk and key vectors and int64 ``key_chunk``, or a ``ValueError`` that names the problem."""
     chunk_vectors = unit_rows(np.asarray(chunk_vectors, dtype=np.float32).reshape(len(chunk_ids), dim))
     key_vectors = unit_rows(np.asarray(key_vectors, dtype=np.float32).reshape(-1, key_dim))

@@ -46,7 +46,9 @@ def explorer(indexes: Mapping[str, Any], top_k: int = 5, query: str = "", releva
     import ipywidgets as widgets
     from IPython.display import display
 
-    box = widgets.Text(value=query, placeholder="Ask the Uber 10-K…", description="Query", continuous_update=False, layout=widgets.Layout(width="70%"))
+    box = widgets.Text(
+        value=query, placeholder="Ask the Uber 10-K…", description="Query", continuous_update=False, layout=widgets.Layout(width="70%")
+    )
     k = widgets.IntSlider(value=top_k, min=1, max=10, description="top k")
     button = widgets.Button(description="Search", button_style="primary")
     out = widgets.Output()

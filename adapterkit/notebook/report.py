@@ -76,8 +76,6 @@ def save_results(
     return target
 
 
-
-
 def _fmt(value: Any) -> str:
     if value is None:
         return ""
@@ -116,7 +114,12 @@ def write_summary(output_dir: PathLike, runs: Sequence[Any], command: str = "pyt
     ]
     combined = combined_results(runs)
     if combined:
-        lines += ["", "## All models on the Uber questions", "", markdown_table(["notebook", "retrievers", "hit_rate", "mrr", "source"], combined)]
+        lines += [
+            "",
+            "## All models on the Uber questions",
+            "",
+            markdown_table(["notebook", "retrievers", "hit_rate", "mrr", "source"], combined),
+        ]
     for run in runs:
         results = run.output_dir / RESULTS_NAME
         if not results.is_file():

@@ -58,8 +58,6 @@ def find_notebooks(folder: PathLike = NOTEBOOKS_DIR, only: Sequence[str] = ()) -
     return found
 
 
-
-
 @dataclass
 class NotebookRun:
     """One executed notebook: where its copy and outputs are, how long it took, and whether it failed."""
@@ -173,10 +171,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--output-dir", default="reports", help="where executed notebooks, outputs and summary.md go")
     parser.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR), help="folder of NN_*.ipynb notebooks")
     parser.add_argument("--only", nargs="*", default=[], help="run only notebooks whose name starts with / contains these (e.g. 02 03)")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="papermill parameter for every notebook that has it (VALUE read as a Python literal)")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="papermill parameter for every notebook that has it (VALUE read as a Python literal)",
+    )
     parser.add_argument("--timeout", type=int, default=None, help="seconds per cell")
-    parser.add_argument("--in-place", action="store_true", help="execute the notebooks in place with default parameters (refresh committed outputs)")
+    parser.add_argument(
+        "--in-place", action="store_true", help="execute the notebooks in place with default parameters (refresh committed outputs)"
+    )
     args = parser.parse_args(argv)
     notebooks = find_notebooks(args.notebooks_dir, args.only)
     if not notebooks:

@@ -102,6 +102,11 @@ def training_table(engine: Any, digits: int = 3) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows)
     if val:  # epoch 0: the identity start, kept when no epoch beat it
-        start = {"epoch": 0, "mean_loss": np.nan, "held_out_mrr@10": round(float(val[0]), digits), "kept": "yes" if engine.best_epoch == 0 else ""}
+        start = {
+            "epoch": 0,
+            "mean_loss": np.nan,
+            "held_out_mrr@10": round(float(val[0]), digits),
+            "kept": "yes" if engine.best_epoch == 0 else "",
+        }
         table = pd.concat([pd.DataFrame([start]), table], ignore_index=True)
     return table

@@ -57,8 +57,14 @@ def load_walkthrough_data(max_chunks: Optional[int] = None) -> tuple:
     return train, val
 
 
-def run(embed: str = "default", epochs: int = 4, top_k: int = 5, output_dir: str = "reports/walkthrough",
-        max_chunks: Optional[int] = None, **engine_kwargs: Any) -> Dict[str, Any]:
+def run(
+    embed: str = "default",
+    epochs: int = 4,
+    top_k: int = 5,
+    output_dir: str = "reports/walkthrough",
+    max_chunks: Optional[int] = None,
+    **engine_kwargs: Any,
+) -> Dict[str, Any]:
     """Train and evaluate as the walkthrough does; save the table for the summary and return it as a dict.
 
     Args:
@@ -97,8 +103,10 @@ def run(embed: str = "default", epochs: int = 4, top_k: int = 5, output_dir: str
         trained = adapt_queries(engine.model, base_queries, list(engine.memories.values()))
         if not np.allclose(trained, reloaded.embed(questions, "query"), atol=1e-6):
             raise RuntimeError(f"The adapter reloaded from {folder} maps queries differently from the trained one.")
-        print(f"Saved {name} adapter to {folder}; reloaded: the same query vectors; LlamaIndex's class loads it as "
-              f"{llamaindex_loads(base_model, folder)}.")
+        print(
+            f"Saved {name} adapter to {folder}; reloaded: the same query vectors; LlamaIndex's class loads it as "
+            f"{llamaindex_loads(base_model, folder)}."
+        )
         kind = "linear adapter + corpus memory" if engine.memories else "linear adapter"
         names.append(f"{kind}, {name} ({engine.config.epochs} epochs)")
         results.append(evaluate(val, reloaded, top_k=top_k))
@@ -106,22 +114,38 @@ def run(embed: str = "default", epochs: int = 4, top_k: int = 5, output_dir: str
     table = display_results(names, results, show=True)
     timing = pd.DataFrame({"step": list(seconds), "seconds": [round(s, 2) for s in seconds.values()]})
     size = f"{len(train.queries)} Lyft / {len(val.queries)} Uber questions, {len(val.corpus)} Uber chunks searched, top {top_k}"
-    save_results(out, "The walkthrough script: train on Lyft, evaluate on Uber", {"Uber questions": table, "Time": timing},
-                 notes=[size + ("" if max_chunks is None else f" (first {max_chunks} chunks of each set)")])
+    save_results(
+        out,
+        "The walkthrough script: train on Lyft, evaluate on Uber",
+        {"Uber questions": table, "Time": timing},
+        notes=[size + ("" if max_chunks is None else f" (first {max_chunks} chunks of each set)")],
+    )
     return {"table": table.to_dict(orient="records"), "seconds": seconds}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", default="reports", help="gets walkthrough/ (the script part), the executed notebooks and summary.md")
+    parser.add_argument(
+        "--output-dir", default="reports", help="gets walkthrough/ (the script part), the executed notebooks and summary.md"
+    )
     parser.add_argument("--embed", default="default", help="embedding spec (default: offline bge-small-en-v1.5)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs of the walkthrough recipe (as in LlamaIndex's walkthrough)")
     parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--max-chunks", type=int, default=None, help="only the first chunks of each question set, with their questions (a quick run)")
-    parser.add_argument("--notebooks", nargs="*", default=None,
-                        help="notebooks to run after the script, by prefix (default: all; give none to skip them)")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="papermill parameter for every notebook that has it (VALUE read as a Python literal)")
+    parser.add_argument(
+        "--max-chunks", type=int, default=None, help="only the first chunks of each question set, with their questions (a quick run)"
+    )
+    parser.add_argument(
+        "--notebooks", nargs="*", default=None, help="notebooks to run after the script, by prefix (default: all; give none to skip them)"
+    )
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="papermill parameter for every notebook that has it (VALUE read as a Python literal)",
+    )
     args = parser.parse_args(argv)
     out = Path(args.output_dir).resolve()
     script = NotebookRun("walkthrough script", out / SCRIPT_DIR / "results.json", out / SCRIPT_DIR)
@@ -142,8 +166,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = "python -m adapterkit.notebook.walkthrough " + " ".join(sys.argv[1:] if argv is None else argv)
     summary = write_summary(out, runs, command=command.strip())
     failed = [r.name for r in runs if not r.ok]
-    print(f"[walkthrough] {len(runs)} parts in {sum(r.seconds for r in runs):.1f} s; summary: {summary}"
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(
+        f"[walkthrough] {len(runs)} parts in {sum(r.seconds for r in runs):.1f} s; summary: {summary}"
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -36,21 +36,28 @@ def base_model_of(folder: Path, embed_model: Any = None) -> Any:
     record = read_manifest(manifest) or {}
     spec = embed_model if embed_model is not None else record.get("embed_spec")
     if spec is None:
-        raise ValueError(f"{folder} does not say which base model it was trained over (no embed_spec in {MANIFEST}): "
-                         "pass it, e.g. --embed-model default.")
+        raise ValueError(
+            f"{folder} does not say which base model it was trained over (no embed_spec in {MANIFEST}): "
+            "pass it, e.g. --embed-model default."
+        )
     if embed_model is None and spec not in BUILT_IN_SPECS:
-        raise ValueError(f"{manifest} says the folder was fitted over {spec!r}; eval loads only the package's own models "
-                         f"({', '.join(BUILT_IN_SPECS)}) on a folder's word. If you trust that model, pass it: --embed-model {spec}.")
+        raise ValueError(
+            f"{manifest} says the folder was fitted over {spec!r}; eval loads only the package's own models "
+            f"({', '.join(BUILT_IN_SPECS)}) on a folder's word. If you trust that model, pass it: --embed-model {spec}."
+        )
     model = resolve_embed_model(spec)
     recorded = record.get("embed_model")
     if isinstance(recorded, str) and model_identity(model) != recorded:
-        raise ValueError(f"{folder} was fitted over the base model {recorded}, but {spec!r} is {model_identity(model)}: "
-                         "evaluate it with the model it was fitted with.")
+        raise ValueError(
+            f"{folder} was fitted over the base model {recorded}, but {spec!r} is {model_identity(model)}: "
+            "evaluate it with the model it was fitted with."
+        )
     return model
 
 
-def questions_to_score(folder: Path, questions: Path, docs: Optional[PathLike], chunk_size: Optional[int], chunk_overlap: Optional[int],
-                       follow_symlinks: bool) -> EmbeddingQAFinetuneDataset:
+def questions_to_score(
+    folder: Path, questions: Path, docs: Optional[PathLike], chunk_size: Optional[int], chunk_overlap: Optional[int], follow_symlinks: bool
+) -> EmbeddingQAFinetuneDataset:
     """The questions file as a dataset: LlamaIndex's JSON as it is, question rows placed on ``docs``' chunks."""
     if is_dataset_json(questions):
         if docs is not None or chunk_size is not None or chunk_overlap is not None or follow_symlinks:
@@ -66,15 +73,25 @@ def questions_to_score(folder: Path, questions: Path, docs: Optional[PathLike], 
     source = chunks_from_folder(docs, size, overlap if overlap is not None else 200, show_progress=False, follow_symlinks=links)
     dataset, missing = resolve_rows(read_rows(questions), source.corpus, source.chunks_of, source.skipped)
     if missing:
-        print(f"{len(missing)} question(s) left out: " + "; ".join(f"{q!r} ({why})" for q, why in list(missing.items())[:5]),
-              file=sys.stderr)
+        print(
+            f"{len(missing)} question(s) left out: " + "; ".join(f"{q!r} ({why})" for q, why in list(missing.items())[:5]), file=sys.stderr
+        )
     return dataset.validate(str(questions))
 
 
-def evaluate_model_folder(model_dir: PathLike, questions: PathLike, out: Optional[PathLike] = None, embed_model: Any = None,
-                          cache: Union[EmbeddingCache, PathLike, None] = None, show_progress: bool = True,
-                          index_model: Any = None, docs: Optional[PathLike] = None, chunk_size: Optional[int] = None,
-                          chunk_overlap: Optional[int] = None, follow_symlinks: bool = False) -> Tuple[pd.DataFrame, Path]:
+def evaluate_model_folder(
+    model_dir: PathLike,
+    questions: PathLike,
+    out: Optional[PathLike] = None,
+    embed_model: Any = None,
+    cache: Union[EmbeddingCache, PathLike, None] = None,
+    show_progress: bool = True,
+    index_model: Any = None,
+    docs: Optional[PathLike] = None,
+    chunk_size: Optional[int] = None,
+    chunk_overlap: Optional[int] = None,
+    follow_symlinks: bool = False,
+) -> Tuple[pd.DataFrame, Path]:
     """Score the base model and the model folder on a questions file.
 
     Args:
@@ -99,12 +116,16 @@ def evaluate_model_folder(model_dir: PathLike, questions: PathLike, out: Optiona
     base = base_model_of(folder, embed_model)
     record = read_identity(folder)
     if record is not None and index_model is None:
-        raise ValueError(f"{folder} maps {record['query_model_name']} queries into an index of {record['index_model_name']}: "
-                         "give that model too (--index-model SPEC); it is also the base the adapter is scored against.")
+        raise ValueError(
+            f"{folder} maps {record['query_model_name']} queries into an index of {record['index_model_name']}: "
+            "give that model too (--index-model SPEC); it is also the base the adapter is scored against."
+        )
     index = resolve_embed_model(index_model) if index_model is not None else None
     served = AdapterEmbeddingModel(base, folder, cache=cache, index_model=index)
-    frames = {"base": evaluate(dataset, index or base, top_k=10, cache=cache, verbose=show_progress),
-              "adapter": evaluate(dataset, served, top_k=10, cache=cache, verbose=show_progress)}
+    frames = {
+        "base": evaluate(dataset, index or base, top_k=10, cache=cache, verbose=show_progress),
+        "adapter": evaluate(dataset, served, top_k=10, cache=cache, verbose=show_progress),
+    }
     table = comparison_table(frames)
     report = write_eval_report(Path(out) if out else folder / "eval", folder, questions, table, frames)
     return table, report

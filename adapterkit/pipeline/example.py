@@ -18,8 +18,9 @@ from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def write_example_folder(dataset: EmbeddingQAFinetuneDataset, folder: PathLike, questions: int = 100,
-                         other_documents: int = 100) -> Tuple[Path, Path]:
+def write_example_folder(
+    dataset: EmbeddingQAFinetuneDataset, folder: PathLike, questions: int = 100, other_documents: int = 100
+) -> Tuple[Path, Path]:
     """Write ``questions`` questions' relevant chunks plus ``other_documents`` other chunks as ``.txt`` files.
 
     Args:

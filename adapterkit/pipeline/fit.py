@@ -98,8 +98,9 @@ class FitResult:
     trained_on: List[str] = field(default_factory=list)  # every data source that trained the model, in words
 
 
-def store_scale_options(store: Any, sample_chunks: Optional[int], memory_table: Optional[str], questions: Any,
-                        options: Dict[str, Any]) -> tuple:
+def store_scale_options(
+    store: Any, sample_chunks: Optional[int], memory_table: Optional[str], questions: Any, options: Dict[str, Any]
+) -> tuple:
     """``(engine options, max keys per chunk)`` for a store read in part or a memory kept in the database:
     the engine then builds no sentence memory (it would cover what training read, not the store)."""
     from adapterkit.memory.pg_memory import check_name
@@ -116,16 +117,22 @@ def store_scale_options(store: Any, sample_chunks: Optional[int], memory_table: 
         check_name(memory_table)
         kind = store.split(":", 1)[0] if isinstance(store, str) else type(store).__name__
         if kind not in ("postgresql", "postgres", "qdrant", "qdrant+http", "qdrant+https", "PGVectorStore", "QdrantVectorStore"):
-            raise ValueError(f"memory_table builds the memory in the store's own database (PostgreSQL or Qdrant), and this store is "
-                             f"{kind}: leave memory_table out (the memory is then kept as files in the model folder).")
+            raise ValueError(
+                f"memory_table builds the memory in the store's own database (PostgreSQL or Qdrant), and this store is "
+                f"{kind}: leave memory_table out (the memory is then kept as files in the model folder)."
+            )
     if options.get("corpus_memory"):
-        raise ValueError("With sample_chunks or memory_table the sentence memory covers every stored chunk, so it is built by "
-                         "memory_table (in the store's own database), not from what training reads: leave corpus_memory out.")
+        raise ValueError(
+            "With sample_chunks or memory_table the sentence memory covers every stored chunk, so it is built by "
+            "memory_table (in the store's own database), not from what training reads: leave corpus_memory out."
+        )
     # the sentence memory's options go to the memory in the database; a sampled store without one has no sentence memory
     moved = ("memory_keys_per_chunk", "memory_weight", "memory_temperature")
     given = sorted(k for k in moved if k in options)
     if given and memory_table is None:
-        raise ValueError(f"{given} set the sentence memory, which a sampled store gets only with memory_table: give one, or leave them out.")
+        raise ValueError(
+            f"{given} set the sentence memory, which a sampled store gets only with memory_table: give one, or leave them out."
+        )
     return {**{k: v for k, v in options.items() if k not in moved}, "corpus_memory": False}, options.get("memory_keys_per_chunk")
 
 
@@ -141,8 +148,10 @@ def check_output_folder(out: Path, origin: str, model_id: str, overwrite: bool) 
     if not out.is_dir():
         raise OutputFolderError(f"{out} is a file: pass a folder for the model.")
     if not (out / MANIFEST).is_file():
-        raise OutputFolderError(f"{out} holds files that are not a model folder written by `adapterkit fit` (no {MANIFEST}); "
-                                "--overwrite replaces only such a folder. Choose an empty or new folder.")
+        raise OutputFolderError(
+            f"{out} holds files that are not a model folder written by `adapterkit fit` (no {MANIFEST}); "
+            "--overwrite replaces only such a folder. Choose an empty or new folder."
+        )
     try:
         previous = read_manifest(out / MANIFEST)
     except OutputFolderError:
@@ -154,8 +163,10 @@ def check_output_folder(out: Path, origin: str, model_id: str, overwrite: bool) 
     if same and not overwrite:
         return previous if previous.get("complete", True) else None  # an interrupted first fit starts again
     if not overwrite:
-        raise OutputFolderError(f"{out} already holds a model fitted on {previous['origin']} with {previous['embed_model']}. "
-                                "Pass --overwrite (overwrite=True) to replace it, or choose another --out.")
+        raise OutputFolderError(
+            f"{out} already holds a model fitted on {previous['origin']} with {previous['embed_model']}. "
+            "Pass --overwrite (overwrite=True) to replace it, or choose another --out."
+        )
     return None
 
 
@@ -186,8 +197,10 @@ def labelled_questions(path: PathLike, source: ChunkSource) -> tuple:
     corpus = source.corpus
     if not is_dataset_json(path):
         if not source.chunks_of or source.store is not None:
-            raise DatasetError(f"{path} names files of a documents folder, and a store's chunks have no files: give the questions "
-                               "as LlamaIndex's dataset JSON with the store's chunk ids.")
+            raise DatasetError(
+                f"{path} names files of a documents folder, and a store's chunks have no files: give the questions "
+                "as LlamaIndex's dataset JSON with the store's chunk ids."
+            )
         dataset, missing = resolve_rows(read_rows(path), corpus, source.chunks_of, source.skipped)
         return dataset.validate(str(path)), missing
     given = EmbeddingQAFinetuneDataset.from_json(path)
@@ -197,14 +210,16 @@ def labelled_questions(path: PathLike, source: ChunkSource) -> tuple:
         raise DatasetError(
             f"The chunk ids in {path}'s relevant_docs are not chunks of these documents (e.g. {unknown[:3]}). "
             "Ids must be the ones adapterkit gives these chunks (`adapterkit chunks DOCS` lists them), or write the questions "
-            "as rows of question, file and quote (see `adapterkit fit --help`).")
+            "as rows of question, file and quote (see `adapterkit fit --help`)."
+        )
     dataset = EmbeddingQAFinetuneDataset(queries={q: given.queries[q] for q in kept}, corpus=dict(corpus), relevant_docs=kept)
     missing = {given.queries[q]: "its chunks are no longer in the documents" for q in given.queries if q not in kept}
     return dataset.validate(str(path)), missing
 
 
-def llm_evaluation(corpus: Dict[str, str], llm: Any, out: Path, eval_chunks: int, seed: int, confirm: Optional[Callable[[str], bool]],
-                   show_progress: bool) -> Evaluation:
+def llm_evaluation(
+    corpus: Dict[str, str], llm: Any, out: Path, eval_chunks: int, seed: int, confirm: Optional[Callable[[str], bool]], show_progress: bool
+) -> Evaluation:
     """Questions an LLM writes about a random fifth of the chunks, to be scored and never trained on.
 
     A fifth of the chunks (at most ``eval_chunks``) is drawn with the package's held-out rule; the
@@ -217,11 +232,21 @@ def llm_evaluation(corpus: Dict[str, str], llm: Any, out: Path, eval_chunks: int
     if not asked:
         raise DatasetError("An LLM evaluation needs at least 2 chunks (one held out, one to train on); add documents.")
     llm = resolve_llm(llm)
-    generated = generate_qa_embedding_pairs({c: corpus[c] for c in asked}, llm=llm, output_path=out / EVAL_QUESTIONS, verbose=show_progress,
-                                            confirm=ask_before_paid_calls(confirm))
+    generated = generate_qa_embedding_pairs(
+        {c: corpus[c] for c in asked},
+        llm=llm,
+        output_path=out / EVAL_QUESTIONS,
+        verbose=show_progress,
+        confirm=ask_before_paid_calls(confirm),
+    )
     stats = generated.stats
-    details = {"chunks_asked": len(asked), "questions": len(generated.queries), "chunks_failed": stats.failed,
-               "chunks_too_short": stats.skipped_short, "unparsed_lines_dropped": stats.dropped_lines}
+    details = {
+        "chunks_asked": len(asked),
+        "questions": len(generated.queries),
+        "chunks_failed": stats.failed,
+        "chunks_too_short": stats.skipped_short,
+        "unparsed_lines_dropped": stats.dropped_lines,
+    }
     name = getattr(getattr(llm, "metadata", None), "model_name", type(llm).__name__)
     source = f"{len(generated.queries)} questions written by {name} about {len(asked)} sampled chunks (the questions were not trained on)"
     dataset = EmbeddingQAFinetuneDataset(queries=dict(generated.queries), corpus=dict(corpus), relevant_docs=dict(generated.relevant_docs))
@@ -246,21 +271,28 @@ def query_movement(model: Any, corpus: Dict[str, str], cache: Any = None, sample
     docs = unit_rows(embed_texts(base, list(corpus.values()), "text", cache=cache))
     cos = (a * unit_rows(b)).sum(1)
     moved = float(np.mean((a @ docs.T).argmax(1) != (b @ docs.T).argmax(1)))
-    return {"sentences": len(texts), "median_cosine_base_vs_served": round(float(np.median(cos)), 4),
-            "min_cosine_base_vs_served": round(float(cos.min()), 4), "share_whose_nearest_chunk_changes": round(moved, 4)}
+    return {
+        "sentences": len(texts),
+        "median_cosine_base_vs_served": round(float(np.median(cos)), 4),
+        "min_cosine_base_vs_served": round(float(cos.min()), 4),
+        "share_whose_nearest_chunk_changes": round(moved, 4),
+    }
 
 
 def question_chunks(path: PathLike) -> Set[str]:
     """Every chunk id a questions file names: kept whole when a store is sampled."""
     if not is_dataset_json(path):
-        raise DatasetError(f"{path} names files of a documents folder, and a store's chunks have no files: give the questions "
-                           "as LlamaIndex's dataset JSON with the store's chunk ids.")
+        raise DatasetError(
+            f"{path} names files of a documents folder, and a store's chunks have no files: give the questions "
+            "as LlamaIndex's dataset JSON with the store's chunk ids."
+        )
     given = EmbeddingQAFinetuneDataset.from_json(path)
     return {d for docs in given.relevant_docs.values() for d in docs}
 
 
-def memory_in_database(source: ChunkSource, base: Any, name: str, max_keys: Optional[int], config: FinetuneConfig, cache: Any,
-                       show_progress: bool) -> Any:
+def memory_in_database(
+    source: ChunkSource, base: Any, name: str, max_keys: Optional[int], config: FinetuneConfig, cache: Any, show_progress: bool
+) -> Any:
     """The sentence memory of every chunk of the store, built as table (PostgreSQL) or collection (Qdrant)
     ``name`` in the store's own database, streamed; a build that died is resumed."""
     from adapterkit.memory.pg_memory import PgMemoryWriter
@@ -274,8 +306,9 @@ def memory_in_database(source: ChunkSource, base: Any, name: str, max_keys: Opti
     rows = source.stored if source.stored is not None else len(source.corpus)
     ident = model_identity(base)
     # a fresh build each run: a build that died left its keys in the cache, so nothing is embedded twice
-    options: Dict[str, Any] = dict(key_model=ident, chunk_model=ident, max_keys=max_keys, weight=config.memory_weight,
-                                   temperature=config.memory_temperature)
+    options: Dict[str, Any] = dict(
+        key_model=ident, chunk_model=ident, max_keys=max_keys, weight=config.memory_weight, temperature=config.memory_temperature
+    )
     dim = int(first.vectors.shape[1])
     if type(source.store).__name__ == "QdrantVectorStore":
         writer: Union[QdrantMemoryWriter, PgMemoryWriter] = QdrantMemoryWriter(source.store.client, name, dim, **options)
@@ -356,8 +389,10 @@ def fit_documents(
     from adapterkit.pipeline.report import data_sources, write_fit_report
 
     if questions is not None and llm is not None:
-        raise ValueError("Give questions or llm for the evaluation, not both: your questions are the better evidence, "
-                         "and the LLM would write questions nobody scores.")
+        raise ValueError(
+            "Give questions or llm for the evaluation, not both: your questions are the better evidence, "
+            "and the LLM would write questions nobody scores."
+        )
     if eval_chunks is not None and llm is None:
         raise ValueError("eval_chunks sets how many chunks the LLM is asked about: give llm too, or leave eval_chunks out.")
     if eval_chunks is not None and eval_chunks < 1:
@@ -369,8 +404,9 @@ def fit_documents(
         raise ValueError("Give either a documents folder or a store URI (--store), not both and not neither.")
     check_chunking(chunk_size, chunk_overlap)
     if store is not None and ((chunk_size, chunk_overlap) != (1024, 200) or follow_symlinks):
-        raise ValueError("chunk_size, chunk_overlap and follow_symlinks read a documents folder; a store's chunks are already "
-                         "split: leave them out.")
+        raise ValueError(
+            "chunk_size, chunk_overlap and follow_symlinks read a documents folder; a store's chunks are already split: leave them out."
+        )
     out = Path(out)
     check_inputs_apart(out, input_paths(docs, questions, store, cache))  # before anything is written or removed
     questions_outside(questions, docs)
@@ -397,40 +433,81 @@ def fit_documents(
                 mine, missing = labelled_questions(questions, source)
                 yours, held = split_queries(mine, seed=seed)
                 if not held.queries or not yours.queries:
-                    raise DatasetError(f"{questions} has {len(mine.queries)} usable question(s): at least 2 are needed (one to learn "
-                                       "from, one held out to score).")
-                evaluation = Evaluation("questions", f"{len(held.queries)} of your {len(mine.queries)} questions ({Path(questions).name}), "
-                                        "held out of training", held, {"questions": len(held.queries), "memory_evidence": len(yours.queries),
-                                                                       "left_out": missing})
+                    raise DatasetError(
+                        f"{questions} has {len(mine.queries)} usable question(s): at least 2 are needed (one to learn "
+                        "from, one held out to score)."
+                    )
+                evaluation = Evaluation(
+                    "questions",
+                    f"{len(held.queries)} of your {len(mine.queries)} questions ({Path(questions).name}), held out of training",
+                    held,
+                    {"questions": len(held.queries), "memory_evidence": len(yours.queries), "left_out": missing},
+                )
             else:
-                evaluation = (llm_evaluation(corpus, llm, work, eval_chunks or 40, seed, confirm, show_progress) if llm is not None
-                              else Evaluation("none", "none: no labelled questions and no LLM were given"))
-            engine = EmbeddingAdapterFinetuneEngine(train, counter, unlabeled_corpus=corpus, model_output_path=work, cache=cache,
-                                                    show_progress=show_progress, seed=seed, target_questions=yours, **engine_options)
+                evaluation = (
+                    llm_evaluation(corpus, llm, work, eval_chunks or 40, seed, confirm, show_progress)
+                    if llm is not None
+                    else Evaluation("none", "none: no labelled questions and no LLM were given")
+                )
+            engine = EmbeddingAdapterFinetuneEngine(
+                train,
+                counter,
+                unlabeled_corpus=corpus,
+                model_output_path=work,
+                cache=cache,
+                show_progress=show_progress,
+                seed=seed,
+                target_questions=yours,
+                **engine_options,
+            )
             engine.finetune()
             memories, database_memory = None, None
             if memory_table is not None:
                 in_database = memory_table_open = memory_in_database(source, counter, memory_table, max_keys, config, cache, show_progress)
                 memories = (load_memories(work / MEMORY_DIR) if memory_folders(work / MEMORY_DIR) else []) + [in_database]
-                database_memory = {"name": memory_table, "kind": type(in_database).__name__, "server": source.origin,
-                                   "keys": in_database.key_count(), "max_keys": max_keys}
+                database_memory = {
+                    "name": memory_table,
+                    "kind": type(in_database).__name__,
+                    "server": source.origin,
+                    "keys": in_database.key_count(),
+                    "max_keys": max_keys,
+                }
             served = AdapterEmbeddingModel(counter, work, cache=cache, memory=memories)
             frames, table = {}, None
             if evaluation.dataset is not None:
                 if source.stored is not None:  # trained on a sample: each question is ranked among every stored chunk
                     frames = compare_on_store(evaluation.dataset, {"base": counter, "adapter": served}, source.store, top_k=10, cache=cache)
                 else:
-                    frames = {"base": evaluate(evaluation.dataset, counter, top_k=10, cache=cache),
-                              "adapter": evaluate(evaluation.dataset, served, top_k=10, cache=cache)}
+                    frames = {
+                        "base": evaluate(evaluation.dataset, counter, top_k=10, cache=cache),
+                        "adapter": evaluate(evaluation.dataset, served, top_k=10, cache=cache),
+                    }
                 table = comparison_table(frames)
             movement = query_movement(served, corpus, cache=cache, seed=seed)
-            manifest = {"origin": source.origin, "embed_model": model_identity(base),
-                        "embed_spec": embed_model if isinstance(embed_model, str) else None, "files": source.files,
-                        "chunks_of": source.chunks_of, "chunks": list(corpus), "stored_chunks": source.stored, "memory_table": memory_table,
-                        **({"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "follow_symlinks": follow_symlinks} if store is None else {})}
+            manifest = {
+                "origin": source.origin,
+                "embed_model": model_identity(base),
+                "embed_spec": embed_model if isinstance(embed_model, str) else None,
+                "files": source.files,
+                "chunks_of": source.chunks_of,
+                "chunks": list(corpus),
+                "stored_chunks": source.stored,
+                "memory_table": memory_table,
+                **({"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "follow_symlinks": follow_symlinks} if store is None else {}),
+            }
             write_text(work / MANIFEST, json.dumps(manifest, indent=1))
-            result = FitResult(out, out / "report.md", evaluation, table, changes, counter.counts, round(time.perf_counter() - started, 1), {},
-                               database_memory, data_sources(train, engine, corpus, yours))
+            result = FitResult(
+                out,
+                out / "report.md",
+                evaluation,
+                table,
+                changes,
+                counter.counts,
+                round(time.perf_counter() - started, 1),
+                {},
+                database_memory,
+                data_sources(train, engine, corpus, yours),
+            )
             result.summary = write_fit_report(result, engine, source, frames, movement, into=work)
             stage.commit()
             stage = None

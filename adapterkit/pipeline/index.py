@@ -28,15 +28,24 @@ def reach_server(connection_string: str, store: str) -> None:
     try:
         engine.connect().close()
     except Exception as exc:
-        raise ConnectionError(f"Could not connect to {redact(store)}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}. "
-                              "Check the URI, the credentials and that the server is running.") from None
+        raise ConnectionError(
+            f"Could not connect to {redact(store)}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}. "
+            "Check the URI, the credentials and that the server is running."
+        ) from None
     finally:
         engine.dispose()
 
 
-def index_documents(docs: PathLike, store: str, embed_model: Any = "default", cache: Union[EmbeddingCache, PathLike, None] = None,
-                    chunk_size: int = 1024, chunk_overlap: int = 200, follow_symlinks: bool = False,
-                    show_progress: bool = True) -> Dict[str, Any]:
+def index_documents(
+    docs: PathLike,
+    store: str,
+    embed_model: Any = "default",
+    cache: Union[EmbeddingCache, PathLike, None] = None,
+    chunk_size: int = 1024,
+    chunk_overlap: int = 200,
+    follow_symlinks: bool = False,
+    show_progress: bool = True,
+) -> Dict[str, Any]:
     """Write every chunk of ``docs`` with its base vector into the store at URI ``store``; returns counts.
 
     Each chunk carries ``indexed_from`` (the folder's absolute path) and ``base_model`` (the model's
@@ -58,7 +67,9 @@ def index_documents(docs: PathLike, store: str, embed_model: Any = "default", ca
     check_chunking(chunk_size, chunk_overlap)
     model = resolve_embed_model(embed_model)
     origin = os.path.abspath(docs)
-    found = read_folder(docs, chunk_size=chunk_size, chunk_overlap=chunk_overlap, show_progress=show_progress, follow_symlinks=follow_symlinks)
+    found = read_folder(
+        docs, chunk_size=chunk_size, chunk_overlap=chunk_overlap, show_progress=show_progress, follow_symlinks=follow_symlinks
+    )
     opened = open_store(store, create=True)  # a bad URI or an unreachable server stops here, before any embedding
     try:
         if getattr(opened, "connection_string", None):  # PostgreSQL: the store object connects lazily
@@ -66,8 +77,10 @@ def index_documents(docs: PathLike, store: str, embed_model: Any = "default", ca
         vectors = embed_texts(model, list(found.corpus.values()), "text", cache=cache, show_progress=show_progress)
         dim = getattr(opened, "embed_dim", None)
         if dim is not None and dim != vectors.shape[1]:
-            raise ValueError(f"{redact(store)} holds {dim}-dimensional vectors and the base model gives {vectors.shape[1]}: "
-                             f"add &embed_dim={vectors.shape[1]} to the URI (a new table), or use the table's own model.")
+            raise ValueError(
+                f"{redact(store)} holds {dim}-dimensional vectors and the base model gives {vectors.shape[1]}: "
+                f"add &embed_dim={vectors.shape[1]} to the URI (a new table), or use the table's own model."
+            )
         nodes = []
         for node, vector in zip(found.nodes, vectors):
             copy = node.model_copy(deep=True)
@@ -81,12 +94,14 @@ def index_documents(docs: PathLike, store: str, embed_model: Any = "default", ca
                 # what an earlier run wrote from this folder goes first: nothing stale or doubled stays
                 opened.delete_nodes(filters=MetadataFilters(filters=[MetadataFilter(key="indexed_from", value=origin)]))
             for start in range(0, len(nodes), BATCH):
-                opened.add(nodes[start:start + BATCH])
+                opened.add(nodes[start : start + BATCH])
         except (ValueError, TypeError):
             raise
         except Exception as exc:  # the server went away, refused the credentials, or refused the data
-            raise ConnectionError(f"Could not write the chunks into {redact(store)}: {type(exc).__name__}: {str(exc).strip()[:300]}. "
-                                  "Check the URI, the credentials and that the server is running; a re-run replaces what was written.") from None
+            raise ConnectionError(
+                f"Could not write the chunks into {redact(store)}: {type(exc).__name__}: {str(exc).strip()[:300]}. "
+                "Check the URI, the credentials and that the server is running; a re-run replaces what was written."
+            ) from None
     finally:
         close_store(opened)
     return {"chunks": len(nodes), "files": len(found.files), "skipped": found.skipped, "store": redact(store)}

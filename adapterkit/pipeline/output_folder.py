@@ -43,17 +43,30 @@ def check_inputs_apart(out: PathLike, inputs: Dict[str, Optional[PathLike]]) -> 
             continue
         source = Path(path).resolve()
         if source == target or source.is_relative_to(target):
-            raise OutputFolderError(f"The output folder {out} holds the {what} ({path}): writing the model there would replace "
-                                    "it. Choose an --out outside it.")
+            raise OutputFolderError(
+                f"The output folder {out} holds the {what} ({path}): writing the model there would replace it. Choose an --out outside it."
+            )
         if target.is_relative_to(source) and what != "questions file":
-            raise OutputFolderError(f"The output folder {out} is inside the {what} ({path}): the model would be written "
-                                    "among its files (and read as part of it). Choose an --out outside it.")
+            raise OutputFolderError(
+                f"The output folder {out} is inside the {what} ({path}): the model would be written "
+                "among its files (and read as part of it). Choose an --out outside it."
+            )
 
 
-MANIFEST_FIELDS: Dict[str, Union[type, tuple]] = {"origin": str, "embed_model": str, "embed_spec": (str, type(None)), "files": dict,
-                                                  "chunks_of": dict, "chunks": list, "complete": bool, "stored_chunks": (int, type(None)),
-                                                  "memory_table": (str, type(None)), "chunk_size": (int, type(None)),
-                                                  "chunk_overlap": (int, type(None)), "follow_symlinks": bool}
+MANIFEST_FIELDS: Dict[str, Union[type, tuple]] = {
+    "origin": str,
+    "embed_model": str,
+    "embed_spec": (str, type(None)),
+    "files": dict,
+    "chunks_of": dict,
+    "chunks": list,
+    "complete": bool,
+    "stored_chunks": (int, type(None)),
+    "memory_table": (str, type(None)),
+    "chunk_size": (int, type(None)),
+    "chunk_overlap": (int, type(None)),
+    "follow_symlinks": bool,
+}
 
 
 def questions_outside(questions: Optional[Union[str, os.PathLike]], docs: Optional[Union[str, os.PathLike]]) -> None:
@@ -62,8 +75,10 @@ def questions_outside(questions: Optional[Union[str, os.PathLike]], docs: Option
         return
     q, d = Path(questions).resolve(), Path(docs).resolve()
     if q == d or d in q.parents:
-        raise ValueError(f"The questions file {questions} is inside the documents folder {docs}, where it would be read as one of "
-                         "the documents (its questions and quotes searched): move it out of the folder.")
+        raise ValueError(
+            f"The questions file {questions} is inside the documents folder {docs}, where it would be read as one of "
+            "the documents (its questions and quotes searched): move it out of the folder."
+        )
 
 
 def read_manifest(path: Path) -> Optional[Dict[str, Any]]:
@@ -100,7 +115,9 @@ class FolderLock:
                 handle.seek(0)
                 owner = handle.read(200).strip() or "another process"
                 handle.close()
-                raise OutputFolderError(f"{self.out} is being written by another fit ({owner}): wait for it to end, or choose another --out.")
+                raise OutputFolderError(
+                    f"{self.out} is being written by another fit ({owner}): wait for it to end, or choose another --out."
+                )
             try:
                 same = os.path.samestat(os.fstat(handle.fileno()), os.lstat(self.path))
             except FileNotFoundError:
@@ -114,8 +131,10 @@ class FolderLock:
         held = handle.read(200)
         if held and not held.startswith(LOCK_TEXT):
             handle.close()
-            raise OutputFolderError(f"{self.path} is in the way (it is where a fit keeps its lock, but it holds something "
-                                    "else): move it away, or choose another --out.")
+            raise OutputFolderError(
+                f"{self.path} is in the way (it is where a fit keeps its lock, but it holds something "
+                "else): move it away, or choose another --out."
+            )
         handle.seek(0)
         handle.truncate()
         handle.write(f"{LOCK_TEXT}{os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
@@ -128,8 +147,9 @@ class FolderLock:
         try:
             fd = os.open(self.path, flags, 0o644)
         except OSError as exc:  # a link (ELOOP), a folder, or no permission
-            raise OutputFolderError(f"{self.path} is in the way ({exc.strerror}): it is where a fit keeps its lock; move it "
-                                    "away, or choose another --out.") from None
+            raise OutputFolderError(
+                f"{self.path} is in the way ({exc.strerror}): it is where a fit keeps its lock; move it away, or choose another --out."
+            ) from None
         if not os.path.isfile(self.path) or os.path.islink(self.path):
             os.close(fd)
             raise OutputFolderError(f"{self.path} is in the way (not a plain file): move it away, or choose another --out.")
@@ -202,15 +222,19 @@ class StagedFolder:
         if not self.path.exists() and not self.path.is_symlink():
             return False
         if self.path.is_symlink() or not self.path.is_dir():
-            raise OutputFolderError(f"{self.path} is in the way (it is where a fit stages {self.out}, and it is not a folder a "
-                                    "fit made): move it away, or choose another --out.")
+            raise OutputFolderError(
+                f"{self.path} is in the way (it is where a fit stages {self.out}, and it is not a folder a "
+                "fit made): move it away, or choose another --out."
+            )
         try:
             record = read_manifest(self.path / MANIFEST)
         except OutputFolderError:
             record = None
         if record is None:
-            raise OutputFolderError(f"{self.path} is in the way (it is where a fit stages {self.out}, but it holds no fit): "
-                                    "move it away, or choose another --out.")
+            raise OutputFolderError(
+                f"{self.path} is in the way (it is where a fit stages {self.out}, but it holds no fit): "
+                "move it away, or choose another --out."
+            )
         return record.get("complete") is False and record.get("origin") == origin and record.get("embed_model") == model_id
 
     def discard(self) -> None:
@@ -227,8 +251,10 @@ class StagedFolder:
         if self.out.exists():  # no atomic exchange here: old aside, new in place (``_recover`` undoes a cut in between)
             aside = _aside(self.out)
             if aside.exists():
-                raise OutputFolderError(f"{aside} is in the way (a fit puts the old {self.out} there while it swaps in the new "
-                                        "one): move it away and run again.")
+                raise OutputFolderError(
+                    f"{aside} is in the way (a fit puts the old {self.out} there while it swaps in the new "
+                    "one): move it away and run again."
+                )
             os.replace(self.out, aside)
             os.replace(self.path, self.out)
             shutil.rmtree(aside)
@@ -288,6 +314,9 @@ def input_paths(docs: Optional[PathLike], questions: Optional[PathLike], store: 
         from adapterkit.cache import default_cache_dir
 
         cache_folder = default_cache_dir()
-    return {"documents folder": docs, "questions file": questions, "local Qdrant store": local_store,
-            "embedding cache": cache_folder if isinstance(cache_folder, (str, os.PathLike)) else None}
-
+    return {
+        "documents folder": docs,
+        "questions file": questions,
+        "local Qdrant store": local_store,
+        "embedding cache": cache_folder if isinstance(cache_folder, (str, os.PathLike)) else None,
+    }

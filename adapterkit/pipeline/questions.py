@@ -40,9 +40,18 @@ def write_rows(dataset: GeneratedQADataset, source: ChunkSource, out: Path) -> N
     write_text(out, text)
 
 
-def write_questions(docs: PathLike, out: PathLike, llm: Any = "default", questions_per_chunk: int = 2, max_workers: int = 4,
-                    confirm: Optional[Callable[[str], bool]] = None, chunk_size: int = 1024, chunk_overlap: int = 200,
-                    show_progress: bool = True, follow_symlinks: bool = False) -> GeneratedQADataset:
+def write_questions(
+    docs: PathLike,
+    out: PathLike,
+    llm: Any = "default",
+    questions_per_chunk: int = 2,
+    max_workers: int = 4,
+    confirm: Optional[Callable[[str], bool]] = None,
+    chunk_size: int = 1024,
+    chunk_overlap: int = 200,
+    show_progress: bool = True,
+    follow_symlinks: bool = False,
+) -> GeneratedQADataset:
     """Ask ``llm`` for questions about every chunk of ``docs`` and write them to ``out``.
 
     A ``.jsonl`` or ``.csv`` ``out`` gets rows of question, file and quote (``question_rows``), a
@@ -53,19 +62,29 @@ def write_questions(docs: PathLike, out: PathLike, llm: Any = "default", questio
     """
     out = Path(out)
     if out.suffix.lower() not in (*ROW_SUFFIXES, ".json"):
-        raise ValueError(f"{out}: write questions to a .jsonl or .csv file (rows of question, file, quote) or a .json file "
-                         "(LlamaIndex's dataset JSON).")
+        raise ValueError(
+            f"{out}: write questions to a .jsonl or .csv file (rows of question, file, quote) or a .json file (LlamaIndex's dataset JSON)."
+        )
     if isinstance(questions_per_chunk, bool) or not isinstance(questions_per_chunk, int) or questions_per_chunk < 1:
         raise ValueError(f"questions_per_chunk (--per-chunk) must be a whole number >= 1, got {questions_per_chunk!r}.")
     questions_outside(out, docs)
     journal = Path(str(out) + ".progress.jsonl")
     if out.exists() and not journal.exists():  # a file this command did not write (or whose journal is gone)
-        raise ValueError(f"{out} exists and holds no journal of this command ({journal.name}): it may be questions written by hand. "
-                         "Choose another --out, or remove it first.")
+        raise ValueError(
+            f"{out} exists and holds no journal of this command ({journal.name}): it may be questions written by hand. "
+            "Choose another --out, or remove it first."
+        )
     source = chunks_from_folder(docs, chunk_size, chunk_overlap, show_progress, follow_symlinks)
     out.parent.mkdir(parents=True, exist_ok=True)
-    dataset = generate_qa_embedding_pairs(source.corpus, llm=llm, num_questions_per_chunk=questions_per_chunk, output_path=out,
-                                          max_workers=max_workers, verbose=show_progress, confirm=ask_before_paid_calls(confirm))
+    dataset = generate_qa_embedding_pairs(
+        source.corpus,
+        llm=llm,
+        num_questions_per_chunk=questions_per_chunk,
+        output_path=out,
+        max_workers=max_workers,
+        verbose=show_progress,
+        confirm=ask_before_paid_calls(confirm),
+    )
     if out.suffix.lower() in ROW_SUFFIXES:
         write_rows(dataset, source, out)  # replaces the dataset JSON just written there
     return dataset

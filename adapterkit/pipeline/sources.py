@@ -50,15 +50,20 @@ def check_chunking(chunk_size: Any, chunk_overlap: Any) -> None:
     """Chunk settings a splitter can use: whole numbers, a size of at least 1, an overlap below it."""
     whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (chunk_size, chunk_overlap))
     if not whole or chunk_size < 1 or not 0 <= chunk_overlap < chunk_size:
-        raise ValueError(f"chunk_size must be a whole number >= 1 and chunk_overlap one in [0, chunk_size) (defaults 1024 and "
-                         f"200); got {chunk_size!r} and {chunk_overlap!r}.")
+        raise ValueError(
+            f"chunk_size must be a whole number >= 1 and chunk_overlap one in [0, chunk_size) (defaults 1024 and "
+            f"200); got {chunk_size!r} and {chunk_overlap!r}."
+        )
 
 
-def chunks_from_folder(folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 200, show_progress: bool = True,
-                       follow_symlinks: bool = False) -> ChunkSource:
+def chunks_from_folder(
+    folder: PathLike, chunk_size: int = 1024, chunk_overlap: int = 200, show_progress: bool = True, follow_symlinks: bool = False
+) -> ChunkSource:
     """Every readable document under ``folder``, chunked with content-based ids (``read_folder``)."""
     check_chunking(chunk_size, chunk_overlap)
-    found = read_folder(folder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, show_progress=show_progress, follow_symlinks=follow_symlinks)
+    found = read_folder(
+        folder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, show_progress=show_progress, follow_symlinks=follow_symlinks
+    )
     return ChunkSource(found.corpus, str(os.path.abspath(folder)), found.files, found.chunks_of, found.skipped)
 
 
@@ -89,7 +94,9 @@ def open_store(uri: str, create: bool = False) -> Any:
         return PGVectorStore.from_params(
             connection_string=urlunparse(server._replace(scheme="postgresql+psycopg2")),
             async_connection_string=urlunparse(server._replace(scheme="postgresql+asyncpg")),
-            table_name=query["table"], embed_dim=int(query.get("embed_dim", 384)))
+            table_name=query["table"],
+            embed_dim=int(query.get("embed_dim", 384)),
+        )
     if parsed.scheme in ("qdrant", "qdrant+http", "qdrant+https"):
         if not query.get("collection"):
             raise ValueError(f"{redact(uri)}: name the collection, e.g. qdrant:///data/qdrant?collection=my_chunks.")
@@ -103,14 +110,20 @@ def open_store(uri: str, create: bool = False) -> Any:
             raise ValueError(f"{redact(uri)}: unknown parameter(s) {unknown}; qdrant URIs take collection= and, for a server, api_key=.")
         if parsed.scheme == "qdrant":
             if parsed.netloc or "api_key" in query:
-                raise ValueError(f"{redact(uri)} names a host or a key, but qdrant:// is a local folder (three slashes: "
-                                 "qdrant:///path?collection=NAME); a server is qdrant+http://host:6333?collection=NAME.")
+                raise ValueError(
+                    f"{redact(uri)} names a host or a key, but qdrant:// is a local folder (three slashes: "
+                    "qdrant:///path?collection=NAME); a server is qdrant+http://host:6333?collection=NAME."
+                )
             if create and parsed.path and not os.path.exists(parsed.path):
                 os.makedirs(parsed.path)
             fresh = create and parsed.path and os.path.isdir(parsed.path) and not os.listdir(parsed.path)
-            if not fresh and (not parsed.path or not os.path.isfile(os.path.join(parsed.path, "meta.json"))):  # QdrantClient(path=...) would make one
-                raise ValueError(f"{redact(uri)}: there is no Qdrant folder at {parsed.path or '(no path)'} (a local Qdrant store "
-                                 "holds meta.json); give the folder that holds the store, e.g. qdrant:///data/qdrant?collection=NAME.")
+            if not fresh and (
+                not parsed.path or not os.path.isfile(os.path.join(parsed.path, "meta.json"))
+            ):  # QdrantClient(path=...) would make one
+                raise ValueError(
+                    f"{redact(uri)}: there is no Qdrant folder at {parsed.path or '(no path)'} (a local Qdrant store "
+                    "holds meta.json); give the folder that holds the store, e.g. qdrant:///data/qdrant?collection=NAME."
+                )
             client = QdrantClient(path=parsed.path)
         else:
             if not parsed.hostname:
@@ -121,8 +134,10 @@ def open_store(uri: str, create: bool = False) -> Any:
             names = [] if exists else [c.name for c in client.get_collections().collections]
         except Exception as exc:  # a server that cannot be reached, refuses the key, or is not Qdrant
             client.close()
-            raise ConnectionError(f"Could not reach the Qdrant store {redact(uri)} ({type(exc).__name__}: {str(exc).strip()[:200]}): "
-                                  "check the address and that the server is running.") from None
+            raise ConnectionError(
+                f"Could not reach the Qdrant store {redact(uri)} ({type(exc).__name__}: {str(exc).strip()[:200]}): "
+                "check the address and that the server is running."
+            ) from None
         if not exists and not create:
             client.close()
             raise ValueError(f"{redact(uri)}: there is no collection {query['collection']!r}; it has {names}.")
@@ -138,13 +153,20 @@ def redact(uri: str) -> str:
     what reports, ``fit.json`` and error messages show."""
     parsed = urlparse(uri)
     netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1) if parsed.password else parsed.netloc
-    query = "&".join(f"{k}=***" if k.lower() in SECRET_PARAMETERS else f"{k}={v}"
-                     for k, v in (part.partition("=")[::2] for part in parsed.query.split("&") if part))
+    query = "&".join(
+        f"{k}=***" if k.lower() in SECRET_PARAMETERS else f"{k}={v}"
+        for k, v in (part.partition("=")[::2] for part in parsed.query.split("&") if part)
+    )
     return urlunparse(parsed._replace(netloc=netloc, query=query))
 
 
-def chunks_from_store(uri_or_store: Any, embed_model: BaseEmbedding, cache: Union[EmbeddingCache, PathLike, None] = None,
-                      verify: int = VERIFY_ROWS, show_progress: bool = True) -> ChunkSource:
+def chunks_from_store(
+    uri_or_store: Any,
+    embed_model: BaseEmbedding,
+    cache: Union[EmbeddingCache, PathLike, None] = None,
+    verify: int = VERIFY_ROWS,
+    show_progress: bool = True,
+) -> ChunkSource:
     """Every chunk of a vector store; its stored vectors enter the embedding cache, none is re-embedded.
 
     A seeded sample of ``verify`` chunks is embedded again to check that ``embed_model`` made the stored
@@ -152,20 +174,32 @@ def chunks_from_store(uri_or_store: Any, embed_model: BaseEmbedding, cache: Unio
     """
     from adapterkit.stores.stored_vectors import cache_stored_vectors
 
-    return _read_store(uri_or_store, lambda store: (cache_stored_vectors(store, embed_model, cache=cache, verify=verify,
-                                                                         show_progress=show_progress), None))
+    return _read_store(
+        uri_or_store,
+        lambda store: (cache_stored_vectors(store, embed_model, cache=cache, verify=verify, show_progress=show_progress), None),
+    )
 
 
-def sample_from_store(uri_or_store: Any, embed_model: BaseEmbedding, keep: Set[str], sample: int,
-                      cache: Union[EmbeddingCache, PathLike, None] = None, seed: int = 0, verify: int = VERIFY_ROWS,
-                      show_progress: bool = True) -> ChunkSource:
+def sample_from_store(
+    uri_or_store: Any,
+    embed_model: BaseEmbedding,
+    keep: Set[str],
+    sample: int,
+    cache: Union[EmbeddingCache, PathLike, None] = None,
+    seed: int = 0,
+    verify: int = VERIFY_ROWS,
+    show_progress: bool = True,
+) -> ChunkSource:
     """The chunks ``keep`` names and ``sample`` others of a store (``sample_stored_corpus``): what training
     needs of a store too large to hold; ``stored`` says how many chunks the store has."""
     from adapterkit.stores.training_sample import sample_stored_corpus
 
     def read(store: Any) -> tuple:
-        drawn = sample_stored_corpus(store, embed_model, keep, sample=sample, cache=cache, seed=seed, verify=verify, show_progress=show_progress)
+        drawn = sample_stored_corpus(
+            store, embed_model, keep, sample=sample, cache=cache, seed=seed, verify=verify, show_progress=show_progress
+        )
         return drawn.corpus, drawn.rows
+
     return _read_store(uri_or_store, read)
 
 
@@ -183,8 +217,10 @@ def _read_store(uri_or_store: Any, read: Callable[[Any], tuple]) -> ChunkSource:
         if uri:
             close_store(store)
         where = redact(uri) if uri else store_origin(store)
-        raise ConnectionError(f"Could not read the chunks of {where}: {type(exc).__name__}: {exc}. "
-                              "Check the URI, the credentials and that the server is running.") from exc
+        raise ConnectionError(
+            f"Could not read the chunks of {where}: {type(exc).__name__}: {exc}. "
+            "Check the URI, the credentials and that the server is running."
+        ) from exc
     return ChunkSource(corpus, redact(uri) if uri else store_origin(store), store=store, stored=stored)
 
 
@@ -223,8 +259,16 @@ def _server_of(store: Any) -> Optional[str]:
     return None
 
 
-def source_of(docs: Optional[PathLike], store: Any, embed_model: BaseEmbedding, cache: Any, chunk_size: int, chunk_overlap: int,
-              show_progress: bool, follow_symlinks: bool = False) -> ChunkSource:
+def source_of(
+    docs: Optional[PathLike],
+    store: Any,
+    embed_model: BaseEmbedding,
+    cache: Any,
+    chunk_size: int,
+    chunk_overlap: int,
+    show_progress: bool,
+    follow_symlinks: bool = False,
+) -> ChunkSource:
     """One of a folder or a store (exactly one must be given)."""
     if (docs is None) == (store is None):
         raise ValueError("Give either a documents folder or a store URI (--store), not both and not neither.")

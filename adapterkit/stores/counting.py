@@ -33,7 +33,9 @@ class CountingEmbedding(BaseEmbedding):
     _cache: Any = PrivateAttr()
     _counts: Dict[str, int] = PrivateAttr()
 
-    def __init__(self, base_embed_model: Union[BaseEmbedding, str], cache: Union[EmbeddingCache, PathLike, None, bool] = None, **kwargs: Any) -> None:
+    def __init__(
+        self, base_embed_model: Union[BaseEmbedding, str], cache: Union[EmbeddingCache, PathLike, None, bool] = None, **kwargs: Any
+    ) -> None:
         inner = resolve_embed_model(base_embed_model)
         kwargs.setdefault("embed_batch_size", inner.embed_batch_size)
         super().__init__(model_name=inner.model_name, **kwargs)

@@ -50,17 +50,22 @@ def store_table(store: Any) -> Tuple[str, str]:
 def require_table(conn: Any, schema: str, table: str) -> None:
     """A clear error naming ``schema.table``, and the stores its schema holds, when that table is not on the server."""
     with conn.cursor() as cur:
-        cur.execute("SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND (c.relname = %s OR left(c.relname, %s) = %s) "
-                    "ORDER BY c.relname", (schema, table, len(STORE_PREFIX), STORE_PREFIX))
+        cur.execute(
+            "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND (c.relname = %s OR left(c.relname, %s) = %s) "
+            "ORDER BY c.relname",
+            (schema, table, len(STORE_PREFIX), STORE_PREFIX),
+        )
         names = [row[0] for row in cur.fetchall()]
     if table in names:
         return
-    stores = [n[len(STORE_PREFIX):] for n in names]
+    stores = [n[len(STORE_PREFIX) :] for n in names]
     held = f"{stores[:20]}{' and more' if len(stores) > 20 else ''}" if stores else "none"
-    raise StoreTableMissing(f"The table {quoted(schema, table)} does not exist on this server (PGVectorStore(table_name="
-                            f"{table[len(STORE_PREFIX):]!r}) keeps its rows there). Stores in schema {schema!r}: {held}. "
-                            "Check the table name, or write the nodes into the store first.")
+    raise StoreTableMissing(
+        f"The table {quoted(schema, table)} does not exist on this server (PGVectorStore(table_name="
+        f"{table[len(STORE_PREFIX) :]!r}) keeps its rows there). Stores in schema {schema!r}: {held}. "
+        "Check the table name, or write the nodes into the store first."
+    )
 
 
 def create_hnsw_index(store: Any) -> None:
@@ -71,8 +76,12 @@ def create_hnsw_index(store: Any) -> None:
     method = options.get("hnsw_dist_method") or ("halfvec_l2_ops" if store.use_halfvec else "vector_cosine_ops")
     table = store._table_class.__tablename__
     statement = sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding {}) WITH (m = {}, ef_construction = {})").format(
-        sql.Identifier(table + INDEX_SUFFIX), sql.Identifier(store.schema_name, table), sql.Identifier(method),
-        sql.Literal(int(options["hnsw_m"])), sql.Literal(int(options["hnsw_ef_construction"])))
+        sql.Identifier(table + INDEX_SUFFIX),
+        sql.Identifier(store.schema_name, table),
+        sql.Identifier(method),
+        sql.Literal(int(options["hnsw_m"])),
+        sql.Literal(int(options["hnsw_ef_construction"])),
+    )
     with store._session() as session, session.begin():
         with session.connection().connection.driver_connection.cursor() as cur:
             cur.execute(statement)
@@ -140,11 +149,20 @@ class LocalPostgres:
         ``table_name`` may hold any character but NUL (it is always quoted). LlamaIndex lower-cases it and makes
         table ``data_T``, index ``T_idx_1`` and (``hnsw``) index ``data_T_embedding_idx``, each within PostgreSQL's
         63 bytes: ``table_name`` is at most 44 bytes with ``hnsw``, 57 without."""
-        check_pg_name(table_name.lower() if isinstance(table_name, str) else table_name, "A store's table name",
-                      room=len(STORE_PREFIX + INDEX_SUFFIX) if hnsw else len("_idx_1"))
+        check_pg_name(
+            table_name.lower() if isinstance(table_name, str) else table_name,
+            "A store's table name",
+            room=len(STORE_PREFIX + INDEX_SUFFIX) if hnsw else len("_idx_1"),
+        )
         check_pg_name((kwargs.get("schema_name") or "public").lower(), "A store's schema name")
-        return _store_class().from_params(connection_string=self.url(), async_connection_string=self.url("asyncpg"),
-                                          table_name=table_name, embed_dim=embed_dim, hnsw_kwargs=dict(HNSW) if hnsw else None, **kwargs)
+        return _store_class().from_params(
+            connection_string=self.url(),
+            async_connection_string=self.url("asyncpg"),
+            table_name=table_name,
+            embed_dim=embed_dim,
+            hnsw_kwargs=dict(HNSW) if hnsw else None,
+            **kwargs,
+        )
 
     def psql(self, command: str) -> str:
         """Run SQL through psql and return its output."""

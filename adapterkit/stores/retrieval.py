@@ -19,7 +19,9 @@ from adapterkit.metrics import finite_scores, merge_top_k, metrics_at_k
 from adapterkit.stores.stored_vectors import read_stored
 
 
-def retrieval_results(index: Any, dataset: EmbeddingQAFinetuneDataset, top_k: int = 5, query_ids: Optional[Sequence[str]] = None) -> pd.DataFrame:
+def retrieval_results(
+    index: Any, dataset: EmbeddingQAFinetuneDataset, top_k: int = 5, query_ids: Optional[Sequence[str]] = None
+) -> pd.DataFrame:
     """Hit, reciprocal rank and the store's score of the first result, per query through ``index.as_retriever``.
 
     A relevant chunk the retriever did not return counts as ranked below the top ``top_k``.
@@ -34,7 +36,9 @@ def retrieval_results(index: Any, dataset: EmbeddingQAFinetuneDataset, top_k: in
         top_scores.append(float(hits[0].score) if hits and hits[0].score is not None else float("nan"))
         ranks.append(np.array([found.index(d) + 1 if d in found else top_k + 1 for d in dataset.relevant_docs[qid]]))
     metrics = metrics_at_k(ranks, top_k)
-    return pd.DataFrame({"query_id": qids, "retrieved": retrieved, "top_score": top_scores, "is_hit": metrics["is_hit"], "mrr": metrics["mrr"]})
+    return pd.DataFrame(
+        {"query_id": qids, "retrieved": retrieved, "top_score": top_scores, "is_hit": metrics["is_hit"], "mrr": metrics["mrr"]}
+    )
 
 
 def metrics_by_index(results: Mapping[tuple, pd.DataFrame], digits: int = 4) -> pd.DataFrame:
@@ -43,13 +47,26 @@ def metrics_by_index(results: Mapping[tuple, pd.DataFrame], digits: int = 4) -> 
     rows = []
     for (store, model), df in results.items():
         top = round(float(df["top_score"].median()), 3) if "top_score" in df else float("nan")
-        rows.append({"store": store, "query model": model, "hit_rate": round(float(df["is_hit"].mean()), digits),
-                     "mrr": round(float(df["mrr"].mean()), digits), "median_top_score": top})
+        rows.append(
+            {
+                "store": store,
+                "query model": model,
+                "hit_rate": round(float(df["is_hit"].mean()), digits),
+                "mrr": round(float(df["mrr"].mean()), digits),
+                "median_top_score": top,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def evaluate_on_store(dataset: EmbeddingQAFinetuneDataset, embed_model: Any, vector_store: Any, top_k: int = 10,
-                      cache: Union[EmbeddingCache, str, "os.PathLike[str]", None] = None, batch_size: int = 10_000) -> pd.DataFrame:
+def evaluate_on_store(
+    dataset: EmbeddingQAFinetuneDataset,
+    embed_model: Any,
+    vector_store: Any,
+    top_k: int = 10,
+    cache: Union[EmbeddingCache, str, "os.PathLike[str]", None] = None,
+    batch_size: int = 10_000,
+) -> pd.DataFrame:
     """``evaluate``'s table, each query ranked among every chunk of ``vector_store`` rather than ``dataset.corpus``.
 
     Exact cosine search over the stored vectors, streamed, with ``evaluate``'s rules: the rank of every
@@ -62,8 +79,14 @@ def evaluate_on_store(dataset: EmbeddingQAFinetuneDataset, embed_model: Any, vec
     return compare_on_store(dataset, {"model": embed_model}, vector_store, top_k, cache, batch_size)["model"]
 
 
-def compare_on_store(dataset: EmbeddingQAFinetuneDataset, models: Mapping[str, Any], vector_store: Any, top_k: int = 10,
-                     cache: Union[EmbeddingCache, str, "os.PathLike[str]", None] = None, batch_size: int = 10_000) -> Dict[str, pd.DataFrame]:
+def compare_on_store(
+    dataset: EmbeddingQAFinetuneDataset,
+    models: Mapping[str, Any],
+    vector_store: Any,
+    top_k: int = 10,
+    cache: Union[EmbeddingCache, str, "os.PathLike[str]", None] = None,
+    batch_size: int = 10_000,
+) -> Dict[str, pd.DataFrame]:
     """``evaluate_on_store`` for several models (``{name: model}``) in two reads of the store: one for the
     relevant chunks' vectors, one to rank every model's queries together."""
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
@@ -76,26 +99,40 @@ def compare_on_store(dataset: EmbeddingQAFinetuneDataset, models: Mapping[str, A
         model = resolve_embed_model(model)
         q = encode(model, [dataset.queries[x] for x in qids], "query", cache=cache)
         if not np.isfinite(q).all():
-            raise NonFiniteEmbeddingError(f"Query vectors from {model.class_name()} are not finite (NaN/inf): no score is given for such a model.")
+            raise NonFiniteEmbeddingError(
+                f"Query vectors from {model.class_name()} are not finite (NaN/inf): no score is given for such a model."
+            )
         vectors.append(q)
     relevant = [list(dataset.relevant_docs[x]) for x in qids] * len(models)
     found, ranks = _ranks_on_store(np.concatenate(vectors), relevant, vector_store, top_k, batch_size)
     frames = {}
     for m, name in enumerate(models):
         part = slice(m * len(qids), (m + 1) * len(qids))
-        frames[name] = pd.DataFrame({"query_id": qids, "query": [dataset.queries[x] for x in qids], "expected": relevant[part],
-                                     "retrieved": found[part], "rank": [int(r.min()) for r in ranks[part]], **metrics_at_k(ranks[part], top_k)})
+        frames[name] = pd.DataFrame(
+            {
+                "query_id": qids,
+                "query": [dataset.queries[x] for x in qids],
+                "expected": relevant[part],
+                "retrieved": found[part],
+                "rank": [int(r.min()) for r in ranks[part]],
+                **metrics_at_k(ranks[part], top_k),
+            }
+        )
     return frames
 
 
-def _ranks_on_store(queries: np.ndarray, relevant: List[List[str]], vector_store: Any, k: int, batch_size: int) -> Tuple[List[List[str]], List[np.ndarray]]:
+def _ranks_on_store(
+    queries: np.ndarray, relevant: List[List[str]], vector_store: Any, k: int, batch_size: int
+) -> Tuple[List[List[str]], List[np.ndarray]]:
     """The top ``k`` ids per query and the rank of each relevant chunk over the whole store (``exact_search``'s rules)."""
     wanted = {d for docs in relevant for d in docs}
     rel_vectors = {i: v for batch in read_stored(vector_store, batch_size) for i, v in zip(batch.ids, batch.vectors) if i in wanted}
     missing = sorted(wanted - set(rel_vectors))
     if missing:
-        raise ValueError(f"{len(missing)} relevant chunk(s) are not in the store (e.g. {missing[:3]}): drop those questions, or write the "
-                         "chunks into the store first.")
+        raise ValueError(
+            f"{len(missing)} relevant chunk(s) are not in the store (e.g. {missing[:3]}): drop those questions, or write the "
+            "chunks into the store first."
+        )
     q = F.normalize(torch.as_tensor(queries, dtype=torch.float32), dim=1)
     width = max(len(r) for r in relevant)
     mask = torch.zeros(len(q), width, dtype=torch.bool)

@@ -63,12 +63,16 @@ def memory_from_store(
     check_max_keys(max_keys)
     recorded = getattr(writer, "options", {})
     if recorded.get("max_keys", max_keys) != max_keys:
-        raise ValueError(f"The writer holds at most max_keys={recorded['max_keys']} keys per chunk, not {max_keys}: pass the same cap to both.")
+        raise ValueError(
+            f"The writer holds at most max_keys={recorded['max_keys']} keys per chunk, not {max_keys}: pass the same cap to both."
+        )
     ident = model_identity(embed_model)
     for role in ("key_model", "chunk_model"):
         if recorded.get(role) not in (None, ident):
-            raise ValueError(f"The writer records {role}={recorded[role]!r}, but the keys and chunks come from {ident!r}: "
-                             "open the writer with this model's identity (model_identity(embed_model)).")
+            raise ValueError(
+                f"The writer records {role}={recorded[role]!r}, but the keys and chunks come from {ident!r}: "
+                "open the writer with this model's identity (model_identity(embed_model))."
+            )
     counts = {"chunks": 0, "keys": 0}
     dim: Optional[int] = None
     bar = tqdm(desc="Building the memory", unit="chunk", disable=not show_progress)
@@ -76,7 +80,9 @@ def memory_from_store(
         if dim is None:
             dim = stored_dim(batch)  # the chunk vectors go into the memory as stored, never into the cache
             if dim != writer.dim:
-                raise ValueError(f"The store holds {dim}-dimensional vectors but the writer was opened for {writer.dim}: open it with dim={dim}.")
+                raise ValueError(
+                    f"The store holds {dim}-dimensional vectors but the writer was opened for {writer.dim}: open it with dim={dim}."
+                )
         check_batch(batch, dim)
         sentences = [chunk_sentences(text, most=max_keys) for text in batch.texts]  # a chunk without one is held with no key
         flat = [s for found in sentences for s in found]

@@ -61,8 +61,10 @@ def read_stored(vector_store: Any, batch_size: int = 10_000) -> Iterator[StoredB
     elif kind == "QdrantVectorStore":
         yield from _read_qdrant(vector_store, batch_size)
     else:
-        raise TypeError(f"Reading stored vectors supports {SUPPORTED}, not {kind}. For another store, read its "
-                        "(id, text, vector) rows yourself and pass StoredBatch objects to cache_stored_vectors(batches=...).")
+        raise TypeError(
+            f"Reading stored vectors supports {SUPPORTED}, not {kind}. For another store, read its "
+            "(id, text, vector) rows yourself and pass StoredBatch objects to cache_stored_vectors(batches=...)."
+        )
 
 
 def _read_pgvector(store: Any, batch_size: int) -> Iterator[StoredBatch]:
@@ -73,7 +75,8 @@ def _read_pgvector(store: Any, batch_size: int) -> Iterator[StoredBatch]:
     schema, name = store_table(store)  # checked: no NUL (libpq would end the name there), at most 63 bytes
     table = quoted(schema, name)
     statement = sql.SQL("COPY (SELECT node_id, text, embedding::vector FROM {} ORDER BY id) TO STDOUT WITH (FORMAT binary)").format(
-        sql.Identifier(schema, name))
+        sql.Identifier(schema, name)
+    )
     engine = sqlalchemy.create_engine(store.connection_string)
     pooled = engine.raw_connection()
     try:
@@ -108,12 +111,15 @@ def _read_pgvector(store: Any, batch_size: int) -> Iterator[StoredBatch]:
         engine.dispose()
     why = failed[0] if failed and not isinstance(failed[0], BrokenPipeError) else cut
     if why is not None:  # one statement is one snapshot: a read that did not end is never passed off as the table
-        raise RuntimeError(f"Reading {table} failed ({type(why).__name__}: {str(why).strip()}); the batches given before "
-                           "it are valid, the rest were not read. Read again once the server is back.") from why
+        raise RuntimeError(
+            f"Reading {table} failed ({type(why).__name__}: {str(why).strip()}); the batches given before "
+            "it are valid, the rest were not read. Read again once the server is back."
+        ) from why
 
 
 def _copy_batches(source: Any, batch_size: int) -> Iterator[StoredBatch]:
     """Rows of PostgreSQL's binary COPY format: (node_id, text, vector) per tuple."""
+
     def exact(n: int) -> bytes:
         data = source.read(n)
         if len(data) != n:
@@ -153,13 +159,17 @@ def _read_qdrant(store: Any, batch_size: int) -> Iterator[StoredBatch]:
 
     offset = None
     while True:
-        points, offset = store.client.scroll(collection_name=store.collection_name, limit=batch_size, offset=offset,
-                                             with_payload=True, with_vectors=True)
+        points, offset = store.client.scroll(
+            collection_name=store.collection_name, limit=batch_size, offset=offset, with_payload=True, with_vectors=True
+        )
         if points:
             nodes = [metadata_dict_to_node(p.payload) for p in points]
             vectors = [p.vector if not isinstance(p.vector, dict) else next(iter(p.vector.values())) for p in points]
-            yield StoredBatch([n.node_id for n in nodes], [n.get_content(metadata_mode=MetadataMode.NONE) for n in nodes],
-                              np.asarray(vectors, dtype=np.float32))
+            yield StoredBatch(
+                [n.node_id for n in nodes],
+                [n.get_content(metadata_mode=MetadataMode.NONE) for n in nodes],
+                np.asarray(vectors, dtype=np.float32),
+            )
         if offset is None:
             return
 
@@ -220,8 +230,10 @@ def cache_stored_vectors(
             check.first(batch, embed_model, dim)
             repeated = next((i for i in batch.ids if i in corpus), None)
             if repeated is not None or len(set(batch.ids)) != len(batch.ids):
-                raise ValueError(f"The store holds node id {repeated or batch.ids[0]!r} more than once: ids must be unique; "
-                                 "delete the duplicate rows (or re-index) first.")
+                raise ValueError(
+                    f"The store holds node id {repeated or batch.ids[0]!r} more than once: ids must be unique; "
+                    "delete the duplicate rows (or re-index) first."
+                )
             store.put_many(staging, {EmbeddingCache.key("text", t): v for t, v in zip(batch.texts, batch.vectors)})
             check.offer(batch)
             corpus.update(zip(batch.ids, batch.texts))
@@ -295,16 +307,20 @@ def _compare(model: BaseEmbedding, ids: List[str], texts: List[str], stored: np.
     """Refuse stored vectors that ``model`` does not give for their texts, naming the first such row."""
     fresh = np.asarray(call_model(model, list(texts), "text"), dtype=np.float32)  # the model itself, not a cached vector
     if fresh.ndim != 2 or fresh.shape[1] != dim:
-        raise ValueError(f"The store holds {dim}-dimensional vectors but {model.model_name} makes {fresh.shape[-1]}-dimensional ones: "
-                         "pass the model that built the store.")
+        raise ValueError(
+            f"The store holds {dim}-dimensional vectors but {model.model_name} makes {fresh.shape[-1]}-dimensional ones: "
+            "pass the model that built the store."
+        )
     cos = (unit_rows(fresh) * unit_rows(stored)).sum(1)
     if cos.min() < 0.99:
         at = int(cos.argmin())
-        raise ValueError(f"The stored vector of node {ids[at]!r} was not made by {model.model_name} from its text (cosine "
-                         f"{cos[at]:.3f} with the model's own; {int((cos < 0.99).sum())} of {len(ids)} checked rows differ). Likely "
-                         "causes: the store was built by another model or another version of it (pass that model), or the text "
-                         "embedded was not the stored text (metadata or a prefix added: exclude it and re-index). Nothing of this "
-                         "store was put in the embedding cache.")
+        raise ValueError(
+            f"The stored vector of node {ids[at]!r} was not made by {model.model_name} from its text (cosine "
+            f"{cos[at]:.3f} with the model's own; {int((cos < 0.99).sum())} of {len(ids)} checked rows differ). Likely "
+            "causes: the store was built by another model or another version of it (pass that model), or the text "
+            "embedded was not the stored text (metadata or a prefix added: exclude it and re-index). Nothing of this "
+            "store was put in the embedding cache."
+        )
 
 
 def stored_dim(batch: StoredBatch) -> int:
@@ -316,15 +332,22 @@ def stored_dim(batch: StoredBatch) -> int:
 
 def check_batch(batch: StoredBatch, dim: int) -> None:
     """Refuse a batch of another shape than the first, or with a vector that is not finite or is all zeros."""
-    if batch.vectors.ndim != 2 or batch.vectors.shape[1] != dim or len(batch.vectors) != len(batch.ids) or len(batch.texts) != len(batch.ids):
+    if (
+        batch.vectors.ndim != 2
+        or batch.vectors.shape[1] != dim
+        or len(batch.vectors) != len(batch.ids)
+        or len(batch.texts) != len(batch.ids)
+    ):
         raise ValueError(f"Stored vectors of varying shape: {batch.vectors.shape} after {dim}-dimensional ones (at id {batch.ids[0]!r}).")
     bad = np.where(~np.isfinite(batch.vectors).all(axis=1))[0]
     if len(bad):
         raise ValueError(f"The stored vector of node {batch.ids[bad[0]]!r} is not finite (NaN/inf): re-embed that node in the store.")
     zero = np.flatnonzero(~np.any(batch.vectors, axis=1))
     if len(zero):
-        raise ValueError(f"The stored vector of node {batch.ids[zero[0]]!r} is all zeros (an embedding that failed, or a placeholder): "
-                         "re-embed that node in the store.")
+        raise ValueError(
+            f"The stored vector of node {batch.ids[zero[0]]!r} is all zeros (an embedding that failed, or a placeholder): "
+            "re-embed that node in the store."
+        )
 
 
 def check_serving(embed_model: BaseEmbedding, vector_store: Any) -> int:

@@ -114,8 +114,10 @@ def sample_stored_corpus(
         _check_unique(np.concatenate(hashes))
         missing = [i for i in wanted if i not in kept]
         if missing:
-            raise ValueError(f"{len(missing)} of the {len(wanted)} chunks the questions name are not in the store (e.g. "
-                             f"{sorted(missing)[:3]}): drop those questions, or write the chunks into the store first.")
+            raise ValueError(
+                f"{len(missing)} of the {len(wanted)} chunks the questions name are not in the store (e.g. "
+                f"{sorted(missing)[:3]}): drop those questions, or write the chunks into the store first."
+            )
         check.verify(embed_model, dim)
         ids, texts, vectors = pool.result()
         store.put_many(ident, {EmbeddingCache.key("text", t): v for t, v in zip(texts, vectors)})
@@ -124,8 +126,7 @@ def sample_stored_corpus(
         store.drop(staging)
     corpus = dict(kept)
     corpus.update(zip(ids, texts))
-    return StoredSample(corpus, kept=len(kept), sampled=len(ids), rows=rows, seed=seed,
-                        info={"dim": dim, "model": ident, "sample": sample})
+    return StoredSample(corpus, kept=len(kept), sampled=len(ids), rows=rows, seed=seed, info={"dim": dim, "model": ident, "sample": sample})
 
 
 class _BottomK:
@@ -175,5 +176,7 @@ def _check_unique(hashes: np.ndarray) -> None:
     ordered = np.sort(hashes)
     repeated = ordered[1:][ordered[1:] == ordered[:-1]]
     if len(repeated):
-        raise ValueError(f"The store holds {len(np.unique(repeated))} node id(s) more than once: ids must be unique; delete the "
-                         "duplicate rows (or re-index) first.")
+        raise ValueError(
+            f"The store holds {len(np.unique(repeated))} node id(s) more than once: ids must be unique; delete the "
+            "duplicate rows (or re-index) first."
+        )

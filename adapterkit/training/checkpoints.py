@@ -159,11 +159,17 @@ def run_fingerprint(options: Dict[str, Any], model: torch.nn.Module, start: Dict
     return digest.hexdigest()
 
 
-def save_checkpoint(folder: Path, state: RunState, model: Any, optimizer: torch.optim.Optimizer, epoch_start: Tensor,
-                    best: Dict[str, Tensor]) -> None:
+def save_checkpoint(
+    folder: Path, state: RunState, model: Any, optimizer: torch.optim.Optimizer, epoch_start: Tensor, best: Dict[str, Tensor]
+) -> None:
     """``folder`` (a ``step_N``): the adapter as ``save`` writes it, and the run state to resume from."""
     model.save(folder)
     state.optimizer, optimizer_tensors = optimizer_state(optimizer)
-    state.tensors = {**{k: v for k, v in state.tensors.items() if k == "identity_rr"}, **prefixed("model", model.state_dict()),
-                     **prefixed("best", best), **optimizer_tensors, "generator": epoch_start.clone()}
+    state.tensors = {
+        **{k: v for k, v in state.tensors.items() if k == "identity_rr"},
+        **prefixed("model", model.state_dict()),
+        **prefixed("best", best),
+        **optimizer_tensors,
+        "generator": epoch_start.clone(),
+    }
     save_state(folder, state)

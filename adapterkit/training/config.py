@@ -67,17 +67,31 @@ class FinetuneConfig:
     memory_temperature: float = option(100.0, run=False)  # sharpness of that match
 
     # data
-    negatives: str = option("corpus", fixed=True)  # "corpus": every chunk of the query's corpus; "in_batch": the batch's positives (LlamaIndex)
+    negatives: str = option(
+        "corpus", fixed=True
+    )  # "corpus": every chunk of the query's corpus; "in_batch": the batch's positives (LlamaIndex)
     hard_negatives: int = option(0, fixed=True)  # with "in_batch": mined hard negatives added per query
     val_fraction: float = option(0.2, fixed=True)  # share of training chunks held out to pick the epoch (0: keep the last epoch)
     pseudo_queries_per_chunk: int = option(4, fixed=True)  # label-free queries drawn from each chunk of an unlabeled corpus
     pseudo_query_words: Optional[Tuple[int, int]] = option(None, fixed=True)  # None: whole sentences; (a, b): windows of a..b words
-    map_sample: Union[int, float] = option(0.1, fixed=True)  # with an index_model: chunks of the searched corpus both models embed for the start map (a count or a share)
-    corpus_memory: bool = option(True, fixed=True, run=False)  # with an unlabeled corpus, save a CorpusMemory of its sentences beside the adapter
-    memory_keys_per_chunk: Optional[int] = option(None, fixed=True, run=False)  # at most this many of a chunk's sentences as its keys (None: all)
-    question_memory: bool = option(True, fixed=True, run=False)  # and one of the labelled questions whose relevant chunks are in that corpus
-    question_memory_weights: Tuple[float, ...] = option((0.0, 0.1, 0.25, 0.5, 1.0), fixed=True, run=False)  # its pull is chosen from these on held-out
-    question_memory_temperatures: Tuple[float, ...] = option((20.0, 50.0, 100.0), fixed=True, run=False)  # questions (weight 0: no such memory)
+    map_sample: Union[int, float] = option(
+        0.1, fixed=True
+    )  # with an index_model: chunks of the searched corpus both models embed for the start map (a count or a share)
+    corpus_memory: bool = option(
+        True, fixed=True, run=False
+    )  # with an unlabeled corpus, save a CorpusMemory of its sentences beside the adapter
+    memory_keys_per_chunk: Optional[int] = option(
+        None, fixed=True, run=False
+    )  # at most this many of a chunk's sentences as its keys (None: all)
+    question_memory: bool = option(
+        True, fixed=True, run=False
+    )  # and one of the labelled questions whose relevant chunks are in that corpus
+    question_memory_weights: Tuple[float, ...] = option(
+        (0.0, 0.1, 0.25, 0.5, 1.0), fixed=True, run=False
+    )  # its pull is chosen from these on held-out
+    question_memory_temperatures: Tuple[float, ...] = option(
+        (20.0, 50.0, 100.0), fixed=True, run=False
+    )  # questions (weight 0: no such memory)
 
     def __post_init__(self) -> None:
         self.optimizer_params = dict(self.optimizer_params)
@@ -85,19 +99,25 @@ class FinetuneConfig:
 
     def check(self) -> None:
         """Raise an ``OptionError`` that names the option and the range it takes."""
+
         def need(ok: bool, message: str) -> None:
             if not ok:
                 raise OptionError(message)
 
         whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
         finite = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
-        need(whole(self.batch_size) and 1 <= self.batch_size <= 10**6, f"batch_size must be a whole number in [1, 10**6], got {self.batch_size!r}.")
+        need(
+            whole(self.batch_size) and 1 <= self.batch_size <= 10**6,
+            f"batch_size must be a whole number in [1, 10**6], got {self.batch_size!r}.",
+        )
         need(whole(self.epochs) and 0 <= self.epochs <= 10**4, f"epochs must be a whole number in [0, 10**4], got {self.epochs!r}.")
         need(whole(self.seed) and 0 <= self.seed < 2**32, f"seed must be a whole number in [0, 2**32), got {self.seed!r}.")
         for name in ("shuffle", "no_duplicates", "guard", "refit", "verbose", "corpus_memory", "question_memory"):
             need(isinstance(getattr(self, name), bool), f"{name} must be True or False, got {getattr(self, name)!r}.")
-        need(whole(self.checkpoint_save_steps) and self.checkpoint_save_steps >= 1,
-             f"checkpoint_save_steps must be a whole number >= 1, got {self.checkpoint_save_steps!r}.")
+        need(
+            whole(self.checkpoint_save_steps) and self.checkpoint_save_steps >= 1,
+            f"checkpoint_save_steps must be a whole number >= 1, got {self.checkpoint_save_steps!r}.",
+        )
         need(finite(self.scale) and self.scale > 0, f"scale must be a finite number > 0, got {self.scale!r}.")
         lr = self.optimizer_params.get("lr", 1e-3)
         need(finite(lr) and lr > 0, f"optimizer_params['lr'] must be a finite number > 0, got {lr!r}.")
@@ -105,27 +125,46 @@ class FinetuneConfig:
             value = getattr(self, name)
             need(finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value!r}.")
         need(pull_ok(self.memory_weight, 1.0), f"memory_weight must be a number in [0, {MAX_PULL:g}], got {self.memory_weight!r}.")
-        need(pull_ok(0.0, self.memory_temperature),
-             f"memory_temperature must be a number in (0, {MAX_PULL:g}], got {self.memory_temperature!r}.")
+        need(
+            pull_ok(0.0, self.memory_temperature),
+            f"memory_temperature must be a number in (0, {MAX_PULL:g}], got {self.memory_temperature!r}.",
+        )
         need(self.warmup_ratio <= 1, f"warmup_ratio must be at most 1, got {self.warmup_ratio!r}.")
         need(self.negatives in NEGATIVES, f"negatives must be one of {NEGATIVES}, got {self.negatives!r}.")
-        need(whole(self.hard_negatives) and 0 <= self.hard_negatives <= 10**4, f"hard_negatives must be in [0, 10**4], got {self.hard_negatives!r}.")
+        need(
+            whole(self.hard_negatives) and 0 <= self.hard_negatives <= 10**4,
+            f"hard_negatives must be in [0, 10**4], got {self.hard_negatives!r}.",
+        )
         need(finite(self.val_fraction) and 0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction!r}.")
-        need(self.memory_keys_per_chunk is None or (whole(self.memory_keys_per_chunk) and self.memory_keys_per_chunk >= 1),
-             f"memory_keys_per_chunk must be None (every sentence) or a whole number >= 1, got {self.memory_keys_per_chunk!r}.")
-        need(self.corpus_memory or self.memory_keys_per_chunk is None,
-             "memory_keys_per_chunk caps the corpus memory's keys, and corpus_memory=False builds none: drop one of them.")
-        need(whole(self.pseudo_queries_per_chunk) and 1 <= self.pseudo_queries_per_chunk <= 1000,
-             f"pseudo_queries_per_chunk must be in [1, 1000], got {self.pseudo_queries_per_chunk!r}.")
+        need(
+            self.memory_keys_per_chunk is None or (whole(self.memory_keys_per_chunk) and self.memory_keys_per_chunk >= 1),
+            f"memory_keys_per_chunk must be None (every sentence) or a whole number >= 1, got {self.memory_keys_per_chunk!r}.",
+        )
+        need(
+            self.corpus_memory or self.memory_keys_per_chunk is None,
+            "memory_keys_per_chunk caps the corpus memory's keys, and corpus_memory=False builds none: drop one of them.",
+        )
+        need(
+            whole(self.pseudo_queries_per_chunk) and 1 <= self.pseudo_queries_per_chunk <= 1000,
+            f"pseudo_queries_per_chunk must be in [1, 1000], got {self.pseudo_queries_per_chunk!r}.",
+        )
         words = self.pseudo_query_words
-        need(words is None or (len(words) == 2 and all(whole(w) for w in words) and 1 <= words[0] <= words[1]),
-             f"pseudo_query_words must be None or (shortest, longest) with 1 <= shortest <= longest, got {words!r}.")
-        need(all(pull_ok(w, t) for w in self.question_memory_weights for t in self.question_memory_temperatures),
-             f"question_memory_weights must be numbers in [0, {MAX_PULL:g}] and question_memory_temperatures in (0, {MAX_PULL:g}].")
-        need(isinstance(self.optimizer_class, type) and issubclass(self.optimizer_class, torch.optim.Optimizer),
-             f"optimizer_class must be a torch.optim.Optimizer subclass, got {self.optimizer_class!r}.")
-        need(isinstance(self.optimizer_params, dict) and all(isinstance(k, str) for k in self.optimizer_params),
-             f"optimizer_params must be a dict of keyword arguments, got {self.optimizer_params!r}.")
+        need(
+            words is None or (len(words) == 2 and all(whole(w) for w in words) and 1 <= words[0] <= words[1]),
+            f"pseudo_query_words must be None or (shortest, longest) with 1 <= shortest <= longest, got {words!r}.",
+        )
+        need(
+            all(pull_ok(w, t) for w in self.question_memory_weights for t in self.question_memory_temperatures),
+            f"question_memory_weights must be numbers in [0, {MAX_PULL:g}] and question_memory_temperatures in (0, {MAX_PULL:g}].",
+        )
+        need(
+            isinstance(self.optimizer_class, type) and issubclass(self.optimizer_class, torch.optim.Optimizer),
+            f"optimizer_class must be a torch.optim.Optimizer subclass, got {self.optimizer_class!r}.",
+        )
+        need(
+            isinstance(self.optimizer_params, dict) and all(isinstance(k, str) for k in self.optimizer_params),
+            f"optimizer_params must be a dict of keyword arguments, got {self.optimizer_params!r}.",
+        )
         try:  # the optimiser's own checks on a throwaway parameter (and one step of torch's own): a bad value fails here
             weight = torch.nn.Parameter(torch.zeros(1))
             optimizer = self.optimizer_class([weight], **self.optimizer_params)
@@ -136,18 +175,26 @@ class FinetuneConfig:
                     raise ValueError("one step makes the weights non-finite")
         except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
             raise OptionError(f"optimizer_params {self.optimizer_params!r} do not fit {self.optimizer_class.__name__}: {exc}.") from None
-        need(isinstance(self.loss_class, type) and issubclass(self.loss_class, torch.nn.Module),
-             f"loss_class must be a torch.nn.Module subclass taking (adapter, scale=...), got {self.loss_class!r}.")
-        need(self.num_threads is None or (whole(self.num_threads) and 1 <= self.num_threads <= 1024),
-             f"num_threads must be None (torch's own setting) or a whole number in [1, 1024], got {self.num_threads!r}.")
+        need(
+            isinstance(self.loss_class, type) and issubclass(self.loss_class, torch.nn.Module),
+            f"loss_class must be a torch.nn.Module subclass taking (adapter, scale=...), got {self.loss_class!r}.",
+        )
+        need(
+            self.num_threads is None or (whole(self.num_threads) and 1 <= self.num_threads <= 1024),
+            f"num_threads must be None (torch's own setting) or a whole number in [1, 1024], got {self.num_threads!r}.",
+        )
         # Options that could not take effect together with the others.
         sample_count(self.map_sample, 1)  # raises with the range it takes
-        need(not self.hard_negatives or self.negatives == "in_batch",
-             f"hard_negatives={self.hard_negatives} adds mined negatives to in-batch negatives; with negatives="
-             f"{self.negatives!r} every chunk is already a negative. Pass negatives='in_batch' or hard_negatives=0.")
-        need(self.val_fraction > 0 or not (self.guard or self.refit),
-             "val_fraction=0 holds nothing out, so no epoch is chosen (the last one is kept), the guard has nothing to "
-             "check and there is nothing to refit: pass guard=False and refit=False with it, or a val_fraction > 0.")
+        need(
+            not self.hard_negatives or self.negatives == "in_batch",
+            f"hard_negatives={self.hard_negatives} adds mined negatives to in-batch negatives; with negatives="
+            f"{self.negatives!r} every chunk is already a negative. Pass negatives='in_batch' or hard_negatives=0.",
+        )
+        need(
+            self.val_fraction > 0 or not (self.guard or self.refit),
+            "val_fraction=0 holds nothing out, so no epoch is chosen (the last one is kept), the guard has nothing to "
+            "check and there is nothing to refit: pass guard=False and refit=False with it, or a val_fraction > 0.",
+        )
 
     def updated(self, **changes: Any) -> "FinetuneConfig":
         """A checked copy with ``changes``; an unknown name is a ``TypeError``."""
@@ -176,13 +223,31 @@ RUN_OPTIONS = _names(run=True)  # a checkpoint made under other values of these 
 
 
 # Options that act on the searched corpus (``unlabeled_corpus``): set without one, they could not take effect.
-CORPUS_OPTIONS = ("pseudo_queries_per_chunk", "pseudo_query_words", "corpus_memory", "memory_keys_per_chunk", "question_memory",
-                  "question_memory_weights", "question_memory_temperatures", "memory_weight", "memory_temperature")
+CORPUS_OPTIONS = (
+    "pseudo_queries_per_chunk",
+    "pseudo_query_words",
+    "corpus_memory",
+    "memory_keys_per_chunk",
+    "question_memory",
+    "question_memory_weights",
+    "question_memory_temperatures",
+    "memory_weight",
+    "memory_temperature",
+)
 
 
-def check_run(config: FinetuneConfig, explicit: AbstractSet[str], *, unlabeled_corpus: bool, index_model: bool = False,
-              checkpoints: bool = False, target_questions: bool = False, adapter_model: bool = False, bias: bool = False,
-              memories_chosen: bool = False) -> None:
+def check_run(
+    config: FinetuneConfig,
+    explicit: AbstractSet[str],
+    *,
+    unlabeled_corpus: bool,
+    index_model: bool = False,
+    checkpoints: bool = False,
+    target_questions: bool = False,
+    adapter_model: bool = False,
+    bias: bool = False,
+    memories_chosen: bool = False,
+) -> None:
     """Every rule about what an option needs from the rest of the run, in one place: an ``OptionError`` naming the fix.
 
     ``FinetuneConfig.check`` holds the rules among options; this one the rules between options and what
@@ -202,29 +267,41 @@ def check_run(config: FinetuneConfig, explicit: AbstractSet[str], *, unlabeled_c
     """
     unused = [name for name in CORPUS_OPTIONS if name in explicit]
     if unused and not unlabeled_corpus:
-        raise OptionError(f"{unused[0]} acts on the corpus you will search (its pseudo-queries and memories), and no unlabeled_corpus "
-                         "was given: give unlabeled_corpus too, or leave it out.")
+        raise OptionError(
+            f"{unused[0]} acts on the corpus you will search (its pseudo-queries and memories), and no unlabeled_corpus "
+            "was given: give unlabeled_corpus too, or leave it out."
+        )
     if target_questions and not unlabeled_corpus:
         raise OptionError("target_questions are about the corpus you will search: give unlabeled_corpus too, or train on them.")
     if "checkpoint_save_steps" in explicit and not checkpoints:
-        raise OptionError("checkpoint_save_steps sets how often a run saves checkpoints, and this one keeps none (no "
-                          "model_checkpoint_path; `adapterkit fit` keeps none, as a cut-off fit starts again from its cached "
-                          "embeddings): give a model_checkpoint_path, or leave checkpoint_save_steps out.")
+        raise OptionError(
+            "checkpoint_save_steps sets how often a run saves checkpoints, and this one keeps none (no "
+            "model_checkpoint_path; `adapterkit fit` keeps none, as a cut-off fit starts again from its cached "
+            "embeddings): give a model_checkpoint_path, or leave checkpoint_save_steps out."
+        )
     if "memory_weight" in explicit and memories_chosen:
-        raise OptionError("memory_weight was fixed when the question memory was chosen beside the sentence memory, at construction: "
-                         "pass it to EmbeddingAdapterFinetuneEngine(...), not to finetune().")
+        raise OptionError(
+            "memory_weight was fixed when the question memory was chosen beside the sentence memory, at construction: "
+            "pass it to EmbeddingAdapterFinetuneEngine(...), not to finetune()."
+        )
     if "map_sample" in explicit and not index_model:
-        raise OptionError("map_sample sizes the start map of a cross-model run (index_model; `adapterkit fit` fits over one "
-                          "model): give index_model too, or leave map_sample out.")
+        raise OptionError(
+            "map_sample sizes the start map of a cross-model run (index_model; `adapterkit fit` fits over one "
+            "model): give index_model too, or leave map_sample out."
+        )
     if index_model:  # queries and documents in two models' spaces
         if adapter_model:
-            raise OptionError("With an index_model the adapter starts at the map fitted on the paired sample (a LinearLayer "
-                             "from the query model's dimension to the index's); leave adapter_model=None.")
+            raise OptionError(
+                "With an index_model the adapter starts at the map fitted on the paired sample (a LinearLayer "
+                "from the query model's dimension to the index's); leave adapter_model=None."
+            )
         if bias:
             raise OptionError("With an index_model the adapter is the fitted map (no bias); leave bias=False.")
         if config.hard_negatives:
-            raise OptionError("hard_negatives are mined by comparing queries with documents in one model's space; with an "
-                             "index_model the two are in different spaces: pass hard_negatives=0.")
+            raise OptionError(
+                "hard_negatives are mined by comparing queries with documents in one model's space; with an "
+                "index_model the two are in different spaces: pass hard_negatives=0."
+            )
 
 
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
@@ -232,6 +309,7 @@ TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1", "on"), ("false", "no", "0", "off"
 
 def parse_value(name: str, text: str, kind: Any) -> Any:
     """``text`` (as typed on a command line) read as a value of type ``kind``; a ``ValueError`` names ``name``."""
+
     def wrong(what: str) -> OptionError:
         return OptionError(f"--set {name}={text}: {name} takes {what}.")
 
@@ -283,8 +361,10 @@ def parse_options(pairs: Dict[str, str], extra: Optional[Dict[str, Any]] = None)
     values = {}
     for name, text in pairs.items():
         if name not in kinds:
-            raise OptionError(f"--set {name}: not a training or chunking option (the command's own options are flags, e.g. "
-                             f"--embed-model); --set takes: {', '.join(sorted(kinds))}.")
+            raise OptionError(
+                f"--set {name}: not a training or chunking option (the command's own options are flags, e.g. "
+                f"--embed-model); --set takes: {', '.join(sorted(kinds))}."
+            )
         values[name] = parse_value(name, text, kinds[name])
     FinetuneConfig().updated(**{k: v for k, v in values.items() if k not in (extra or {})})  # every rule, before any work
     return values

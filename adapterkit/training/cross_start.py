@@ -20,9 +20,17 @@ from adapterkit.cache import embed_texts
 from adapterkit.cross_model import SampleTooSmallError, choose_sample, fit_linear_map
 
 
-def fit_start_map(query_model: BaseEmbedding, index_model: BaseEmbedding, queries: Sequence[str], corpus: Mapping[str, str],
-                  index_vectors: Mapping[str, np.ndarray], map_sample: Union[int, float], seed: int, cache: Any = None,
-                  show_progress: bool = False) -> Tuple[LinearLayer, Dict[str, Any]]:
+def fit_start_map(
+    query_model: BaseEmbedding,
+    index_model: BaseEmbedding,
+    queries: Sequence[str],
+    corpus: Mapping[str, str],
+    index_vectors: Mapping[str, np.ndarray],
+    map_sample: Union[int, float],
+    seed: int,
+    cache: Any = None,
+    show_progress: bool = False,
+) -> Tuple[LinearLayer, Dict[str, Any]]:
     """The start map and what fitted it: ``(LinearLayer(d_query, d_index), {"query_pairs", "sample_chunks", ...})``.
 
     Args:
@@ -44,9 +52,17 @@ def fit_start_map(query_model: BaseEmbedding, index_model: BaseEmbedding, querie
     try:
         layer = fit_linear_map(new_rows, old_rows)
     except SampleTooSmallError as exc:
-        raise SampleTooSmallError(f"{exc} Here: {len(texts)} distinct query texts and {len(ids)} sampled chunks. Raise map_sample "
-                                  f"(up to all {len(corpus)} chunks of the searched corpus), or give more questions or a larger "
-                                  "unlabeled_corpus.") from None
+        raise SampleTooSmallError(
+            f"{exc} Here: {len(texts)} distinct query texts and {len(ids)} sampled chunks. Raise map_sample "
+            f"(up to all {len(corpus)} chunks of the searched corpus), or give more questions or a larger "
+            "unlabeled_corpus."
+        ) from None
     method = "procrustes" if new_rows.shape[1] == old_rows.shape[1] else "lstsq"
-    return layer, {"query_pairs": len(texts), "sample_chunks": len(ids), "corpus_chunks": len(corpus), "method": method,
-                   "query_dim": int(new_rows.shape[1]), "index_dim": int(old_rows.shape[1])}
+    return layer, {
+        "query_pairs": len(texts),
+        "sample_chunks": len(ids),
+        "corpus_chunks": len(corpus),
+        "method": method,
+        "query_dim": int(new_rows.shape[1]),
+        "index_dim": int(old_rows.shape[1]),
+    }

@@ -63,8 +63,16 @@ from adapterkit.training.selection import TrainingDivergedError  # noqa: F401 (i
 # LlamaIndex's walkthrough recipe: pairs in order, in-batch negatives, lr 2e-5, 10% linear warm-up,
 # no validation. Use as EmbeddingAdapterFinetuneEngine(train, model, epochs=4, **LLAMAINDEX_RECIPE).
 LLAMAINDEX_RECIPE: Dict[str, Any] = dict(
-    batch_size=10, optimizer_params={"lr": 2e-5}, scale=20.0, negatives="in_batch", shuffle=False,
-    no_duplicates=False, identity_reg=0.0, val_fraction=0.0, guard=False, refit=False,
+    batch_size=10,
+    optimizer_params={"lr": 2e-5},
+    scale=20.0,
+    negatives="in_batch",
+    shuffle=False,
+    no_duplicates=False,
+    identity_reg=0.0,
+    val_fraction=0.0,
+    guard=False,
+    refit=False,
 )
 
 
@@ -134,9 +142,14 @@ class EmbeddingAdapterFinetuneEngine:
     ) -> None:
         self.config = FinetuneConfig().updated(**options)
         self.dataset = dataset.validate("the training dataset")
-        self._given = dict(unlabeled_corpus=unlabeled_corpus is not None, index_model=index_model is not None,  # what check_run weighs
-                           checkpoints=bool(model_checkpoint_path), target_questions=target_questions is not None,
-                           adapter_model=adapter_model is not None, bias=bias)
+        self._given = dict(
+            unlabeled_corpus=unlabeled_corpus is not None,
+            index_model=index_model is not None,  # what check_run weighs
+            checkpoints=bool(model_checkpoint_path),
+            target_questions=target_questions is not None,
+            adapter_model=adapter_model is not None,
+            bias=bias,
+        )
         check_run(self.config, set(options), **self._given)
         self.target_questions = target_questions.validate("target_questions") if target_questions is not None else None
         self.embed_model = resolve_embed_model(embed_model)
@@ -167,7 +180,9 @@ class EmbeddingAdapterFinetuneEngine:
         d = self.groups[0].docs.shape[1]
         self.dim = dim or d
         if self.dim != d:
-            raise ValueError(f"dim={dim} but {(self.index_model or self.embed_model).model_name} gives {d}-dimensional embeddings; drop dim or fix it.")
+            raise ValueError(
+                f"dim={dim} but {(self.index_model or self.embed_model).model_name} gives {d}-dimensional embeddings; drop dim or fix it."
+            )
         rng = np.random.default_rng(self.config.seed)
         for group in self.groups:
             group.split(self.config.val_fraction, rng)
@@ -178,8 +193,16 @@ class EmbeddingAdapterFinetuneEngine:
             self.map_texts = [texts[i] for g, (texts, _) in zip(self.groups, self._cross_rows) for i in g.train_idx]
             searched = target if target is not None else dataset.corpus
             adapter_model, self.map_info = fit_start_map(
-                self.embed_model, self.index_model, self.map_texts, {d: t for d, t in searched.items() if d not in held},
-                self._doc_vectors, self.config.map_sample, self.config.seed, self._cache, self._show_progress)
+                self.embed_model,
+                self.index_model,
+                self.map_texts,
+                {d: t for d, t in searched.items() if d not in held},
+                self._doc_vectors,
+                self.config.map_sample,
+                self.config.seed,
+                self._cache,
+                self._show_progress,
+            )
         if target is not None:
             self._add_memories(target, adapter_model if self.index_model is not None else None)
 
@@ -190,8 +213,14 @@ class EmbeddingAdapterFinetuneEngine:
     def _group(self, name: str, queries: Mapping[str, str], corpus: Mapping[str, str], relevant: Mapping[str, List[str]]) -> TrainingGroup:
         qids, doc_ids = list(queries), list(corpus)
         pos = {d: i for i, d in enumerate(doc_ids)}
-        what = {"query": "labelled questions", "text": "their chunks"} if name == "train" else {"query": "pseudo-queries", "text": "searched chunks"}
-        embed = lambda model, texts, kind: embed_texts(model, texts, kind, cache=self._cache, show_progress=self._show_progress, purpose=what[kind])  # noqa: E731
+        what = (
+            {"query": "labelled questions", "text": "their chunks"}
+            if name == "train"
+            else {"query": "pseudo-queries", "text": "searched chunks"}
+        )
+        embed = lambda model, texts, kind: embed_texts(
+            model, texts, kind, cache=self._cache, show_progress=self._show_progress, purpose=what[kind]
+        )  # noqa: E731
         docs = embed(self.index_model or self.embed_model, [corpus[d] for d in doc_ids], "text")
         if self.index_model is not None:
             self._doc_vectors.update(zip(doc_ids, docs))
@@ -210,11 +239,15 @@ class EmbeddingAdapterFinetuneEngine:
         if llm is None:
             pairs = pseudo_queries(corpus, config.pseudo_queries_per_chunk, words=config.pseudo_query_words, seed=config.seed)
         else:
-            pairs = generated_pseudo_queries(corpus, llm, config.pseudo_queries_per_chunk, self._model_output_path / "pseudo_queries.json", self._show_progress)
+            pairs = generated_pseudo_queries(
+                corpus, llm, config.pseudo_queries_per_chunk, self._model_output_path / "pseudo_queries.json", self._show_progress
+            )
         if not pairs:
             need = "a sentence of 6+ words" if config.pseudo_query_words is None else f"{config.pseudo_query_words[0]}+ words"
-            raise DatasetError(f"unlabeled_corpus gave no pseudo-queries: no chunk has {need}"
-                               + (" (or the LLM gave no usable question; see pseudo_queries.json.progress.jsonl)." if llm is not None else "."))
+            raise DatasetError(
+                f"unlabeled_corpus gave no pseudo-queries: no chunk has {need}"
+                + (" (or the LLM gave no usable question; see pseudo_queries.json.progress.jsonl)." if llm is not None else ".")
+            )
         queries = {f"pseudo-{i}": q for i, (q, _) in enumerate(pairs)}
         relevant = {f"pseudo-{i}": [d] for i, (_, d) in enumerate(pairs)}
         self.groups.append(self._group("unlabeled", queries, corpus, relevant))
@@ -223,9 +256,18 @@ class EmbeddingAdapterFinetuneEngine:
         """The searched corpus's memories (its sentences; labelled questions about it), added to ``start``'s queries."""
         config = self.config
         if config.corpus_memory:
-            memory = CorpusMemory.from_corpus(corpus, self.embed_model, doc_vectors=self.groups[-1].docs, cache=self._cache,
-                                              show_progress=self._show_progress, index_model=self.index_model, weight=config.memory_weight,
-                                              temperature=config.memory_temperature, key_dim=self.groups[0].queries.shape[1], max_keys=config.memory_keys_per_chunk)
+            memory = CorpusMemory.from_corpus(
+                corpus,
+                self.embed_model,
+                doc_vectors=self.groups[-1].docs,
+                cache=self._cache,
+                show_progress=self._show_progress,
+                index_model=self.index_model,
+                weight=config.memory_weight,
+                temperature=config.memory_temperature,
+                key_dim=self.groups[0].queries.shape[1],
+                max_keys=config.memory_keys_per_chunk,
+            )
             if len(memory.keys):
                 self.memories["sentences"] = memory
         # Labelled questions whose chunks are in this corpus are questions about it: the best evidence there is.
@@ -233,11 +275,17 @@ class EmbeddingAdapterFinetuneEngine:
         relevant = [d.relevant_docs[q] for d in labelled for q in d.queries]
         self.labels_on_target = any(d in corpus for docs in relevant for d in docs)
         if config.question_memory and self.labels_on_target:  # they become a memory, and decide each memory's pull
-            vectors = np.concatenate([self.groups[0].queries] + [embed_texts(self.embed_model, list(d.queries.values()), "query", cache=self._cache,
-                                                                             show_progress=self._show_progress) for d in labelled[1:]])
+            vectors = np.concatenate(
+                [self.groups[0].queries]
+                + [
+                    embed_texts(self.embed_model, list(d.queries.values()), "query", cache=self._cache, show_progress=self._show_progress)
+                    for d in labelled[1:]
+                ]
+            )
             owners = {r: [d for d in docs if d in corpus] for r, docs in enumerate(relevant)}
-            self.memories, self.memory_choice = choose_memories(vectors, owners, list(corpus), self.groups[-1].docs,
-                                                                self.memories.get("sentences"), config, start)
+            self.memories, self.memory_choice = choose_memories(
+                vectors, owners, list(corpus), self.groups[-1].docs, self.memories.get("sentences"), config, start
+            )
 
     @classmethod
     def from_model_path(
@@ -250,14 +298,18 @@ class EmbeddingAdapterFinetuneEngine:
     ) -> "EmbeddingAdapterFinetuneEngine":
         """Continue training a saved adapter (it is the start of every ``finetune()`` run)."""
         if kwargs.get("index_model") is not None:
-            raise ValueError("from_model_path continues a saved adapter, and a run with an index_model starts at the map fitted "
-                             "between the two models: train one with EmbeddingAdapterFinetuneEngine(dataset, embed_model, "
-                             "index_model=...), whose labelled questions and pseudo-queries refine that map.")
+            raise ValueError(
+                "from_model_path continues a saved adapter, and a run with an index_model starts at the map fitted "
+                "between the two models: train one with EmbeddingAdapterFinetuneEngine(dataset, embed_model, "
+                "index_model=...), whose labelled questions and pseudo-queries refine that map."
+            )
         return cls(dataset, embed_model, adapter_model=load_adapter(model_path, model_cls), **kwargs)
 
     # ------------------------------------------------------------------ held-out scores
 
-    def validation_rr(self, k: int = 10, adapter: Optional[torch.nn.Module] = None, groups: Optional[List[TrainingGroup]] = None) -> np.ndarray:
+    def validation_rr(
+        self, k: int = 10, adapter: Optional[torch.nn.Module] = None, groups: Optional[List[TrainingGroup]] = None
+    ) -> np.ndarray:
         """Reciprocal rank (0 past ``k``) of each held-out query (``selection.validation_rr``).
 
         ``adapter`` (default ``self.model``) maps the queries; ``groups`` (default all) picks whose.
@@ -284,8 +336,10 @@ class EmbeddingAdapterFinetuneEngine:
         """
         frozen = sorted(k for k in changes if k in FIXED_AT_CONSTRUCTION and changes[k] != getattr(self.config, k))
         if frozen:
-            raise TypeError(f"finetune() cannot change {frozen}: they shape the data prepared in __init__; "
-                            "pass them to EmbeddingAdapterFinetuneEngine(...).")
+            raise TypeError(
+                f"finetune() cannot change {frozen}: they shape the data prepared in __init__; "
+                "pass them to EmbeddingAdapterFinetuneEngine(...)."
+            )
         config = self.config.updated(**changes)
         check_run(config, set(changes), **self._given, memories_chosen=bool(self.memory_choice))
         self.config = config
@@ -304,7 +358,9 @@ class EmbeddingAdapterFinetuneEngine:
 
     def _run(self) -> None:
         self._refitted = False
-        fingerprint = run_fingerprint({k: v for k, v in self.config.as_dict().items() if k in RUN_OPTIONS}, self.model, self._start, self.groups)
+        fingerprint = run_fingerprint(
+            {k: v for k, v in self.config.as_dict().items() if k in RUN_OPTIONS}, self.model, self._start, self.groups
+        )
         state = latest_state(self._model_checkpoint_path, fingerprint)
         if state is None:
             remove_run_checkpoints(self._model_checkpoint_path)  # an earlier run's steps would mix with this one's
@@ -338,7 +394,9 @@ class EmbeddingAdapterFinetuneEngine:
         warmup = int(total * config.warmup_ratio)
         base_lrs = [group["lr"] for group in optimizer.param_groups]
 
-        def schedule(step: int) -> None:  # the learning rate of this step: a pure function of the step, so a resumed run needs only its step
+        def schedule(
+            step: int,
+        ) -> None:  # the learning rate of this step: a pure function of the step, so a resumed run needs only its step
             for group, lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = lr * lr_factor(step, total, warmup)
 
@@ -354,7 +412,12 @@ class EmbeddingAdapterFinetuneEngine:
             state.best_score, state.best_epoch = selection.score_epoch(model, rr), 0
             state.val_mrr = [state.best_score]
         identity_rr = state.tensors["identity_rr"].numpy() if validate else None
-        self.loss_history, self.epoch_loss, self.val_mrr, self.best_epoch = state.loss_history, state.epoch_loss, state.val_mrr, state.best_epoch
+        self.loss_history, self.epoch_loss, self.val_mrr, self.best_epoch = (
+            state.loss_history,
+            state.epoch_loss,
+            state.val_mrr,
+            state.best_epoch,
+        )
         label, desc = ("Epoch", "Epoch") if state.phase == "select" else ("Refit", "Refit (every pair, up to the chosen epoch)")
         for epoch in tqdm(range(state.epoch + 1, config.epochs + 1), desc=desc, disable=not self._show_progress):
             epoch_start = generator.get_state()
@@ -368,7 +431,7 @@ class EmbeddingAdapterFinetuneEngine:
                 state.batch, state.step = b + 1, state.step + 1
                 if self._model_checkpoint_path is not None and state.step % config.checkpoint_save_steps == 0:
                     save_checkpoint(self._model_checkpoint_path / f"step_{state.step}", state, model, optimizer, epoch_start, best)
-            losses = state.loss_history[len(state.loss_history) - len(batches):] if batches else []
+            losses = state.loss_history[len(state.loss_history) - len(batches) :] if batches else []
             state.epoch, state.batch = epoch, 0
             state.epoch_loss.append(float(np.mean(losses)) if losses else math.nan)
             finite = selection.is_finite(model)
@@ -382,7 +445,11 @@ class EmbeddingAdapterFinetuneEngine:
                 message += f", held-out MRR@10 {score:.4f}"
                 sizes = [len(g.val_idx) for g in self.groups] if config.guard else ()
                 if selection.choose(score, state.best_score, rr, cast(np.ndarray, identity_rr), sizes):  # set whenever validate
-                    best, state.best_score, state.best_epoch = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, score, epoch
+                    best, state.best_score, state.best_epoch = (
+                        {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                        score,
+                        epoch,
+                    )
             self.best_epoch = state.best_epoch
             if config.verbose:
                 logger.info(message)
@@ -393,8 +460,9 @@ class EmbeddingAdapterFinetuneEngine:
             model.load_state_dict(best)
         model.eval()
 
-    def _step(self, loss_model: torch.nn.Module, optimizer: torch.optim.Optimizer, group: TrainingGroup, rows: List[int],
-              tensors: tuple) -> float:
+    def _step(
+        self, loss_model: torch.nn.Module, optimizer: torch.optim.Optimizer, group: TrainingGroup, rows: List[int], tensors: tuple
+    ) -> float:
         queries, docs = tensors
         cand, labels, mask = candidates(group, rows, self.config.negatives, docs.device)
         q = queries[rows]
@@ -415,8 +483,7 @@ class EmbeddingAdapterFinetuneEngine:
         (self._model_output_path / CROSS_MODEL_FILE).unlink(missing_ok=True)  # an earlier cross-model run's record
         if self.index_model is not None:
             info = cast(Dict[str, Any], self.map_info)  # fitted with the start map whenever index_model is given
-            write_identity(self._model_output_path, self.embed_model, self.index_model, info["query_dim"], self.dim,
-                           info["sample_chunks"])
+            write_identity(self._model_output_path, self.embed_model, self.index_model, info["query_dim"], self.dim, info["sample_chunks"])
         memory_dir = self._model_output_path / MEMORY_DIR
         for old in memory_folders(memory_dir):  # an earlier run's memories would be composed with this adapter
             shutil.rmtree(old, ignore_errors=True)
@@ -436,4 +503,3 @@ class EmbeddingAdapterFinetuneEngine:
         if self.index_model is not None:
             model_kwargs.setdefault("index_model", self.index_model)
         return AdapterEmbeddingModel(self.embed_model, self._model_output_path, adapter_cls=adapter_cls or custom, **model_kwargs)
-

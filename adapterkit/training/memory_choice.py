@@ -80,8 +80,9 @@ def choose_memories(
     def build(chosen: Sequence[int], weight: float, temperature: float) -> CorpusMemory:
         ids = [d for r in chosen for d in owners[r]]
         keys = [r for r in chosen for _ in owners[r]]
-        return CorpusMemory.from_pairs(question_vectors[keys], ids, {d: doc_vectors[position[d]] for d in set(ids)},
-                                       weight=weight, temperature=temperature)
+        return CorpusMemory.from_pairs(
+            question_vectors[keys], ids, {d: doc_vectors[position[d]] for d in set(ids)}, weight=weight, temperature=temperature
+        )
 
     order = [rows[i] for i in np.random.default_rng(config.seed).permutation(len(rows))]
     folds = [order[i::MAX_FOLDS] for i in range(min(MAX_FOLDS, len(order)))] if len(order) > 1 else [order]
@@ -101,12 +102,21 @@ def choose_memories(
             used = [m.with_pull(w) for m, w in ((memories.get(temperature), weight), (sentences, pull)) if m is not None and w]
             rr[(weight, temperature, pull)].append(rr10(apply_memories(adapted, base, used).numpy(), doc_vectors, relevant))
     scored = {c: np.concatenate(v) for c, v in rr.items()}
-    better = [c for c in scored if c != default and clearly_better(scored[c], scored[default])
-              and more_helped_than_hurt(scored[c] - scored[default])]
+    better = [
+        c
+        for c in scored
+        if c != default and clearly_better(scored[c], scored[default]) and more_helped_than_hurt(scored[c] - scored[default])
+    ]
     weight, temperature, _ = max(better, key=lambda c: (round(float(scored[c].mean()), 6), -c[0])) if better else default
-    choice = {"question_weight": weight, "question_temperature": temperature, "sentence_weight": sentence_weight,
-              "default": "/".join(map(str, default)), "held_out_questions": len(order), "folds": len(folds),
-              "mrr@10": {"/".join(map(str, c)): round(float(v.mean()), 4) for c, v in scored.items()}}
+    choice = {
+        "question_weight": weight,
+        "question_temperature": temperature,
+        "sentence_weight": sentence_weight,
+        "default": "/".join(map(str, default)),
+        "held_out_questions": len(order),
+        "folds": len(folds),
+        "mrr@10": {"/".join(map(str, c)): round(float(v.mean()), 4) for c, v in scored.items()},
+    }
     kept: Dict[str, CorpusMemory] = {}
     if weight > 0:
         kept["questions"] = build(rows, weight, temperature)

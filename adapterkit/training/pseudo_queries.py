@@ -10,8 +10,12 @@ from adapterkit.data.documents import chunk_sentences
 
 
 def pseudo_queries(
-    corpus: Dict[str, str], per_chunk: int = 4, words: Optional[Tuple[int, int]] = None, min_words: int = 6,
-    max_sentences: int = 2, seed: int = 0,
+    corpus: Dict[str, str],
+    per_chunk: int = 4,
+    words: Optional[Tuple[int, int]] = None,
+    min_words: int = 6,
+    max_sentences: int = 2,
+    seed: int = 0,
 ) -> List[tuple]:
     """Label-free training pairs from a target corpus: a piece of a chunk as the query, the chunk as positive.
 
@@ -47,11 +51,15 @@ def pseudo_queries(
     return pairs
 
 
-def generated_pseudo_queries(corpus: Dict[str, str], llm: Any, per_chunk: int, output_path: Path, show_progress: bool = True) -> List[tuple]:
+def generated_pseudo_queries(
+    corpus: Dict[str, str], llm: Any, per_chunk: int, output_path: Path, show_progress: bool = True
+) -> List[tuple]:
     """Label-free training pairs asked of an LLM: ``[(question, chunk id)]``, resumable at ``output_path``."""
     from adapterkit.data.questions import (
         generate_qa_embedding_pairs,  # LLM machinery only when asked for
     )
 
-    generated = generate_qa_embedding_pairs(corpus, llm=llm, num_questions_per_chunk=per_chunk, output_path=output_path, verbose=show_progress)
+    generated = generate_qa_embedding_pairs(
+        corpus, llm=llm, num_questions_per_chunk=per_chunk, output_path=output_path, verbose=show_progress
+    )
     return [(question, generated.relevant_docs[qid][0]) for qid, question in generated.queries.items()]

@@ -88,8 +88,14 @@ def no_duplicate_batches(positives: Union[Sequence[int], Dict[int, int]], batch_
     return batches
 
 
-def epoch_batches(groups: Sequence[TrainingGroup], rows: Sequence[np.ndarray], batch_size: int, shuffle: bool,
-                  no_duplicates: bool, generator: torch.Generator) -> List[Tuple[int, List[int]]]:
+def epoch_batches(
+    groups: Sequence[TrainingGroup],
+    rows: Sequence[np.ndarray],
+    batch_size: int,
+    shuffle: bool,
+    no_duplicates: bool,
+    generator: torch.Generator,
+) -> List[Tuple[int, List[int]]]:
     """``[(group index, [query rows])]`` for one epoch over ``rows[g]`` of each group, groups interleaved at random."""
     batches: List[Tuple[int, List[int]]] = []
     for g, (group, idx) in enumerate(zip(groups, rows)):
@@ -105,8 +111,9 @@ def epoch_batches(groups: Sequence[TrainingGroup], rows: Sequence[np.ndarray], b
     return batches
 
 
-def count_steps(groups: Sequence[TrainingGroup], rows: Sequence[np.ndarray], batch_size: int, shuffle: bool,
-                no_duplicates: bool, seed: int, epochs: int) -> int:
+def count_steps(
+    groups: Sequence[TrainingGroup], rows: Sequence[np.ndarray], batch_size: int, shuffle: bool, no_duplicates: bool, seed: int, epochs: int
+) -> int:
     """The number of batches ``epochs`` epochs will have, drawn exactly as training draws them.
 
     Batch counts can differ between epochs (``no_duplicates`` defers a repeated positive to a later
@@ -116,7 +123,9 @@ def count_steps(groups: Sequence[TrainingGroup], rows: Sequence[np.ndarray], bat
     return sum(len(epoch_batches(groups, rows, batch_size, shuffle, no_duplicates, generator)) for _ in range(epochs))
 
 
-def candidates(group: TrainingGroup, rows: List[int], negatives: str, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+def candidates(
+    group: TrainingGroup, rows: List[int], negatives: str, device: torch.device
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """``(doc rows, labels, mask)`` for a batch: the documents each query is scored against, the column
     of each query's positive, and True where a column is another relevant document of that query.
 

@@ -69,8 +69,7 @@ def clearly_worse(rr: np.ndarray, identity_rr: np.ndarray) -> bool:
     return len(rr) > 1 and clearly_better(identity_rr, rr)
 
 
-def choose(score: float, best_score: float, rr: np.ndarray, identity_rr: np.ndarray,
-           group_sizes: Sequence[int] = ()) -> bool:
+def choose(score: float, best_score: float, rr: np.ndarray, identity_rr: np.ndarray, group_sizes: Sequence[int] = ()) -> bool:
     """Whether an epoch scoring ``score`` replaces the best so far.
 
     Every held-out query counts once, whichever group it comes from (labelled questions, pseudo-queries

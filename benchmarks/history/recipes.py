@@ -30,20 +30,26 @@ from adapterkit.training.engine import LLAMAINDEX_RECIPE
 
 WORK = tempfile.TemporaryDirectory(prefix="adapterkit-bench-")  # engines' output folders, removed at exit
 
-OLD = dict(optimizer_params={"lr": 3e-3}, epochs=8, pseudo_queries_per_chunk=2, pseudo_query_words=None, refit=False, corpus_memory=False)  # target-corpus defaults before refit
+OLD = dict(
+    optimizer_params={"lr": 3e-3}, epochs=8, pseudo_queries_per_chunk=2, pseudo_query_words=None, refit=False, corpus_memory=False
+)  # target-corpus defaults before refit
 RECIPES = {
     "llamaindex walkthrough recipe (4 epochs)": dict(epochs=4, **LLAMAINDEX_RECIPE),
     "engine defaults, Lyft only": dict(),
     "engine defaults + Uber chunks unlabelled": dict(unlabeled="val"),
     "defaults without refit, Lyft only": dict(refit=False),
     "defaults but identity 0.01 (the Lyft-halves pick without a target corpus), Lyft only": dict(identity_reg=0.01),
-    "defaults without corpus memory + Uber chunks unlabelled (the earlier target-corpus defaults)": dict(unlabeled="val", corpus_memory=False),
+    "defaults without corpus memory + Uber chunks unlabelled (the earlier target-corpus defaults)": dict(
+        unlabeled="val", corpus_memory=False
+    ),
     "Uber chunks as corpus memory over the identity, no training (epochs 0)": dict(unlabeled="val", epochs=0),
     "defaults without refit + Uber chunks unlabelled": dict(unlabeled="val", refit=False),
     "defaults but 8-24-word window pseudo-queries + Uber chunks unlabelled": dict(unlabeled="val", pseudo_query_words=(8, 24)),
     "earlier defaults (lr 3e-3, 8 epochs, 2 pseudo-queries per chunk, no refit) + Uber chunks unlabelled": dict(unlabeled="val", **OLD),
     "defaults but in-batch negatives + 5 mined hard negatives, Lyft only": dict(negatives="in_batch", hard_negatives=5),
-    "no selection, no identity pull, lr 3e-2, 30 epochs (overfits)": dict(epochs=30, optimizer_params={"lr": 3e-2}, identity_reg=0.0, val_fraction=0.0, guard=False, refit=False),
+    "no selection, no identity pull, lr 3e-2, 30 epochs (overfits)": dict(
+        epochs=30, optimizer_params={"lr": 3e-2}, identity_reg=0.0, val_fraction=0.0, guard=False, refit=False
+    ),
     "same overfitting run with held-out selection": dict(epochs=30, optimizer_params={"lr": 3e-2}, identity_reg=0.0),
 }
 
@@ -72,7 +78,16 @@ def main() -> None:
         ids = list(val.corpus)
         truncated = dict(zip(ids, np.array(counter([val.corpus[d] for d in ids])) > 512))
 
-    rows = [{"recipe": "base model", "seeds": "-", **{k: f"{v:.4f}" for k, v in summarise(base).items()}, "wins/losses vs base": "-", "best epoch": "-", "train s": "-"}]
+    rows = [
+        {
+            "recipe": "base model",
+            "seeds": "-",
+            **{k: f"{v:.4f}" for k, v in summarise(base).items()},
+            "wins/losses vs base": "-",
+            "best epoch": "-",
+            "train s": "-",
+        }
+    ]
     split_rows = []
     for name, recipe in RECIPES.items():
         recipe = dict(recipe)
@@ -81,8 +96,13 @@ def main() -> None:
         for seed in args.seeds:
             t0 = time.perf_counter()
             engine = EmbeddingAdapterFinetuneEngine(
-                train, model, model_output_path=f"{WORK.name}/{abs(hash(name))}-{seed}",
-                unlabeled_corpus=unlabeled, seed=seed, show_progress=False, **recipe,
+                train,
+                model,
+                model_output_path=f"{WORK.name}/{abs(hash(name))}-{seed}",
+                unlabeled_corpus=unlabeled,
+                seed=seed,
+                show_progress=False,
+                **recipe,
             )
             engine.finetune()
             secs.append(time.perf_counter() - t0)
@@ -93,8 +113,16 @@ def main() -> None:
             if truncated:
                 cut = df["expected"].map(lambda e: bool(truncated[e[0]]))
                 for flag in (True, False):
-                    split_rows.append({"recipe": name, "seed": seed, "answer chunk truncated": flag, "queries": int((cut == flag).sum()),
-                                       "hit_rate": df.loc[cut == flag, "is_hit"].mean(), "mrr": df.loc[cut == flag, "mrr"].mean()})
+                    split_rows.append(
+                        {
+                            "recipe": name,
+                            "seed": seed,
+                            "answer chunk truncated": flag,
+                            "queries": int((cut == flag).sum()),
+                            "hit_rate": df.loc[cut == flag, "is_hit"].mean(),
+                            "mrr": df.loc[cut == flag, "mrr"].mean(),
+                        }
+                    )
         frame = pd.DataFrame(scores)
         row = {"recipe": name, "seeds": len(args.seeds)}
         row.update({k: f"{frame[k].mean():.4f} ± {frame[k].std(ddof=0):.4f}" for k in frame})
@@ -108,7 +136,11 @@ def main() -> None:
     base_split = ""
     if truncated:
         cut = base["expected"].map(lambda e: bool(truncated[e[0]]))
-        base_split = "\n".join(f"- base, answer chunk truncated={f}: {int((cut == f).sum())} queries, hit {base.loc[cut == f, 'is_hit'].mean():.4f}, MRR {base.loc[cut == f, 'mrr'].mean():.4f}" for f in (True, False))
+        base_split = "\n".join(
+            f"- base, answer chunk truncated={f}: {int((cut == f).sum())} queries, "
+            f"hit {base.loc[cut == f, 'is_hit'].mean():.4f}, MRR {base.loc[cut == f, 'mrr'].mean():.4f}"
+            for f in (True, False)
+        )
         split = pd.DataFrame(split_rows).groupby(["recipe", "answer chunk truncated"])[["queries", "hit_rate", "mrr"]].mean().round(4)
         base_split += "\n\n" + split.to_markdown()
     text = f"{table}\n\nTop-{args.top_k}, published Uber val (790 queries), model {model.model_name}.\n\n{base_split}\n"

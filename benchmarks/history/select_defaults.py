@@ -48,9 +48,17 @@ def main() -> None:
         scores = []
         for seed in args.seeds:
             engine = EmbeddingAdapterFinetuneEngine(
-                train, model, epochs=cfg["epochs"], optimizer_params={"lr": cfg["lr"]}, scale=cfg["scale"],
-                identity_reg=cfg["identity_reg"], negatives=cfg["negatives"], val_fraction=0.2, seed=seed,
-                model_output_path=WORK.name, show_progress=False,
+                train,
+                model,
+                epochs=cfg["epochs"],
+                optimizer_params={"lr": cfg["lr"]},
+                scale=cfg["scale"],
+                identity_reg=cfg["identity_reg"],
+                negatives=cfg["negatives"],
+                val_fraction=0.2,
+                seed=seed,
+                model_output_path=WORK.name,
+                show_progress=False,
             )
             engine.finetune()
             scores.append((engine.val_mrr[0], engine.val_mrr[-1]))

@@ -74,7 +74,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--split", choices=["random", "blocks"], default="random")
-    parser.add_argument("--grid", choices=list(GRIDS), default="first", help="first: the grid of the first run; wide: more values; pseudo: pseudo-query form at the defaults; memory: the corpus memory")
+    parser.add_argument(
+        "--grid",
+        choices=list(GRIDS),
+        default="first",
+        help="first: the grid of the first run; wide: more values; pseudo: pseudo-query form at the defaults; memory: the corpus memory",
+    )
     parser.add_argument("--output", default="benchmarks/results/select_on_lyft_halves.md")
     args = parser.parse_args()
     train = EmbeddingQAFinetuneDataset.from_json(get_file("train_dataset.json"))
@@ -82,8 +87,13 @@ def main() -> None:
     grid = GRIDS[args.grid]
     splits = {seed: halves(train, seed, args.split) for seed in args.seeds}
     base = {seed: evaluate(b, model, top_k=5) for seed, (_, b) in splits.items()}
-    rows = [{"mode": "base model", "hit_rate": np.mean([d["is_hit"].mean() for d in base.values()]),
-             "mrr": np.mean([d["mrr"].mean() for d in base.values()])}]
+    rows = [
+        {
+            "mode": "base model",
+            "hit_rate": np.mean([d["is_hit"].mean() for d in base.values()]),
+            "mrr": np.mean([d["mrr"].mean() for d in base.values()]),
+        }
+    ]
     for mode in ("labelled part only", "labelled part + unlabelled part"):
         for values in itertools.product(*grid.values()):
             cfg = dict(zip(grid, values))
@@ -101,8 +111,13 @@ def main() -> None:
                     options.setdefault("pseudo_query_words", None)
                     options.setdefault("epochs", 8)
                 engine = EmbeddingAdapterFinetuneEngine(
-                    a, model, unlabeled_corpus=b.corpus if "unlabelled" in mode else None, seed=seed,
-                    model_output_path=WORK.name, show_progress=False, **options,
+                    a,
+                    model,
+                    unlabeled_corpus=b.corpus if "unlabelled" in mode else None,
+                    seed=seed,
+                    model_output_path=WORK.name,
+                    show_progress=False,
+                    **options,
                 )
                 engine.finetune()
                 secs.append(time.perf_counter() - t0)
@@ -114,17 +129,26 @@ def main() -> None:
                 cfg.update({k: "-" for k in PSEUDO_KEYS if k in cfg})
             if cfg.get("pseudo_query_words", 0) is None:
                 cfg["pseudo_query_words"] = "whole sentences"
-            row = {"mode": mode, **cfg, "hit_rate": np.mean(hits), "mrr": np.mean(mrrs),
-                   "best epochs": " ".join(map(str, epochs)), "train s": np.mean(secs)}
+            row = {
+                "mode": mode,
+                **cfg,
+                "hit_rate": np.mean(hits),
+                "mrr": np.mean(mrrs),
+                "best epochs": " ".join(map(str, epochs)),
+                "train s": np.mean(secs),
+            }
             rows.append(row)
             print(row, flush=True)
     table = pd.DataFrame(rows)
     table = pd.concat([table.iloc[:1], table.iloc[1:].sort_values(["mode", "mrr"], ascending=[True, False])])
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = (f"Lyft split `{args.split}` (A labelled, B searched), grid `{args.grid}`, top 5, mean of splits {args.seeds}; "
-            f"B has {np.mean([len(b.queries) for _, b in splits.values()]):.0f} questions on average.\n\n"
-            + table.to_markdown(index=False, floatfmt=".4f") + "\n")
+    text = (
+        f"Lyft split `{args.split}` (A labelled, B searched), grid `{args.grid}`, top 5, mean of splits {args.seeds}; "
+        f"B has {np.mean([len(b.queries) for _, b in splits.values()]):.0f} questions on average.\n\n"
+        + table.to_markdown(index=False, floatfmt=".4f")
+        + "\n"
+    )
     out.write_text(text)
     table.to_csv(out.with_suffix(".csv"), index=False)
     print(text)
