@@ -94,14 +94,17 @@ def _align(reference: Any, test: Any, clean: Callable[[str], str], tolerance: fl
     if isinstance(reference, list) and isinstance(test, list) and len(reference) == len(test):
         return [_align(r, t, clean, tolerance, count_share) for r, t in zip(reference, test)]
     if isinstance(reference, dict) and isinstance(test, dict):
-        return type(test)({k: _align(reference[k], v, clean, tolerance, count_share) if k in reference else v
-                           for k, v in test.items()})
+        return type(test)({k: _align(reference[k], v, clean, tolerance, count_share) if k in reference else v for k, v in test.items()})
     return test
 
 
 def pytest_addoption(parser: Any) -> None:
-    parser.addoption("--nbval-float-tolerance", type=float, default=0.002,
-                     help="nbval: largest difference allowed between stored and new decimal numbers")
+    parser.addoption(
+        "--nbval-float-tolerance",
+        type=float,
+        default=0.002,
+        help="nbval: largest difference allowed between stored and new decimal numbers",
+    )
 
 
 def pytest_configure(config: Any) -> None:
