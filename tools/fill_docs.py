@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -31,26 +32,54 @@ INCLUDE = re.compile(r"(<!--include (\S+)-->\n)(.*?)(<!--/include-->)", re.S)
 TABLE = re.compile(r"(<!--table (\S+)-->\n)(.*?)(<!--/table-->)", re.S)
 
 
+NAME = re.compile(r"[A-Za-z0-9_]+")  # a results file's name: nothing outside benchmarks/results/ can be named
+SPEC = re.compile(r",?(\.\d{1,2})?[dfeg%]?")  # the format specs a figure may take: no widths, fills or nesting
+
+
 class FigureError(ValueError):
-    """A marker names a file or a path that the results do not hold."""
+    """A marker names a file or a path that the results do not hold, or a results file holds what no page may show."""
 
 
 def load(name: str) -> Any:
+    if not NAME.fullmatch(name):
+        raise FigureError(f"{name!r} is not a results file's name (letters, digits and _ only, without .json).")
     path = RESULTS / f"{name}.json"
-    if not path.is_file():
+    if not path.is_file() or path.is_symlink():
         raise FigureError(f"{path} does not exist: run the benchmark that writes it, or fix the marker.")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise FigureError(f"{path} is not a results file ({type(exc).__name__}): run its benchmark again.") from None
+
+
+def shown(value: Any, where: str) -> str:
+    """A value as a page shows it; markup, non-finite numbers and whole objects are refused."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise FigureError(f"{where} is {type(value).__name__}, not a number or text: name one value.")
+    text = value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FigureError(f"{where} is {text}: a results file should hold finite numbers.")
+    if "<" in text or ">" in text:
+        raise FigureError(f"{where} holds markup ({text[:60]!r}): a page shows only plain values.")
+    return text
 
 
 def lookup(data: Any, path: str, where: str) -> Any:
-    for part in re.findall(r"\[[^\]]+\]|[^.\[]+", path):
+    parts = re.findall(r"\[[^\]]+\]|[^.\[]+", path)
+    if not parts:
+        raise FigureError(f"{where}: {path!r} names no value.")
+    for part in parts:
         if part.startswith("["):
             wants = [c.partition("=")[::2] for c in part[1:-1].split("&")]
-            rows = [r for r in data if isinstance(r, dict) and all(str(r.get(k)) == v for k, v in wants)]
+            rows = (
+                [r for r in data if isinstance(r, dict) and all(k in r and str(r[k]) == v for k, v in wants)]
+                if isinstance(data, list)
+                else []
+            )
             if len(rows) != 1:
                 raise FigureError(f"{where}: {len(rows)} rows match {part} (need exactly one).")
             data = rows[0]
-        elif isinstance(data, list) and part.isdigit():
+        elif isinstance(data, list) and re.fullmatch(r"[0-9]+", part) and int(part) < len(data):
             data = data[int(part)]
         elif isinstance(data, dict) and part in data:
             data = data[part]
@@ -60,17 +89,31 @@ def lookup(data: Any, path: str, where: str) -> Any:
 
 
 def figure(name: str, path: str, spec: str = "") -> str:
+    where = f"{name}.json {path.strip()}"
     value = lookup(load(name), path.strip(), f"{name}.json")
     if spec:
-        return format(value, spec)
-    return value if isinstance(value, str) else json.dumps(value)
+        if not SPEC.fullmatch(spec) or isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise FigureError(f"{where}: the format {spec!r} takes a number and one of , .N d f e g %.")
+        try:
+            value = format(value, spec)
+        except ValueError as exc:
+            raise FigureError(f"{where}: {exc}.") from None
+    return shown(value, where)
 
 
 def included(name: str) -> str:
+    if not name.endswith(".md") or not NAME.fullmatch(name[:-3]):
+        raise FigureError(f"{name!r} is not a results table's name (letters, digits and _, then .md).")
     path = RESULTS / name
-    if not path.is_file():
+    if not path.is_file() or path.is_symlink():
         raise FigureError(f"{path} does not exist: run the benchmark that writes it, or fix the marker.")
-    lines = path.read_text().splitlines()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except ValueError:
+        raise FigureError(f"{path} is not UTF-8 text: run its benchmark again.") from None
+    if "<!--" in text:
+        raise FigureError(f"{path} holds a marker or comment: a results table is plain markdown.")
+    lines = text.splitlines()
     return "\n".join(lines[1:] if lines and lines[0].startswith("# ") else lines).strip() + "\n"
 
 
@@ -207,6 +250,20 @@ def cli_help() -> str:
     return "\n".join(out) + "\n"
 
 
+def million_chunks() -> str:
+    """What a million chunks cost, scaled from the cold folder fit (``benchmarks/folder_fit.py``)."""
+    fit = load("folder_fit_scifact")
+    run, embedded = fit["runs"]["without questions"], fit["embedded"]["without questions"]
+    texts = embedded["text"] + embedded["query"]
+    hours = run["seconds"] / fit["chunks"] * 1e6 / 3600
+    return (
+        f"A cold `fit` of {fit['chunks']} SciFact abstracts embedded {texts:,} texts (the chunks, their sentences and "
+        f"pseudo-queries) and took {run['seconds']} s in all ({provenance_line('folder_fit_scifact')}). At that rate a "
+        f"million such chunks take about {hours:,.0f} hours on one such machine; the embedding cache keeps every vector, "
+        "so a re-run pays only for what changed, and a cluster divides the hours by its machines.\n"
+    )
+
+
 def api_reference() -> str:
     """One mkdocstrings entry per name of ``adapterkit.__all__``, under the module that defines it."""
     import adapterkit
@@ -223,6 +280,7 @@ def api_reference() -> str:
 
 
 TABLES: Dict[str, Callable[[], str]] = {
+    "million": million_chunks,
     "api": api_reference,
     "front": front_table,
     "scale": scale_table,
@@ -232,32 +290,57 @@ TABLES: Dict[str, Callable[[], str]] = {
 
 
 def render(text: str) -> str:
-    text = FIG.sub(lambda m: f"<!--fig {m[1]} {m[2]}{'|' + m[3] if m[3] else ''}-->{figure(m[1], m[2], m[3] or '')}<!--/fig-->", text)
-    text = INCLUDE.sub(lambda m: m[1] + included(m[2]) + m[4], text)
-
-    def table(m: "re.Match[str]") -> str:
-        if m[2] not in TABLES:
-            raise FigureError(f"no table {m[2]!r}: tools/fill_docs.py builds {sorted(TABLES)}.")
-        return m[1] + TABLES[m[2]]() + m[4]
-
-    return TABLE.sub(table, text)
+    """``text`` with every marked span filled; markers are found once, in the page as written (a value never adds one)."""
+    spans = sorted(
+        [(m.start(), m.end(), "fig", m) for m in FIG.finditer(text)]
+        + [(m.start(), m.end(), "include", m) for m in INCLUDE.finditer(text)]
+        + [(m.start(), m.end(), "table", m) for m in TABLE.finditer(text)],
+        key=lambda span: span[0],
+    )
+    out, at = [], 0
+    for start, end, kind, m in spans:
+        if start < at or "<!--" in (m[4] if kind == "fig" else m[3]):
+            raise FigureError(f"markers nest or overlap near {text[start : start + 60]!r}: close each before the next opens.")
+        out.append(text[at:start])
+        if kind == "fig":
+            out.append(f"<!--fig {m[1]} {m[2]}{'|' + m[3] if m[3] else ''}-->{figure(m[1], m[2], m[3] or '')}<!--/fig-->")
+        elif kind == "include":
+            out.append(m[1] + included(m[2]) + m[4])
+        else:
+            if m[2] not in TABLES:
+                raise FigureError(f"no table {m[2]!r}: tools/fill_docs.py builds {sorted(TABLES)}.")
+            try:
+                built = TABLES[m[2]]()
+            except FigureError:
+                raise
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:
+                raise FigureError(f"table {m[2]!r}: its results files do not hold what it reads ({type(exc).__name__}: {exc}).") from None
+            if "<!--" in built:
+                raise FigureError(f"table {m[2]!r}: a results file holds a marker or comment.")
+            out.append(m[1] + built + m[4])
+        at = end
+    return "".join(out) + text[at:]
 
 
 def documents() -> List[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    """The pages: the README and docs/, never a link (a page is written in place)."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    return [p for p in pages if not p.is_symlink() and p.resolve().is_relative_to(ROOT.resolve())]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a figure differs from its results file")
     args = parser.parse_args()
-    stale = []
-    for path in documents():
-        text = path.read_text()
-        new = render(text)
-        if new != text:
-            stale.append(path.relative_to(ROOT).as_posix())
-            if not args.check:
+    try:  # every page is rendered before any is written: an error leaves them all as they were
+        pages = {path: (path.read_text(), render(path.read_text())) for path in documents()}
+    except FigureError as exc:
+        print(f"fill_docs: {exc}", file=sys.stderr)
+        return 2
+    stale = [path.relative_to(ROOT).as_posix() for path, (text, new) in pages.items() if new != text]
+    if not args.check:
+        for path, (text, new) in pages.items():
+            if new != text:
                 path.write_text(new)
     if stale:
         print(("differ from benchmarks/results/ (run python tools/fill_docs.py): " if args.check else "filled: ") + ", ".join(stale))
