@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from adapterkit import AdapterkitError, EmbeddingAdapterFinetuneEngine, FinetuneConfig
-from adapterkit.training.config import CORPUS_OPTIONS, check_run
+from adapterkit.training.config import CORPUS_OPTIONS, OptionError, OptionNameError, check_run, parse_options
 
 
 @pytest.mark.parametrize(
@@ -63,3 +64,74 @@ def test_hard_negatives_need_one_space():
     check_run(config, {"negatives", "hard_negatives"}, unlabeled_corpus=True)
     with pytest.raises(ValueError, match="hard_negatives"):
         check_run(config, {"negatives", "hard_negatives"}, unlabeled_corpus=True, index_model=True)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"optimizer_params": {"lr": 1e-3, "betas": {"a": 1}}},  # torch raises KeyError
+        {"optimizer_params": {"lr": 1e-3, "capturable": True}},  # torch asserts on CPU
+        {"optimizer_params": {"lr": 0.1, "eps": float("inf")}},  # steps of nothing
+        {"optimizer_class": torch.optim.SGD, "optimizer_params": {"lr": 0.1, "momentum": float("nan")}},  # fails on the second step
+        {"optimizer_params": None},
+        {"optimizer_params": "ab"},
+        {"pseudo_query_words": 5},
+        {"question_memory_weights": 0.5},
+        {"question_memory_weights": ()},
+        {"question_memory_temperatures": ()},
+        {"max_grad_norm": 0.0},  # clips every gradient to nothing
+        {"map_sample": -1},
+        {"map_sample": True},
+    ],
+)
+def test_values_that_could_not_train_are_option_errors(options):
+    with pytest.raises(OptionError):
+        FinetuneConfig().updated(**options)
+
+
+def test_option_names_and_deep_values_from_the_command_line():
+    with pytest.raises(OptionNameError, match="Unknown option"):
+        FinetuneConfig().updated(learning_rate=1e-3)
+    assert issubclass(OptionNameError, TypeError)  # as the unknown keyword argument it is
+    with pytest.raises(OptionError, match="question_memory_weights"):
+        parse_options({"question_memory_weights": "[" * 3000 + "]" * 3000})
+
+
+@pytest.mark.parametrize(
+    "options, context, problem",
+    [
+        ({"corpus_memory": False, "memory_weight": 0.9}, {}, "memory_weight.*corpus_memory=False"),
+        ({"corpus_memory": False, "memory_temperature": 7.0}, {}, "memory_temperature.*corpus_memory=False"),
+        ({"question_memory": False, "question_memory_weights": (0.5,)}, {}, "question_memory_weights.*question_memory=False"),
+        ({"question_memory_weights": (0.5,)}, {"questions_on_target": False}, "no labelled question"),
+        ({}, {"adapter_model": True, "bias": True}, "bias"),
+        ({}, {"unlabeled_corpus": False, "pseudo_query_llm": True}, "pseudo_query_llm.*unlabeled_corpus"),
+        ({"pseudo_query_words": (3, 8)}, {"pseudo_query_llm": True}, "pseudo_query_words.*pseudo_query_llm"),
+        ({"memory_temperature": 5.0}, {"memories_chosen": True}, "memory_temperature.*at construction"),
+    ],
+)
+def test_options_that_would_do_nothing_here_are_errors(options, context, problem):
+    config = FinetuneConfig().updated(**options)
+    with pytest.raises(OptionError, match=problem):
+        check_run(config, set(options), **{"unlabeled_corpus": True, **context})
+    if "questions_on_target" in context:
+        check_run(config, set(options), unlabeled_corpus=True, questions_on_target=True)  # with questions about it, it acts
+
+
+def test_the_engine_refuses_what_it_would_ignore(train_small, bge, tmp_path):
+    from adapterkit import LinearLayer
+
+    with pytest.raises(OptionError, match="bias"):
+        EmbeddingAdapterFinetuneEngine(train_small, bge, adapter_model=LinearLayer(384, 384), bias=True, model_output_path=tmp_path)
+    with pytest.raises(OptionError, match="pseudo_query_llm"):
+        EmbeddingAdapterFinetuneEngine(train_small, bge, pseudo_query_llm="anything", model_output_path=tmp_path)
+    with pytest.raises(OptionError, match="no labelled question"):  # the Lyft questions are not about these Uber-like chunks
+        EmbeddingAdapterFinetuneEngine(
+            train_small,
+            bge,
+            unlabeled_corpus={"u1": "Uber's drivers and couriers are independent contractors in most markets we serve."},
+            question_memory_weights=(0.5,),
+            model_output_path=tmp_path,
+            show_progress=False,
+        )
+    assert not any(tmp_path.iterdir())

@@ -397,7 +397,7 @@ def fit_documents(
         raise ValueError("eval_chunks sets how many chunks the LLM is asked about: give llm too, or leave eval_chunks out.")
     if eval_chunks is not None and eval_chunks < 1:
         raise ValueError(f"eval_chunks must be at least 1, got {eval_chunks}.")
-    config = FinetuneConfig().updated(**options)  # an unknown or out-of-range option fails here, before any work
+    config = FinetuneConfig().updated(**options, seed=seed)  # an unknown or out-of-range option fails here, before any work
     check_run(config, set(options), unlabeled_corpus=True)  # the folder's or store's chunks are the searched corpus
     engine_options, max_keys = store_scale_options(store, sample_chunks, memory_table, questions, options)
     if sample_chunks is not None and docs is not None:

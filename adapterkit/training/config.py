@@ -23,6 +23,10 @@ class OptionError(AdapterkitError, ValueError):
     """An option out of its range, or one that could not take effect with the others or with what the run is given."""
 
 
+class OptionNameError(OptionError, TypeError):
+    """An option name that does not exist, or one a call cannot change."""
+
+
 def option(default: Any = dataclasses.MISSING, *, fixed: bool = False, run: bool = True, factory: Any = dataclasses.MISSING) -> Any:
     """A ``FinetuneConfig`` field and how it may be set.
 
@@ -94,6 +98,8 @@ class FinetuneConfig:
     )  # questions (weight 0: no such memory)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.optimizer_params, dict):
+            raise OptionError(f"optimizer_params must be a dict of keyword arguments, got {self.optimizer_params!r}.")
         self.optimizer_params = dict(self.optimizer_params)
         self.check()
 
@@ -121,9 +127,12 @@ class FinetuneConfig:
         need(finite(self.scale) and self.scale > 0, f"scale must be a finite number > 0, got {self.scale!r}.")
         lr = self.optimizer_params.get("lr", 1e-3)
         need(finite(lr) and lr > 0, f"optimizer_params['lr'] must be a finite number > 0, got {lr!r}.")
-        for name in ("identity_reg", "warmup_ratio", "max_grad_norm"):
+        for name in ("identity_reg", "warmup_ratio"):
             value = getattr(self, name)
             need(finite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value!r}.")
+        need(  # 0 would clip every gradient to nothing
+            finite(self.max_grad_norm) and self.max_grad_norm > 0, f"max_grad_norm must be a finite number > 0, got {self.max_grad_norm!r}."
+        )
         need(pull_ok(self.memory_weight, 1.0), f"memory_weight must be a number in [0, {MAX_PULL:g}], got {self.memory_weight!r}.")
         need(
             pull_ok(0.0, self.memory_temperature),
@@ -150,12 +159,16 @@ class FinetuneConfig:
         )
         words = self.pseudo_query_words
         need(
-            words is None or (len(words) == 2 and all(whole(w) for w in words) and 1 <= words[0] <= words[1]),
+            words is None
+            or (isinstance(words, (tuple, list)) and len(words) == 2 and all(whole(w) for w in words) and 1 <= words[0] <= words[1]),
             f"pseudo_query_words must be None or (shortest, longest) with 1 <= shortest <= longest, got {words!r}.",
         )
+        grid = (self.question_memory_weights, self.question_memory_temperatures)
         need(
-            all(pull_ok(w, t) for w in self.question_memory_weights for t in self.question_memory_temperatures),
-            f"question_memory_weights must be numbers in [0, {MAX_PULL:g}] and question_memory_temperatures in (0, {MAX_PULL:g}].",
+            all(isinstance(g, (tuple, list)) and len(g) >= 1 for g in grid)
+            and all(pull_ok(w, t) for w in self.question_memory_weights for t in self.question_memory_temperatures),
+            f"question_memory_weights must be a non-empty list of numbers in [0, {MAX_PULL:g}] and question_memory_temperatures "
+            f"one in (0, {MAX_PULL:g}] (question_memory=False turns that memory off).",
         )
         need(
             isinstance(self.optimizer_class, type) and issubclass(self.optimizer_class, torch.optim.Optimizer),
@@ -165,15 +178,18 @@ class FinetuneConfig:
             isinstance(self.optimizer_params, dict) and all(isinstance(k, str) for k in self.optimizer_params),
             f"optimizer_params must be a dict of keyword arguments, got {self.optimizer_params!r}.",
         )
-        try:  # the optimiser's own checks on a throwaway parameter (and one step of torch's own): a bad value fails here
+        try:  # the optimiser's own checks on a throwaway parameter (and two steps of torch's own): a bad value fails here
             weight = torch.nn.Parameter(torch.zeros(1))
             optimizer = self.optimizer_class([weight], **self.optimizer_params)
             if self.optimizer_class.__module__.startswith("torch."):  # a user's class may count or log its steps
-                weight.grad = torch.ones(1)
-                optimizer.step()
+                for _ in range(2):  # momentum-like state first acts on the second step
+                    weight.grad = torch.ones(1)
+                    optimizer.step()
                 if not torch.isfinite(weight).all():
-                    raise ValueError("one step makes the weights non-finite")
-        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+                    raise ValueError("two steps make the weights non-finite")
+                if float(weight.detach()) == 0.0:
+                    raise ValueError("two steps leave the weights where they were (a zero or infinite step size)")
+        except Exception as exc:  # torch raises KeyError, AssertionError and others for values it does not take
             raise OptionError(f"optimizer_params {self.optimizer_params!r} do not fit {self.optimizer_class.__name__}: {exc}.") from None
         need(
             isinstance(self.loss_class, type) and issubclass(self.loss_class, torch.nn.Module),
@@ -184,7 +200,10 @@ class FinetuneConfig:
             f"num_threads must be None (torch's own setting) or a whole number in [1, 1024], got {self.num_threads!r}.",
         )
         # Options that could not take effect together with the others.
-        sample_count(self.map_sample, 1)  # raises with the range it takes
+        try:
+            sample_count(self.map_sample, 1)  # raises with the range it takes
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
         need(
             not self.hard_negatives or self.negatives == "in_batch",
             f"hard_negatives={self.hard_negatives} adds mined negatives to in-batch negatives; with negatives="
@@ -197,11 +216,13 @@ class FinetuneConfig:
         )
 
     def updated(self, **changes: Any) -> "FinetuneConfig":
-        """A checked copy with ``changes``; an unknown name is a ``TypeError``."""
+        """A checked copy with ``changes``; an unknown name is an ``OptionNameError`` (a ``TypeError`` too)."""
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
-            raise TypeError(f"Unknown option(s) {unknown}; the options are the fields of FinetuneConfig.")
+            raise OptionNameError(f"Unknown option(s) {unknown}; the options are the fields of FinetuneConfig.")
         if "optimizer_params" in changes:  # a dict without "lr" keeps the current learning rate
+            if not isinstance(changes["optimizer_params"], dict):
+                raise OptionError(f"optimizer_params must be a dict of keyword arguments, got {changes['optimizer_params']!r}.")
             changes["optimizer_params"] = {"lr": self.optimizer_params.get("lr"), **changes["optimizer_params"]}
         return dataclasses.replace(self, **changes)
 
@@ -247,6 +268,8 @@ def check_run(
     adapter_model: bool = False,
     bias: bool = False,
     memories_chosen: bool = False,
+    pseudo_query_llm: bool = False,
+    questions_on_target: Optional[bool] = None,
 ) -> None:
     """Every rule about what an option needs from the rest of the run, in one place: an ``OptionError`` naming the fix.
 
@@ -264,6 +287,9 @@ def check_run(
         bias: the caller asked for a bias term.
         memories_chosen: the question memory was already chosen beside the sentence memory's pull (a later
             ``finetune()`` call).
+        pseudo_query_llm: an LLM writes the pseudo-queries (instead of drawing sentences).
+        questions_on_target: whether some labelled question's chunk is in the searched corpus (None: not
+            known yet; the question memory is built only when there is one).
     """
     unused = [name for name in CORPUS_OPTIONS if name in explicit]
     if unused and not unlabeled_corpus:
@@ -271,6 +297,27 @@ def check_run(
             f"{unused[0]} acts on the corpus you will search (its pseudo-queries and memories), and no unlabeled_corpus "
             "was given: give unlabeled_corpus too, or leave it out."
         )
+    if pseudo_query_llm and not unlabeled_corpus:
+        raise OptionError(
+            "pseudo_query_llm writes pseudo-queries about the corpus you will search: give unlabeled_corpus too, or leave it out."
+        )
+    if pseudo_query_llm and "pseudo_query_words" in explicit:
+        raise OptionError(
+            "pseudo_query_words cuts sentences into windows, and pseudo_query_llm writes the pseudo-queries instead: drop one."
+        )
+    pull = [name for name in ("memory_weight", "memory_temperature") if name in explicit]
+    if pull and not config.corpus_memory:
+        raise OptionError(f"{pull[0]} sets the sentence memory's pull, and corpus_memory=False builds none: drop one of them.")
+    grid = [name for name in ("question_memory_weights", "question_memory_temperatures") if name in explicit]
+    if grid and not config.question_memory:
+        raise OptionError(f"{grid[0]} is the question memory's grid, and question_memory=False builds none: drop one of them.")
+    if grid and questions_on_target is False:
+        raise OptionError(
+            f"{grid[0]} is the grid of a memory of labelled questions about the searched corpus, and no labelled question's "
+            "chunk is in it (`adapterkit fit`: give --questions): leave it out."
+        )
+    if bias and adapter_model:
+        raise OptionError("bias adds a bias term to the adapter the engine builds, and adapter_model is given: give it a bias yourself.")
     if target_questions and not unlabeled_corpus:
         raise OptionError("target_questions are about the corpus you will search: give unlabeled_corpus too, or train on them.")
     if "checkpoint_save_steps" in explicit and not checkpoints:
@@ -279,9 +326,10 @@ def check_run(
             "model_checkpoint_path; `adapterkit fit` keeps none, as a cut-off fit starts again from its cached "
             "embeddings): give a model_checkpoint_path, or leave checkpoint_save_steps out."
         )
-    if "memory_weight" in explicit and memories_chosen:
+    fixed = [name for name in ("memory_weight", "memory_temperature") if name in explicit]
+    if fixed and memories_chosen:
         raise OptionError(
-            "memory_weight was fixed when the question memory was chosen beside the sentence memory, at construction: "
+            f"{fixed[0]} was fixed when the question memory was chosen beside the sentence memory, at construction: "
             "pass it to EmbeddingAdapterFinetuneEngine(...), not to finetune()."
         )
     if "map_sample" in explicit and not index_model:
@@ -302,6 +350,16 @@ def check_run(
                 "hard_negatives are mined by comparing queries with documents in one model's space; with an "
                 "index_model the two are in different spaces: pass hard_negatives=0."
             )
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether two option values are the same (a list and a tuple of equal items are; arrays never raise)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):  # an array's == is elementwise
+        return False
 
 
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
@@ -340,7 +398,7 @@ def parse_value(name: str, text: str, kind: Any) -> Any:
     if origin in (dict, tuple):
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the JSON reader goes
             raise wrong("JSON: " + ('an object, e.g. {"lr": 0.001}' if origin is dict else "a list, e.g. [0.1, 0.5]")) from None
         if origin is dict and isinstance(value, dict):
             return value

@@ -52,7 +52,7 @@ from adapterkit.training.checkpoints import (
     save_checkpoint,
     unprefixed,
 )
-from adapterkit.training.config import FIXED_AT_CONSTRUCTION, RUN_OPTIONS, FinetuneConfig, check_run
+from adapterkit.training.config import FIXED_AT_CONSTRUCTION, RUN_OPTIONS, FinetuneConfig, OptionNameError, check_run, same_value
 from adapterkit.training.cross_start import fit_start_map
 from adapterkit.training.losses import identity_penalty, start_penalty
 from adapterkit.training.memory_choice import choose_memories
@@ -149,8 +149,10 @@ class EmbeddingAdapterFinetuneEngine:
             target_questions=target_questions is not None,
             adapter_model=adapter_model is not None,
             bias=bias,
+            pseudo_query_llm=pseudo_query_llm is not None,
         )
-        check_run(self.config, set(options), **self._given)
+        self._explicit = set(options)  # what the caller set: check_run weighs these, never a default
+        check_run(self.config, self._explicit, **self._given)
         self.target_questions = target_questions.validate("target_questions") if target_questions is not None else None
         self.embed_model = resolve_embed_model(embed_model)
         self.index_model = resolve_embed_model(index_model) if index_model is not None else None
@@ -274,6 +276,7 @@ class EmbeddingAdapterFinetuneEngine:
         labelled = [self.dataset] + ([self.target_questions] if self.target_questions is not None else [])
         relevant = [d.relevant_docs[q] for d in labelled for q in d.queries]
         self.labels_on_target = any(d in corpus for docs in relevant for d in docs)
+        check_run(config, self._explicit, **self._given, questions_on_target=self.labels_on_target)
         if config.question_memory and self.labels_on_target:  # they become a memory, and decide each memory's pull
             vectors = np.concatenate(
                 [self.groups[0].queries]
@@ -334,14 +337,15 @@ class EmbeddingAdapterFinetuneEngine:
         start; an interrupted call leaves the adapter at that start (or, with checkpoints, the next
         call resumes the run where it stopped).
         """
-        frozen = sorted(k for k in changes if k in FIXED_AT_CONSTRUCTION and changes[k] != getattr(self.config, k))
+        frozen = sorted(k for k in changes if k in FIXED_AT_CONSTRUCTION and not same_value(changes[k], getattr(self.config, k, None)))
         if frozen:
-            raise TypeError(
+            raise OptionNameError(
                 f"finetune() cannot change {frozen}: they shape the data prepared in __init__; "
                 "pass them to EmbeddingAdapterFinetuneEngine(...)."
             )
         config = self.config.updated(**changes)
-        check_run(config, set(changes), **self._given, memories_chosen=bool(self.memory_choice))
+        changed = {k for k in changes if not same_value(changes[k], getattr(self.config, k))}
+        check_run(config, changed, **self._given, memories_chosen=bool(self.memory_choice))
         self.config = config
         if self.config.verbose:
             show_messages()
