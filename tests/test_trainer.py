@@ -574,5 +574,5 @@ def test_verbose_messages_go_through_logging(tmp_path, train_small, bge, caplog)
     engine = EmbeddingAdapterFinetuneEngine(train_small, bge, epochs=2, verbose=True, model_output_path=tmp_path, show_progress=False)
     with caplog.at_level(logging.INFO, logger="adapterkit"):
         engine.finetune()
-    epochs = [r for r in caplog.records if r.name == "adapterkit.training.engine" and "mean loss" in r.getMessage()]
+    epochs = [r for r in caplog.records if r.name == "adapterkit.training.loop" and "mean loss" in r.getMessage()]
     assert len(epochs) >= 2  # one line per epoch (and per refit epoch)

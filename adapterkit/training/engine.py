@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode
-from tqdm.auto import tqdm
 
 from adapterkit.adapter_embedding import AdapterEmbeddingModel, write_base_model
 from adapterkit.adapters import (
@@ -46,18 +45,15 @@ from adapterkit.training import selection
 from adapterkit.training.checkpoints import (
     RunState,
     latest_state,
-    load_optimizer_state,
     remove_run_checkpoints,
     run_fingerprint,
-    save_checkpoint,
-    unprefixed,
 )
 from adapterkit.training.config import FIXED_AT_CONSTRUCTION, RUN_OPTIONS, FinetuneConfig, OptionNameError, check_run, same_value
 from adapterkit.training.cross_start import fit_start_map
-from adapterkit.training.losses import identity_penalty, start_penalty
+from adapterkit.training.loop import train_pass
 from adapterkit.training.memory_choice import choose_memories
 from adapterkit.training.pseudo_queries import generated_pseudo_queries, pseudo_queries
-from adapterkit.training.sampling import TrainingGroup, candidates, count_steps, epoch_batches, lr_factor, mine_hard_negatives
+from adapterkit.training.sampling import TrainingGroup, count_steps, mine_hard_negatives
 from adapterkit.training.selection import TrainingDivergedError  # noqa: F401 (its home for callers of the engine)
 
 # LlamaIndex's walkthrough recipe: pairs in order, in-batch negatives, lr 2e-5, 10% linear warm-up,
@@ -385,101 +381,33 @@ class EmbeddingAdapterFinetuneEngine:
         self._save()
 
     def _fit(self, state: RunState, rows: List[np.ndarray], validate: bool) -> None:
-        """One training pass over ``config.epochs`` from ``state`` (fresh, or read from a checkpoint)."""
-        config, device = self.config, self._target_device
-        model = self.model.to(device)
-        model.load_state_dict(self._start)
-        loss_model = config.loss_class(model, scale=config.scale)
-        tensors = [(torch.as_tensor(g.queries, device=device), torch.as_tensor(g.docs, device=device)) for g in self.groups]
-        optimizer = config.optimizer_class(model.parameters(), **config.optimizer_params)
-        generator = torch.Generator().manual_seed(config.seed)
-        total = max(1, count_steps(self.groups, rows, config.batch_size, config.shuffle, config.no_duplicates, config.seed, config.epochs))
-        self.total_steps = total
-        warmup = int(total * config.warmup_ratio)
-        base_lrs = [group["lr"] for group in optimizer.param_groups]
-
-        def schedule(
-            step: int,
-        ) -> None:  # the learning rate of this step: a pure function of the step, so a resumed run needs only its step
-            for group, lr in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = lr * lr_factor(step, total, warmup)
-
-        best = {k: v.clone() for k, v in self._start.items()}
-        if state.step or state.epoch:  # resuming: everything as it was at that step
-            model.load_state_dict(unprefixed("model", state.tensors))
-            load_optimizer_state(optimizer, state.optimizer, state.tensors)
-            generator.set_state(state.tensors["generator"])
-            best = unprefixed("best", state.tensors) or best
-        elif validate:
-            rr = self.validation_rr(adapter=model)
-            state.tensors["identity_rr"] = torch.as_tensor(rr, dtype=torch.float64)
-            state.best_score, state.best_epoch = selection.score_epoch(model, rr), 0
-            state.val_mrr = [state.best_score]
-        identity_rr = state.tensors["identity_rr"].numpy() if validate else None
-        self.loss_history, self.epoch_loss, self.val_mrr, self.best_epoch = (
-            state.loss_history,
-            state.epoch_loss,
-            state.val_mrr,
-            state.best_epoch,
+        """One training pass (``loop.train_pass``); the run's history is read off its state, interrupted or not."""
+        config = self.config
+        self.total_steps = max(
+            1, count_steps(self.groups, rows, config.batch_size, config.shuffle, config.no_duplicates, config.seed, config.epochs)
         )
-        label, desc = ("Epoch", "Epoch") if state.phase == "select" else ("Refit", "Refit (every pair, up to the chosen epoch)")
-        for epoch in tqdm(range(state.epoch + 1, config.epochs + 1), desc=desc, disable=not self._show_progress):
-            epoch_start = generator.get_state()
-            batches = epoch_batches(self.groups, rows, config.batch_size, config.shuffle, config.no_duplicates, generator)
-            model.train()
-            for b, (g, batch) in enumerate(batches):
-                if b < state.batch:  # done before the interruption
-                    continue
-                schedule(state.step)
-                state.loss_history.append(self._step(loss_model, optimizer, self.groups[g], batch, tensors[g]))
-                state.batch, state.step = b + 1, state.step + 1
-                if self._model_checkpoint_path is not None and state.step % config.checkpoint_save_steps == 0:
-                    save_checkpoint(self._model_checkpoint_path / f"step_{state.step}", state, model, optimizer, epoch_start, best)
-            losses = state.loss_history[len(state.loss_history) - len(batches) :] if batches else []
-            state.epoch, state.batch = epoch, 0
-            state.epoch_loss.append(float(np.mean(losses)) if losses else math.nan)
-            finite = selection.is_finite(model)
-            message = f"> [{label} {epoch}] mean loss {state.epoch_loss[-1]:.4f}"
-            if state.keep_epoch == epoch:
-                best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            if validate:
-                rr = self.validation_rr(adapter=model)
-                score = selection.score_epoch(model, rr)
-                state.val_mrr.append(score)
-                message += f", held-out MRR@10 {score:.4f}"
-                sizes = [len(g.val_idx) for g in self.groups] if config.guard else ()
-                if selection.choose(score, state.best_score, rr, cast(np.ndarray, identity_rr), sizes):  # set whenever validate
-                    best, state.best_score, state.best_epoch = (
-                        {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                        score,
-                        epoch,
-                    )
-            self.best_epoch = state.best_epoch
-            if config.verbose:
-                logger.info(message)
-            if not finite:
-                selection.diverged(epoch, validate or (state.keep_epoch is not None and state.keep_epoch < epoch), state, config)
-                break
-        if validate or state.keep_epoch is not None:
-            model.load_state_dict(best)
-        model.eval()
-
-    def _step(
-        self, loss_model: torch.nn.Module, optimizer: torch.optim.Optimizer, group: TrainingGroup, rows: List[int], tensors: tuple
-    ) -> float:
-        queries, docs = tensors
-        cand, labels, mask = candidates(group, rows, self.config.negatives, docs.device)
-        q = queries[rows]
-        loss = loss_model(q, docs[cand], labels, mask)
-        adapter = cast(torch.nn.Module, loss_model.adapter)  # loss_class(adapter, scale=...) keeps the adapter as .adapter
-        if self.config.identity_reg:
-            near = start_penalty(adapter, self._start) if self.index_model is not None else identity_penalty(adapter, q)
-            loss = loss + self.config.identity_reg * near
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(adapter.parameters(), self.config.max_grad_norm)
-        optimizer.step()
-        return float(loss.item())
+        try:
+            train_pass(
+                self.model,
+                self._start,
+                self.groups,
+                rows,
+                config,
+                state,
+                self.total_steps,
+                device=self._target_device,
+                validation_rr=(lambda adapter: self.validation_rr(adapter=adapter)) if validate else None,
+                checkpoint_path=self._model_checkpoint_path,
+                near_start=self.index_model is not None,
+                show_progress=self._show_progress,
+            )
+        finally:
+            self.loss_history, self.epoch_loss, self.val_mrr, self.best_epoch = (
+                state.loss_history,
+                state.epoch_loss,
+                state.val_mrr,
+                state.best_epoch,
+            )
 
     def _save(self) -> None:
         self.model.eval().save(self._model_output_path)
