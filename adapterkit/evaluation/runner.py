@@ -99,7 +99,7 @@ def write_report(output: Optional[str], title: str, command: str, sections: Sequ
 
 
 def provenance() -> Dict[str, Any]:
-    """What made a result file: the commit (``+changes`` when the tree differs from it), CPU, cores,
+    """What made a result file: the commit (``+changes`` when the code differs from it), CPU, cores,
     date (UTC) and the versions that can move numbers. Every benchmark result file records it."""
 
     def git(*args: str) -> str:
@@ -109,7 +109,8 @@ def provenance() -> Dict[str, Any]:
             return ""
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
+    # Result files written by earlier benchmarks in the same checkout do not change what is measured.
+    if git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)benchmarks/results"):
         commit += "+changes"
     cpu = platform.processor() or platform.machine()
     try:
