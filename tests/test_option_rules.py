@@ -135,3 +135,19 @@ def test_the_engine_refuses_what_it_would_ignore(train_small, bge, tmp_path):
             show_progress=False,
         )
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "options, store_memory, problem",
+    [
+        ({"corpus_memory": True}, "sampled", "leave corpus_memory out"),
+        ({"corpus_memory": True}, "table", "leave corpus_memory out"),
+        ({"memory_weight": 0.5}, "sampled", "memory_weight.*memory_table"),
+        ({"memory_keys_per_chunk": 2}, "sampled", "memory_keys_per_chunk.*memory_table"),
+    ],
+)
+def test_a_store_read_in_part_has_its_own_memory_rules(options, store_memory, problem):
+    config = FinetuneConfig().updated(**options)
+    with pytest.raises(OptionError, match=problem):
+        check_run(config, set(options), unlabeled_corpus=True, store_memory=store_memory)
+    check_run(config, set(options) - {"corpus_memory"}, unlabeled_corpus=True, store_memory="table")  # the database memory takes them

@@ -121,18 +121,9 @@ def store_scale_options(
                 f"memory_table builds the memory in the store's own database (PostgreSQL or Qdrant), and this store is "
                 f"{kind}: leave memory_table out (the memory is then kept as files in the model folder)."
             )
-    if options.get("corpus_memory"):
-        raise ValueError(
-            "With sample_chunks or memory_table the sentence memory covers every stored chunk, so it is built by "
-            "memory_table (in the store's own database), not from what training reads: leave corpus_memory out."
-        )
-    # the sentence memory's options go to the memory in the database; a sampled store without one has no sentence memory
+    # the sentence memory's options go to the memory in the database (config.check_run refused them for a sampled
+    # store without one, and corpus_memory beside either)
     moved = ("memory_keys_per_chunk", "memory_weight", "memory_temperature")
-    given = sorted(k for k in moved if k in options)
-    if given and memory_table is None:
-        raise ValueError(
-            f"{given} set the sentence memory, which a sampled store gets only with memory_table: give one, or leave them out."
-        )
     return {**{k: v for k, v in options.items() if k not in moved}, "corpus_memory": False}, options.get("memory_keys_per_chunk")
 
 
@@ -398,7 +389,8 @@ def fit_documents(
     if eval_chunks is not None and eval_chunks < 1:
         raise ValueError(f"eval_chunks must be at least 1, got {eval_chunks}.")
     config = FinetuneConfig().updated(**options, seed=seed)  # an unknown or out-of-range option fails here, before any work
-    check_run(config, set(options), unlabeled_corpus=True)  # the folder's or store's chunks are the searched corpus
+    store_memory = "table" if memory_table is not None else "sampled" if sample_chunks is not None else ""
+    check_run(config, set(options), unlabeled_corpus=True, store_memory=store_memory)  # the folder's or store's chunks are searched
     engine_options, max_keys = store_scale_options(store, sample_chunks, memory_table, questions, options)
     if sample_chunks is not None and docs is not None:
         raise ValueError("Give either a documents folder or a store URI (--store), not both and not neither.")

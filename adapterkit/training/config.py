@@ -270,6 +270,7 @@ def check_run(
     memories_chosen: bool = False,
     pseudo_query_llm: bool = False,
     questions_on_target: Optional[bool] = None,
+    store_memory: str = "",
 ) -> None:
     """Every rule about what an option needs from the rest of the run, in one place: an ``OptionError`` naming the fix.
 
@@ -290,6 +291,9 @@ def check_run(
         pseudo_query_llm: an LLM writes the pseudo-queries (instead of drawing sentences).
         questions_on_target: whether some labelled question's chunk is in the searched corpus (None: not
             known yet; the question memory is built only when there is one).
+        store_memory: ``adapterkit fit`` on a store: ``"table"`` (the sentence memory is built in the
+            store's database), ``"sampled"`` (training reads a sample, and no sentence memory is built) or
+            ``""`` (the whole corpus is read; the engine builds the memory).
     """
     unused = [name for name in CORPUS_OPTIONS if name in explicit]
     if unused and not unlabeled_corpus:
@@ -305,8 +309,18 @@ def check_run(
         raise OptionError(
             "pseudo_query_words cuts sentences into windows, and pseudo_query_llm writes the pseudo-queries instead: drop one."
         )
+    if store_memory and "corpus_memory" in explicit and config.corpus_memory:
+        raise OptionError(
+            "With sample_chunks or memory_table the sentence memory covers every stored chunk, so it is built by "
+            "memory_table (in the store's own database), not from what training reads: leave corpus_memory out."
+        )
+    given = [name for name in ("memory_keys_per_chunk", "memory_weight", "memory_temperature") if name in explicit]
+    if given and store_memory == "sampled":
+        raise OptionError(
+            f"{given[0]} sets the sentence memory, which a sampled store gets only with memory_table: give one, or leave it out."
+        )
     pull = [name for name in ("memory_weight", "memory_temperature") if name in explicit]
-    if pull and not config.corpus_memory:
+    if pull and not config.corpus_memory and store_memory != "table":
         raise OptionError(f"{pull[0]} sets the sentence memory's pull, and corpus_memory=False builds none: drop one of them.")
     grid = [name for name in ("question_memory_weights", "question_memory_temperatures") if name in explicit]
     if grid and not config.question_memory:

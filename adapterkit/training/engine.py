@@ -138,7 +138,7 @@ class EmbeddingAdapterFinetuneEngine:
     ) -> None:
         self.config = FinetuneConfig().updated(**options)
         self.dataset = dataset.validate("the training dataset")
-        self._given = dict(
+        self._given: Dict[str, Any] = dict(
             unlabeled_corpus=unlabeled_corpus is not None,
             index_model=index_model is not None,  # what check_run weighs
             checkpoints=bool(model_checkpoint_path),
