@@ -272,8 +272,7 @@ def test_training_reads_only_the_chunks_it_needs_from_a_large_store(pg, uber, ub
         EmbeddingQAFinetuneDataset(queries=train.queries, corpus=drawn.corpus, relevant_docs=train.relevant_docs),
         counter,
         cache=cache,
-        epochs=1,
-        corpus_memory=False,
+        epochs=1,  # no unlabeled_corpus: no memory (corpus_memory would be an option of nothing, and an error)
         model_output_path=tmp_path / "adapter",
         show_progress=False,
     )
