@@ -1,6 +1,7 @@
 """How long each test lane takes in a fresh clone: `make install`, `make test-fast`, `make test`.
 
 Clones this repository's HEAD into a temporary folder (untracked and changed files are not in it),
+beside a link to the ``shared/`` data folder that sits beside this checkout,
 runs each command there as a new user would, and records its seconds, its pytest summary lines and
 whether it passed. The embedding cache is the user's (``$ADAPTERKIT_CACHE_DIR``, else
 ``~/.cache/adapterkit``) unless ``--cold-cache``; pip's download cache is whatever the machine has.
@@ -41,6 +42,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="adapterkit-lanes-") as tmp:
         clone = Path(tmp) / "adapterkit"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        shared = ROOT.parent / "shared"  # the data folder beside a checkout, as beside this one
+        if shared.is_dir():
+            (Path(tmp) / "shared").symlink_to(shared)
         env = dict(os.environ, CI="true")
         if args.cold_cache:
             env["ADAPTERKIT_CACHE_DIR"] = str(Path(tmp) / "cache")
