@@ -114,13 +114,17 @@ def dequantize_onnx(model_file: Path) -> Any:
 
 
 @functools.lru_cache(maxsize=2)
-def _read_graph(path: str, size: int, mtime_ns: int) -> Tuple[str, bytes, frozenset]:
-    """``(weights fingerprint, the float32 graph, its op types)`` of an ONNX file, read once per process
-    while the file is unchanged (its size and mtime are part of the key)."""
-    # The fingerprint keys the embedding cache: a different model never hits it.
-    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+def _weights_sha(path: str, size: int, mtime_ns: int) -> str:
+    """The ONNX file's fingerprint, read once per process while the file is unchanged (size and mtime key it).
+    It keys the embedding cache: a different model never hits it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=2)
+def _float_graph(path: str, size: int, mtime_ns: int) -> Tuple[bytes, frozenset]:
+    """``(the float32 graph, its op types)``, dequantized once per process while the file is unchanged."""
     graph = dequantize_onnx(Path(path))
-    return sha, graph.SerializeToString(), frozenset(n.op_type for n in graph.graph.node)
+    return graph.SerializeToString(), frozenset(n.op_type for n in graph.graph.node)
 
 
 class OnnxBGEEmbedding(BaseEmbedding):
@@ -180,9 +184,11 @@ class OnnxBGEEmbedding(BaseEmbedding):
         options.log_severity_level = 3
         onnx_file = folder / "model.onnx"
         stat = onnx_file.stat()
-        self._weights_sha, float_graph, float_ops = _read_graph(str(onnx_file), stat.st_size, stat.st_mtime_ns)
-        source: Any = float_graph if self.precision == "float32" else str(onnx_file)
-        self._op_types = float_ops if self.precision == "float32" else frozenset()
+        key = (str(onnx_file), stat.st_size, stat.st_mtime_ns)
+        self._weights_sha = _weights_sha(*key)
+        source: Any = str(onnx_file)  # int8: the shipped graph as it is
+        if self.precision == "float32":
+            source, self._op_types = _float_graph(*key)
         self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
     @classmethod
