@@ -107,7 +107,6 @@ def test_option_names_and_deep_values_from_the_command_line():
         ({}, {"adapter_model": True, "bias": True}, "bias"),
         ({}, {"unlabeled_corpus": False, "pseudo_query_llm": True}, "pseudo_query_llm.*unlabeled_corpus"),
         ({"pseudo_query_words": (3, 8)}, {"pseudo_query_llm": True}, "pseudo_query_words.*pseudo_query_llm"),
-        ({"memory_temperature": 5.0}, {"memories_chosen": True}, "memory_temperature.*at construction"),
     ],
 )
 def test_options_that_would_do_nothing_here_are_errors(options, context, problem):

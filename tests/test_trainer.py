@@ -315,13 +315,13 @@ def test_target_corpus_memory_finds_chunks_by_their_sentences(tmp_path, train_sm
     from adapterkit.metrics import exact_search
 
     args = dict(unlabeled_corpus=val_small.corpus, epochs=2, show_progress=False)
-    with_memory = EmbeddingAdapterFinetuneEngine(train_small, bge, model_output_path=tmp_path / "mem", **args)
-    with_memory.finetune(memory_weight=0.5)
+    with_memory = EmbeddingAdapterFinetuneEngine(train_small, bge, model_output_path=tmp_path / "mem", memory_weight=0.5, **args)
+    with_memory.finetune()
     without = EmbeddingAdapterFinetuneEngine(train_small, bge, model_output_path=tmp_path / "plain", corpus_memory=False, **args)
     without.finetune()
     sentences = [(s, d) for d, text in val_small.corpus.items() for s in chunk_sentences(text)]
     saved = CorpusMemory.load(tmp_path / "mem" / "memory" / "sentences")
-    assert len(saved.keys) == len(sentences) > 0 and saved.weight == 0.5  # finetune's memory options are saved
+    assert len(saved.keys) == len(sentences) > 0 and saved.weight == 0.5  # the memory options are saved
     assert isinstance(with_memory.model, LinearLayer)  # what trains is the adapter; the memory sits beside it
     assert torch.equal(with_memory.model.linear.weight, without.model.linear.weight)  # the same training run
     assert AdapterEmbeddingModel(bge, tmp_path / "plain").memories == []
@@ -528,45 +528,46 @@ def test_the_schedule_counts_every_epochs_batches(tmp_path, train_small, bge):
     assert lrs[-1] == pytest.approx(1e-3 / (total - warmup))  # and the decay ends on the last step
 
 
-def test_memory_weight_sets_the_sentence_pull_and_is_fixed_once_the_question_memory_is_chosen(tmp_path, val_small, bge):
-    """The sentence memory's pull is memory_weight; the question memory is chosen beside it at construction."""
+def test_memory_weight_sets_the_sentence_pull_at_construction_and_finetune_refuses_to_change_it(tmp_path, val_small, bge):
+    """The sentence memory is built with its pull at construction, with or without a question memory chosen beside it."""
+    from adapterkit.memory.corpus_memory import CorpusMemory
+
     train, target = val_small, val_small.corpus  # questions whose chunks are in the searched corpus
-    engine = EmbeddingAdapterFinetuneEngine(
-        train, bge, unlabeled_corpus=target, memory_weight=0.5, epochs=1, model_output_path=tmp_path, show_progress=False
-    )
-    assert engine.memory_choice is not None and engine.memory_choice["sentence_weight"] == 0.5
-    with pytest.raises(ValueError, match="memory_weight.*at construction"):
-        engine.finetune(memory_weight=0.4)
-    engine.finetune()
-    assert engine.memories["sentences"].weight == 0.5
-    free = EmbeddingAdapterFinetuneEngine(
-        train,
-        bge,
-        unlabeled_corpus=target,
-        question_memory=False,
-        memory_weight=0.5,
-        epochs=1,
-        model_output_path=tmp_path / "free",
-        show_progress=False,
-    )
-    free.finetune(memory_weight=0.4)
-    assert free.memories["sentences"].weight == 0.4
+    for question_memory in (True, False):
+        engine = EmbeddingAdapterFinetuneEngine(
+            train,
+            bge,
+            unlabeled_corpus=target,
+            question_memory=question_memory,
+            memory_weight=0.5,
+            memory_temperature=40.0,
+            epochs=1,
+            model_output_path=tmp_path / str(question_memory),
+            show_progress=False,
+        )
+        assert (engine.memory_choice is not None) == question_memory
+        for option, value in (("memory_weight", 0.4), ("memory_temperature", 30.0)):
+            with pytest.raises(ValueError, match=rf"finetune\(\) cannot change \['{option}'\]"):
+                engine.finetune(**{option: value})
+        engine.finetune(memory_weight=0.5)  # the value it has is no change
+        saved = CorpusMemory.load(tmp_path / str(question_memory) / "memory" / "sentences")
+        kept = engine.memories["sentences"]
+        assert (saved.weight, saved.temperature) == (0.5, 40.0) == (kept.weight, kept.temperature)
 
 
-def test_choosing_memories_leaves_the_sentence_memory_as_it_was(val_small, bge):
+def test_choosing_memories_keeps_the_sentence_memory_with_the_pull_it_was_built_with(val_small, bge):
     from adapterkit import CorpusMemory
     from adapterkit.training.config import FinetuneConfig
     from adapterkit.training.memory_choice import choose_memories
 
     corpus = dict(val_small.corpus)
-    sentences = CorpusMemory.from_corpus(corpus, bge, weight=0.25)
+    sentences = CorpusMemory.from_corpus(corpus, bge, weight=0.4)  # not FinetuneConfig's 0.25: the memory's own pull counts
     questions = embed_texts(bge, list(val_small.queries.values()), "query", show_progress=False)
     owners = {r: val_small.relevant_docs[q] for r, q in enumerate(val_small.queries)}
     docs = embed_texts(bge, list(corpus.values()), "text", show_progress=False)
     kept, choice = choose_memories(questions, owners, list(corpus), docs, sentences, FinetuneConfig())
-    assert sentences.weight == 0.25  # the candidates were copies
-    if "sentences" in kept:
-        assert kept["sentences"] is not sentences and kept["sentences"].weight == choice["sentence_weight"]
+    assert sentences.weight == 0.4 == choice["sentence_weight"]  # the candidates were copies; the label-free pull is never vetoed
+    assert kept["sentences"] is sentences
 
 
 def test_verbose_messages_go_through_logging(tmp_path, train_small, bge, caplog):

@@ -67,8 +67,6 @@ class FinetuneConfig:
     checkpoint_save_steps: int = option(100, run=False)  # steps between checkpoints (with a model_checkpoint_path)
     num_threads: Optional[int] = option(1, run=False)  # torch CPU threads while training: tiny adapters train fastest on one
     verbose: bool = option(False, run=False)  # print the loss (and held-out MRR) per epoch
-    memory_weight: float = option(0.25, run=False)  # how far a corpus memory pulls a query toward the chunks it matches
-    memory_temperature: float = option(100.0, run=False)  # sharpness of that match
 
     # data
     negatives: str = option(
@@ -84,6 +82,8 @@ class FinetuneConfig:
     corpus_memory: bool = option(
         True, fixed=True, run=False
     )  # with an unlabeled corpus, save a CorpusMemory of its sentences beside the adapter
+    memory_weight: float = option(0.25, fixed=True, run=False)  # how far the sentence memory pulls a query toward the chunks it matches
+    memory_temperature: float = option(100.0, fixed=True, run=False)  # sharpness of that match
     memory_keys_per_chunk: Optional[int] = option(
         None, fixed=True, run=False
     )  # at most this many of a chunk's sentences as its keys (None: all)
@@ -267,7 +267,6 @@ def check_run(
     target_questions: bool = False,
     adapter_model: bool = False,
     bias: bool = False,
-    memories_chosen: bool = False,
     pseudo_query_llm: bool = False,
     questions_on_target: Optional[bool] = None,
     store_memory: str = "",
@@ -286,8 +285,6 @@ def check_run(
         target_questions: the run has labelled questions about the searched corpus, as evidence.
         adapter_model: the caller passed a start adapter.
         bias: the caller asked for a bias term.
-        memories_chosen: the question memory was already chosen beside the sentence memory's pull (a later
-            ``finetune()`` call).
         pseudo_query_llm: an LLM writes the pseudo-queries (instead of drawing sentences).
         questions_on_target: whether some labelled question's chunk is in the searched corpus (None: not
             known yet; the question memory is built only when there is one).
@@ -339,12 +336,6 @@ def check_run(
             "checkpoint_save_steps sets how often a run saves checkpoints, and this one keeps none (no "
             "model_checkpoint_path; `adapterkit fit` keeps none, as a cut-off fit starts again from its cached "
             "embeddings): give a model_checkpoint_path, or leave checkpoint_save_steps out."
-        )
-    fixed = [name for name in ("memory_weight", "memory_temperature") if name in explicit]
-    if fixed and memories_chosen:
-        raise OptionError(
-            f"{fixed[0]} was fixed when the question memory was chosen beside the sentence memory, at construction: "
-            "pass it to EmbeddingAdapterFinetuneEngine(...), not to finetune()."
         )
     if "map_sample" in explicit and not index_model:
         raise OptionError(

@@ -6,6 +6,8 @@ A run: (1) train with whole chunks held out and keep the epoch that beats the id
 than a standard error (``selection``); (2) with ``refit``, train again from the start on every pair
 and keep that epoch; (3) save the adapter, and a ``CorpusMemory`` of a target corpus beside it.
 Checkpoints carry the whole run state (``checkpoints``), so an interrupted run resumes exactly.
+The engine holds the run; what it trains on is built by ``training_data``, the searched corpus's
+memories by ``memories``, and each pass by ``loop.train_pass``.
 """
 
 from __future__ import annotations
@@ -31,13 +33,9 @@ from adapterkit.adapters import (
     infer_device,
     load_adapter,
 )
-from adapterkit.cache import EmbeddingCache, embed_texts
+from adapterkit.cache import EmbeddingCache
 from adapterkit.cross_model import CROSS_MODEL_FILE, write_identity
-from adapterkit.data.datasets import (
-    DatasetError,
-    EmbeddingQAFinetuneDataset,
-    node_texts,
-)
+from adapterkit.data.datasets import EmbeddingQAFinetuneDataset, node_texts
 from adapterkit.embeddings import resolve_embed_model
 from adapterkit.logs import show_messages
 from adapterkit.memory.corpus_memory import MEMORY_DIR, CorpusMemory, memory_folders
@@ -51,10 +49,10 @@ from adapterkit.training.checkpoints import (
 from adapterkit.training.config import FIXED_AT_CONSTRUCTION, RUN_OPTIONS, FinetuneConfig, OptionNameError, check_run, same_value
 from adapterkit.training.cross_start import fit_start_map
 from adapterkit.training.loop import train_pass
-from adapterkit.training.memory_choice import choose_memories
-from adapterkit.training.pseudo_queries import generated_pseudo_queries, pseudo_queries
-from adapterkit.training.sampling import TrainingGroup, count_steps, mine_hard_negatives
+from adapterkit.training.memories import build_memories, questions_on_target
+from adapterkit.training.sampling import TrainingGroup, count_steps
 from adapterkit.training.selection import TrainingDivergedError  # noqa: F401 (its home for callers of the engine)
+from adapterkit.training.training_data import build_training_data
 
 # LlamaIndex's walkthrough recipe: pairs in order, in-batch negatives, lr 2e-5, 10% linear warm-up,
 # no validation. Use as EmbeddingAdapterFinetuneEngine(train, model, epochs=4, **LLAMAINDEX_RECIPE).
@@ -153,8 +151,6 @@ class EmbeddingAdapterFinetuneEngine:
         self.embed_model = resolve_embed_model(embed_model)
         self.index_model = resolve_embed_model(index_model) if index_model is not None else None
         self.map_info: Optional[Dict[str, Any]] = None  # a cross-model run: the sample that fitted its start map
-        self._doc_vectors: Dict[str, np.ndarray] = {}  # chunk id -> index-model vector (cross-model runs)
-        self._cross_rows: List[tuple] = []  # cross-model runs: each group's query texts and chunk ids
         self.map_texts: List[str] = []  # cross-model runs: the training query texts the start map was fitted on
         self._model_output_path = Path(model_output_path)
         self._model_checkpoint_path = Path(model_checkpoint_path) if model_checkpoint_path else None
@@ -166,125 +162,62 @@ class EmbeddingAdapterFinetuneEngine:
         self.val_mrr: List[float] = []  # held-out MRR@10 before training (index 0) and after each epoch
         self.best_epoch: Optional[int] = None  # 0 means the identity start was kept
         self.memories: Dict[str, CorpusMemory] = {}  # the target corpus's memories, saved beside the adapter
-        self.memory_choice: Optional[Dict[str, Any]] = None  # how the memories' pulls were chosen on held-out labelled questions
+        self.memory_choice: Optional[Dict[str, Any]] = None  # how the question memory's pull was chosen on held-out labelled questions
         self.labels_on_target = False  # whether some labelled questions' chunks are in the target corpus
         self._refitted = False
 
         # Embed every text once (cached across runs), then train on tensors.
-        self.groups = [self._group("train", dataset.queries, dataset.corpus, dataset.relevant_docs)]
         target = node_texts(unlabeled_corpus) if unlabeled_corpus is not None else None
-        if target is not None:
-            self._add_target_corpus(target, pseudo_query_llm)
+        where: Dict[str, Any] = dict(index_model=self.index_model, cache=cache, show_progress=show_progress)
+        data = build_training_data(
+            dataset,
+            self.embed_model,
+            self.config,
+            target=target,
+            pseudo_query_llm=pseudo_query_llm,
+            output_path=Path(model_output_path),
+            **where,
+        )
+        self.groups = data.groups
         d = self.groups[0].docs.shape[1]
         self.dim = dim or d
         if self.dim != d:
             raise ValueError(
                 f"dim={dim} but {(self.index_model or self.embed_model).model_name} gives {d}-dimensional embeddings; drop dim or fix it."
             )
-        rng = np.random.default_rng(self.config.seed)
-        for group in self.groups:
-            group.split(self.config.val_fraction, rng)
-            if self.config.hard_negatives:  # FinetuneConfig allows them only with in-batch negatives
-                group.hard = mine_hard_negatives(group, self.config.hard_negatives)
         if self.index_model is not None:  # fitted on training rows only: the held-out chunks judge the start fairly
-            held = {ids[p] for g, (_, ids) in zip(self.groups, self._cross_rows) for p in g.positives[g.val_idx]}
-            self.map_texts = [texts[i] for g, (texts, _) in zip(self.groups, self._cross_rows) for i in g.train_idx]
+            held = data.held_out_chunks()
+            self.map_texts = data.training_queries()
             searched = target if target is not None else dataset.corpus
             adapter_model, self.map_info = fit_start_map(
                 self.embed_model,
                 self.index_model,
                 self.map_texts,
                 {d: t for d, t in searched.items() if d not in held},
-                self._doc_vectors,
+                data.doc_vectors,
                 self.config.map_sample,
                 self.config.seed,
-                self._cache,
-                self._show_progress,
+                cache,
+                show_progress,
             )
-        if target is not None:
-            self._add_memories(target, adapter_model if self.index_model is not None else None)
+        if target is not None:  # its memories; labelled questions about it are evidence for the question memory
+            labelled = [self.dataset] + ([self.target_questions] if self.target_questions is not None else [])
+            self.labels_on_target = questions_on_target(labelled, target)
+            check_run(self.config, self._explicit, **self._given, questions_on_target=self.labels_on_target)
+            self.memories, self.memory_choice = build_memories(
+                target,
+                self.groups[-1].docs,
+                labelled,
+                self.groups[0].queries,
+                self.embed_model,
+                self.config,
+                start=adapter_model if self.index_model is not None else None,
+                **where,
+            )
 
         self.model: BaseAdapter = adapter_model if adapter_model is not None else LinearLayer(self.dim, self.dim, bias=bias)
         check_adapter_dim(self.model, self.groups[0].queries.shape[1], self.dim)
         self._start = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}  # every run starts here
-
-    def _group(self, name: str, queries: Mapping[str, str], corpus: Mapping[str, str], relevant: Mapping[str, List[str]]) -> TrainingGroup:
-        qids, doc_ids = list(queries), list(corpus)
-        pos = {d: i for i, d in enumerate(doc_ids)}
-        what = (
-            {"query": "labelled questions", "text": "their chunks"}
-            if name == "train"
-            else {"query": "pseudo-queries", "text": "searched chunks"}
-        )
-        embed = lambda model, texts, kind: embed_texts(
-            model, texts, kind, cache=self._cache, show_progress=self._show_progress, purpose=what[kind]
-        )  # noqa: E731
-        docs = embed(self.index_model or self.embed_model, [corpus[d] for d in doc_ids], "text")
-        if self.index_model is not None:
-            self._doc_vectors.update(zip(doc_ids, docs))
-            self._cross_rows.append(([queries[q] for q in qids], doc_ids))
-        return TrainingGroup(
-            name=name,
-            queries=embed(self.embed_model, [queries[q] for q in qids], "query"),
-            positives=np.array([pos[relevant[q][0]] for q in qids]),
-            docs=docs,
-            other_relevant=[[pos[d] for d in relevant[q][1:]] for q in qids],
-        )
-
-    def _add_target_corpus(self, corpus: Dict[str, str], llm: Any) -> None:
-        """Pseudo-queries of the corpus that will be searched, as a second group."""
-        config = self.config
-        if llm is None:
-            pairs = pseudo_queries(corpus, config.pseudo_queries_per_chunk, words=config.pseudo_query_words, seed=config.seed)
-        else:
-            pairs = generated_pseudo_queries(
-                corpus, llm, config.pseudo_queries_per_chunk, self._model_output_path / "pseudo_queries.json", self._show_progress
-            )
-        if not pairs:
-            need = "a sentence of 6+ words" if config.pseudo_query_words is None else f"{config.pseudo_query_words[0]}+ words"
-            raise DatasetError(
-                f"unlabeled_corpus gave no pseudo-queries: no chunk has {need}"
-                + (" (or the LLM gave no usable question; see pseudo_queries.json.progress.jsonl)." if llm is not None else ".")
-            )
-        queries = {f"pseudo-{i}": q for i, (q, _) in enumerate(pairs)}
-        relevant = {f"pseudo-{i}": [d] for i, (_, d) in enumerate(pairs)}
-        self.groups.append(self._group("unlabeled", queries, corpus, relevant))
-
-    def _add_memories(self, corpus: Dict[str, str], start: Optional[BaseAdapter]) -> None:
-        """The searched corpus's memories (its sentences; labelled questions about it), added to ``start``'s queries."""
-        config = self.config
-        if config.corpus_memory:
-            memory = CorpusMemory.from_corpus(
-                corpus,
-                self.embed_model,
-                doc_vectors=self.groups[-1].docs,
-                cache=self._cache,
-                show_progress=self._show_progress,
-                index_model=self.index_model,
-                weight=config.memory_weight,
-                temperature=config.memory_temperature,
-                key_dim=self.groups[0].queries.shape[1],
-                max_keys=config.memory_keys_per_chunk,
-            )
-            if len(memory.keys):
-                self.memories["sentences"] = memory
-        # Labelled questions whose chunks are in this corpus are questions about it: the best evidence there is.
-        labelled = [self.dataset] + ([self.target_questions] if self.target_questions is not None else [])
-        relevant = [d.relevant_docs[q] for d in labelled for q in d.queries]
-        self.labels_on_target = any(d in corpus for docs in relevant for d in docs)
-        check_run(config, self._explicit, **self._given, questions_on_target=self.labels_on_target)
-        if config.question_memory and self.labels_on_target:  # they become a memory, and decide each memory's pull
-            vectors = np.concatenate(
-                [self.groups[0].queries]
-                + [
-                    embed_texts(self.embed_model, list(d.queries.values()), "query", cache=self._cache, show_progress=self._show_progress)
-                    for d in labelled[1:]
-                ]
-            )
-            owners = {r: [d for d in docs if d in corpus] for r, docs in enumerate(relevant)}
-            self.memories, self.memory_choice = choose_memories(
-                vectors, owners, list(corpus), self.groups[-1].docs, self.memories.get("sentences"), config, start
-            )
 
     @classmethod
     def from_model_path(
@@ -341,7 +274,7 @@ class EmbeddingAdapterFinetuneEngine:
             )
         config = self.config.updated(**changes)
         changed = {k for k in changes if not same_value(changes[k], getattr(self.config, k))}
-        check_run(config, changed, **self._given, memories_chosen=bool(self.memory_choice))
+        check_run(config, changed, **self._given)
         self.config = config
         if self.config.verbose:
             show_messages()
@@ -419,10 +352,7 @@ class EmbeddingAdapterFinetuneEngine:
         memory_dir = self._model_output_path / MEMORY_DIR
         for old in memory_folders(memory_dir):  # an earlier run's memories would be composed with this adapter
             shutil.rmtree(old, ignore_errors=True)
-        for name, memory in list(self.memories.items()):
-            if name == "sentences":  # its pull: chosen on labelled questions of this corpus when there are some, else this run's option
-                weight = self.memory_choice["sentence_weight"] if self.memory_choice else self.config.memory_weight
-                memory = self.memories[name] = memory.with_pull(weight, self.config.memory_temperature)
+        for name, memory in self.memories.items():  # built with their pulls at construction
             memory.save(memory_dir / name)
 
     def get_finetuned_model(self, adapter_cls: Optional[Type[BaseAdapter]] = None, **model_kwargs: Any) -> AdapterEmbeddingModel:

@@ -1,7 +1,7 @@
 """How far the question memory pulls, chosen on labelled questions about the searched corpus.
 
 Labelled questions add to the label-free signals and never veto them: the sentence memory keeps its
-label-free pull (``memory_weight``), and the questions decide only whether a memory of themselves is
+label-free pull (``memory_weight``, set when it was built), and the questions decide only whether a memory of themselves is
 added, and how far it pulls, moving away from "no question memory" only on clear evidence:
 
 1. The questions are split into ``MAX_FOLDS`` folds (at most one per question); each fold is held out
@@ -62,9 +62,8 @@ def choose_memories(
             any are left out).
         corpus_ids: the searched corpus's ids, in the order of ``doc_vectors``' rows.
         doc_vectors: the searched corpus's frozen chunk vectors.
-        sentences: the corpus's sentence memory, if one was built (left unchanged: the kept one is a copy
-            with the chosen pull).
-        config: the run's options (grids, ``memory_weight``, ``seed``).
+        sentences: the corpus's sentence memory, if one was built, with its pull (kept as it is).
+        config: the run's options (the question memory's grids, ``seed``).
         start: the adapter the memories are added to while choosing (default: none, the base queries);
             a cross-model run's fitted map, without which its queries are not in the documents' space.
 
@@ -86,7 +85,7 @@ def choose_memories(
 
     order = [rows[i] for i in np.random.default_rng(config.seed).permutation(len(rows))]
     folds = [order[i::MAX_FOLDS] for i in range(min(MAX_FOLDS, len(order)))] if len(order) > 1 else [order]
-    sentence_weight = config.memory_weight if sentences is not None else 0.0  # the label-free pull: never vetoed
+    sentence_weight = sentences.weight if sentences is not None else 0.0  # the label-free pull: never vetoed
     grid = [(w, t) for t in config.question_memory_temperatures for w in config.question_memory_weights if w > 0]
     default = (0.0, 0.0, sentence_weight)
     candidates = [default] + ([(w, t, sentence_weight) for w, t in grid] if len(order) > 1 else [])
@@ -121,5 +120,5 @@ def choose_memories(
     if weight > 0:
         kept["questions"] = build(rows, weight, temperature)
     if sentences is not None and sentence_weight:
-        kept["sentences"] = sentences.with_pull(sentence_weight)
+        kept["sentences"] = sentences
     return kept, choice
