@@ -57,6 +57,18 @@ def _options(pairs: List[str], flags: dict) -> dict:
     return {**options, **{k: v for k, v in flags.items() if v is not None}}
 
 
+# FinetuneConfig's options users set (training.config.USER_OPTIONS, named here so that --help imports no torch)
+SET_BY_USERS = (
+    "epochs",
+    "batch_size",
+    "optimizer_params",
+    "seed",
+    "verbose",
+    "corpus_memory",
+    "question_memory",
+    "memory_weight",
+    "memory_keys_per_chunk",
+)
 QUESTIONS_HELP = (
     "your labelled questions: a .jsonl, .csv or .json file of rows with 'question', 'file' (the path, relative to "
     "DOCS_DIR, of the document that answers it) and optionally 'quote' (an exact passage of it), e.g. "
@@ -258,7 +270,13 @@ def parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--eval-chunks", type=int, default=None, metavar="N", help="with --llm: most chunks it is asked about (default 40)")
     fit.add_argument("--epochs", type=int, default=None, help="training epochs (default: the package default)")
-    fit.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any FinetuneConfig option, e.g. --set batch_size=64")
+    fit.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"a FinetuneConfig option, e.g. --set batch_size=64; the ones users set: {', '.join(SET_BY_USERS)}",
+    )
     fit.add_argument("--overwrite", action="store_true", help="replace a model folder fitted on other documents or with another model")
     fit.add_argument("--yes", action="store_true", help="do not ask before calling a paid LLM API")
     fit.set_defaults(run=_fit)

@@ -152,3 +152,19 @@ def test_the_api_reference_names_every_public_name():
     page = (ROOT / "docs" / "reference" / "api.md").read_text()
     documented = set(re.findall(r"^::: [\w.]+\.(\w+)$", page, re.M))
     assert documented == set(adapterkit.__all__) - {"__version__"}
+
+
+def test_the_options_page_lists_every_option_once_with_what_it_does_and_the_few_users_set_first():
+    import dataclasses
+
+    from adapterkit.cli import SET_BY_USERS
+    from adapterkit.training.config import USER_OPTIONS, FinetuneConfig
+
+    notes = fill.option_notes()
+    fields = [f.name for f in dataclasses.fields(FinetuneConfig)]
+    assert set(notes) == set(fields) and all(len(notes[name]) > 10 for name in fields)  # every option says what it does
+    page = (ROOT / "docs" / "reference" / "options.md").read_text()
+    listed = re.findall(r"^\| `(\w+)` \|", page, re.M)
+    assert sorted(listed) == sorted(fields)  # each once
+    assert set(listed[: len(USER_OPTIONS)]) == USER_OPTIONS == set(SET_BY_USERS)  # the ones users set come first, and --help names them
+    assert len(USER_OPTIONS) <= 10

@@ -150,3 +150,26 @@ def test_a_store_read_in_part_has_its_own_memory_rules(options, store_memory, pr
     with pytest.raises(OptionError, match=problem):
         check_run(config, set(options), unlabeled_corpus=True, store_memory=store_memory)
     check_run(config, set(options) - {"corpus_memory"}, unlabeled_corpus=True, store_memory="table")  # the database memory takes them
+
+
+def test_a_fit_is_a_plan_of_every_parameter_and_the_sentence_memory_options_go_to_the_database(tmp_path):
+    """plan_fit reads every parameter of fit_documents; with memory_table the pull goes to the database memory, not the engine."""
+    import dataclasses
+    import inspect
+
+    from adapterkit.pipeline.fit import fit_documents
+    from adapterkit.pipeline.fit_plan import FitPlan, plan_fit
+
+    parameters = {name: p.default for name, p in inspect.signature(fit_documents).parameters.items() if name != "options"}
+    assert set(parameters) == {f.name for f in dataclasses.fields(FitPlan)} - {"config", "engine_options", "memory_options"}
+    arguments = {**parameters, "out": tmp_path / "model", "store": "postgresql://u@localhost/db?table=chunks", "memory_table": "mem"}
+    plan = plan_fit(arguments, {"memory_weight": 0.5, "memory_temperature": 40.0, "epochs": 3})
+    assert plan.engine_options == {"epochs": 3, "corpus_memory": False}
+    assert plan.memory_options == {"max_keys": None, "weight": 0.5, "temperature": 40.0}
+    assert (plan.config.epochs, plan.eval_chunks, plan.out) == (3, 40, tmp_path / "model")
+    (tmp_path / "docs").mkdir()
+    folder = plan_fit({**parameters, "docs": tmp_path / "docs", "out": tmp_path / "m"}, {"memory_weight": 0.5})
+    assert folder.engine_options == {"memory_weight": 0.5} and folder.memory_options == {}
+    with pytest.raises(OptionError, match="memory_weight.*memory_table"):
+        plan_fit({**arguments, "memory_table": None, "sample_chunks": 10}, {"memory_weight": 0.5})
+    assert [p.name for p in tmp_path.iterdir()] == ["docs"]  # planning writes nothing

@@ -279,7 +279,43 @@ def api_reference() -> str:
     return "\n".join(out).lstrip("\n")
 
 
+def option_notes() -> Dict[str, str]:
+    """Each ``FinetuneConfig`` field's one-line comment, read from the source (a comment is not kept at runtime)."""
+    import ast
+    import io
+    import tokenize
+
+    import adapterkit.training.config as config
+
+    source = Path(config.__file__).read_text()
+    cls = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "FinetuneConfig")
+    spans = {n.target.id: (n.lineno, n.end_lineno) for n in cls.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+    comments = [
+        (t.start[0], t.string.lstrip("# ")) for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT
+    ]
+    return {name: next((c for line, c in comments if first <= line <= last), "") for name, (first, last) in spans.items()}
+
+
+def options_table() -> str:
+    """Every ``FinetuneConfig`` option: the few users set, then the advanced ones, with default and meaning."""
+    import dataclasses
+
+    from adapterkit.training.config import FinetuneConfig
+
+    notes, defaults = option_notes(), FinetuneConfig().as_dict()
+    out: List[str] = []
+    for title, user in (("The options you set", True), ("Advanced", False)):
+        out += [f"### {title}", "", "| option | default | set at construction only | what it does |", "|---|---|---|---|"]
+        for f in dataclasses.fields(FinetuneConfig):
+            if f.metadata["user"] == user:
+                fixed = "yes" if f.metadata["fixed"] else ""
+                out.append(f"| `{f.name}` | `{json.dumps(defaults[f.name])}` | {fixed} | {notes[f.name].replace('|', chr(92) + '|')} |")
+        out.append("")
+    return "\n".join(out)
+
+
 TABLES: Dict[str, Callable[[], str]] = {
+    "options": options_table,
     "million": million_chunks,
     "api": api_reference,
     "front": front_table,

@@ -1,5 +1,8 @@
 """Your documents to a better retriever in one call: ``fit_documents`` (the ``adapterkit fit`` command).
 
+It is a plan and its steps: ``plan_fit`` (``fit_plan``) checks every argument before any work, and
+``run_plan`` runs the steps below, writing aside and swapping the folder in at the end.
+
 1. The chunks to search come from a folder or a vector store (``sources``); their base vectors are
    computed once (or read from the store) and cached.
 2. The adapter trains on the offline defaults with those chunks as the unlabelled target corpus and the
@@ -25,7 +28,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union, cast
 
 import numpy as np
 import pandas as pd
@@ -43,21 +46,12 @@ from adapterkit.evaluation.comparison import comparison_table
 from adapterkit.evaluation.evaluate import evaluate
 from adapterkit.memory.corpus_memory import MEMORY_DIR, load_memories, memory_folders
 from adapterkit.metrics import unit_rows
-from adapterkit.pipeline.output_folder import (
-    MANIFEST,
-    FolderLock,
-    OutputFolderError,
-    StagedFolder,
-    check_inputs_apart,
-    input_paths,
-    questions_outside,
-    read_manifest,
-)
+from adapterkit.pipeline.fit_plan import FitPlan, plan_fit
+from adapterkit.pipeline.output_folder import MANIFEST, FolderLock, OutputFolderError, StagedFolder, read_manifest
 from adapterkit.pipeline.published_vectors import seed_cache
-from adapterkit.pipeline.sources import ChunkSource, check_chunking, close_store, sample_from_store, source_of
+from adapterkit.pipeline.sources import ChunkSource, close_store, sample_from_store, source_of
 from adapterkit.stores.counting import CountingEmbedding
 from adapterkit.stores.retrieval import compare_on_store
-from adapterkit.training.config import FinetuneConfig, check_run
 from adapterkit.training.engine import EmbeddingAdapterFinetuneEngine
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -96,35 +90,6 @@ class FitResult:
     summary: Dict[str, Any]
     database_memory: Optional[Dict[str, Any]] = None  # with memory_table: its name, class, server (no password) and key count
     trained_on: List[str] = field(default_factory=list)  # every data source that trained the model, in words
-
-
-def store_scale_options(
-    store: Any, sample_chunks: Optional[int], memory_table: Optional[str], questions: Any, options: Dict[str, Any]
-) -> tuple:
-    """``(engine options, max keys per chunk)`` for a store read in part or a memory kept in the database:
-    the engine then builds no sentence memory (it would cover what training read, not the store)."""
-    from adapterkit.memory.pg_memory import check_name
-
-    if (sample_chunks is not None or memory_table is not None) and store is None:
-        raise ValueError("sample_chunks and memory_table are for a vector store: give store (--store) too, or leave them out.")
-    if sample_chunks is not None and (isinstance(sample_chunks, bool) or not isinstance(sample_chunks, int) or sample_chunks < 0):
-        raise ValueError(f"sample_chunks is a count of chunks (int >= 0), got {sample_chunks!r}.")
-    if sample_chunks == 0 and questions is None:
-        raise ValueError("sample_chunks=0 reads only the chunks your questions name, and no questions were given: sample some chunks.")
-    if sample_chunks is None and memory_table is None:
-        return dict(options), None
-    if memory_table is not None:
-        check_name(memory_table)
-        kind = store.split(":", 1)[0] if isinstance(store, str) else type(store).__name__
-        if kind not in ("postgresql", "postgres", "qdrant", "qdrant+http", "qdrant+https", "PGVectorStore", "QdrantVectorStore"):
-            raise ValueError(
-                f"memory_table builds the memory in the store's own database (PostgreSQL or Qdrant), and this store is "
-                f"{kind}: leave memory_table out (the memory is then kept as files in the model folder)."
-            )
-    # the sentence memory's options go to the memory in the database (config.check_run refused them for a sampled
-    # store without one, and corpus_memory beside either)
-    moved = ("memory_keys_per_chunk", "memory_weight", "memory_temperature")
-    return {**{k: v for k, v in options.items() if k not in moved}, "corpus_memory": False}, options.get("memory_keys_per_chunk")
 
 
 def check_output_folder(out: Path, origin: str, model_id: str, overwrite: bool) -> Optional[Dict[str, Any]]:
@@ -281,11 +246,9 @@ def question_chunks(path: PathLike) -> Set[str]:
     return {d for docs in given.relevant_docs.values() for d in docs}
 
 
-def memory_in_database(
-    source: ChunkSource, base: Any, name: str, max_keys: Optional[int], config: FinetuneConfig, cache: Any, show_progress: bool
-) -> Any:
+def memory_in_database(source: ChunkSource, base: Any, plan: FitPlan) -> Any:
     """The sentence memory of every chunk of the store, built as table (PostgreSQL) or collection (Qdrant)
-    ``name`` in the store's own database, streamed; a build that died is resumed."""
+    ``plan.memory_table`` in the store's own database, streamed; a build that died is resumed."""
     from adapterkit.memory.pg_memory import PgMemoryWriter
     from adapterkit.memory.qdrant_memory import QdrantMemoryWriter
     from adapterkit.stores.store_memory import memory_from_store
@@ -297,16 +260,16 @@ def memory_in_database(
     rows = source.stored if source.stored is not None else len(source.corpus)
     ident = model_identity(base)
     # a fresh build each run: a build that died left its keys in the cache, so nothing is embedded twice
-    options: Dict[str, Any] = dict(
-        key_model=ident, chunk_model=ident, max_keys=max_keys, weight=config.memory_weight, temperature=config.memory_temperature
-    )
-    dim = int(first.vectors.shape[1])
+    options: Dict[str, Any] = dict(key_model=ident, chunk_model=ident, **plan.memory_options)
+    dim, name = int(first.vectors.shape[1]), cast(str, plan.memory_table)
     if type(source.store).__name__ == "QdrantVectorStore":
         writer: Union[QdrantMemoryWriter, PgMemoryWriter] = QdrantMemoryWriter(source.store.client, name, dim, **options)
     else:  # IVFFlat builds far faster than HNSW on millions of keys
         writer = PgMemoryWriter(source.store.connection_string, name, dim, index="hnsw" if rows <= 200_000 else "ivfflat", **options)
     with writer:  # finished on leaving the block (left unfinished, never read, on an error)
-        memory_from_store(source.store, base, writer, max_keys=max_keys, cache=cache, show_progress=show_progress)
+        memory_from_store(
+            source.store, base, writer, max_keys=plan.memory_options["max_keys"], cache=plan.cache, show_progress=plan.show_progress
+        )
     return writer.finish()  # the finished memory (finishing twice is harmless)
 
 
@@ -376,130 +339,57 @@ def fit_documents(
         result = fit_documents("my_docs", "my_model")
         print(result.report.read_text())
     """
-    from adapterkit.adapter_embedding import AdapterEmbeddingModel
+    arguments = dict(locals())  # every parameter above, as given (the first statement: nothing else is local yet)
+    return run_plan(plan_fit(arguments, arguments.pop("options")))
+
+
+def run_plan(plan: FitPlan) -> FitResult:
+    """The steps of a checked fit: read the chunks, choose the evaluation, train, build the database memory,
+    score, write the folder. Everything is written aside and swapped in at the end: a run cut off at any
+    step leaves the model folder as it was (the embedding cache keeps what was embedded)."""
     from adapterkit.pipeline.report import data_sources, write_fit_report
 
-    if questions is not None and llm is not None:
-        raise ValueError(
-            "Give questions or llm for the evaluation, not both: your questions are the better evidence, "
-            "and the LLM would write questions nobody scores."
-        )
-    if eval_chunks is not None and llm is None:
-        raise ValueError("eval_chunks sets how many chunks the LLM is asked about: give llm too, or leave eval_chunks out.")
-    if eval_chunks is not None and eval_chunks < 1:
-        raise ValueError(f"eval_chunks must be at least 1, got {eval_chunks}.")
-    config = FinetuneConfig().updated(**options, seed=seed)  # an unknown or out-of-range option fails here, before any work
-    store_memory = "table" if memory_table is not None else "sampled" if sample_chunks is not None else ""
-    check_run(config, set(options), unlabeled_corpus=True, store_memory=store_memory)  # the folder's or store's chunks are searched
-    engine_options, max_keys = store_scale_options(store, sample_chunks, memory_table, questions, options)
-    if sample_chunks is not None and docs is not None:
-        raise ValueError("Give either a documents folder or a store URI (--store), not both and not neither.")
-    check_chunking(chunk_size, chunk_overlap)
-    if store is not None and ((chunk_size, chunk_overlap) != (1024, 200) or follow_symlinks):
-        raise ValueError(
-            "chunk_size, chunk_overlap and follow_symlinks read a documents folder; a store's chunks are already split: leave them out."
-        )
-    out = Path(out)
-    check_inputs_apart(out, input_paths(docs, questions, store, cache))  # before anything is written or removed
-    questions_outside(questions, docs)
     started = time.perf_counter()
-    base = resolve_embed_model(embed_model)
+    base = resolve_embed_model(plan.embed_model)
     counter = CountingEmbedding(base, cache=False)  # below the cache: counts only texts the base model really embeds
-    with FolderLock(out):  # one fit at a time per folder; everything is written aside and swapped in at the end
-        if sample_chunks is not None:
-            keep = question_chunks(questions) if questions is not None else set()
-            source = sample_from_store(store, counter, keep, sample_chunks, cache=cache, seed=seed, show_progress=show_progress)
-        else:
-            source = source_of(docs, store, counter, cache, chunk_size, chunk_overlap, show_progress, follow_symlinks)
-        memory_table_open = None  # a memory in the database this call opened, closed at the end
+    with FolderLock(plan.out):  # one fit at a time per folder
+        source = read_chunks(plan, counter)
+        opened: List[Any] = []  # a memory in the database this run opened, closed at the end
         stage: Optional[StagedFolder] = None
         try:
-            previous = check_output_folder(out, source.origin, model_identity(base), overwrite)
-            changes = what_changed(previous, source)
-            stage = StagedFolder(out, source.origin, model_identity(base), keep_previous=previous is not None)
+            previous = check_output_folder(plan.out, source.origin, model_identity(base), plan.overwrite)
+            stage = StagedFolder(plan.out, source.origin, model_identity(base), keep_previous=previous is not None)
             work = stage.path  # every file of this run goes here; ``out`` changes only in the final swap
-            corpus = source.corpus
-            train, yours = published_questions(), None
-            seed_cache(get_cache(cache), model_identity(base))  # their vectors ship for the default model: nothing to embed
-            if questions is not None:
-                mine, missing = labelled_questions(questions, source)
-                yours, held = split_queries(mine, seed=seed)
-                if not held.queries or not yours.queries:
-                    raise DatasetError(
-                        f"{questions} has {len(mine.queries)} usable question(s): at least 2 are needed (one to learn "
-                        "from, one held out to score)."
-                    )
-                evaluation = Evaluation(
-                    "questions",
-                    f"{len(held.queries)} of your {len(mine.queries)} questions ({Path(questions).name}), held out of training",
-                    held,
-                    {"questions": len(held.queries), "memory_evidence": len(yours.queries), "left_out": missing},
-                )
-            else:
-                evaluation = (
-                    llm_evaluation(corpus, llm, work, eval_chunks or 40, seed, confirm, show_progress)
-                    if llm is not None
-                    else Evaluation("none", "none: no labelled questions and no LLM were given")
-                )
+            train, (yours, evaluation) = published_questions(), choose_evaluation(plan, source, work)
+            seed_cache(get_cache(plan.cache), model_identity(base))  # their vectors ship for the default model: nothing to embed
             engine = EmbeddingAdapterFinetuneEngine(
                 train,
                 counter,
-                unlabeled_corpus=corpus,
+                unlabeled_corpus=source.corpus,
                 model_output_path=work,
-                cache=cache,
-                show_progress=show_progress,
-                seed=seed,
+                cache=plan.cache,
+                show_progress=plan.show_progress,
+                seed=plan.seed,
                 target_questions=yours,
-                **engine_options,
+                **plan.engine_options,
             )
             engine.finetune()
-            memories, database_memory = None, None
-            if memory_table is not None:
-                in_database = memory_table_open = memory_in_database(source, counter, memory_table, max_keys, config, cache, show_progress)
-                memories = (load_memories(work / MEMORY_DIR) if memory_folders(work / MEMORY_DIR) else []) + [in_database]
-                database_memory = {
-                    "name": memory_table,
-                    "kind": type(in_database).__name__,
-                    "server": source.origin,
-                    "keys": in_database.key_count(),
-                    "max_keys": max_keys,
-                }
-            served = AdapterEmbeddingModel(counter, work, cache=cache, memory=memories)
-            frames, table = {}, None
-            if evaluation.dataset is not None:
-                if source.stored is not None:  # trained on a sample: each question is ranked among every stored chunk
-                    frames = compare_on_store(evaluation.dataset, {"base": counter, "adapter": served}, source.store, top_k=10, cache=cache)
-                else:
-                    frames = {
-                        "base": evaluate(evaluation.dataset, counter, top_k=10, cache=cache),
-                        "adapter": evaluate(evaluation.dataset, served, top_k=10, cache=cache),
-                    }
-                table = comparison_table(frames)
-            movement = query_movement(served, corpus, cache=cache, seed=seed)
-            manifest = {
-                "origin": source.origin,
-                "embed_model": model_identity(base),
-                "embed_spec": embed_model if isinstance(embed_model, str) else None,
-                "files": source.files,
-                "chunks_of": source.chunks_of,
-                "chunks": list(corpus),
-                "stored_chunks": source.stored,
-                "memory_table": memory_table,
-                **({"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "follow_symlinks": follow_symlinks} if store is None else {}),
-            }
-            write_text(work / MANIFEST, json.dumps(manifest, indent=1))
+            served, database_memory = serve(plan, source, counter, work, opened)
+            frames = score(plan, evaluation, source, counter, served)
+            write_text(work / MANIFEST, json.dumps(manifest_of(plan, source, base), indent=1))
             result = FitResult(
-                out,
-                out / "report.md",
+                plan.out,
+                plan.out / "report.md",
                 evaluation,
-                table,
-                changes,
+                comparison_table(frames) if frames else None,
+                what_changed(previous, source),
                 counter.counts,
                 round(time.perf_counter() - started, 1),
                 {},
                 database_memory,
-                data_sources(train, engine, corpus, yours),
+                data_sources(train, engine, source.corpus, yours),
             )
+            movement = query_movement(served, source.corpus, cache=plan.cache, seed=plan.seed)
             result.summary = write_fit_report(result, engine, source, frames, movement, into=work)
             stage.commit()
             stage = None
@@ -507,7 +397,93 @@ def fit_documents(
         finally:
             if stage is not None:  # the run did not finish: the model folder is as it was
                 stage.discard()
-            if memory_table_open is not None:
-                memory_table_open.close()
-            if isinstance(store, str):  # a store this call opened is closed: a local Qdrant folder stays locked while open
+            for memory in opened:
+                memory.close()
+            if isinstance(plan.store, str):  # a store this run opened is closed: a local Qdrant folder stays locked while open
                 close_store(source.store)
+
+
+def read_chunks(plan: FitPlan, counter: CountingEmbedding) -> ChunkSource:
+    """The chunks to search, and their base vectors: a folder's (embedded once, cached), or a store's (read, in part with
+    ``sample_chunks``)."""
+    if plan.sample_chunks is not None:
+        keep = question_chunks(plan.questions) if plan.questions is not None else set()
+        return sample_from_store(
+            plan.store, counter, keep, plan.sample_chunks, cache=plan.cache, seed=plan.seed, show_progress=plan.show_progress
+        )
+    return source_of(
+        plan.docs, plan.store, counter, plan.cache, plan.chunk_size, plan.chunk_overlap, plan.show_progress, plan.follow_symlinks
+    )
+
+
+def choose_evaluation(plan: FitPlan, source: ChunkSource, work: Path) -> Tuple[Optional[EmbeddingQAFinetuneDataset], Evaluation]:
+    """``(your questions the run may learn from, the evaluation)``: a held-out fifth of your questions, an LLM's
+    questions about sampled chunks, or none."""
+    if plan.questions is None:
+        if plan.llm is None:
+            return None, Evaluation("none", "none: no labelled questions and no LLM were given")
+        return None, llm_evaluation(source.corpus, plan.llm, work, plan.eval_chunks, plan.seed, plan.confirm, plan.show_progress)
+    mine, missing = labelled_questions(plan.questions, source)
+    yours, held = split_queries(mine, seed=plan.seed)
+    if not held.queries or not yours.queries:
+        raise DatasetError(
+            f"{plan.questions} has {len(mine.queries)} usable question(s): at least 2 are needed (one to learn from, "
+            "one held out to score)."
+        )
+    return yours, Evaluation(
+        "questions",
+        f"{len(held.queries)} of your {len(mine.queries)} questions ({Path(plan.questions).name}), held out of training",
+        held,
+        {"questions": len(held.queries), "memory_evidence": len(yours.queries), "left_out": missing},
+    )
+
+
+def serve(
+    plan: FitPlan, source: ChunkSource, counter: CountingEmbedding, work: Path, opened: List[Any]
+) -> Tuple[Any, Optional[Dict[str, Any]]]:
+    """The fitted model as it will be served, with the memory in the database (``memory_table``) beside the folder's."""
+    from adapterkit.adapter_embedding import AdapterEmbeddingModel
+
+    if plan.memory_table is None:
+        return AdapterEmbeddingModel(counter, work, cache=plan.cache), None
+    in_database = memory_in_database(source, counter, plan)
+    opened.append(in_database)
+    memories = (load_memories(work / MEMORY_DIR) if memory_folders(work / MEMORY_DIR) else []) + [in_database]
+    info = {
+        "name": plan.memory_table,
+        "kind": type(in_database).__name__,
+        "server": source.origin,
+        "keys": in_database.key_count(),
+        "max_keys": plan.memory_options["max_keys"],
+    }
+    return AdapterEmbeddingModel(counter, work, cache=plan.cache, memory=memories), info
+
+
+def score(plan: FitPlan, evaluation: Evaluation, source: ChunkSource, counter: CountingEmbedding, served: Any) -> Dict[str, pd.DataFrame]:
+    """Base next to adapter on the evaluation's questions (ranked among every stored chunk when training read a sample)."""
+    if evaluation.dataset is None:
+        return {}
+    if source.stored is not None:
+        return compare_on_store(evaluation.dataset, {"base": counter, "adapter": served}, source.store, top_k=10, cache=plan.cache)
+    return {
+        name: evaluate(evaluation.dataset, model, top_k=10, cache=plan.cache) for name, model in (("base", counter), ("adapter", served))
+    }
+
+
+def manifest_of(plan: FitPlan, source: ChunkSource, base: Any) -> Dict[str, Any]:
+    """``fit.json``: what was fitted on, which the next run compares with to embed only what changed."""
+    return {
+        "origin": source.origin,
+        "embed_model": model_identity(base),
+        "embed_spec": plan.embed_model if isinstance(plan.embed_model, str) else None,
+        "files": source.files,
+        "chunks_of": source.chunks_of,
+        "chunks": list(source.corpus),
+        "stored_chunks": source.stored,
+        "memory_table": plan.memory_table,
+        **(
+            {"chunk_size": plan.chunk_size, "chunk_overlap": plan.chunk_overlap, "follow_symlinks": plan.follow_symlinks}
+            if plan.store is None
+            else {}
+        ),
+    }

@@ -27,16 +27,19 @@ class OptionNameError(OptionError, TypeError):
     """An option name that does not exist, or one a call cannot change."""
 
 
-def option(default: Any = dataclasses.MISSING, *, fixed: bool = False, run: bool = True, factory: Any = dataclasses.MISSING) -> Any:
+def option(
+    default: Any = dataclasses.MISSING, *, fixed: bool = False, run: bool = True, user: bool = False, factory: Any = dataclasses.MISSING
+) -> Any:
     """A ``FinetuneConfig`` field and how it may be set.
 
     Args:
         default, factory: its default value (``factory`` for mutable ones).
+        user: one of the few options users set; the others are advanced (their defaults were measured).
         fixed: it shapes the data ``EmbeddingAdapterFinetuneEngine.__init__`` prepares (the held-out
             split, negatives, pseudo-queries, memories), so ``finetune()`` cannot change it.
         run: it changes the trained weights, so a checkpoint made under another value is not resumed.
     """
-    return field(default=default, default_factory=factory, metadata={"fixed": fixed, "run": run})
+    return field(default=default, default_factory=factory, metadata={"fixed": fixed, "run": run, "user": user})
 
 
 @dataclass
@@ -50,10 +53,12 @@ class FinetuneConfig:
     A value that cannot take effect with the others is an error (``check``), never ignored.
     """
 
-    batch_size: int = option(32)  # queries per step
-    epochs: int = option(16)  # passes over the training pairs; the best one on held-out chunks is kept
+    batch_size: int = option(32, user=True)  # queries per step
+    epochs: int = option(16, user=True)  # passes over the training pairs; the best one on held-out chunks is kept
     optimizer_class: Type[torch.optim.Optimizer] = option(torch.optim.AdamW)  # any torch optimiser class
-    optimizer_params: Dict[str, Any] = option(factory=lambda: {"lr": 1e-3})  # its keyword arguments
+    optimizer_params: Dict[str, Any] = option(
+        factory=lambda: {"lr": 1e-3}, user=True
+    )  # the optimiser's keyword arguments ("lr": its learning rate)
     loss_class: Type[torch.nn.Module] = option(MultipleNegativesRankingLoss)  # built as loss_class(adapter, scale=scale)
     scale: float = option(30.0)  # inverse temperature on cosine similarities in the loss
     identity_reg: float = option(0.03)  # weight of ||W - I||^2 (linear adapters) or mean ||f(q) - q||^2 (others)
@@ -63,10 +68,10 @@ class FinetuneConfig:
     no_duplicates: bool = option(True)  # keep two queries of one chunk out of a batch (one would be the other's negative)
     guard: bool = option(True)  # an epoch must not be clearly worse than the start on any held-out group (labelled chunks, target corpus)
     refit: bool = option(True)  # after choosing an epoch, train again on every pair (held-out chunks too) and keep that epoch
-    seed: int = option(0)  # seeds the held-out split, pseudo-queries and batch order: same seed, same adapter
+    seed: int = option(0, user=True)  # seeds the held-out split, pseudo-queries and batch order: same seed, same adapter
     checkpoint_save_steps: int = option(100, run=False)  # steps between checkpoints (with a model_checkpoint_path)
     num_threads: Optional[int] = option(1, run=False)  # torch CPU threads while training: tiny adapters train fastest on one
-    verbose: bool = option(False, run=False)  # print the loss (and held-out MRR) per epoch
+    verbose: bool = option(False, run=False, user=True)  # print the loss (and held-out MRR) per epoch
 
     # data
     negatives: str = option(
@@ -80,22 +85,22 @@ class FinetuneConfig:
         0.1, fixed=True
     )  # with an index_model: chunks of the searched corpus both models embed for the start map (a count or a share)
     corpus_memory: bool = option(
-        True, fixed=True, run=False
+        True, fixed=True, run=False, user=True
     )  # with an unlabeled corpus, save a CorpusMemory of its sentences beside the adapter
-    memory_weight: float = option(0.25, fixed=True, run=False)  # how far the sentence memory pulls a query toward the chunks it matches
-    memory_temperature: float = option(100.0, fixed=True, run=False)  # sharpness of that match
+    memory_weight: float = option(
+        0.25, fixed=True, run=False, user=True
+    )  # how far the sentence memory pulls a query toward the chunks it matches
+    memory_temperature: float = option(100.0, fixed=True, run=False)  # sharpness of the sentence memory's match
     memory_keys_per_chunk: Optional[int] = option(
-        None, fixed=True, run=False
+        None, fixed=True, run=False, user=True
     )  # at most this many of a chunk's sentences as its keys (None: all)
     question_memory: bool = option(
-        True, fixed=True, run=False
-    )  # and one of the labelled questions whose relevant chunks are in that corpus
+        True, fixed=True, run=False, user=True
+    )  # with labelled questions about the searched corpus, a memory of them too, where held-out questions show it helps
     question_memory_weights: Tuple[float, ...] = option(
         (0.0, 0.1, 0.25, 0.5, 1.0), fixed=True, run=False
-    )  # its pull is chosen from these on held-out
-    question_memory_temperatures: Tuple[float, ...] = option(
-        (20.0, 50.0, 100.0), fixed=True, run=False
-    )  # questions (weight 0: no such memory)
+    )  # the question memory's pulls tried on held-out questions (0: no such memory)
+    question_memory_temperatures: Tuple[float, ...] = option((20.0, 50.0, 100.0), fixed=True, run=False)  # its sharpnesses tried with them
 
     def __post_init__(self) -> None:
         if not isinstance(self.optimizer_params, dict):
@@ -241,6 +246,7 @@ def _names(**metadata: bool) -> frozenset:
 
 FIXED_AT_CONSTRUCTION = _names(fixed=True)  # finetune() refuses to change these
 RUN_OPTIONS = _names(run=True)  # a checkpoint made under other values of these is not resumed
+USER_OPTIONS = _names(user=True)  # the few options users set; the rest are advanced
 
 
 # Options that act on the searched corpus (``unlabeled_corpus``): set without one, they could not take effect.
