@@ -578,3 +578,15 @@ def test_verbose_messages_go_through_logging(tmp_path, train_small, bge, caplog)
         engine.finetune()
     epochs = [r for r in caplog.records if r.name == "adapterkit.training.loop" and "mean loss" in r.getMessage()]
     assert len(epochs) >= 2  # one line per epoch (and per refit epoch)
+
+
+def test_only_questions_count_as_evidence_about_the_searched_corpus():
+    """A relevant_docs entry with no question behind it is no labelled question about the corpus."""
+    from adapterkit.data.datasets import EmbeddingQAFinetuneDataset
+    from adapterkit.training.memories import questions_on_target
+
+    corpus = {"u1": "Uber's drivers are independent contractors."}
+    stray = EmbeddingQAFinetuneDataset(queries={"q1": "Who drives?"}, corpus={"l1": "Lyft."}, relevant_docs={"q1": ["l1"], "q9": ["u1"]})
+    assert not questions_on_target([stray], corpus)
+    asked = EmbeddingQAFinetuneDataset(queries={"q1": "Who drives?"}, corpus=corpus, relevant_docs={"q1": ["u1"]})
+    assert questions_on_target([stray, asked], corpus)

@@ -302,14 +302,15 @@ def options_table() -> str:
 
     from adapterkit.training.config import FinetuneConfig
 
-    notes, defaults = option_notes(), FinetuneConfig().as_dict()
+    notes, config = option_notes(), FinetuneConfig()
+    shown = lambda v: v.__name__ if isinstance(v, type) else repr(v)  # noqa: E731 (as a Python caller writes it)
     out: List[str] = []
     for title, user in (("The options you set", True), ("Advanced", False)):
         out += [f"### {title}", "", "| option | default | set at construction only | what it does |", "|---|---|---|---|"]
         for f in dataclasses.fields(FinetuneConfig):
             if f.metadata["user"] == user:
                 fixed = "yes" if f.metadata["fixed"] else ""
-                out.append(f"| `{f.name}` | `{json.dumps(defaults[f.name])}` | {fixed} | {notes[f.name].replace('|', chr(92) + '|')} |")
+                out.append(f"| `{f.name}` | `{shown(getattr(config, f.name))}` | {fixed} | {notes[f.name].replace('|', chr(92) + '|')} |")
         out.append("")
     return "\n".join(out)
 

@@ -377,6 +377,7 @@ def run_plan(plan: FitPlan) -> FitResult:
             served, database_memory = serve(plan, source, counter, work, opened)
             frames = score(plan, evaluation, source, counter, served)
             write_text(work / MANIFEST, json.dumps(manifest_of(plan, source, base), indent=1))
+            movement = query_movement(served, source.corpus, cache=plan.cache, seed=plan.seed)  # before the counts are read
             result = FitResult(
                 plan.out,
                 plan.out / "report.md",
@@ -389,7 +390,6 @@ def run_plan(plan: FitPlan) -> FitResult:
                 database_memory,
                 data_sources(train, engine, source.corpus, yours),
             )
-            movement = query_movement(served, source.corpus, cache=plan.cache, seed=plan.seed)
             result.summary = write_fit_report(result, engine, source, frames, movement, into=work)
             stage.commit()
             stage = None

@@ -106,7 +106,7 @@ class EmbeddingAdapterFinetuneEngine:
             ``map_sample`` chunks of the searched corpus embedded by both, then trains as usual (the
             held-out guard's "start" is that map). ``embed_model`` never embeds the rest of the corpus.
         target_questions: labelled questions about ``unlabeled_corpus`` that are evidence, not training pairs
-            (your own few): they become question-memory keys and choose each memory's pull (``memory_choice``).
+            (your own few): they become question-memory keys and choose its pull (``memory_choice``).
         options: ``FinetuneConfig`` fields (``epochs``, ``batch_size``, ``optimizer_params``, ...).
 
     Example::

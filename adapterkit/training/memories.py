@@ -23,7 +23,7 @@ from adapterkit.training.memory_choice import choose_memories
 
 def questions_on_target(labelled: Sequence[EmbeddingQAFinetuneDataset], corpus: Dict[str, str]) -> bool:
     """Whether some labelled question has a relevant chunk in the searched corpus."""
-    return any(d in corpus for data in labelled for docs in data.relevant_docs.values() for d in docs)
+    return any(d in corpus for data in labelled for q in data.queries for d in data.relevant_docs[q])
 
 
 def build_memories(
