@@ -319,7 +319,6 @@ def run(rows: dict, work: Path, centers: np.ndarray, rng: np.random.Generator, a
                 batch_size=256,
                 epochs=1,
                 show_progress=False,
-                corpus_memory=False,
                 model_output_path=work / "adapter",
             ),
         )
