@@ -621,3 +621,23 @@ def test_pipes_and_devices_in_a_folder_are_listed_never_read(tmp_path):
     (docs / "zero.txt").symlink_to("/dev/zero")
     found = read_folder(docs, show_progress=False, follow_symlinks=True)
     assert "not a regular file" in found.skipped["pipe.txt"] and "not a regular file" in found.skipped["zero.txt"]
+
+
+def test_a_folder_the_local_server_would_mishandle_is_refused_before_it_starts(tmp_path):
+    """The server's scripts pass the folder through a shell unquoted: a path with a space or & would split or run."""
+    from adapterkit.stores.postgres import LocalPostgres, LocalPostgresError
+
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "others").mkdir()
+    (tmp_path / "others" / "notes.txt").write_text("mine")
+    for folder, problem in (
+        (tmp_path / "with space", "shell"),
+        (tmp_path / "x&touch pwned", "shell"),
+        (tmp_path / "q;id", "shell"),
+        (tmp_path / "a_file", "is a file"),
+        (tmp_path / "others", "not a PostgreSQL data folder"),
+    ):
+        with pytest.raises(LocalPostgresError, match=problem):
+            LocalPostgres(folder).start()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "others"]  # nothing created, nothing run
+    assert [p.name for p in (tmp_path / "others").iterdir()] == ["notes.txt"]

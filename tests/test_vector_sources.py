@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from llama_index.core import StorageContext, VectorStoreIndex
@@ -384,3 +386,17 @@ def test_a_read_sees_the_table_as_it_was_when_the_read_began(pg):
     )
     with pytest.raises(ValueError, match="4.*2|2.*4"):
         exact_top_k(np.ones((1, 4), np.float32), read_stored(store, 50_000), 3)
+
+
+def test_the_local_server_has_half_precision_vectors_and_keeps_its_folder_across_restarts(tmp_path):
+    """pgvector from 0.7 (halfvec), updated in place; a folder written by one start opens with its rows at the next."""
+    with LocalPostgres(tmp_path / "pg") as pg:
+        pg.psql("CREATE TABLE t (e vector(3)); INSERT INTO t VALUES ('[1,2,3]');")
+        out = pg.psql(
+            "SELECT installed_version = default_version AS current, string_to_array(installed_version, '.')::int[] >= '{0,7}' AS halfvec "
+            "FROM pg_available_extensions WHERE name = 'vector'; SELECT e::halfvec(3) AS half FROM t;"
+        )
+    assert re.search(r"^\s*t\s*\|\s*t\s*$", out, re.M) and "[1,2,3]" in out, out  # both true; the row reads as halfvec
+    with LocalPostgres(tmp_path / "pg") as pg:  # the same folder, started again
+        assert "[1,2,3]" in pg.psql("SELECT e FROM t;")
+    assert (tmp_path / "pg").is_dir()  # a folder the caller named is kept

