@@ -360,8 +360,8 @@ def run_plan(plan: FitPlan) -> FitResult:
             previous = check_output_folder(plan.out, source.origin, model_identity(base), plan.overwrite)
             stage = StagedFolder(plan.out, source.origin, model_identity(base), keep_previous=previous is not None)
             work = stage.path  # every file of this run goes here; ``out`` changes only in the final swap
-            train, (yours, evaluation) = published_questions(), choose_evaluation(plan, source, work)
             seed_cache(get_cache(plan.cache), model_identity(base))  # their vectors ship for the default model: nothing to embed
+            train, (yours, evaluation) = published_questions(), choose_evaluation(plan, source, work)
             engine = EmbeddingAdapterFinetuneEngine(
                 train,
                 counter,
