@@ -29,6 +29,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Dict, List
 
 import numpy as np
@@ -62,16 +63,33 @@ def generic_sentences(name: str) -> List[str]:
     return list(dict.fromkeys(s for corpus in corpora for text in corpus.values() for s in chunk_sentences(text)))
 
 
-def run(name: str, old_spec: str, new_spec: str, work: Path) -> List[Dict]:
+def setting(name: str, old_spec: str, new_spec: str) -> SimpleNamespace:
+    """A benchmark's data and both models' vectors of its test side: chunks (OLD's as unit rows) and test questions."""
     train, test = load_qa_datasets("published" if name == "uber" else "scifact")
     old, new = resolve_embed_model(old_spec), resolve_embed_model(new_spec)
     ids = list(test.corpus)
     position = {d: i for i, d in enumerate(ids)}
-    relevant = [[position[d] for d in test.relevant_docs[q] if d in position] for q in test.queries]
     questions = list(test.queries.values())
-    docs_old = unit_rows(embed_texts(old, [test.corpus[d] for d in ids], "text", show_progress=True))
-    q_old, q_new = embed_texts(old, questions, "query"), embed_texts(new, questions, "query")
-    docs_new = unit_rows(embed_texts(new, [test.corpus[d] for d in ids], "text", show_progress=True))
+    return SimpleNamespace(
+        train=train,
+        test=test,
+        old=old,
+        new=new,
+        ids=ids,
+        position=position,
+        relevant=[[position[d] for d in test.relevant_docs[q] if d in position] for q in test.queries],
+        questions=questions,
+        docs_old=unit_rows(embed_texts(old, [test.corpus[d] for d in ids], "text", show_progress=True)),
+        docs_new=embed_texts(new, [test.corpus[d] for d in ids], "text", show_progress=True),  # as embedded: a map is fitted on it
+        q_old=embed_texts(old, questions, "query"),
+        q_new=embed_texts(new, questions, "query"),
+    )
+
+
+def run(name: str, old_spec: str, new_spec: str, work: Path) -> List[Dict]:
+    b = setting(name, old_spec, new_spec)
+    train, test, old, new, ids, position, relevant = b.train, b.test, b.old, b.new, b.ids, b.position, b.relevant
+    questions, docs_old, docs_new, q_old, q_new = b.questions, b.docs_old, unit_rows(b.docs_new), b.q_old, b.q_new
     full = scores(q_new, docs_new, relevant)
     rows = [
         {"method": "OLD only", **scores(q_old, docs_old, relevant), "new_chunks": 0},
@@ -126,9 +144,7 @@ def run(name: str, old_spec: str, new_spec: str, work: Path) -> List[Dict]:
                 **scores(adapt_queries(layer, q_new, out_dim=docs_old.shape[1]), docs_old, relevant),
             }
         )
-    oracle = fit_linear_map(
-        np.concatenate([q_new, embed_texts(new, [test.corpus[d] for d in ids], "text")]), np.concatenate([q_old, docs_old])
-    )
+    oracle = fit_linear_map(np.concatenate([q_new, b.docs_new]), np.concatenate([q_old, docs_old]))
     rows.append(
         {
             "method": "diagnostic: a linear map fitted on the test questions and every chunk",

@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
-from cross_model import MODELS, generic_sentences, scores  # this folder is on the path of a script run from it
+from cross_model import MODELS, generic_sentences, scores, setting  # this folder is on the path of a script run from it
 
-from adapterkit import resolve_embed_model
 from adapterkit.cache import embed_texts
 from adapterkit.cross_model import choose_sample, fit_linear_map
 from adapterkit.data.documents import chunk_sentences
-from adapterkit.data.qa_sets import load_qa_datasets
 from adapterkit.evaluation.runner import provenance
 from adapterkit.metrics import unit_rows
 from adapterkit.query_vectors import adapt_queries
@@ -38,15 +36,9 @@ FITS = [("procrustes", 1e-3), ("lstsq", 1e-3), ("lstsq", 1e-2)]  # (method, ridg
 
 
 def run(name: str, old_spec: str, new_spec: str) -> List[Dict]:
-    train, test = load_qa_datasets("published" if name == "uber" else "scifact")
-    old, new = resolve_embed_model(old_spec), resolve_embed_model(new_spec)
-    ids = list(test.corpus)
-    position = {d: i for i, d in enumerate(ids)}
-    relevant = [[position[d] for d in test.relevant_docs[q] if d in position] for q in test.queries]
-    questions = list(test.queries.values())
-    docs_old = unit_rows(embed_texts(old, [test.corpus[d] for d in ids], "text"))
-    docs_new = embed_texts(new, [test.corpus[d] for d in ids], "text")
-    q_old, q_new = embed_texts(old, questions, "query"), embed_texts(new, questions, "query")
+    b = setting(name, old_spec, new_spec)  # the same data and vectors as cross_model's
+    train, test, old, new, ids, position, relevant = b.train, b.test, b.old, b.new, b.ids, b.position, b.relevant
+    docs_old, docs_new, q_old, q_new = b.docs_old, b.docs_new, b.q_old, b.q_new
     own = list(dict.fromkeys(list(train.queries.values()) + [s for t in test.corpus.values() for s in chunk_sentences(t)]))
     o_new, o_old = embed_texts(new, own, "query"), embed_texts(old, own, "query")
     generic = generic_sentences(name)
