@@ -127,17 +127,17 @@ class LookupEmbedding(BaseEmbedding):
         return self._get_query_embedding(query)
 
 
-def copy_rows(pg: LocalPostgres, table: str, n: int, dim: int, centers: np.ndarray) -> None:
-    """COPY n rows (text, metadata_, node_id, embedding) in PostgreSQL's binary format."""
+def copy_rows(pg: LocalPostgres, table: str, n: int, dim: int, centers: np.ndarray, half: bool = False) -> None:
+    """COPY n rows (text, metadata_, node_id, embedding) in PostgreSQL's binary format (``halfvec`` embeddings when ``half``)."""
     import psycopg2
 
     conn = psycopg2.connect(host=pg.socket_dir, user="postgres", dbname="postgres")
     with conn, conn.cursor() as cur:
         for block in range(0, (n + BLOCK - 1) // BLOCK):
             start, stop = block * BLOCK, min(n, (block + 1) * BLOCK)
-            vecs = doc_vectors(block, centers, n).astype(">f4")
+            vecs = doc_vectors(block, centers, n).astype(">f2" if half else ">f4")
             parts = [b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)]
-            vec_head = struct.pack("!ihh", 4 + 4 * dim, dim, 0)
+            vec_head = struct.pack("!ihh", 4 + vecs.itemsize * dim, dim, 0)
             for i in range(start, stop):
                 text, node = f"chunk {i}".encode(), f"n{i}".encode()
                 parts.append(
@@ -172,12 +172,15 @@ def ann_eval(rows: dict, pg: LocalPostgres, store, table: str, queries: np.ndarr
         rows,
         "ivfflat_build_s",
         lambda: pg.psql(
-            f"SET maintenance_work_mem = '2GB'; CREATE INDEX ON {table} USING ivfflat (embedding vector_cosine_ops) "
+            f"SET maintenance_work_mem = '2GB'; CREATE INDEX ON {table} USING ivfflat "
+            f"(embedding {'halfvec' if args.store_half else 'vector'}_cosine_ops) "
             f"WITH (lists = {args.ivf_lists});"
         ),
     )
     pg.psql(f"ALTER DATABASE postgres SET ivfflat.probes = {args.probes};")
-    store_ann = pg.vector_store("bench", embed_dim=args.dim, hnsw=False)  # new connections see the probes setting
+    store_ann = pg.vector_store(
+        "bench", embed_dim=args.dim, hnsw=False, use_halfvec=args.store_half
+    )  # new connections see the probes setting
     found = timed(rows, "ivfflat_eval_s", lambda: store_top_k(store_ann, queries, 10))
     rows["ivfflat_recall@10"] = round(recall_at_k(found, exact, 10), 4)
     rows["ivfflat_ms_per_query"] = round(rows["ivfflat_eval_s"] * 1000 / len(queries), 2)
@@ -187,13 +190,16 @@ def memories(rows: dict, pg: LocalPostgres, store, work: Path, centers: np.ndarr
     """One key per chunk, in the database and (small enough) locally; lookups against exact search."""
 
     def build_db() -> PgMemory:
-        with PgMemoryWriter(pg.url(), "bench_memory", args.dim, index="ivfflat", top_k=10) as writer:
+        with PgMemoryWriter(pg.url(), "bench_memory", args.dim, index="ivfflat", lists=args.memory_lists, top_k=10) as writer:
             for block, batch in enumerate(read_stored(store, BLOCK)):
                 writer.add(batch.ids, batch.vectors, key_vectors(block, batch.vectors), np.arange(len(batch.ids)))
-        return PgMemory(pg.url(), "bench_memory")  # probes: the square root of the lists
+        return PgMemory(pg.url(), "bench_memory")  # probes: chosen at the build for recall 0.95 on sampled keys
 
     db = timed(rows, "memory_db_build_s", build_db)
-    rows["memory_db_mb"] = round(int(pg.psql("SELECT pg_total_relation_size('bench_memory');").split()[2]) / 2**20, 1)
+    built = db.get_config_dict()
+    rows.update({f"memory_db_{k}": built[k] for k in ("half", "lists", "probes", "measured_recall")})
+    sizes = "SELECT pg_total_relation_size('bench_memory') + pg_total_relation_size('bench_memory__keys');"
+    rows["memory_db_mb"] = round(int(pg.psql(sizes).split()[2]) / 2**20, 1)
 
     rng = np.random.default_rng(7)
     picked = np.sort(rng.choice(args.chunks, size=args.lookups, replace=False))
@@ -249,6 +255,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20_000, help="rows per read from the server")
     parser.add_argument("--ivf-lists", type=int, default=1000)
     parser.add_argument("--probes", type=int, default=10)
+    parser.add_argument("--memory-lists", type=int, default=None, help="IVFFlat lists of the memory's keys (default: the writer's)")
+    parser.add_argument("--store-half", action="store_true", help="the store's own vectors in half precision (halfvec)")
     parser.add_argument("--output", default=None, help="write <output>.json and <output>.md")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -267,6 +275,8 @@ def main() -> None:
         command = (
             f"python benchmarks/bench_pgvector.py --chunks {args.chunks} --pairs {args.pairs} --sample {args.sample} "
             f"--queries {args.queries}{' --no-ann' if args.no_ann else ''} --local-memory-max {args.local_memory_max} "
+            f"{f'--memory-lists {args.memory_lists} ' if args.memory_lists else ''}{'--store-half ' if args.store_half else ''}"
+            f"--lookups {args.lookups} "
             f"--output {args.output}"
         )
         table_md = "\n".join(f"| {k} | {v} |" for k, v in rows.items() if k != "provenance")
@@ -279,10 +289,11 @@ def main() -> None:
 def run(rows: dict, work: Path, centers: np.ndarray, rng: np.random.Generator, args) -> None:
     """Write, read, train, build memories and evaluate on a server in ``work``; measures go into ``rows``."""
     with LocalPostgres(work / "pg") as pg:
-        store = pg.vector_store("bench", embed_dim=args.dim, hnsw=False)
+        store = pg.vector_store("bench", embed_dim=args.dim, hnsw=False, use_halfvec=args.store_half)
         store.add([])  # creates the table
         table = f"data_{store.table_name}"
-        timed(rows, "write_copy_s", lambda: copy_rows(pg, table, args.chunks, args.dim, centers))
+        rows["store_half"] = args.store_half
+        timed(rows, "write_copy_s", lambda: copy_rows(pg, table, args.chunks, args.dim, centers, args.store_half))
         rows["table_mb"] = round(int(pg.psql(f"SELECT pg_total_relation_size('{table}');").split()[2]) / 2**20, 1)
 
         timed(rows, "read_stream_s", lambda: sum(len(b.ids) for b in read_stored(store, args.batch)))

@@ -26,6 +26,11 @@ def local(val_full, bge):
     return CorpusMemory.from_corpus(take(val_full, 12).corpus, bge, index="exact")
 
 
+def _same_pull(a, b):
+    """Pulls equal but for half precision, which keeps 11 bits of each value."""
+    return torch.allclose(a, b, atol=1e-3 * float(b.abs().max()))
+
+
 def _write(url, name, memory, batches=2, writer=PgMemoryWriter, **options):
     """Write a local memory's arrays through ``writer`` (a table, or a Qdrant collection: ``url`` is then the client), ``batches`` calls."""
     writer = writer(url, name, memory.dim, **options)
@@ -42,23 +47,30 @@ def _write(url, name, memory, batches=2, writer=PgMemoryWriter, **options):
     return writer
 
 
-def test_a_database_memory_pulls_as_the_local_one_does(pg, local, val_full, bge, tmp_path, monkeypatch):
+@pytest.mark.parametrize("half", [False, True])
+def test_a_database_memory_pulls_as_the_local_one_does(pg, local, val_full, bge, tmp_path, monkeypatch, half):
     from adapterkit.memory import pg_rows
 
     monkeypatch.setattr(pg_rows, "COPY_ROWS", 5)  # several COPY statements per batch
     url = pg.url()
-    db = _write(url, "uber_sentences", local).finish()
-    assert len(db) == len(local.chunk_ids) and db.key_count() == len(local.keys)
+    db = _write(url, "uber_sentences", local, half=half).finish()
+    assert len(db) == len(local.chunk_ids) and db.key_count() == len(local.keys) and db.half is half
     assert "uber_sentences" in memory_names(url)
+    held = (
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'uber_sentences__keys'::regclass AND attname = 'key';"
+    )
+    assert ("halfvec(384)" in pg.psql(held)) is half  # each vector is held once, in half precision when asked
     questions = list(take(val_full, 12).queries.values())[:20]
     q = torch.as_tensor(np.stack([bge.get_query_embedding(t) for t in questions]))
-    assert torch.allclose(db.pull(q), local.pull(q), atol=1e-5)  # HNSW over a few hundred keys finds the exact top 32
+    # HNSW over a few hundred keys finds the exact top 32; half precision keeps 11 bits of each value
+    tolerance = 1e-3 * float(local.pull(q).abs().max()) if half else 1e-5
+    assert torch.allclose(db.pull(q), local.pull(q), atol=tolerance)
 
     # served: the adapter then the memory, whichever holds it
     LinearLayer(384, 384).save(tmp_path / "adapter")
     with_db = AdapterEmbeddingModel(bge, tmp_path / "adapter", memory=db)
     with_local = AdapterEmbeddingModel(bge, tmp_path / "adapter", memory=local)
-    assert np.allclose(with_db.get_query_embedding(questions[0]), with_local.get_query_embedding(questions[0]), atol=1e-5)
+    assert np.allclose(with_db.get_query_embedding(questions[0]), with_local.get_query_embedding(questions[0]), atol=tolerance)
 
 
 def test_the_database_memory_follows_the_index(pg, local, val_full, bge):
@@ -75,9 +87,15 @@ def test_the_database_memory_follows_the_index(pg, local, val_full, bge):
     assert db.chunk_hashes() == dict(zip(mirror.chunk_ids, mirror.chunk_hash))
     assert db.chunk_hashes()["new-chunk"] == _text_hash(corpus["new-chunk"])
     q = torch.as_tensor(np.asarray([bge.get_query_embedding("How did gross bookings of mobility change?")]))
-    assert torch.allclose(db.pull(q), mirror.pull(q), atol=1e-5)
+    assert _same_pull(db.pull(q), mirror.pull(q))
     assert db.update(corpus, bge) == {"added": 0, "changed": 0, "removed": 0, "unchanged": 12}
+    assert db.key_count() == len(mirror.keys) and len(db) == len(mirror.chunk_ids)
+    new_keys = int((mirror.owner == mirror.chunk_ids.index("new-chunk")).sum())
     assert db.remove(["new-chunk", "not-held"]) == 1 and "new-chunk" not in db.chunk_hashes()
+    assert db.key_count() == len(mirror.keys) - new_keys > 0  # its keys went with it
+    columns = "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = '{}'::regclass AND attnum > 0;"
+    assert "chunk_id,key" in pg.psql(columns.format("follows__keys"))  # a key row names its chunk, never copies its vector
+    assert "chunk_id,chunk_hash,chunk" in pg.psql(columns.format("follows"))
     with pytest.raises(ValueError, match="pass the model they came from"):  # vectors of another model never mix in
         db.update(corpus, FirstCoordinates(bge))
 
@@ -141,6 +159,9 @@ def test_bad_names_options_and_vectors_are_errors(pg):
     with pytest.raises(PgMemoryError, match="not an adapterkit memory"):  # never replaced by a memory
         PgMemoryWriter(pg.url(), "users_own_table", 4)
     assert "1 row" in pg.psql("SELECT count(*) FROM users_own_table;")
+    pg.psql("CREATE TABLE mine__keys (x int);")
+    with pytest.raises(PgMemoryError, match="not an adapterkit memory"):  # nor a table named as a memory's keys
+        PgMemoryWriter(pg.url(), "mine", 4)
     # a reserved word is a name like any other; a chunk without keys is held and never found
     with PgMemoryWriter(pg.url(), "order", 4, index="ivfflat") as writer:
         writer.add(["a", "b"], np.eye(2, 4), np.eye(1, 4), np.array([0]), ["h1", "h2"])
@@ -152,6 +173,13 @@ def test_bad_names_options_and_vectors_are_errors(pg):
         memory.lookup(np.ones((1, 8)))
     with pytest.raises(ValueError, match="probes for IVFFlat"):
         PgMemory(pg.url(), "order", ef_search=50)
+    pg.psql("""UPDATE adapterkit_memories SET config = replace(config, '"layout": 2, ', '') WHERE name = 'order';""")
+    with pytest.raises(PgMemoryError, match="earlier adapterkit.*build it again"):  # one table, each chunk copied per key
+        PgMemory(pg.url(), "order")
+    with pytest.raises(ValueError, match="never two _ in a row"):  # the memory's own tables are order, order__keys
+        PgMemoryWriter(pg.url(), "order__keys", 4)
+    with pytest.raises(ValueError, match="recall is the target"):
+        PgMemoryWriter(pg.url(), "opts", 4, recall=0.9)  # an HNSW index has no probes to choose
     writer = PgMemoryWriter(pg.url(), "bad_vectors", 4)
     with pytest.raises(ValueError, match="finite"):
         writer.add(["a"], np.array([[np.nan, 0, 0, 1]]), np.ones((1, 4)), np.array([0]))
@@ -164,8 +192,10 @@ def test_an_ivfflat_memory_finds_the_exact_keys_when_it_probes_every_list(pg, lo
     every = PgMemory(pg.url(), "ivf_sentences", probes=4)
     questions = list(take(val_full, 12).queries.values())[:10]
     q = torch.as_tensor(np.stack([bge.get_query_embedding(t) for t in questions]))
-    assert db.get_config_dict()["index"] == "ivfflat" and db.probes == 2  # by default the square root of the lists
-    assert torch.allclose(every.pull(q), local.pull(q), atol=1e-5)
+    config = db.get_config_dict()
+    assert config["index"] == "ivfflat" and config["lists"] == 4 and 2 <= db.probes <= 4  # from the square root of the lists up
+    assert config["measured_recall"] >= 0.95 or db.probes == 4  # chosen for the recall target
+    assert _same_pull(every.pull(q), local.pull(q))
 
 
 def test_a_lookup_outlives_a_dropped_connection_and_a_changed_table_is_named(pg, local):

@@ -1,23 +1,25 @@
-"""``PgMemory``: a corpus memory kept as a table in the user's PostgreSQL + pgvector, looked up by its ANN index.
+"""``PgMemory``: a corpus memory kept as tables in the user's PostgreSQL + pgvector, looked up by its ANN index.
 
 A ``CorpusMemory`` holds its keys in local ``.npy`` files: fine up to a few million keys on one
 machine. At tens of millions the keys belong in the database the index already lives in. ``PgMemory``
 is the same memory (keys pull a query toward their chunks' frozen vectors; see ``corpus_memory``) as
-one table, a row per key::
+two tables that hold each vector once::
 
-    chunk_id text, chunk_hash text, key vector(key_dim) NULL, chunk vector(dim)
+    name          chunk_id text PRIMARY KEY, chunk_hash text, chunk halfvec(dim)   -- a row per chunk
+    name__keys    chunk_id text, key halfvec(key_dim)                              -- a row per key, naming its chunk
 
 with an ANN index (cosine) on ``key``: HNSW (the default), or IVFFlat, which builds far faster on
-millions of keys. A query's ``top_k`` keys and their chunks' vectors come back in
-one round trip for a whole batch of queries (a ``LATERAL`` join over the batch), and the pull is
-computed here exactly as ``CorpusMemory.pull`` does. A chunk without a 6+ word sentence is one row with
-a NULL key: held, so that ``update`` knows it, never found.
+millions of keys and whose probes are chosen at build time for a recall target. Vectors are half
+precision (pgvector's ``halfvec``, from 0.7) unless the server lacks it or ``half=False``. A query's
+``top_k`` keys and their chunks' vectors come back in one round trip for a whole batch of queries (a
+``LATERAL`` join over the batch), and the pull is computed here exactly as ``CorpusMemory.pull`` does.
+A chunk without a 6+ word sentence has no key row: held, so that ``update`` knows it, never found.
 
 Writes are transactions: ``add_chunks``, ``remove`` and ``update`` either happen whole or not at all.
-A memory is built by ``PgMemoryWriter`` into a staging table and becomes visible only when
-``finish()`` renames it in one transaction and marks it ready in ``adapterkit_memories``; a build that
-died (the server went away, the process was killed) leaves a staging table that is never read, and a
-new writer with ``resume=True`` continues it, skipping the chunks already written.
+A memory is built by ``PgMemoryWriter`` into staging tables and becomes visible only when
+``finish()`` renames them in one transaction and marks the memory ready in ``adapterkit_memories``; a
+build that died (the server went away, the process was killed) leaves staging tables that are never
+read, and a new writer with ``resume=True`` continues it, skipping the chunks already written.
 
 Example::
 
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -41,13 +42,29 @@ import numpy as np
 from adapterkit.errors import AdapterkitError
 from adapterkit.memory.corpus_memory import CorpusMemory
 from adapterkit.memory.database_memory import DatabaseMemory
-from adapterkit.memory.pg_rows import check_pg_name, copy_rows, key_rows
+from adapterkit.memory.pg_rows import write_chunks
+from adapterkit.memory.pg_tables import (
+    META_TABLE,
+    choose_probes,
+    column_types,
+    create_tables,
+    has_halfvec,
+    keys_table,
+    nearest,
+    not_a_memory,
+    regclass,
+    sql_of,
+    vector_literals,
+    vector_type,
+)
 from adapterkit.memory.rows import check_max_keys, checked_rows
 from adapterkit.metrics import unit_rows
 
-META_TABLE = "adapterkit_memories"  # name, config (JSON), ready: a memory is read only once ready
-_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")  # PostgreSQL names stop at 63 bytes; the staging table and indexes add 19
+LAYOUT = 2  # a row per chunk and a row per key; layout 1 copied the chunk's vector into every key row
+# PostgreSQL names stop at 63 bytes: the staging suffix and "__keys" add 16, an index name 15; "__" is the tables' own separator
+_NAME = re.compile(r"(?!.*__)[a-z_][a-z0-9_]{0,39}")
 LOOKUP_BATCH = 256  # queries per round trip: bounds the rows fetched at once
+RECALL = 0.95  # an IVFFlat memory's default recall@top_k target, against exact search
 
 
 class PgMemoryError(AdapterkitError, ValueError):
@@ -80,76 +97,16 @@ def _failed(name: str, exc: Exception) -> PgMemoryError:
     return PgMemoryError(f"{said} The server refused the rows: fix them and write the batch again.")
 
 
-def _q(name: str) -> Any:
-    """``name`` quoted (``sql.Identifier``) for a statement run with parameters: a reserved word (``order``, ``user``) is a
-    valid memory name too. psycopg2 %-formats such a statement as a whole, so a ``%`` in the name is doubled (else a
-    ``%s`` there would take a value's place)."""
-    from psycopg2 import sql
-
-    check_pg_name(name, "A memory table or index name")  # libpq ends a name at a NUL: "victim\0x" would be "victim"
-    return sql.Identifier(name.replace("%", "%%"))
-
-
-def _sql(template: str, *names: str) -> Any:
-    """``template`` with each ``{}`` the quoted name of ``names``: run it with parameters (``()`` when it has none)."""
-    from psycopg2 import sql
-
-    return sql.SQL(template).format(*(_q(n) for n in names))
-
-
-def _quoted_value(cur: Any, name: str) -> str:
-    """``name`` quoted, as a value for ``to_regclass(%s)``, which then takes it as written (not lower-cased)."""
-    from psycopg2 import sql
-
-    return sql.Identifier(check_pg_name(name, "A memory table name")).as_string(cur)
-
-
-def _regclass(cur: Any, name: str) -> Any:
-    """The table ``name`` if it exists, else None."""
-    cur.execute("SELECT to_regclass(%s)", (_quoted_value(cur, name),))
-    return cur.fetchone()[0]
-
-
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(f"A memory name is 1-40 lower-case letters, digits or _ (starting with a letter or _), got {name!r}.")
+        raise ValueError(
+            f"A memory name is 1-40 lower-case letters, digits or _ (starting with a letter or _, never two _ in a row), got {name!r}."
+        )
     return name
 
 
-def _create(cur: Any, table: str, dim: int, key_dim: int) -> None:
-    cur.execute(
-        _sql(
-            "CREATE TABLE IF NOT EXISTS {} (row_id bigserial PRIMARY KEY, chunk_id text NOT NULL, "
-            "chunk_hash text NOT NULL, key vector(%s), chunk vector(%s) NOT NULL)",
-            table,
-        ),
-        (int(key_dim), int(dim)),
-    )
-    cur.execute(_sql("CREATE INDEX IF NOT EXISTS {} ON {} (chunk_id)", table + "_chunk_id", table), ())
-    cur.execute(_sql("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, config text NOT NULL, ready boolean NOT NULL)", META_TABLE), ())
-
-
-def _not_a_memory(cur: Any, name: str) -> bool:
-    """Whether a table ``name`` exists that is not a memory (a build must never replace the user's own table)."""
-    if _regclass(cur, name) is None:
-        return False
-    if _regclass(cur, META_TABLE) is None:
-        return True
-    cur.execute(_sql("SELECT 1 FROM {} WHERE name = %s", META_TABLE), (name,))
-    return cur.fetchone() is None
-
-
-def _column_types(cur: Any, table: str) -> Dict[str, str]:
-    cur.execute(
-        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-        "AND attname IN ('key', 'chunk')",
-        (_quoted_value(cur, table),),
-    )
-    return dict(cur.fetchall())
-
-
 class PgMemoryWriter:
-    """Build a ``PgMemory`` batch by batch into a staging table; ``finish()`` (or leaving the ``with``
+    """Build a ``PgMemory`` batch by batch into staging tables; ``finish()`` (or leaving the ``with``
     block without an error) indexes it and makes it the memory ``name`` in one transaction.
 
     Args:
@@ -157,15 +114,18 @@ class PgMemoryWriter:
         name: the memory's table name (lower-case letters, digits, _); never an existing table that is not a memory.
         dim: the chunk vectors' dimension.
         key_dim: the keys' dimension (default ``dim``; another when queries come from another model).
-        resume: continue a staging table an earlier writer left; else start afresh.
+        resume: continue the staging tables an earlier writer left; else start afresh.
         index: the keys' ANN index, ``"hnsw"`` or ``"ivfflat"``.
         lists: IVFFlat lists (default: the square root of the key count); only with ``index="ivfflat"``.
+        recall: the recall@top_k against exact search the IVFFlat probes are chosen for at ``finish()``
+            (default 0.95; measured on keys sampled from the memory); only with ``index="ivfflat"``.
+        half: half-precision vectors (``halfvec``: half the disk; pgvector 0.7 and later). Default: when the server has them.
         key_model, chunk_model: identities (``model_identity``) of the models behind the keys and the
             chunk vectors; recorded, so that ``PgMemory.update`` refuses other models.
         options: weight, temperature, top_k, max_keys (as ``CorpusMemory``; ``add`` refuses a chunk
             with more than ``max_keys`` keys, and ``PgMemory.update`` keeps to it).
 
-    A chunk already in the staging table (written before a resume, or twice) is skipped by ``add``.
+    A chunk already in the staging tables (written before a resume, or twice) is skipped by ``add``.
     """
 
     def __init__(
@@ -177,6 +137,8 @@ class PgMemoryWriter:
         resume: bool = False,
         index: str = "hnsw",
         lists: Optional[int] = None,
+        recall: Optional[float] = None,
+        half: Optional[bool] = None,
         key_model: Optional[str] = None,
         chunk_model: Optional[str] = None,
         **options: Any,
@@ -185,12 +147,21 @@ class PgMemoryWriter:
             raise ValueError(f"index must be 'hnsw' or 'ivfflat', got {index!r}.")
         if lists is not None and (index != "ivfflat" or isinstance(lists, bool) or not isinstance(lists, int) or lists < 1):
             raise ValueError(f"lists sizes an IVFFlat index: an int >= 1 with index='ivfflat' (got lists={lists!r}, index={index!r}).")
+        number = isinstance(recall, (int, float)) and not isinstance(recall, bool)
+        if recall is not None and (index != "ivfflat" or not number or not 0 < recall <= 1):
+            raise ValueError(
+                f"recall is the target an IVFFlat index's probes are chosen for: a number in (0, 1] with index='ivfflat' "
+                f"(got recall={recall!r}, index={index!r})."
+            )
+        if half not in (None, True, False):
+            raise ValueError(f"half is True, False or None (when the server has halfvec), got {half!r}.")
         unknown = set(options) - {"weight", "temperature", "top_k", "max_keys"}
         if unknown:
             raise ValueError(f"Unknown PgMemory options {sorted(unknown)}: use weight, temperature, top_k, max_keys.")
         checked = CorpusMemory(dim, key_dim=key_dim, **options)  # the same checks of dim, weight, temperature and top_k
         self.url, self.name, self.dim, self.key_dim = url, check_name(name), checked.dim, checked.key_dim
         self.index, self.lists = index, lists
+        self.recall = float(recall) if recall is not None else (RECALL if index == "ivfflat" else None)
         self.options: Dict[str, Any] = {
             "weight": checked.weight,
             "temperature": checked.temperature,
@@ -204,18 +175,25 @@ class PgMemoryWriter:
         self._conn = _connect(url)
         try:
             with self._conn, self._conn.cursor() as cur:
-                if _not_a_memory(cur, name):
-                    raise PgMemoryError(f"A table {name!r} exists on this server and is not an adapterkit memory: choose another name.")
+                if not_a_memory(cur, name):
+                    raise PgMemoryError(
+                        f"A table {name!r} or {keys_table(name)!r} exists on this server and is not an adapterkit memory's: "
+                        "choose another name."
+                    )
+                has_half = has_halfvec(cur)
+                if half and not has_half:
+                    raise PgMemoryError("This server's pgvector has no halfvec (it came in 0.7): update the extension, or pass half=False.")
+                self.half = has_half if half is None else bool(half)
                 if not resume:
-                    cur.execute(_sql("DROP TABLE IF EXISTS {}", self.staging), ())
-                held = _column_types(cur, self.staging)
-                want = {"key": f"vector({self.key_dim})", "chunk": f"vector({self.dim})"}
+                    cur.execute(sql_of("DROP TABLE IF EXISTS {}, {}", self.staging, keys_table(self.staging)), ())
+                held = column_types(cur, self.staging)
+                want = {"chunk": vector_type(self.half, self.dim), "key": vector_type(self.half, self.key_dim)}
                 if held and held != want:
                     raise PgMemoryError(f"The unfinished build of {name!r} holds {held}, not {want}: start afresh with resume=False.")
-                _create(cur, self.staging, self.dim, self.key_dim)
+                create_tables(cur, self.staging, self.dim, self.key_dim, self.half)
                 options = {"dim": self.dim, "key_dim": self.key_dim, **self.options}
                 if held:  # a resumed build keeps the options it was started with, or mixes two kinds of rows
-                    cur.execute(_sql("SELECT config FROM {} WHERE name = %s", META_TABLE), (self.staging,))
+                    cur.execute(sql_of("SELECT config FROM {} WHERE name = %s", META_TABLE), (self.staging,))
                     row = cur.fetchone()
                     before = json.loads(row[0]) if row else {}
                     differ = sorted(k for k in options if before.get(k) != options[k])
@@ -225,7 +203,7 @@ class PgMemoryWriter:
                             f"({ {k: before.get(k) for k in differ} }): start afresh with resume=False, or resume with those."
                         )
                 cur.execute(
-                    _sql(
+                    sql_of(
                         "INSERT INTO {} (name, config, ready) VALUES (%s, %s, false) ON CONFLICT (name) DO UPDATE "
                         "SET config = EXCLUDED.config, ready = false",
                         META_TABLE,
@@ -244,7 +222,7 @@ class PgMemoryWriter:
         key_chunk: np.ndarray,
         text_hashes: Optional[Sequence[str]] = None,
     ) -> int:
-        """Append chunks and their keys in one transaction; returns the rows written (chunks already held are skipped).
+        """Append chunks and their keys in one transaction; returns the keys written (chunks already held are skipped).
 
         ``text_hashes``: a hash of each chunk's text (``update`` re-embeds a chunk whose hash differs;
         without them, the first ``update`` re-embeds every chunk)."""
@@ -257,63 +235,65 @@ class PgMemoryWriter:
         ids = [str(c) for c in chunk_ids]
         try:
             with self._conn, self._conn.cursor() as cur:
-                cur.execute(_sql("SELECT DISTINCT chunk_id FROM {} WHERE chunk_id = ANY(%s)", self.staging), (ids,))
+                cur.execute(sql_of("SELECT chunk_id FROM {} WHERE chunk_id = ANY(%s)", self.staging), (ids,))
                 held = {r[0] for r in cur.fetchall()}
                 new = np.array([c not in held for c in ids], dtype=bool)
                 if not new.any():
                     return 0
                 keep = new[key_chunk] if len(key_chunk) else np.zeros(0, dtype=bool)
                 renumber = np.cumsum(new) - 1
-                return copy_rows(
+                return write_chunks(
                     cur,
-                    self.staging,
-                    key_rows(
-                        [c for c, n in zip(ids, new) if n],
-                        chunk_vectors[new],
-                        key_vectors[keep],
-                        renumber[key_chunk[keep]],
-                        [h for h, n in zip(hashes, new) if n],
-                    ),
+                    (self.staging, keys_table(self.staging)),
+                    [c for c, n in zip(ids, new) if n],
+                    chunk_vectors[new],
+                    key_vectors[keep],
+                    renumber[key_chunk[keep]],
+                    [h for h, n in zip(hashes, new) if n],
+                    self.half,
                 )
         except psycopg2.Error as exc:
             raise _failed(self.name, exc) from exc
 
     def finish(self) -> "PgMemory":
-        """Index the keys and make the staging table the memory ``name`` (replacing an older one) in one transaction."""
+        """Index the keys and make the staging tables the memory ``name`` (replacing an older one) in one transaction."""
         if self._finished:
             return PgMemory(self.url, self.name)
-        config = {"dim": self.dim, "key_dim": self.key_dim, "index": self.index, **self.options}
+        config = {"layout": LAYOUT, "dim": self.dim, "key_dim": self.key_dim, "index": self.index, "half": self.half, **self.options}
         staging, table = self.staging, self.name
+        ops = "halfvec_cosine_ops" if self.half else "vector_cosine_ops"
         try:
             with self._conn, self._conn.cursor() as cur:
-                if _not_a_memory(cur, self.name):  # made since this writer opened
+                if not_a_memory(cur, self.name):  # made since this writer opened
                     raise PgMemoryError(
-                        f"A table {self.name!r} exists on this server and is not an adapterkit memory: choose another name."
+                        f"A table {self.name!r} or {keys_table(self.name)!r} exists on this server and is not an adapterkit memory's: "
+                        "choose another name."
                     )
                 cur.execute("SET LOCAL maintenance_work_mem = '1GB'")  # an index built in memory builds many times faster
                 if self.index == "ivfflat":
-                    cur.execute(_sql("SELECT count(key) FROM {}", staging), ())
+                    cur.execute(sql_of("SELECT count(*) FROM {}", keys_table(staging)), ())
                     lists = self.lists or max(1, int(cur.fetchone()[0] ** 0.5))
-                    cur.execute(
-                        _sql("CREATE INDEX {} ON {} USING ivfflat (key vector_cosine_ops) WITH (lists = %s)", staging + "_key", staging),
-                        (int(lists),),
-                    )
-                    config["lists"] = int(lists)
+                    build = f"CREATE INDEX {{}} ON {{}} USING ivfflat (key {ops}) WITH (lists = %s)"
+                    cur.execute(sql_of(build, staging + "__ann", keys_table(staging)), (int(lists),))
+                    target = float(self.recall or RECALL)
+                    probes, measured = choose_probes(cur, staging, self.half, int(lists), int(self.options["top_k"]), target)
+                    config.update(lists=int(lists), recall=self.recall, probes=probes, measured_recall=round(measured, 4))
                 else:
-                    cur.execute(_sql("CREATE INDEX {} ON {} USING hnsw (key vector_cosine_ops)", staging + "_key", staging), ())
-                cur.execute(_sql("DROP TABLE IF EXISTS {}", table), ())
-                cur.execute(_sql("ALTER TABLE {} RENAME TO {}", staging, table), ())
-                cur.execute(_sql("ALTER INDEX {} RENAME TO {}", staging + "_key", table + "_key"), ())
-                cur.execute(_sql("ALTER INDEX {} RENAME TO {}", staging + "_chunk_id", table + "_chunk_id"), ())
+                    cur.execute(sql_of(f"CREATE INDEX {{}} ON {{}} USING hnsw (key {ops})", staging + "__ann", keys_table(staging)), ())
+                cur.execute(sql_of("DROP TABLE IF EXISTS {}, {}", table, keys_table(table)), ())
+                for old, new in ((staging, table), (keys_table(staging), keys_table(table))):
+                    cur.execute(sql_of("ALTER TABLE {} RENAME TO {}", old, new), ())
+                for suffix in ("__pk", "__kc", "__ann"):
+                    cur.execute(sql_of("ALTER INDEX {} RENAME TO {}", staging + suffix, table + suffix), ())
                 cur.execute(
-                    _sql(
+                    sql_of(
                         "INSERT INTO {} (name, config, ready) VALUES (%s, %s, true) "
                         "ON CONFLICT (name) DO UPDATE SET config = EXCLUDED.config, ready = true",
                         META_TABLE,
                     ),
                     (self.name, json.dumps(config)),
                 )
-                cur.execute(_sql("DELETE FROM {} WHERE name = %s", META_TABLE), (self.staging,))
+                cur.execute(sql_of("DELETE FROM {} WHERE name = %s", META_TABLE), (self.staging,))
             self._finished = True
         finally:
             self._conn.close()
@@ -326,19 +306,19 @@ class PgMemoryWriter:
         if kind is None:
             self.finish()
         else:
-            self._conn.close()  # the staging table stays, unread, for resume=True
+            self._conn.close()  # the staging tables stay, unread, for resume=True
 
 
 class PgMemory(DatabaseMemory):
-    """A finished memory table, read by its ANN index (see the module's docstring).
+    """A finished memory, read by its ANN index (see the module's docstring).
 
     Args:
         url: the server (a SQLAlchemy URL).
         name: the memory's table, as written by ``PgMemoryWriter``.
         ef_search: HNSW candidates per lookup (pgvector's ``hnsw.ef_search``; default 100, at least
             ``top_k``); only for an HNSW memory.
-        probes: IVFFlat lists scanned per lookup (``ivfflat.probes``); default the square root of the
-            lists, pgvector's own advice (1M keys, 1,000 lists: 32 probes); only for an IVFFlat memory.
+        probes: IVFFlat lists scanned per lookup (``ivfflat.probes``); default the probes chosen at build
+            time for the writer's ``recall``; only for an IVFFlat memory.
     """
 
     def __init__(self, url: str, name: str, ef_search: Optional[int] = None, probes: Optional[int] = None) -> None:
@@ -346,8 +326,8 @@ class PgMemory(DatabaseMemory):
         self._conn = _connect(url)
         with self._conn, self._conn.cursor() as cur:
             record = None
-            if _regclass(cur, META_TABLE) is not None:
-                cur.execute(_sql("SELECT config, ready FROM {} WHERE name = %s", META_TABLE), (name,))
+            if regclass(cur, META_TABLE) is not None:
+                cur.execute(sql_of("SELECT config, ready FROM {} WHERE name = %s", META_TABLE), (name,))
                 record = cur.fetchone()
         if record is None or not record[1]:
             raise PgMemoryError(
@@ -356,27 +336,35 @@ class PgMemory(DatabaseMemory):
             )
         try:
             config = json.loads(record[0])
+            if config.get("layout") != LAYOUT:
+                raise PgMemoryError(
+                    f"Memory {name!r} was built by an earlier adapterkit, whose table copies each chunk's vector into every key "
+                    "row: build it again with PgMemoryWriter (memory_from_store reads it back from the store)."
+                )
             self.dim, self.key_dim = int(config["dim"]), int(config["key_dim"])
             self.weight, self.temperature, self.top_k = float(config["weight"]), float(config["temperature"]), int(config["top_k"])
-            self.index = config.get("index", "hnsw")
-            lists = int(config.get("lists", 1))
+            self.index, self.half = config["index"], bool(config["half"])
+            chosen = int(config["probes"]) if self.index == "ivfflat" else 1
+            self.lists, self.measured_recall = config.get("lists"), config.get("measured_recall")  # IVFFlat: the build's choice
             self.max_keys = check_max_keys(config.get("max_keys"))
             self.key_model, self.chunk_model = config.get("key_model"), config.get("chunk_model")
         except (ValueError, KeyError, TypeError) as exc:
+            if isinstance(exc, PgMemoryError):
+                raise
             raise PgMemoryError(f"The record of memory {name!r} in {META_TABLE} is damaged ({exc}): build the memory again.") from exc
         if (ef_search is not None and self.index != "hnsw") or (probes is not None and self.index != "ivfflat"):
             raise ValueError(f"Memory {name!r} has an {self.index} index: ef_search is for HNSW, probes for IVFFlat.")
         self.ef_search = max(int(ef_search or 100), self.top_k)
-        self.probes = int(probes) if probes is not None else max(1, math.ceil(math.sqrt(lists)))
+        self.probes = int(probes) if probes is not None else chosen
 
     def __len__(self) -> int:
-        return int(self._read(("SELECT 1", ()), _sql("SELECT count(DISTINCT chunk_id) FROM {}", self.name), ())[0][0])
+        return int(self._read(("SELECT 1", ()), sql_of("SELECT count(*) FROM {}", self.name), ())[0][0])
 
     def key_count(self) -> int:
-        return int(self._read(("SELECT 1", ()), _sql("SELECT count(key) FROM {}", self.name), ())[0][0])
+        return int(self._read(("SELECT 1", ()), sql_of("SELECT count(*) FROM {}", keys_table(self.name)), ())[0][0])
 
     def with_pull(self, weight: float, temperature: Optional[float] = None) -> "PgMemory":
-        """The same table with another pull (a new connection); this one is left as it is."""
+        """The same tables with another pull (a new connection); this one is left as it is."""
         other = copy.copy(self)
         other._conn = _connect(self.url)
         other.weight = float(weight)
@@ -396,26 +384,21 @@ class PgMemory(DatabaseMemory):
         sims = np.full((len(q), k), -np.inf, dtype=np.float32)
         chunks = np.zeros((len(q), k, self.dim), dtype=np.float32)
         ids: List[List[str]] = [[] for _ in range(len(q))]
+        # many probes make a scan per query look cheaper to the planner than the index: it is many times slower
         search = (
-            ("SET LOCAL hnsw.ef_search = %s", (int(self.ef_search),))
+            ("SET LOCAL enable_seqscan = off; SET LOCAL hnsw.ef_search = %s", (int(self.ef_search),))
             if self.index == "hnsw"
-            else ("SET LOCAL ivfflat.probes = %s", (int(self.probes),))
+            else ("SET LOCAL enable_seqscan = off; SET LOCAL ivfflat.probes = %s", (int(self.probes),))
         )
-        nearest = _sql(
-            "SELECT q.i, m.cos, m.chunk_id, m.chunk::real[] FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, i) "
-            "CROSS JOIN LATERAL (SELECT 1 - (key <=> q.v::vector) AS cos, chunk_id, chunk FROM {} "
-            "WHERE key IS NOT NULL ORDER BY key <=> q.v::vector LIMIT %s) AS m",
-            self.name,
-        )
+        statement = nearest(self.name, self.half)
         for start in range(0, len(q), LOOKUP_BATCH):
-            texts = ["[" + ",".join(f"{x:.9g}" for x in row) + "]" for row in q[start : start + LOOKUP_BATCH]]
-            found = self._read(search, nearest, (texts, int(k)))
+            found = self._read(search, statement, (vector_literals(q[start : start + LOOKUP_BATCH]), int(k)))
             if found and len(found[0][3]) != self.dim:
                 raise PgMemoryError(
                     f"Memory {self.name!r} now holds {len(found[0][3])}-dimensional chunk vectors, not the {self.dim} "
                     "it was built with: its table was changed; build the memory again with PgMemoryWriter."
                 )
-            for i, cos, chunk_id, chunk in found:
+            for i, cos, chunk_id, chunk in sorted(found, key=lambda r: (r[0], -r[1] if r[1] == r[1] else np.inf, r[2])):
                 row = start + int(i) - 1
                 place = len(ids[row])
                 sims[row, place] = cos if cos == cos else -np.inf  # NaN (a zero vector): not a match
@@ -457,7 +440,7 @@ class PgMemory(DatabaseMemory):
     def chunk_hashes(self) -> Dict[str, str]:
         """``{chunk id: text hash}`` of every chunk held."""
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(_sql("SELECT DISTINCT chunk_id, chunk_hash FROM {}", self.name), ())
+            cur.execute(sql_of("SELECT chunk_id, chunk_hash FROM {}", self.name), ())
             return dict(cur.fetchall())
 
     def _replace(
@@ -469,17 +452,20 @@ class PgMemory(DatabaseMemory):
         key_chunk: np.ndarray,
         hashes: Sequence[str],
     ) -> None:
-        """One transaction: delete the rows of ``drop``, then COPY the chunks given."""
+        """One transaction: delete the chunks of ``drop`` and their keys, then COPY the chunks given."""
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(_sql("DELETE FROM {} WHERE chunk_id = ANY(%s)", self.name), (list(drop),))
-            copy_rows(cur, self.name, key_rows(list(chunk_ids), chunk_vectors, key_vectors, key_chunk, list(hashes)))
+            self._delete(cur, drop)
+            write_chunks(cur, (self.name, keys_table(self.name)), chunk_ids, chunk_vectors, key_vectors, key_chunk, hashes, self.half)
+
+    def _delete(self, cur: Any, chunk_ids: Sequence[str]) -> int:
+        cur.execute(sql_of("DELETE FROM {} WHERE chunk_id = ANY(%s)", keys_table(self.name)), (list(chunk_ids),))
+        cur.execute(sql_of("DELETE FROM {} WHERE chunk_id = ANY(%s)", self.name), (list(chunk_ids),))
+        return int(cur.rowcount)
 
     def remove(self, chunk_ids: Iterable[str]) -> int:
         """Drop these chunks and their keys; returns how many chunks were held."""
-        ids = [str(c) for c in chunk_ids]
         with self._conn, self._conn.cursor() as cur:
-            cur.execute(_sql("DELETE FROM {} WHERE chunk_id = ANY(%s) RETURNING chunk_id", self.name), (ids,))
-            return len({r[0] for r in cur.fetchall()})
+            return self._delete(cur, [str(c) for c in chunk_ids])
 
     def get_config_dict(self) -> Dict[str, Any]:
         return {
@@ -491,8 +477,11 @@ class PgMemory(DatabaseMemory):
             "temperature": self.temperature,
             "top_k": self.top_k,
             "index": self.index,
+            "half": self.half,
             "ef_search": self.ef_search,
             "probes": self.probes,
+            "lists": self.lists,
+            "measured_recall": self.measured_recall,
             "max_keys": self.max_keys,
             "key_model": self.key_model,
             "chunk_model": self.chunk_model,
@@ -507,9 +496,9 @@ def memory_names(url: str) -> List[str]:
     conn = _connect(url)
     try:
         with conn, conn.cursor() as cur:
-            if _regclass(cur, META_TABLE) is None:
+            if regclass(cur, META_TABLE) is None:
                 return []
-            cur.execute(_sql("SELECT name FROM {} WHERE ready ORDER BY name", META_TABLE), ())
+            cur.execute(sql_of("SELECT name FROM {} WHERE ready ORDER BY name", META_TABLE), ())
             return [r[0] for r in cur.fetchall()]
     finally:
         conn.close()

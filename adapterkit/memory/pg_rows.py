@@ -1,14 +1,14 @@
-"""A memory table's rows in PostgreSQL's binary COPY format: a row per key, vectors as pgvector values.
+"""A memory's rows in PostgreSQL's binary COPY format: a row per chunk and a row per key, vectors as pgvector values.
 
-``copy_rows`` sends ``(chunk_id, chunk_hash, key, chunk)`` rows ``COPY_ROWS`` at a time (several COPY
-statements in the caller's transaction), so a batch's bytes are never held whole.
+``copy_rows`` sends rows ``COPY_ROWS`` at a time (several COPY statements in the caller's transaction),
+so a batch's bytes are never held whole.
 """
 
 from __future__ import annotations
 
 import io
 import struct
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,11 +37,14 @@ def check_pg_name(name: Any, what: str, room: int = 0) -> str:
     return name
 
 
-def _vector_field(vector: Optional[np.ndarray]) -> bytes:
-    """One pgvector value in COPY's binary format (NULL when ``vector`` is None)."""
+HALF_MAX = 65504.0  # the largest finite half-precision value: a larger one would become inf, which halfvec refuses
+
+
+def _vector_field(vector: Optional[np.ndarray], half: bool) -> bytes:
+    """One pgvector value (``halfvec`` when ``half``, else ``vector``) in COPY's binary format; NULL when ``vector`` is None."""
     if vector is None:
         return struct.pack("!i", -1)
-    data = np.asarray(vector, dtype=">f4").tobytes()
+    data = np.asarray(vector, dtype=">f2" if half else ">f4").tobytes()
     return struct.pack("!ihh", 4 + len(data), len(vector), 0) + data
 
 
@@ -50,17 +53,19 @@ def _text_field(text: str) -> bytes:
     return struct.pack("!i", len(data)) + data
 
 
-def copy_rows(cur: Any, table: str, rows: Iterable[tuple]) -> int:
-    """COPY (chunk_id, chunk_hash, key, chunk) rows into ``table``, ``COPY_ROWS`` at a time; returns how many."""
+def copy_rows(cur: Any, table: str, columns: Sequence[str], rows: Iterable[tuple], half: bool = False) -> int:
+    """COPY ``rows`` into ``columns`` of ``table``, ``COPY_ROWS`` at a time; returns how many. A str goes as text, anything
+    else as a pgvector value (``halfvec`` when ``half``)."""
     from psycopg2 import sql
 
     name = sql.Identifier(check_pg_name(table, "A memory table name"))  # libpq ends a name at a NUL: that would be another table
-    statement = sql.SQL("COPY {} (chunk_id, chunk_hash, key, chunk) FROM STDIN WITH (FORMAT binary)").format(name)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)").format(name, sql.SQL(", ").join(map(sql.Identifier, columns)))
     head, tail = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0), struct.pack("!h", -1)
+    count = struct.pack("!h", len(columns))
     parts: List[bytes] = []
     n = 0
-    for chunk_id, chunk_hash, key, chunk in rows:
-        parts.append(struct.pack("!h", 4) + _text_field(chunk_id) + _text_field(chunk_hash) + _vector_field(key) + _vector_field(chunk))
+    for row in rows:
+        parts.append(count + b"".join(_text_field(v) if isinstance(v, str) else _vector_field(v, half) for v in row))
         n += 1
         if len(parts) == COPY_ROWS:
             cur.copy_expert(statement, io.BytesIO(b"".join([head, *parts, tail])))
@@ -70,13 +75,20 @@ def copy_rows(cur: Any, table: str, rows: Iterable[tuple]) -> int:
     return n
 
 
-def key_rows(
-    chunk_ids: Sequence[str], chunk_vectors: np.ndarray, key_vectors: np.ndarray, key_chunk: np.ndarray, hashes: Sequence[str]
-) -> Iterable[tuple]:
-    """A row per key, and a keyless row for a chunk without keys."""
-    has_key = np.zeros(len(chunk_ids), dtype=bool)
-    for key, owner in zip(key_vectors, key_chunk.tolist()):
-        has_key[owner] = True
-        yield str(chunk_ids[owner]), hashes[owner], key, chunk_vectors[owner]
-    for row in np.flatnonzero(~has_key).tolist():
-        yield str(chunk_ids[row]), hashes[row], None, chunk_vectors[row]
+def write_chunks(
+    cur: Any,
+    tables: Tuple[str, str],
+    chunk_ids: Sequence[str],
+    chunk_vectors: np.ndarray,
+    key_vectors: np.ndarray,
+    key_chunk: np.ndarray,
+    hashes: Sequence[str],
+    half: bool,
+) -> int:
+    """COPY a row per chunk ``(chunk_id, chunk_hash, chunk)`` into ``tables[0]`` and a row per key ``(chunk_id, key)`` into
+    ``tables[1]``; returns the keys written. Each vector is held once; a chunk without keys has no key row."""
+    if half and max(np.abs(chunk_vectors).max(initial=0.0), np.abs(key_vectors).max(initial=0.0)) > HALF_MAX:
+        raise ValueError(f"A vector holds a value beyond {HALF_MAX:g}, which half precision cannot hold: build the memory with half=False.")
+    ids = [str(c) for c in chunk_ids]
+    copy_rows(cur, tables[0], ("chunk_id", "chunk_hash", "chunk"), zip(ids, map(str, hashes), chunk_vectors), half)
+    return copy_rows(cur, tables[1], ("chunk_id", "key"), ((ids[o], k) for k, o in zip(key_vectors, key_chunk.tolist())), half)
