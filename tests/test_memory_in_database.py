@@ -208,10 +208,10 @@ def test_a_lookup_outlives_a_dropped_connection_and_a_changed_table_is_named(pg,
     after = memory.lookup(q)  # a read is repeated once on a new connection
     assert after[1] == before[1] and np.array_equal(after[0], before[0]) and np.array_equal(after[2], before[2])
     pg.psql('ALTER TABLE "faults" DROP COLUMN chunk;')
-    with pytest.raises(PgMemoryError, match="changed or dropped.*build the memory again"):
+    with pytest.raises(PgMemoryError, match="changed, dropped or rebuilt.*build the memory again"):
         memory.lookup(q)
     pg.psql('DROP TABLE "faults";')
-    with pytest.raises(PgMemoryError, match="changed or dropped"):
+    with pytest.raises(PgMemoryError, match="changed, dropped or rebuilt"):
         memory.lookup(q)
 
 

@@ -32,7 +32,7 @@ from adapterkit.data.documents import chunk_sentences
 from adapterkit.embeddings import model_identity
 from adapterkit.errors import AdapterkitError
 from adapterkit.memory.keys import INDEX_KINDS, MAX_PULL, KeyIndex, first_non_finite_row, make_index, pull_ok
-from adapterkit.memory.rows import check_keys_per_chunk, check_max_keys
+from adapterkit.memory.rows import check_keys_per_chunk, check_max_keys, checked_hashes
 from adapterkit.metrics import unit_rows
 
 MEMORY_DIR = "memory"  # beside the adapter's files in a model folder; one subfolder per memory
@@ -210,10 +210,11 @@ class CorpusMemory:
         if not (np.isfinite(key_vectors).all() and np.isfinite(chunk_vectors).all()):
             raise ValueError("Memory vectors must be finite (a NaN or inf came from the base model).")
         check_keys_per_chunk(chunk_ids, key_chunk, self.max_keys)
+        hashes = checked_hashes(chunk_ids, text_hashes)
         self.remove(chunk_ids)
         start = len(self.chunk_ids)
         self.chunk_ids += [str(c) for c in chunk_ids]
-        self.chunk_hash += list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
+        self.chunk_hash += hashes
         self.chunks = np.concatenate([self.chunks, unit_rows(chunk_vectors)])
         self.keys = np.concatenate([self.keys, unit_rows(key_vectors)])
         self.owner = np.concatenate([self.owner, key_chunk + start])
@@ -424,11 +425,12 @@ class MemoryWriter:
         if len(key_chunk) and not 0 <= key_chunk.min() <= key_chunk.max() < len(chunk_ids):
             raise ValueError("key_chunk must hold positions in chunk_ids.")
         check_keys_per_chunk(chunk_ids, key_chunk, self.options["max_keys"])
+        hashes = checked_hashes(chunk_ids, text_hashes)
         for name, array in (("chunks", chunk_vectors), ("keys", key_vectors), ("owner", key_chunk + self.counts["chunks"])):
             self._raw[name].write(np.ascontiguousarray(array).tobytes())
             self.counts[name] += len(array)
         self.chunk_ids += [str(c) for c in chunk_ids]
-        self.chunk_hash += list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
+        self.chunk_hash += hashes
 
     def close(self) -> Path:
         """Turn the raw batches into ``.npy`` files and write ``memory.json``; returns the folder."""

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from adapterkit.memory.corpus_memory import CorpusMemory, _text_hash, apply_memories, check_models, chunk_keys, pull_from
-from adapterkit.memory.rows import checked_rows
+from adapterkit.memory.rows import checked_hashes, checked_rows
 
 
 class DatabaseMemory:
@@ -68,7 +68,7 @@ class DatabaseMemory:
         """Add chunks with their keys in one write; a chunk already held is replaced."""
         ids = [str(c) for c in chunk_ids]
         rows = checked_rows(ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim, self.max_keys)
-        self._replace(ids, ids, *rows, list(text_hashes) if text_hashes is not None else [""] * len(ids))
+        self._replace(ids, ids, *rows, checked_hashes(ids, text_hashes))
 
     def update(
         self,

@@ -34,75 +34,47 @@ from __future__ import annotations
 
 import copy
 import json
-import re
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
-from adapterkit.errors import AdapterkitError
 from adapterkit.memory.corpus_memory import CorpusMemory
 from adapterkit.memory.database_memory import DatabaseMemory
-from adapterkit.memory.pg_rows import write_chunks
+from adapterkit.memory.pg_rows import check_pg_name, write_chunks
 from adapterkit.memory.pg_tables import (
+    INDEX_SUFFIXES,
     META_TABLE,
+    PgMemoryError,
+    check_name,
     choose_probes,
     column_types,
+    connect,
     create_tables,
+    failed_write,
+    foreign_names,
     has_halfvec,
+    has_pgvector,
     keys_table,
     nearest,
-    not_a_memory,
+    not_ours,
     regclass,
     sql_of,
+    staging_table,
     vector_literals,
     vector_type,
 )
-from adapterkit.memory.rows import check_max_keys, checked_rows
+from adapterkit.memory.rows import check_max_keys, checked_hashes, checked_rows
 from adapterkit.metrics import unit_rows
 
 LAYOUT = 2  # a row per chunk and a row per key; layout 1 copied the chunk's vector into every key row
-# PostgreSQL names stop at 63 bytes: the staging suffix and "__keys" add 16, an index name 15; "__" is the tables' own separator
-_NAME = re.compile(r"(?!.*__)[a-z_][a-z0-9_]{0,39}")
 LOOKUP_BATCH = 256  # queries per round trip: bounds the rows fetched at once
 RECALL = 0.95  # an IVFFlat memory's default recall@top_k target, against exact search
+MAX_LISTS = 32768  # pgvector's IVFFlat limits: lists (and so probes), and the dimensions an index holds
+MAX_INDEXED, MAX_INDEXED_HALF = 2000, 4000  # vector, halfvec
+MAX_EF_SEARCH = 1000  # pgvector's largest hnsw.ef_search: an HNSW lookup finds at most this many keys
 
 
-class PgMemoryError(AdapterkitError, ValueError):
-    """A memory table is missing, unfinished, or does not fit its record."""
-
-
-def _connect(url: str) -> Any:
-    """A DB-API (psycopg2) connection from a SQLAlchemy URL (what ``PGVectorStore.connection_string`` holds)."""
-    import psycopg2
-    import sqlalchemy
-
-    parsed = sqlalchemy.engine.make_url(url)
-    if parsed.get_backend_name() != "postgresql":
-        raise ValueError(f"A memory table lives in PostgreSQL with pgvector, not {parsed.get_backend_name()!r}.")
-    engine = sqlalchemy.create_engine(parsed.set(drivername="postgresql+psycopg2"))  # the transactions below are psycopg2's
-    args, kwargs = engine.dialect.create_connect_args(engine.url)
-    return psycopg2.connect(*args, **kwargs)
-
-
-def _failed(name: str, exc: Exception) -> PgMemoryError:
-    """The error for a failed write: the server gone (resume later), or the data refused (fix it)."""
-    import psycopg2
-
-    said = (
-        f"Writing memory {name!r} failed ({type(exc).__name__}: {str(exc).strip()}); "
-        "that batch was rolled back and nothing unfinished is ever read."
-    )
-    if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
-        return PgMemoryError(f"{said} Continue with PgMemoryWriter(..., resume=True) once the server is back.")
-    return PgMemoryError(f"{said} The server refused the rows: fix them and write the batch again.")
-
-
-def check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(
-            f"A memory name is 1-40 lower-case letters, digits or _ (starting with a letter or _, never two _ in a row), got {name!r}."
-        )
-    return name
+T = TypeVar("T")
 
 
 class PgMemoryWriter:
@@ -145,8 +117,12 @@ class PgMemoryWriter:
     ) -> None:
         if index not in ("hnsw", "ivfflat"):
             raise ValueError(f"index must be 'hnsw' or 'ivfflat', got {index!r}.")
-        if lists is not None and (index != "ivfflat" or isinstance(lists, bool) or not isinstance(lists, int) or lists < 1):
-            raise ValueError(f"lists sizes an IVFFlat index: an int >= 1 with index='ivfflat' (got lists={lists!r}, index={index!r}).")
+        if lists is not None and (
+            index != "ivfflat" or isinstance(lists, bool) or not isinstance(lists, int) or not 1 <= lists <= MAX_LISTS
+        ):
+            raise ValueError(
+                f"lists sizes an IVFFlat index: an int from 1 to {MAX_LISTS} with index='ivfflat' (got lists={lists!r}, index={index!r})."
+            )
         number = isinstance(recall, (int, float)) and not isinstance(recall, bool)
         if recall is not None and (index != "ivfflat" or not number or not 0 < recall <= 1):
             raise ValueError(
@@ -159,6 +135,8 @@ class PgMemoryWriter:
         if unknown:
             raise ValueError(f"Unknown PgMemory options {sorted(unknown)}: use weight, temperature, top_k, max_keys.")
         checked = CorpusMemory(dim, key_dim=key_dim, **options)  # the same checks of dim, weight, temperature and top_k
+        if index == "hnsw" and checked.top_k > MAX_EF_SEARCH:
+            raise ValueError(f"An HNSW memory finds at most {MAX_EF_SEARCH} keys per query (pgvector's ef_search): top_k={checked.top_k}.")
         self.url, self.name, self.dim, self.key_dim = url, check_name(name), checked.dim, checked.key_dim
         self.index, self.lists = index, lists
         self.recall = float(recall) if recall is not None else (RECALL if index == "ivfflat" else None)
@@ -170,49 +148,73 @@ class PgMemoryWriter:
             "key_model": key_model,
             "chunk_model": chunk_model,
         }
-        self.staging = f"{name}__building"
+        import psycopg2
+
+        self.staging = staging_table(name)
+        check_pg_name(keys_table(self.staging), "A memory table name")  # the longest name a build uses
         self._finished = False
-        self._conn = _connect(url)
+        self._conn = connect(url)
         try:
             with self._conn, self._conn.cursor() as cur:
-                if not_a_memory(cur, name):
-                    raise PgMemoryError(
-                        f"A table {name!r} or {keys_table(name)!r} exists on this server and is not an adapterkit memory's: "
-                        "choose another name."
-                    )
-                has_half = has_halfvec(cur)
-                if half and not has_half:
-                    raise PgMemoryError("This server's pgvector has no halfvec (it came in 0.7): update the extension, or pass half=False.")
-                self.half = has_half if half is None else bool(half)
-                if not resume:
-                    cur.execute(sql_of("DROP TABLE IF EXISTS {}, {}", self.staging, keys_table(self.staging)), ())
-                held = column_types(cur, self.staging)
-                want = {"chunk": vector_type(self.half, self.dim), "key": vector_type(self.half, self.key_dim)}
-                if held and held != want:
-                    raise PgMemoryError(f"The unfinished build of {name!r} holds {held}, not {want}: start afresh with resume=False.")
-                create_tables(cur, self.staging, self.dim, self.key_dim, self.half)
-                options = {"dim": self.dim, "key_dim": self.key_dim, **self.options}
-                if held:  # a resumed build keeps the options it was started with, or mixes two kinds of rows
-                    cur.execute(sql_of("SELECT config FROM {} WHERE name = %s", META_TABLE), (self.staging,))
-                    row = cur.fetchone()
-                    before = json.loads(row[0]) if row else {}
-                    differ = sorted(k for k in options if before.get(k) != options[k])
-                    if differ:
-                        raise PgMemoryError(
-                            f"The unfinished build of {name!r} was started with other {differ} "
-                            f"({ {k: before.get(k) for k in differ} }): start afresh with resume=False, or resume with those."
-                        )
-                cur.execute(
-                    sql_of(
-                        "INSERT INTO {} (name, config, ready) VALUES (%s, %s, false) ON CONFLICT (name) DO UPDATE "
-                        "SET config = EXCLUDED.config, ready = false",
-                        META_TABLE,
-                    ),
-                    (self.staging, json.dumps(options)),
-                )
+                self.half = self._open(cur, half, resume)
+        except psycopg2.Error as exc:
+            self._conn.close()
+            raise failed_write(self.name, exc) from exc
         except BaseException:
             self._conn.close()
             raise
+
+    def _open(self, cur: Any, half: Optional[bool], resume: bool) -> bool:
+        """Claim the name, check the server and any unfinished build, and create the staging tables; returns ``half``."""
+        if not has_pgvector(cur):
+            raise PgMemoryError(
+                "This database has no pgvector: run CREATE EXTENSION vector in it (pgvector must be installed on the server)."
+            )
+        cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"adapterkit memory {self.name}",))  # held until closed
+        if not cur.fetchone()[0]:
+            raise PgMemoryError(f"Another writer is building memory {self.name!r} on this server: let it finish, or stop it first.")
+        foreign = foreign_names(cur, self.name)
+        if foreign:
+            raise not_ours(self.name, foreign)
+        has_half = has_halfvec(cur)
+        if half and not has_half:
+            raise PgMemoryError("This server's pgvector has no halfvec (it came in 0.7): update the extension, or pass half=False.")
+        half = has_half if half is None else bool(half)
+        if self.key_dim > (MAX_INDEXED_HALF if half else MAX_INDEXED):
+            raise ValueError(
+                f"pgvector indexes at most {MAX_INDEXED} dimensions of vector and {MAX_INDEXED_HALF} of halfvec: the keys have "
+                f"{self.key_dim}{' (pass half=True)' if not half and self.key_dim <= MAX_INDEXED_HALF else ''}."
+            )
+        if not resume:
+            cur.execute(sql_of("DROP TABLE IF EXISTS {}, {}", self.staging, keys_table(self.staging)), ())
+        held = column_types(cur, self.staging)
+        want = {"chunk": vector_type(half, self.dim), "key": vector_type(half, self.key_dim)}
+        if held and held != want:
+            raise PgMemoryError(f"The unfinished build of {self.name!r} holds {held}, not {want}: start afresh with resume=False.")
+        create_tables(cur, self.staging, self.dim, self.key_dim, half)
+        options = {"dim": self.dim, "key_dim": self.key_dim, **self.options}
+        if held:  # a resumed build keeps the options it was started with, or mixes two kinds of rows
+            cur.execute(sql_of("SELECT config FROM {} WHERE name = %s", META_TABLE), (self.staging,))
+            row = cur.fetchone()
+            try:
+                before = json.loads(row[0]) if row else {}
+                differ = sorted(k for k in options if before.get(k) != options[k])
+            except (ValueError, AttributeError):
+                before, differ = {}, ["the record"]
+            if differ:
+                raise PgMemoryError(
+                    f"The unfinished build of {self.name!r} was started with other {differ} "
+                    f"({ {k: before.get(k) for k in differ} }): start afresh with resume=False, or resume with those."
+                )
+        cur.execute(
+            sql_of(
+                "INSERT INTO {} (name, config, ready) VALUES (%s, %s, false) ON CONFLICT (name) DO UPDATE "
+                "SET config = EXCLUDED.config, ready = false",
+                META_TABLE,
+            ),
+            (self.staging, json.dumps(options)),
+        )
+        return half
 
     def add(
         self,
@@ -228,10 +230,12 @@ class PgMemoryWriter:
         without them, the first ``update`` re-embeds every chunk)."""
         import psycopg2
 
+        if self._finished:
+            raise PgMemoryError(f"This writer has finished memory {self.name!r}: follow the index with PgMemory(...).add_chunks or update.")
         chunk_vectors, key_vectors, key_chunk = checked_rows(
             chunk_ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim, self.options["max_keys"]
         )
-        hashes = list(text_hashes) if text_hashes is not None else [""] * len(chunk_ids)
+        hashes = checked_hashes(chunk_ids, text_hashes)
         ids = [str(c) for c in chunk_ids]
         try:
             with self._conn, self._conn.cursor() as cur:
@@ -253,10 +257,12 @@ class PgMemoryWriter:
                     self.half,
                 )
         except psycopg2.Error as exc:
-            raise _failed(self.name, exc) from exc
+            raise failed_write(self.name, exc) from exc
 
     def finish(self) -> "PgMemory":
         """Index the keys and make the staging tables the memory ``name`` (replacing an older one) in one transaction."""
+        import psycopg2
+
         if self._finished:
             return PgMemory(self.url, self.name)
         config = {"layout": LAYOUT, "dim": self.dim, "key_dim": self.key_dim, "index": self.index, "half": self.half, **self.options}
@@ -264,11 +270,9 @@ class PgMemoryWriter:
         ops = "halfvec_cosine_ops" if self.half else "vector_cosine_ops"
         try:
             with self._conn, self._conn.cursor() as cur:
-                if not_a_memory(cur, self.name):  # made since this writer opened
-                    raise PgMemoryError(
-                        f"A table {self.name!r} or {keys_table(self.name)!r} exists on this server and is not an adapterkit memory's: "
-                        "choose another name."
-                    )
+                foreign = foreign_names(cur, self.name)  # made since this writer opened
+                if foreign:
+                    raise not_ours(self.name, foreign)
                 cur.execute("SET LOCAL maintenance_work_mem = '1GB'")  # an index built in memory builds many times faster
                 if self.index == "ivfflat":
                     cur.execute(sql_of("SELECT count(*) FROM {}", keys_table(staging)), ())
@@ -283,7 +287,7 @@ class PgMemoryWriter:
                 cur.execute(sql_of("DROP TABLE IF EXISTS {}, {}", table, keys_table(table)), ())
                 for old, new in ((staging, table), (keys_table(staging), keys_table(table))):
                     cur.execute(sql_of("ALTER TABLE {} RENAME TO {}", old, new), ())
-                for suffix in ("__pk", "__kc", "__ann"):
+                for suffix in INDEX_SUFFIXES:
                     cur.execute(sql_of("ALTER INDEX {} RENAME TO {}", staging + suffix, table + suffix), ())
                 cur.execute(
                     sql_of(
@@ -295,6 +299,8 @@ class PgMemoryWriter:
                 )
                 cur.execute(sql_of("DELETE FROM {} WHERE name = %s", META_TABLE), (self.staging,))
             self._finished = True
+        except psycopg2.Error as exc:
+            raise failed_write(self.name, exc) from exc
         finally:
             self._conn.close()
         return PgMemory(self.url, self.name)
@@ -323,7 +329,7 @@ class PgMemory(DatabaseMemory):
 
     def __init__(self, url: str, name: str, ef_search: Optional[int] = None, probes: Optional[int] = None) -> None:
         self.url, self.name = url, check_name(name)
-        self._conn = _connect(url)
+        self._conn = connect(url)
         with self._conn, self._conn.cursor() as cur:
             record = None
             if regclass(cur, META_TABLE) is not None:
@@ -334,28 +340,49 @@ class PgMemory(DatabaseMemory):
                 f"No finished memory {name!r} on this server (an unfinished build is never read): build it "
                 "with PgMemoryWriter, or continue a build with PgMemoryWriter(..., resume=True)."
             )
+        self._use_record(record[0])
+        index_option = {"hnsw": ("ef_search", ef_search, MAX_EF_SEARCH), "ivfflat": ("probes", probes, MAX_LISTS)}
+        for option, value, most in index_option.values():
+            if value is not None and (option != index_option[self.index][0]):
+                raise ValueError(f"Memory {name!r} has an {self.index} index: ef_search is for HNSW, probes for IVFFlat.")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most):
+                raise ValueError(f"{option} is an int from 1 to {most} (pgvector's range), got {value!r}.")
+        self.ef_search = max(ef_search or 100, self.top_k)
+        self.probes = probes if probes is not None else self._chosen_probes
+
+    def _use_record(self, raw: str) -> None:
+        """Take the memory's options from its record in ``META_TABLE``; a record that is not one a writer makes is an error."""
+        name = self.name
         try:
-            config = json.loads(record[0])
-            if config.get("layout") != LAYOUT:
+            config = json.loads(raw)
+            if not isinstance(config, dict):
+                raise TypeError(f"a {type(config).__name__}, not an object")
+            layout = config.get("layout")
+            if layout != LAYOUT:
+                later = isinstance(layout, int) and not isinstance(layout, bool) and layout > LAYOUT
                 raise PgMemoryError(
-                    f"Memory {name!r} was built by an earlier adapterkit, whose table copies each chunk's vector into every key "
-                    "row: build it again with PgMemoryWriter (memory_from_store reads it back from the store)."
+                    f"Memory {name!r} was built by a later adapterkit (layout {layout}): upgrade adapterkit to read it."
+                    if later
+                    else f"Memory {name!r} was built by an earlier adapterkit, whose table copies each chunk's vector into "
+                    "every key row: build it again with PgMemoryWriter (memory_from_store reads it back from the store)."
                 )
-            self.dim, self.key_dim = int(config["dim"]), int(config["key_dim"])
-            self.weight, self.temperature, self.top_k = float(config["weight"]), float(config["temperature"]), int(config["top_k"])
-            self.index, self.half = config["index"], bool(config["half"])
-            chosen = int(config["probes"]) if self.index == "ivfflat" else 1
+            options = {k: config[k] for k in ("weight", "temperature", "top_k", "max_keys") if k in config}
+            held = CorpusMemory(config["dim"], key_dim=config["key_dim"], **options)  # the writer's checks of each value
+            self.dim, self.key_dim, self.weight, self.temperature = held.dim, held.key_dim, held.weight, held.temperature
+            self.top_k, self.max_keys = held.top_k, check_max_keys(config.get("max_keys"))
+            self.index, self.half = config["index"], config["half"]
+            if self.index not in ("hnsw", "ivfflat") or not isinstance(self.half, bool):
+                raise ValueError(f"index {self.index!r}, half {self.half!r}")
             self.lists, self.measured_recall = config.get("lists"), config.get("measured_recall")  # IVFFlat: the build's choice
-            self.max_keys = check_max_keys(config.get("max_keys"))
+            probes = config.get("probes") if self.index == "ivfflat" else 1
+            if isinstance(probes, bool) or not isinstance(probes, int) or not 1 <= probes <= MAX_LISTS:
+                raise ValueError(f"probes {probes!r}")
+            self._chosen_probes = probes
             self.key_model, self.chunk_model = config.get("key_model"), config.get("chunk_model")
+        except PgMemoryError:
+            raise
         except (ValueError, KeyError, TypeError) as exc:
-            if isinstance(exc, PgMemoryError):
-                raise
             raise PgMemoryError(f"The record of memory {name!r} in {META_TABLE} is damaged ({exc}): build the memory again.") from exc
-        if (ef_search is not None and self.index != "hnsw") or (probes is not None and self.index != "ivfflat"):
-            raise ValueError(f"Memory {name!r} has an {self.index} index: ef_search is for HNSW, probes for IVFFlat.")
-        self.ef_search = max(int(ef_search or 100), self.top_k)
-        self.probes = int(probes) if probes is not None else chosen
 
     def __len__(self) -> int:
         return int(self._read(("SELECT 1", ()), sql_of("SELECT count(*) FROM {}", self.name), ())[0][0])
@@ -366,7 +393,7 @@ class PgMemory(DatabaseMemory):
     def with_pull(self, weight: float, temperature: Optional[float] = None) -> "PgMemory":
         """The same tables with another pull (a new connection); this one is left as it is."""
         other = copy.copy(self)
-        other._conn = _connect(self.url)
+        other._conn = connect(self.url)
         other.weight = float(weight)
         other.temperature = float(self.temperature if temperature is None else temperature)
         return other
@@ -379,6 +406,8 @@ class PgMemory(DatabaseMemory):
         q = np.asarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.key_dim:
             raise ValueError(f"Memory {self.name!r} looks up {self.key_dim}-dimensional base query vectors, got shape {q.shape}.")
+        if not np.isfinite(q).all():
+            raise ValueError("Query vectors must be finite (a NaN or inf came from the base model or the adapter).")
         q = unit_rows(q)
         k = self.top_k
         sims = np.full((len(q), k), -np.inf, dtype=np.float32)
@@ -407,41 +436,49 @@ class PgMemory(DatabaseMemory):
         return sims, ids, chunks
 
     def _read(self, setting: Tuple[str, tuple], query: Any, params: tuple) -> List[tuple]:
-        """One read-only round trip. A lost connection is opened again once (a read can be repeated);
-        a table changed since it was built is an error that says to rebuild it."""
+        """One read-only round trip (see ``_round_trip``)."""
+
+        def read(cur: Any) -> List[tuple]:
+            cur.execute(*setting)
+            cur.execute(query, params)
+            return cur.fetchall()
+
+        return self._round_trip(read, "Looking up")
+
+    def _round_trip(self, work: Callable[[Any], T], doing: str) -> T:
+        """``work(cursor)`` in one transaction. A lost connection is opened again once and the work repeated: a read, or a
+        write that replaces or deletes whole chunks, leaves the same as one run. A table changed since this object was
+        opened is an error that says what to do."""
         import psycopg2
 
-        def round_trip() -> List[tuple]:
+        def once() -> T:
             with self._conn, self._conn.cursor() as cur:
-                cur.execute(*setting)
-                cur.execute(query, params)
-                return cur.fetchall()
+                return work(cur)
 
         try:
             try:
-                return round_trip()
+                return once()
             except (psycopg2.OperationalError, psycopg2.InterfaceError):
                 self._conn.close()
-                self._conn = _connect(self.url)
-                return round_trip()
+                self._conn = connect(self.url)
+                return once()
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             raise PgMemoryError(
-                f"Looking up memory {self.name!r} failed: the server is not reachable ({str(exc).strip()}). "
-                "Nothing was changed; look up again once it is back."
+                f"{doing} memory {self.name!r} failed: the server is not reachable ({str(exc).strip()}). "
+                "Nothing was changed; try again once it is back."
             ) from exc
         except psycopg2.Error as exc:
             raise PgMemoryError(
-                f"Looking up memory {self.name!r} failed ({type(exc).__name__}: {str(exc).strip()}): its table was "
-                "changed or dropped since it was built; build the memory again with PgMemoryWriter."
+                f"{doing} memory {self.name!r} failed ({type(exc).__name__}: {str(exc).strip()}); nothing was changed. Its tables "
+                "were changed, dropped or rebuilt since this PgMemory was opened: open it again, or build the memory again "
+                "with PgMemoryWriter."
             ) from exc
 
     # ------------------------------------------------------------------ following the index
 
     def chunk_hashes(self) -> Dict[str, str]:
         """``{chunk id: text hash}`` of every chunk held."""
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute(sql_of("SELECT chunk_id, chunk_hash FROM {}", self.name), ())
-            return dict(cur.fetchall())
+        return dict(self._read(("SELECT 1", ()), sql_of("SELECT chunk_id, chunk_hash FROM {}", self.name), ()))
 
     def _replace(
         self,
@@ -453,9 +490,12 @@ class PgMemory(DatabaseMemory):
         hashes: Sequence[str],
     ) -> None:
         """One transaction: delete the chunks of ``drop`` and their keys, then COPY the chunks given."""
-        with self._conn, self._conn.cursor() as cur:
+
+        def replace(cur: Any) -> None:
             self._delete(cur, drop)
             write_chunks(cur, (self.name, keys_table(self.name)), chunk_ids, chunk_vectors, key_vectors, key_chunk, hashes, self.half)
+
+        self._round_trip(replace, "Writing")
 
     def _delete(self, cur: Any, chunk_ids: Sequence[str]) -> int:
         cur.execute(sql_of("DELETE FROM {} WHERE chunk_id = ANY(%s)", keys_table(self.name)), (list(chunk_ids),))
@@ -464,8 +504,8 @@ class PgMemory(DatabaseMemory):
 
     def remove(self, chunk_ids: Iterable[str]) -> int:
         """Drop these chunks and their keys; returns how many chunks were held."""
-        with self._conn, self._conn.cursor() as cur:
-            return self._delete(cur, [str(c) for c in chunk_ids])
+        ids = [str(c) for c in chunk_ids]
+        return self._round_trip(lambda cur: self._delete(cur, ids), "Removing from")
 
     def get_config_dict(self) -> Dict[str, Any]:
         return {
@@ -493,7 +533,7 @@ class PgMemory(DatabaseMemory):
 
 def memory_names(url: str) -> List[str]:
     """The finished memories on a server."""
-    conn = _connect(url)
+    conn = connect(url)
     try:
         with conn, conn.cursor() as cur:
             if regclass(cur, META_TABLE) is None:

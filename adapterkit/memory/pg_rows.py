@@ -37,9 +37,6 @@ def check_pg_name(name: Any, what: str, room: int = 0) -> str:
     return name
 
 
-HALF_MAX = 65504.0  # the largest finite half-precision value: a larger one would become inf, which halfvec refuses
-
-
 def _vector_field(vector: Optional[np.ndarray], half: bool) -> bytes:
     """One pgvector value (``halfvec`` when ``half``, else ``vector``) in COPY's binary format; NULL when ``vector`` is None."""
     if vector is None:
@@ -86,9 +83,8 @@ def write_chunks(
     half: bool,
 ) -> int:
     """COPY a row per chunk ``(chunk_id, chunk_hash, chunk)`` into ``tables[0]`` and a row per key ``(chunk_id, key)`` into
-    ``tables[1]``; returns the keys written. Each vector is held once; a chunk without keys has no key row."""
-    if half and max(np.abs(chunk_vectors).max(initial=0.0), np.abs(key_vectors).max(initial=0.0)) > HALF_MAX:
-        raise ValueError(f"A vector holds a value beyond {HALF_MAX:g}, which half precision cannot hold: build the memory with half=False.")
+    ``tables[1]``; returns the keys written. Each vector is held once; a chunk without keys has no key row. The vectors are
+    unit rows (``checked_rows``): half precision holds every value of them."""
     ids = [str(c) for c in chunk_ids]
-    copy_rows(cur, tables[0], ("chunk_id", "chunk_hash", "chunk"), zip(ids, map(str, hashes), chunk_vectors), half)
+    copy_rows(cur, tables[0], ("chunk_id", "chunk_hash", "chunk"), zip(ids, map(str, hashes), chunk_vectors, strict=True), half)
     return copy_rows(cur, tables[1], ("chunk_id", "key"), ((ids[o], k) for k, o in zip(key_vectors, key_chunk.tolist())), half)

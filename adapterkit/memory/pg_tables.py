@@ -1,4 +1,4 @@
-"""The SQL of a ``PgMemory``: its two tables, their names quoted, the nearest-key lookup, and the IVFFlat probes.
+"""The SQL of a ``PgMemory``: its connection and error, its names, its two tables, the nearest-key lookup, the IVFFlat probes.
 
 A memory ``name`` is a table with a row per chunk (``chunk_id`` primary key, ``chunk_hash``, ``chunk``) and
 a table ``name__keys`` with a row per key (``chunk_id``, ``key``); see ``pg_memory``. Every name goes
@@ -8,12 +8,16 @@ into SQL quoted (``sql.Identifier``), never pasted in.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from adapterkit.errors import AdapterkitError
 from adapterkit.memory.pg_rows import check_pg_name
 
+# PostgreSQL names stop at 63 bytes: the staging suffix and "__keys" add 16, an index name 15; "__" is the tables' own separator
+_NAME = re.compile(r"(?!.*__)[a-z_][a-z0-9_]{0,39}")
 SAMPLE_QUERIES = 64  # keys looked up as queries to choose the IVFFlat probes
 META_TABLE = "adapterkit_memories"  # name, config (JSON), ready: a memory is read only once ready
 
@@ -81,14 +85,41 @@ def create_tables(cur: Any, table: str, dim: int, key_dim: int, half: bool) -> N
     )
 
 
-def not_a_memory(cur: Any, name: str) -> bool:
-    """Whether a table ``name`` (or ``name__keys``) exists that is not a memory's: a build must never replace the user's own table."""
-    if regclass(cur, name) is None and regclass(cur, keys_table(name)) is None:
-        return False
-    if regclass(cur, META_TABLE) is None:
-        return True
-    cur.execute(sql_of("SELECT 1 FROM {} WHERE name = %s", META_TABLE), (name,))
-    return cur.fetchone() is None
+def staging_table(name: str) -> str:
+    """The table a build of memory ``name`` writes until ``finish()``."""
+    return name + "__building"
+
+
+INDEX_SUFFIXES = ("__pk", "__kc", "__ann")  # a memory table's primary key, its keys' chunk_id index, their ANN index
+
+
+def foreign_names(cur: Any, name: str) -> List[str]:
+    """The tables and indexes a build of memory ``name`` would create, replace or rename that are not that memory's:
+    a user's own, or another memory's (an earlier adapterkit allowed ``__`` in names). Empty when the build may go on."""
+    tables = [name, keys_table(name), staging_table(name), keys_table(staging_table(name))]
+    records: set = set()
+    if regclass(cur, META_TABLE) is not None:
+        cur.execute(sql_of("SELECT name FROM {} WHERE name = ANY(%s)", META_TABLE), (tables,))
+        records = {row[0] for row in cur.fetchall()}
+    ours = {t for base in (name, staging_table(name)) if base in records for t in (base, keys_table(base))}
+    foreign = [t for t in tables[1::2] if t in records]  # another memory's record under our keys tables' names
+    foreign += [t for t in tables if t not in ours and t not in foreign and regclass(cur, t) is not None]
+    for base in (name, staging_table(name)):
+        for index in (base + suffix for suffix in INDEX_SUFFIXES):
+            cur.execute(
+                "SELECT t.relname FROM pg_class c LEFT JOIN pg_index i ON i.indexrelid = c.oid "
+                "LEFT JOIN pg_class t ON t.oid = i.indrelid WHERE c.oid = to_regclass(%s)",
+                (quoted_value(cur, index),),
+            )
+            row = cur.fetchone()
+            if row is not None and row[0] not in ours:
+                foreign.append(index)
+    return foreign
+
+
+def has_pgvector(cur: Any) -> bool:
+    cur.execute("SELECT to_regtype('vector') IS NOT NULL")
+    return bool(cur.fetchone()[0])
 
 
 def column_types(cur: Any, table: str) -> Dict[str, str]:
@@ -146,8 +177,11 @@ def choose_probes(cur: Any, table: str, half: bool, lists: int, top_k: int, reca
         sql_of("SELECT ctid::text, key::real[] FROM {} TABLESAMPLE SYSTEM (%s) REPEATABLE (0) LIMIT %s", keys), (share, SAMPLE_QUERIES)
     )
     sample = cur.fetchall()
+    if len(sample) < min(SAMPLE_QUERIES, total):  # a few pages of short rows can come back with too few: read them in order
+        cur.execute(sql_of("SELECT ctid::text, key::real[] FROM {} LIMIT %s", keys), (SAMPLE_QUERIES,))
+        sample = cur.fetchall()
     if not sample:
-        return 1, 1.0
+        return max(1, math.ceil(math.sqrt(lists))), 1.0  # no key: nothing to find, and nothing missed
     own = [row[0] for row in sample]
     texts = vector_literals(np.asarray([row[1] for row in sample], dtype=np.float32))
     search = nearest(table, half, ids_only=True)
@@ -163,3 +197,51 @@ def choose_probes(cur: Any, table: str, half: bool, lists: int, top_k: int, reca
         if measured >= recall or probes >= lists:
             return probes, measured
         probes = min(lists, math.ceil(probes * 1.5))
+
+
+class PgMemoryError(AdapterkitError, ValueError):
+    """A memory table is missing, unfinished, or does not fit its record."""
+
+
+def connect(url: str) -> Any:
+    """A DB-API (psycopg2) connection from a SQLAlchemy URL (what ``PGVectorStore.connection_string`` holds)."""
+    import psycopg2
+    import sqlalchemy
+
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"A memory table lives in PostgreSQL with pgvector, not {parsed.get_backend_name()!r}.")
+    engine = sqlalchemy.create_engine(parsed.set(drivername="postgresql+psycopg2"))  # the transactions below are psycopg2's
+    args, kwargs = engine.dialect.create_connect_args(engine.url)
+    return psycopg2.connect(*args, **kwargs)
+
+
+def failed_write(name: str, exc: Exception) -> PgMemoryError:
+    """The error for a failed write: the server gone (resume later), or the data refused (fix it)."""
+    import psycopg2
+
+    said = (
+        f"Writing memory {name!r} failed ({type(exc).__name__}: {str(exc).strip()}); "
+        "that batch was rolled back and nothing unfinished is ever read."
+    )
+    if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        return PgMemoryError(f"{said} Continue with PgMemoryWriter(..., resume=True) once the server is back.")
+    return PgMemoryError(f"{said} The server refused the rows: fix them and write the batch again.")
+
+
+def not_ours(name: str, foreign: List[str]) -> PgMemoryError:
+    return PgMemoryError(
+        f"{', '.join(map(repr, foreign))} on this server {'is' if len(foreign) == 1 else 'are'} not an adapterkit memory's own, "
+        f"and a build of memory {name!r} would create, replace or rename {'it' if len(foreign) == 1 else 'them'} "
+        "(a table or index of your own, or another memory's): choose another name."
+    )
+
+
+def check_name(name: str) -> str:
+    if name == META_TABLE:
+        raise ValueError(f"{META_TABLE!r} is the table that records the memories: choose another memory name.")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"A memory name is 1-40 lower-case letters, digits or _ (starting with a letter or _, never two _ in a row), got {name!r}."
+        )
+    return name

@@ -43,7 +43,7 @@ from adapterkit.errors import AdapterkitError
 from adapterkit.memory.corpus_memory import CorpusMemory
 from adapterkit.memory.database_memory import DatabaseMemory
 from adapterkit.memory.pg_memory import LOOKUP_BATCH, check_name
-from adapterkit.memory.rows import check_max_keys, checked_rows
+from adapterkit.memory.rows import check_max_keys, checked_hashes, checked_rows
 from adapterkit.metrics import unit_rows
 
 TAG = "adapterkit_memory"  # the metadata key that marks a collection as (a build of) a memory
@@ -245,7 +245,7 @@ class QdrantMemoryWriter:
         chunk_vectors, key_vectors, key_chunk = checked_rows(
             ids, chunk_vectors, key_vectors, key_chunk, self.dim, self.key_dim, self.options["max_keys"]
         )
-        hashes = list(text_hashes) if text_hashes is not None else [""] * len(ids)
+        hashes = checked_hashes(ids, text_hashes)
         held = _held(self.client, self.collection, ids)
         new = np.array([c not in held for c in ids], dtype=bool)
         if not new.any():
