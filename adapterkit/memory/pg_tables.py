@@ -18,7 +18,7 @@ from adapterkit.memory.pg_rows import check_pg_name
 
 # PostgreSQL names stop at 63 bytes: the staging suffix and "__keys" add 16, an index name 15; "__" is the tables' own separator
 _NAME = re.compile(r"(?!.*__)[a-z_][a-z0-9_]{0,39}")
-SAMPLE_QUERIES = 64  # keys looked up as queries to choose the IVFFlat probes
+SAMPLE_QUERIES = 100  # keys looked up as queries to choose the IVFFlat probes, spread over a block sample of four times as many
 META_TABLE = "adapterkit_memories"  # name, config (JSON), ready: a memory is read only once ready
 
 
@@ -167,16 +167,16 @@ def found_rows(cur: Any, search: Any, texts: List[str], k: int) -> List[set]:
 
 def choose_probes(cur: Any, table: str, half: bool, lists: int, top_k: int, recall: float) -> Tuple[int, float]:
     """The fewest IVFFlat probes (from the square root of the lists up, by half again each step) at which keys sampled from
-    the memory, looked up as queries, find ``recall`` of their exact ``top_k`` other keys; returns the probes and the recall
-    measured. Exact: every list probed. Run inside the transaction that built the index."""
+    the memory, looked up as queries, find ``recall`` of their exact ``top_k`` other keys (their mean share less two standard
+    errors); returns the probes and the mean share measured. Exact: every list probed. Run inside the transaction that
+    built the index."""
     keys = keys_table(table)
     cur.execute(sql_of("SELECT count(*) FROM {}", keys), ())
     total = int(cur.fetchone()[0])
     share = min(100.0, 100.0 * 4 * SAMPLE_QUERIES / max(total, 1))  # block sampling: a few pages, not a scan
-    cur.execute(
-        sql_of("SELECT ctid::text, key::real[] FROM {} TABLESAMPLE SYSTEM (%s) REPEATABLE (0) LIMIT %s", keys), (share, SAMPLE_QUERIES)
-    )
+    cur.execute(sql_of("SELECT ctid::text, key::real[] FROM {} TABLESAMPLE SYSTEM (%s) REPEATABLE (0)", keys), (share,))
     sample = cur.fetchall()
+    sample = [sample[int(i)] for i in np.linspace(0, len(sample) - 1, min(SAMPLE_QUERIES, len(sample)))] if sample else []
     if len(sample) < min(SAMPLE_QUERIES, total):  # a few pages of short rows can come back with too few: read them in order
         cur.execute(sql_of("SELECT ctid::text, key::real[] FROM {} LIMIT %s", keys), (SAMPLE_QUERIES,))
         sample = cur.fetchall()
@@ -192,9 +192,11 @@ def choose_probes(cur: Any, table: str, half: bool, lists: int, top_k: int, reca
     while True:
         cur.execute("SET LOCAL ivfflat.probes = %s", (probes,))
         found = found_rows(cur, search, texts, top_k + 1)
-        shares = [len(f & e) / len(e) for f, e in zip(found, exact) if e]
-        measured = float(np.mean(shares)) if shares else 1.0  # a memory of one key has no other key to find
-        if measured >= recall or probes >= lists:
+        shares = np.asarray([len(f & e) / len(e) for f, e in zip(found, exact) if e])
+        measured = float(shares.mean()) if len(shares) else 1.0  # a memory of one key has no other key to find
+        # the sample's mean less two standard errors: the recall of queries beyond the sample, with a margin for its chance
+        bound = measured - 2 * float(shares.std(ddof=1)) / math.sqrt(len(shares)) if len(shares) > 1 else measured
+        if bound >= recall or probes >= lists:
             return probes, measured
         probes = min(lists, math.ceil(probes * 1.5))
 
