@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny slices of the real walkthrough data and the real offline model.
+"""Shared fixtures: tiny slices of the real walkthrough data, the real offline model and a real PostgreSQL server.
 
 The environment (no API keys, the project's own embedding cache) is set in the root conftest.py.
 """
@@ -68,10 +68,30 @@ def fake_openai(monkeypatch):
     server.server_close()
 
 
+@pytest.fixture(scope="module")
+def pg():
+    """A PostgreSQL + pgvector server of the module's own, started from the pip package's binaries, stopped and deleted afterwards."""
+    from adapterkit.stores.postgres import LocalPostgres
+
+    with LocalPostgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def db(pg):
+    """A connection of the test's own (autocommit), beside those the code under test opens."""
+    import psycopg2
+
+    conn = psycopg2.connect(host=pg.socket_dir, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
 # The unit lane (`make test-fast`) leaves out every test that starts a server (PostgreSQL, Qdrant), a
 # cluster, a notebook or the command end to end: these files hold nothing else, these fixtures run a
-# whole fit, and other such tests carry the mark themselves.
-INTEGRATION_FIXTURES = {"fitted"}
+# whole fit or start a server, and other such tests carry the mark themselves.
+INTEGRATION_FIXTURES = {"fitted", "pg"}
 INTEGRATION_FILES = {
     "test_cli.py",
     "test_cluster.py",

@@ -10,14 +10,7 @@ from test_cross_model import FirstCoordinates
 from adapterkit import AdapterEmbeddingModel, LinearLayer
 from adapterkit.memory.corpus_memory import CorpusMemory, _text_hash
 from adapterkit.memory.pg_memory import PgMemory, PgMemoryError, PgMemoryWriter, memory_names
-from adapterkit.stores.postgres import LocalPostgres
 from conftest import take
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with LocalPostgres() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

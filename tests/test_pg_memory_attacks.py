@@ -17,24 +17,8 @@ from psycopg2 import sql
 
 from adapterkit.memory import pg_rows
 from adapterkit.memory.pg_memory import PgMemory, PgMemoryError, PgMemoryWriter, memory_names
-from adapterkit.stores.postgres import LocalPostgres
 
 DIM = 4
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with LocalPostgres() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def db(pg):
-    """A connection of the test's own (autocommit), beside the memory's."""
-    conn = psycopg2.connect(host=pg.socket_dir, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    yield conn
-    conn.close()
 
 
 def run(db, statement: str, params: tuple = ()) -> List[tuple]:

@@ -21,7 +21,6 @@ from adapterkit.cli import main
 from adapterkit.memory import pg_memory
 from adapterkit.memory.pg_memory import PgMemory, PgMemoryWriter, memory_names
 from adapterkit.pipeline.sources import chunks_from_store, open_store
-from adapterkit.stores.postgres import LocalPostgres
 from adapterkit.stores.stored_vectors import read_stored, store_top_k
 
 VICTIM = [(1, "alpha"), (2, "beta")]
@@ -44,20 +43,6 @@ STORE_PAYLOADS = {
     "unicode": ("çhünks—ß ☃", "does not exist"),
 }
 MEMORY_PAYLOADS = ['m"; drop table victim; --', "m'); drop table victim; --", "m\x00", "m" * 200, "a.b", "mémoire", "Upper", ""]
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with LocalPostgres() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def db(pg):
-    conn = psycopg2.connect(host=pg.socket_dir, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    yield conn
-    conn.close()
 
 
 def rows_of(db, *name: str) -> Optional[List[tuple]]:

@@ -33,12 +33,6 @@ from conftest import take
 
 
 @pytest.fixture(scope="module")
-def pg():
-    with LocalPostgres() as server:  # started from the pip package's binaries, stopped and deleted afterwards
-        yield server
-
-
-@pytest.fixture(scope="module")
 def uber(val_full):
     return take(val_full, 40)
 

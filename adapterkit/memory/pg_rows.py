@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -37,10 +37,8 @@ def check_pg_name(name: Any, what: str, room: int = 0) -> str:
     return name
 
 
-def _vector_field(vector: Optional[np.ndarray], half: bool) -> bytes:
-    """One pgvector value (``halfvec`` when ``half``, else ``vector``) in COPY's binary format; NULL when ``vector`` is None."""
-    if vector is None:
-        return struct.pack("!i", -1)
+def _vector_field(vector: np.ndarray, half: bool) -> bytes:
+    """One pgvector value (``halfvec`` when ``half``, else ``vector``) in COPY's binary format."""
     data = np.asarray(vector, dtype=">f2" if half else ">f4").tobytes()
     return struct.pack("!ihh", 4 + len(data), len(vector), 0) + data
 
