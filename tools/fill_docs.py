@@ -164,7 +164,7 @@ def front_table() -> str:
 
 def scale_table() -> str:
     """PostgreSQL + pgvector at 100k to 10M chunks (``benchmarks/bench_pgvector.py``), the memory in its present layout."""
-    sizes = {"100k": "100k chunks", "400k": "400k chunks", "1m": "1M chunks", "10m": "10M chunks"}
+    sizes = {"100k": "100k chunks", "400k": "400k chunks", "1m": "1M chunks", "4m": "4M chunks", "10m": "10M chunks"}
     runs = {size: load(f"pgvector_scale_{size}") for size in sizes}
     for run in runs.values():  # what a million chunks cost on the server's disk
         run["memory_db_mb_per_million"] = round(run["memory_db_mb"] / run["chunks"] * 1e6)
