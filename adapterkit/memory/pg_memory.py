@@ -52,8 +52,7 @@ from adapterkit.memory.pg_tables import (
     create_tables,
     failed_write,
     foreign_names,
-    has_halfvec,
-    has_pgvector,
+    has_type,
     keys_table,
     nearest,
     not_ours,
@@ -166,7 +165,7 @@ class PgMemoryWriter:
 
     def _open(self, cur: Any, half: Optional[bool], resume: bool) -> bool:
         """Claim the name, check the server and any unfinished build, and create the staging tables; returns ``half``."""
-        if not has_pgvector(cur):
+        if not has_type(cur, "vector"):
             raise PgMemoryError(
                 "This database has no pgvector: run CREATE EXTENSION vector in it (pgvector must be installed on the server)."
             )
@@ -176,7 +175,7 @@ class PgMemoryWriter:
         foreign = foreign_names(cur, self.name)
         if foreign:
             raise not_ours(self.name, foreign)
-        has_half = has_halfvec(cur)
+        has_half = has_type(cur, "halfvec")  # pgvector 0.7 and later
         if half and not has_half:
             raise PgMemoryError("This server's pgvector has no halfvec (it came in 0.7): update the extension, or pass half=False.")
         half = has_half if half is None else bool(half)
@@ -385,10 +384,10 @@ class PgMemory(DatabaseMemory):
             raise PgMemoryError(f"The record of memory {name!r} in {META_TABLE} is damaged ({exc}): build the memory again.") from exc
 
     def __len__(self) -> int:
-        return int(self._read(("SELECT 1", ()), sql_of("SELECT count(*) FROM {}", self.name), ())[0][0])
+        return int(self._read(sql_of("SELECT count(*) FROM {}", self.name), ())[0][0])
 
     def key_count(self) -> int:
-        return int(self._read(("SELECT 1", ()), sql_of("SELECT count(*) FROM {}", keys_table(self.name)), ())[0][0])
+        return int(self._read(sql_of("SELECT count(*) FROM {}", keys_table(self.name)), ())[0][0])
 
     def with_pull(self, weight: float, temperature: Optional[float] = None) -> "PgMemory":
         """The same tables with another pull (a new connection); this one is left as it is."""
@@ -421,7 +420,7 @@ class PgMemory(DatabaseMemory):
         )
         statement = nearest(self.name, self.half)
         for start in range(0, len(q), LOOKUP_BATCH):
-            found = self._read(search, statement, (vector_literals(q[start : start + LOOKUP_BATCH]), int(k)))
+            found = self._read(statement, (vector_literals(q[start : start + LOOKUP_BATCH]), int(k)), search)
             if found and len(found[0][3]) != self.dim:
                 raise PgMemoryError(
                     f"Memory {self.name!r} now holds {len(found[0][3])}-dimensional chunk vectors, not the {self.dim} "
@@ -435,11 +434,12 @@ class PgMemory(DatabaseMemory):
                 ids[row].append(chunk_id)
         return sims, ids, chunks
 
-    def _read(self, setting: Tuple[str, tuple], query: Any, params: tuple) -> List[tuple]:
-        """One read-only round trip (see ``_round_trip``)."""
+    def _read(self, query: Any, params: tuple, setting: Optional[Tuple[str, tuple]] = None) -> List[tuple]:
+        """One read-only round trip (see ``_round_trip``), after ``setting`` (``SET LOCAL`` statements and their values)."""
 
         def read(cur: Any) -> List[tuple]:
-            cur.execute(*setting)
+            if setting is not None:
+                cur.execute(*setting)
             cur.execute(query, params)
             return cur.fetchall()
 
@@ -478,7 +478,7 @@ class PgMemory(DatabaseMemory):
 
     def chunk_hashes(self) -> Dict[str, str]:
         """``{chunk id: text hash}`` of every chunk held."""
-        return dict(self._read(("SELECT 1", ()), sql_of("SELECT chunk_id, chunk_hash FROM {}", self.name), ()))
+        return dict(self._read(sql_of("SELECT chunk_id, chunk_hash FROM {}", self.name), ()))
 
     def _replace(
         self,

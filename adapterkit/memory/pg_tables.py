@@ -61,9 +61,9 @@ def vector_type(half: bool, dim: int) -> str:
     return f"{'halfvec' if half else 'vector'}({int(dim)})"
 
 
-def has_halfvec(cur: Any) -> bool:
-    """Whether the server's pgvector has half-precision vectors (0.7 and later)."""
-    cur.execute("SELECT to_regtype('halfvec') IS NOT NULL")
+def has_type(cur: Any, name: str) -> bool:
+    """Whether the database has the type ``name`` (``vector``: pgvector is installed; ``halfvec``: it is 0.7 or later)."""
+    cur.execute("SELECT to_regtype(%s) IS NOT NULL", (name,))
     return bool(cur.fetchone()[0])
 
 
@@ -115,11 +115,6 @@ def foreign_names(cur: Any, name: str) -> List[str]:
             if row is not None and row[0] not in ours:
                 foreign.append(index)
     return foreign
-
-
-def has_pgvector(cur: Any) -> bool:
-    cur.execute("SELECT to_regtype('vector') IS NOT NULL")
-    return bool(cur.fetchone()[0])
 
 
 def column_types(cur: Any, table: str) -> Dict[str, str]:
